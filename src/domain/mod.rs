@@ -1,0 +1,13 @@
+//! Domain types: the parsed values that travel inward from the edges.
+//!
+//! Nothing here knows about HTTP, SQL or the filesystem layout; every type is
+//! built by a `parse` function that refuses bad input, so code that receives
+//! one never has to re-check it.
+
+mod file_kind;
+mod path;
+mod user;
+
+pub use file_kind::FileKind;
+pub use path::{PathError, SafeRelPath};
+pub use user::{Password, Role, UserId, UserName, UserNameError};
