@@ -15,3 +15,4 @@
 //! - [`domain`]: parsed types shared by all of the above.
 
 pub mod domain;
+pub mod workspace;
