@@ -4,15 +4,34 @@
 //! The crate map, outside in:
 //! - [`cli`]: the `comfyume` command line; `main.rs` only calls it.
 //! - [`config`]: the TOML + environment configuration.
-//! - [`server`]: `run(listener, shutdown)`, the entry point of `serve` and of the tests.
-//! - `http`: every route (the only module that knows axum).
+//! - [`server`]: `run(listener, state, shutdown)`, the entry point of `serve` and of the tests.
+//! - [`app`]: `AppState`, the services a request can reach, built once.
+//! - `http`: every route of the gateway (with [`sim`], the only code that knows axum).
 //! - [`auth`]: passwords, sessions, login rate limits, credential sheets.
 //! - [`workspace`]: each user's files (userdata, settings, input/output/temp).
+//! - [`templates`]: the workshop's workflow templates.
+//! - [`frontend`]: the ComfyUI web frontend on disk.
 //! - [`catalogue`]: the node catalogue gathered from the backends.
 //! - [`backend`]: clients for ComfyUI-protocol GPU backends.
-//! - [`sim`]: the built-in GPU simulator (`comfyume sim-backend`).
+//! - [`hub`]: live browser sockets, by user.
+//! - [`sim`]: the built-in GPU simulator (`comfyume sim-backend`), a server of its own.
 //! - [`store`]: the database (the only place with SQL).
 //! - [`domain`]: parsed types shared by all of the above.
 
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod catalogue;
+pub mod cli;
+pub mod clock;
+pub mod config;
 pub mod domain;
+pub mod frontend;
+mod http;
+pub mod hub;
+pub mod server;
 pub mod sim;
+pub mod store;
+mod telemetry;
+pub mod templates;
+pub mod workspace;
