@@ -147,7 +147,10 @@ mod tests {
         assert_eq!(SafeRelPath::parse(".."), Err(PathError::Escapes));
         assert_eq!(SafeRelPath::parse("a/../../b"), Err(PathError::Escapes));
         assert_eq!(SafeRelPath::parse("/etc/passwd"), Err(PathError::Absolute));
-        assert_eq!(SafeRelPath::parse("\\\\server\\x"), Err(PathError::Absolute));
+        assert_eq!(
+            SafeRelPath::parse("\\\\server\\x"),
+            Err(PathError::Absolute)
+        );
         assert_eq!(SafeRelPath::parse("C:/x"), Err(PathError::Absolute));
         assert_eq!(SafeRelPath::parse("a\0b"), Err(PathError::BadCharacter));
     }
@@ -165,6 +168,9 @@ mod tests {
         let p = SafeRelPath::parse("workflows/sub/a.json").unwrap();
         assert_eq!(p.file_name(), "a.json");
         assert_eq!(p.parent().as_str(), "workflows/sub");
-        assert_eq!(p.segments().collect::<Vec<_>>(), ["workflows", "sub", "a.json"]);
+        assert_eq!(
+            p.segments().collect::<Vec<_>>(),
+            ["workflows", "sub", "a.json"]
+        );
     }
 }

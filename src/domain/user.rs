@@ -16,7 +16,9 @@ pub enum UserNameError {
     Empty,
     #[error("a user name is at most 64 characters")]
     TooLong,
-    #[error("a user name may only hold letters, digits, '-', '_' and '.', and must start with a letter or digit")]
+    #[error(
+        "a user name may only hold letters, digits, '-', '_' and '.', and must start with a letter or digit"
+    )]
     BadCharacter,
 }
 
@@ -83,7 +85,9 @@ impl FromStr for Role {
         match s {
             "participant" => Ok(Role::Participant),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role '{other}' (expected participant or admin)")),
+            other => Err(format!(
+                "unknown role '{other}' (expected participant or admin)"
+            )),
         }
     }
 }

@@ -1,1 +1,11 @@
+//! The integration tests: one binary (one link step), each module a topic.
+//! Every test runs a real gateway on an ephemeral loopback port, backed by a
+//! real simulator on another, and talks to it over HTTP and WebSocket.
 
+mod support;
+
+mod auth;
+mod comfy_routes;
+mod files;
+mod isolation;
+mod userdata;

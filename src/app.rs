@@ -1,0 +1,124 @@
+//! `AppState`: everything a request handler or background task needs, built
+//! once from the configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{Accounts, LoginLimiter, SessionUser};
+use crate::backend::BackendClient;
+use crate::catalogue::Catalogue;
+use crate::config::{AuthMode, Config};
+use crate::domain::{Password, Role, UserName};
+use crate::frontend::{Frontend, FrontendError};
+use crate::hub::Hub;
+use crate::store::{Store, StoreError};
+use crate::templates::Templates;
+use crate::workspace::Workspaces;
+
+/// Cheap to clone; handlers take it as axum state.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub accounts: Accounts,
+    pub workspaces: Workspaces,
+    pub catalogue: Catalogue,
+    pub hub: Hub,
+    pub frontend: Frontend,
+    pub templates: Templates,
+    /// In `auth = "none"` mode, the one user everybody is.
+    pub local_user: Option<SessionUser>,
+    /// Flips to true when the server starts shutting down, so long-lived
+    /// sockets close instead of holding the graceful shutdown open.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the local user: {0}")]
+    LocalUser(String),
+    #[error("workshop templates: {0}")]
+    Templates(String),
+}
+
+impl AppState {
+    /// Opens the store, checks the frontend and wires the services.
+    /// `backends` are the clients to use (the configured ones, or the
+    /// built-in simulator's).
+    pub async fn build(
+        config: Config,
+        backends: Vec<BackendClient>,
+    ) -> Result<AppState, StartError> {
+        let frontend = Frontend::open(&config.frontend_dir)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = Store::connect(config.database_url().expose()).await?;
+        let limiter = LoginLimiter::new(
+            config.auth.login_failures_per_user,
+            config.auth.login_failures_per_ip,
+            Duration::from_secs(config.auth.login_window_seconds),
+        );
+        let accounts = Accounts::new(
+            store.clone(),
+            limiter,
+            Duration::from_secs(u64::from(config.auth.session_hours) * 3600),
+        );
+        let local_user = match config.auth.mode {
+            AuthMode::Password => None,
+            AuthMode::None => Some(ensure_local_user(&accounts).await?),
+        };
+        let templates = Templates::open(config.templates_dir.as_deref())
+            .map_err(|e| StartError::Templates(e.to_string()))?;
+        let catalogue = Catalogue::new(backends, config.data_dir.join("catalogue.json"));
+        let workspaces = Workspaces::new(config.data_dir.join("users"));
+        Ok(AppState(Arc::new(App {
+            config,
+            store,
+            accounts,
+            workspaces,
+            catalogue,
+            hub: Hub::default(),
+            frontend,
+            templates,
+            local_user,
+            closing: tokio::sync::watch::Sender::new(false),
+        })))
+    }
+}
+
+/// The `default` account of local mode, created on first start. Its password
+/// is random and never shown: in this mode nobody logs in.
+async fn ensure_local_user(accounts: &Accounts) -> Result<SessionUser, StartError> {
+    let name = UserName::parse("default").expect("a valid literal");
+    if let Some(u) = accounts.store().user_by_name(&name).await? {
+        return Ok(u.into());
+    }
+    accounts
+        .create_user(
+            &name,
+            &Password::new(crate::auth::generate_password()),
+            Role::Admin,
+        )
+        .await
+        .map_err(|e| StartError::LocalUser(e.to_string()))
+}

@@ -1,0 +1,155 @@
+//! Login throttling: failed attempts are counted per user name and per
+//! client address in a sliding window; past the limit, further attempts are
+//! refused until the oldest failure ages out.
+//!
+//! In memory: one gateway process serves a workshop, and a restart forgiving
+//! everyone is harmless.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone)]
+pub struct LoginLimiter {
+    inner: Arc<Mutex<Inner>>,
+    per_user: usize,
+    per_ip: usize,
+    window: Duration,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_user: HashMap<String, VecDeque<Instant>>,
+    by_ip: HashMap<IpAddr, VecDeque<Instant>>,
+}
+
+impl LoginLimiter {
+    pub fn new(per_user: u32, per_ip: u32, window: Duration) -> Self {
+        Self {
+            inner: Arc::default(),
+            per_user: per_user as usize,
+            per_ip: per_ip as usize,
+            window,
+        }
+    }
+
+    /// `Err(retry_after)` when either the name or the address is over its
+    /// limit.
+    pub fn check(&self, user: &str, ip: IpAddr) -> Result<(), Duration> {
+        self.check_at(user, ip, Instant::now())
+    }
+
+    fn check_at(&self, user: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.window;
+        let user_wait = inner
+            .by_user
+            .get_mut(user)
+            .and_then(|q| wait(q, self.per_user, window, now));
+        let ip_wait = inner
+            .by_ip
+            .get_mut(&ip)
+            .and_then(|q| wait(q, self.per_ip, window, now));
+        match user_wait.max(ip_wait) {
+            Some(d) => Err(d),
+            None => Ok(()),
+        }
+    }
+
+    pub fn record_failure(&self, user: &str, ip: IpAddr) {
+        self.record_failure_at(user, ip, Instant::now());
+    }
+
+    fn record_failure_at(&self, user: &str, ip: IpAddr, now: Instant) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .by_user
+            .entry(user.to_string())
+            .or_default()
+            .push_back(now);
+        inner.by_ip.entry(ip).or_default().push_back(now);
+        // Keep memory bounded under a flood of made-up names.
+        if inner.by_user.len() > 10_000 {
+            let window = self.window;
+            inner
+                .by_user
+                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        }
+    }
+
+    /// A successful login clears that name's failures (not the address's).
+    pub fn forget(&self, user: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_user.remove(user);
+    }
+}
+
+/// Drops failures older than the window; if `limit` remain, how long until
+/// the oldest expires.
+fn wait(
+    q: &mut VecDeque<Instant>,
+    limit: usize,
+    window: Duration,
+    now: Instant,
+) -> Option<Duration> {
+    while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        q.pop_front();
+    }
+    if q.len() >= limit {
+        q.front().map(|t| {
+            window
+                .saturating_sub(now.duration_since(*t))
+                .max(Duration::from_secs(1))
+        })
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn per_user_limit_then_window_passes() {
+        let l = LoginLimiter::new(3, 100, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(l.check_at("bob", A, t0).is_ok());
+            l.record_failure_at("bob", A, t0);
+        }
+        assert!(
+            l.check_at("bob", B, t0).is_err(),
+            "the name is locked from any address"
+        );
+        assert!(
+            l.check_at("alice", A, t0).is_ok(),
+            "other names are unaffected"
+        );
+        assert!(l.check_at("bob", A, t0 + Duration::from_secs(61)).is_ok());
+    }
+
+    #[test]
+    fn per_ip_limit() {
+        let l = LoginLimiter::new(100, 2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        l.record_failure_at("a", A, t0);
+        l.record_failure_at("b", A, t0);
+        let wait = l.check_at("c", A, t0).unwrap_err();
+        assert!(wait <= Duration::from_secs(60));
+        assert!(l.check_at("c", B, t0).is_ok());
+    }
+
+    #[test]
+    fn success_clears_the_name() {
+        let l = LoginLimiter::new(1, 100, Duration::from_secs(60));
+        l.record_failure("bob", A);
+        assert!(l.check("bob", A).is_err());
+        l.forget("bob");
+        assert!(l.check("bob", A).is_ok());
+    }
+}

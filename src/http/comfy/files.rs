@@ -1,0 +1,130 @@
+//! `/upload/image`, `/upload/mask` and `/view`: the user's input, output and
+//! temp files, with ComfyUI's naming rules and answers.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::multipart::MultipartError;
+use axum::extract::{Multipart, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::http::session::CurrentUser;
+use crate::workspace::{
+    UploadOutcome, parse_upload_subfolder, parse_upload_type, upload_overwrite_flag, view_serve_as,
+};
+
+/// The multipart form of an upload. `/upload/mask` takes the same fields
+/// plus `original_ref`; the frontend's mask editor saves through
+/// `/upload/image`, so a mask is stored as the image it is.
+#[derive(Default)]
+struct UploadForm {
+    image: Option<(String, Vec<u8>)>,
+    kind: Option<String>,
+    subfolder: Option<String>,
+    overwrite: Option<String>,
+}
+
+pub async fn upload(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    mut multipart: Multipart,
+) -> Result<Json<UploadOutcome>, ApiError> {
+    let limit = state.config.limits.max_upload_bytes;
+    let mut form = UploadForm::default();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, limit))?
+    {
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "image" => {
+                let file_name = field.file_name().unwrap_or("").to_string();
+                let bytes = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
+                form.image = Some((file_name, bytes.to_vec()));
+            }
+            "type" => form.kind = Some(field.text().await.map_err(|e| multipart_error(e, limit))?),
+            "subfolder" => {
+                form.subfolder = Some(field.text().await.map_err(|e| multipart_error(e, limit))?)
+            }
+            "overwrite" => {
+                form.overwrite = Some(field.text().await.map_err(|e| multipart_error(e, limit))?)
+            }
+            _ => {}
+        }
+    }
+    let Some((file_name, bytes)) = form.image.filter(|(n, _)| !n.is_empty()) else {
+        return Err(ApiError::bad_request(
+            "No image file in the upload (expected a multipart part named 'image')",
+        ));
+    };
+    if bytes.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    let kind = parse_upload_type(form.kind.as_deref())?;
+    let subfolder = parse_upload_subfolder(form.subfolder.as_deref())?;
+    let overwrite = upload_overwrite_flag(form.overwrite.as_deref());
+    let outcome = state
+        .workspaces
+        .user(&user.name)
+        .save_upload(kind, &subfolder, &file_name, bytes, overwrite)
+        .await?;
+    Ok(Json(outcome))
+}
+
+fn multipart_error(e: MultipartError, limit: u64) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(limit)
+    } else {
+        ApiError::bad_request(format!("Malformed upload: {}", e.body_text()))
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    let mb = limit as f64 / (1024.0 * 1024.0);
+    ApiError::Text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("The file is too large: uploads are limited to {mb:.1} MB."),
+    )
+}
+
+pub async fn view(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let get = |k: &str| q.get(k).map(String::as_str);
+    let target = state
+        .workspaces
+        .user(&user.name)
+        .resolve_view(get("filename"), get("type"), get("subfolder"))
+        .await?;
+    let dest = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
+    let serve_as = view_serve_as(&target.file_name, dest);
+    let bytes = tokio::fs::read(&target.path)
+        .await
+        .map_err(|_| ApiError::not_found())?;
+    let mut r = Response::new(Body::from(bytes));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(serve_as.content_type),
+    );
+    if let Ok(v) = HeaderValue::from_bytes(serve_as.content_disposition.as_bytes()) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if serve_as.vary_sec_fetch_dest {
+        h.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(r)
+}

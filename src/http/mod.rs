@@ -1,0 +1,38 @@
+//! HTTP: the route table and everything that knows axum. Handlers are thin:
+//! they parse the request into domain types, call one service, and shape
+//! the answer the way ComfyUI does.
+
+mod comfy;
+mod error;
+mod guard;
+mod login;
+mod session;
+mod static_files;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+
+use crate::app::AppState;
+
+pub fn router(state: AppState) -> Router {
+    // Multipart framing on top of the largest accepted file.
+    let body_limit = usize::try_from(state.config.limits.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024);
+    let comfy = comfy::routes();
+    Router::new()
+        .route("/", get(static_files::index))
+        .route("/index.html", get(static_files::index))
+        .route("/login", get(login::page).post(login::submit))
+        .route("/logout", get(login::logout).post(login::logout))
+        .route("/health", get(|| async { "ok" }))
+        // ComfyUI registers each of its routes twice: plain and under /api.
+        .merge(comfy.clone())
+        .nest("/api", comfy)
+        .merge(comfy::unprefixed_routes())
+        .fallback(static_files::file)
+        .layer(axum::middleware::from_fn(guard::same_origin))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

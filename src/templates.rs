@@ -1,0 +1,314 @@
+//! Workshop templates: the instructor's workflows, published to every
+//! participant's Templates browser in the format the frontend reads for its
+//! core templates (`/templates/index.json`, `/templates/<name>.json`,
+//! thumbnails at `/templates/<name>-1.<ext>`).
+//!
+//! The folder holds workflow `.json` files. A thumbnail `<name>.png`,
+//! `.webp` or `.jpg` (or `<name>-1.<ext>`) is used when present; otherwise
+//! a title card is drawn. An `index.json` in the folder, in the frontend's
+//! own format, replaces the generated index for full control over titles,
+//! descriptions and grouping.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplatesError {
+    #[error("{0} is not a readable folder: {1}")]
+    Folder(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    BadFile(PathBuf, String),
+}
+
+/// One published workflow.
+#[derive(Debug, Clone)]
+struct Template {
+    workflow: PathBuf,
+    thumbnail: Option<(PathBuf, &'static str)>,
+    title: String,
+}
+
+/// What the routes serve, indexed once at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Templates {
+    index: Value,
+    by_name: BTreeMap<String, Template>,
+}
+
+/// A file the `/templates/` route can answer with.
+pub enum TemplateFile {
+    Json(Value),
+    File {
+        path: PathBuf,
+        content_type: &'static str,
+    },
+    Svg(String),
+}
+
+impl Templates {
+    /// Indexes `dir`; no folder means an empty Templates browser.
+    pub fn open(dir: Option<&Path>) -> Result<Templates, TemplatesError> {
+        let Some(dir) = dir else {
+            return Ok(Templates {
+                index: json!([]),
+                by_name: BTreeMap::new(),
+            });
+        };
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| TemplatesError::Folder(dir.to_path_buf(), e))?;
+        let mut by_name = BTreeMap::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if path.extension().and_then(|e| e.to_str()) != Some("json")
+                || stem == "index"
+                || !is_safe_name(stem)
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| TemplatesError::BadFile(path.clone(), e.to_string()))?;
+            let workflow: Value = serde_json::from_str(&text)
+                .map_err(|e| TemplatesError::BadFile(path.clone(), e.to_string()))?;
+            if !workflow.get("nodes").is_some_and(Value::is_array) {
+                return Err(TemplatesError::BadFile(
+                    path,
+                    "not a ComfyUI workflow (no \"nodes\" list)".into(),
+                ));
+            }
+            by_name.insert(
+                stem.to_string(),
+                Template {
+                    thumbnail: find_thumbnail(dir, stem),
+                    title: title_from_name(stem),
+                    workflow: path,
+                },
+            );
+        }
+        let custom_index = dir.join("index.json");
+        let index = if custom_index.is_file() {
+            let text = std::fs::read_to_string(&custom_index)
+                .map_err(|e| TemplatesError::BadFile(custom_index.clone(), e.to_string()))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| TemplatesError::BadFile(custom_index.clone(), e.to_string()))?;
+            if !v.is_array() {
+                return Err(TemplatesError::BadFile(
+                    custom_index,
+                    "must be a list of template categories".into(),
+                ));
+            }
+            v
+        } else {
+            generated_index(&by_name)
+        };
+        Ok(Templates { index, by_name })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Answers `/templates/<file>`; `None` is a 404.
+    pub async fn file(&self, file: &str) -> Option<TemplateFile> {
+        // Localised indexes get the same list: workshop templates are written
+        // in one language, and a 404 would only make the frontend log a
+        // warning and ask again for index.json.
+        if file == "index.json"
+            || (file.starts_with("index.") && file.ends_with(".json") && file != "index_logo.json")
+        {
+            return Some(TemplateFile::Json(self.index.clone()));
+        }
+        if file == "index_logo.json" {
+            return Some(TemplateFile::Json(json!({})));
+        }
+        let (stem, ext) = file.rsplit_once('.')?;
+        if ext == "json" {
+            let t = self.by_name.get(stem)?;
+            let text = tokio::fs::read_to_string(&t.workflow).await.ok()?;
+            return serde_json::from_str(&text).ok().map(TemplateFile::Json);
+        }
+        let name = stem.strip_suffix("-1")?;
+        let t = self.by_name.get(name)?;
+        match &t.thumbnail {
+            Some((path, content_type)) if ext == extension_of(path) => Some(TemplateFile::File {
+                path: path.clone(),
+                content_type,
+            }),
+            None if ext == "svg" => Some(TemplateFile::Svg(title_card(&t.title))),
+            _ => None,
+        }
+    }
+}
+
+fn generated_index(by_name: &BTreeMap<String, Template>) -> Value {
+    let templates: Vec<Value> = by_name
+        .iter()
+        .map(|(name, t)| {
+            let subtype = t
+                .thumbnail
+                .as_ref()
+                .map(|(p, _)| extension_of(p))
+                .unwrap_or("svg");
+            json!({
+                "name": name,
+                "title": t.title,
+                "description": "A workflow prepared for this workshop.",
+                "mediaType": "image",
+                "mediaSubtype": subtype,
+                "tags": ["Workshop"],
+            })
+        })
+        .collect();
+    if templates.is_empty() {
+        return json!([]);
+    }
+    // An essential category titled exactly "Getting Started" is the one the
+    // frontend's first-run Templates dialog opens on, so a new participant
+    // sees the workshop's workflows first.
+    json!([{
+        "moduleName": "default",
+        "title": "Getting Started",
+        "type": "image",
+        "isEssential": true,
+        "templates": templates,
+    }])
+}
+
+fn find_thumbnail(dir: &Path, stem: &str) -> Option<(PathBuf, &'static str)> {
+    for base in [format!("{stem}-1"), stem.to_string()] {
+        for (ext, content_type) in [
+            ("webp", "image/webp"),
+            ("png", "image/png"),
+            ("jpg", "image/jpeg"),
+            ("jpeg", "image/jpeg"),
+        ] {
+            let p = dir.join(format!("{base}.{ext}"));
+            if p.is_file() {
+                return Some((p, content_type));
+            }
+        }
+    }
+    None
+}
+
+fn extension_of(p: &Path) -> &str {
+    p.extension().and_then(|e| e.to_str()).unwrap_or("")
+}
+
+fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
+}
+
+/// `invert-an-image` → `Invert an image`.
+fn title_from_name(stem: &str) -> String {
+    let spaced = stem.replace(['-', '_'], " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A simple title card, for templates that come without a picture.
+fn title_card(title: &str) -> String {
+    let escaped: String = title
+        .chars()
+        .map(|c| match c {
+            '&' => "&amp;".into(),
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '"' => "&quot;".into(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="512" height="512" viewBox="0 0 512 512"><defs><linearGradient id="g" x1="0" y1="0" x2="1" y2="1"><stop offset="0" stop-color="#2b2d42"/><stop offset="1" stop-color="#14151f"/></linearGradient></defs><rect width="512" height="512" fill="url(#g)"/><text x="256" y="236" font-family="system-ui, sans-serif" font-size="34" fill="#f0a04b" text-anchor="middle">ComfyUME</text><text x="256" y="292" font-family="system-ui, sans-serif" font-size="28" fill="#e8e8f0" text-anchor="middle">{escaped}</text></svg>"##
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("invert-an-image.json"),
+            r#"{"nodes": [], "links": []}"#,
+        )
+        .unwrap();
+        std::fs::write(d.path().join("with_thumb.json"), r#"{"nodes": []}"#).unwrap();
+        std::fs::write(d.path().join("with_thumb.png"), b"\x89PNG").unwrap();
+        std::fs::write(d.path().join("notes.txt"), "ignored").unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn generates_an_index_the_frontend_reads() {
+        let d = folder();
+        let t = Templates::open(Some(d.path())).unwrap();
+        assert_eq!(t.len(), 2);
+        let Some(TemplateFile::Json(index)) = t.file("index.json").await else {
+            panic!()
+        };
+        assert_eq!(index[0]["moduleName"], "default");
+        let items = index[0]["templates"].as_array().unwrap();
+        assert_eq!(items[0]["name"], "invert-an-image");
+        assert_eq!(items[0]["title"], "Invert an image");
+        assert_eq!(items[0]["mediaSubtype"], "svg");
+        assert_eq!(items[1]["mediaSubtype"], "png");
+        assert!(matches!(
+            t.file("index.fr.json").await,
+            Some(TemplateFile::Json(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn serves_workflows_and_thumbnails_only() {
+        let d = folder();
+        let t = Templates::open(Some(d.path())).unwrap();
+        assert!(matches!(
+            t.file("invert-an-image.json").await,
+            Some(TemplateFile::Json(_))
+        ));
+        assert!(matches!(
+            t.file("invert-an-image-1.svg").await,
+            Some(TemplateFile::Svg(_))
+        ));
+        assert!(matches!(
+            t.file("with_thumb-1.png").await,
+            Some(TemplateFile::File {
+                content_type: "image/png",
+                ..
+            })
+        ));
+        assert!(t.file("with_thumb-1.webp").await.is_none());
+        assert!(t.file("notes.txt").await.is_none());
+        assert!(t.file("nope.json").await.is_none());
+        assert!(t.file("..").await.is_none());
+    }
+
+    #[test]
+    fn refuses_a_broken_workflow_with_its_name() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("bad.json"), "{nope").unwrap();
+        let err = Templates::open(Some(d.path())).unwrap_err().to_string();
+        assert!(err.contains("bad.json"), "{err}");
+    }
+
+    #[test]
+    fn title_cards_escape_the_title() {
+        assert!(title_card("<b>").contains("&lt;b&gt;"));
+    }
+}

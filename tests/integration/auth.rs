@@ -1,0 +1,389 @@
+//! Login, logout, rate limiting, and the rule that nothing but the login
+//! page, health and static files answers without a session.
+
+use crate::support::{TestApp, ws_connect};
+
+#[tokio::test]
+async fn login_sets_a_session_cookie_and_opens_the_workspace() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "pw-alice-1").await;
+    let client = app.client();
+
+    let page = client.get(app.at("/login?next=%2F")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("ComfyUME") && html.contains("name=\"password\""));
+
+    let r = app.try_login(&client, "alice", "pw-alice-1").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "secure cookies are off in this test config"
+    );
+
+    let index = client.get(app.at("/")).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    assert_eq!(
+        index.headers()["cache-control"],
+        "no-store, must-revalidate"
+    );
+    assert_eq!(
+        client
+            .get(app.at("/api/settings"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn secure_cookies_by_default() {
+    let app = TestApp::spawn_with(|c| c.auth.secure_cookies = true).await;
+    app.add_user("alice", "pw").await;
+    let r = app.try_login(&app.client(), "alice", "pw").await;
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("__Host-comfyume_session=") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_look_the_same() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "right").await;
+    let client = app.client();
+    let wrong = app.try_login(&client, "alice", "wrong").await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let wrong_text = wrong.text().await.unwrap();
+    assert!(wrong_text.contains("Wrong user name or password."));
+    let unknown = app.try_login(&client, "mallory", "whatever").await;
+    assert_eq!(unknown.status(), 401);
+    assert!(
+        unknown
+            .text()
+            .await
+            .unwrap()
+            .contains("Wrong user name or password.")
+    );
+    assert_eq!(
+        client
+            .get(app.at("/api/settings"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_are_rate_limited_per_user_name() {
+    let app = TestApp::spawn_with(|c| c.auth.login_failures_per_user = 3).await;
+    app.add_user("alice", "right").await;
+    let client = app.client();
+    for _ in 0..3 {
+        assert_eq!(app.try_login(&client, "alice", "wrong").await.status(), 401);
+    }
+    let limited = app.try_login(&client, "alice", "right").await;
+    assert_eq!(
+        limited.status(),
+        429,
+        "even the right password waits out the lock"
+    );
+    assert!(limited.headers().contains_key("retry-after"));
+    let text = limited.text().await.unwrap();
+    assert!(text.contains("Too many failed logins"), "{text}");
+    // Another account from the same address is not locked.
+    app.add_user("bob", "bobpw").await;
+    assert_eq!(app.try_login(&client, "bob", "bobpw").await.status(), 303);
+}
+
+#[tokio::test]
+async fn repeated_failures_are_rate_limited_per_address() {
+    let app = TestApp::spawn_with(|c| c.auth.login_failures_per_ip = 4).await;
+    app.add_user("alice", "right").await;
+    let client = app.client();
+    for i in 0..4 {
+        assert_eq!(
+            app.try_login(&client, &format!("guess{i}"), "x")
+                .await
+                .status(),
+            401
+        );
+    }
+    assert_eq!(app.try_login(&client, "alice", "right").await.status(), 429);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_server_side() {
+    let app = TestApp::spawn().await;
+    let client = app.user("alice").await;
+    assert_eq!(
+        client
+            .get(app.at("/api/settings"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = client.post(app.at("/logout")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login");
+    assert_eq!(
+        client
+            .get(app.at("/api/settings"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_stolen_cookie_dies_with_logout() {
+    let app = TestApp::spawn().await;
+    let cookie = crate::support::session_cookie_of(&app, "alice").await;
+    let thief = app.client();
+    let get = |c: &reqwest::Client| {
+        c.get(app.at("/api/settings"))
+            .header("cookie", cookie.clone())
+            .send()
+    };
+    assert_eq!(get(&thief).await.unwrap().status(), 200);
+    thief
+        .post(app.at("/logout"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&thief).await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn browsers_are_sent_to_the_login_page_and_back() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .client()
+        .get(app.at("/?workflow=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login?next=/%3Fworkflow%3Dx");
+
+    app.add_user("alice", "pw").await;
+    let client = app.client();
+    let r = client
+        .post(app.at("/login"))
+        .form(&[
+            ("username", "alice"),
+            ("password", "pw"),
+            ("next", "/?workflow=x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/?workflow=x");
+    let r = client
+        .post(app.at("/login"))
+        .form(&[
+            ("username", "alice"),
+            ("password", "pw"),
+            ("next", "//evil.example/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/", "no open redirect");
+}
+
+/// Every ComfyUI route of a workspace, plain and under /api.
+pub const WORKSPACE_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/users"),
+    ("POST", "/users"),
+    ("GET", "/settings"),
+    ("POST", "/settings"),
+    ("GET", "/settings/Comfy.Locale"),
+    ("POST", "/settings/Comfy.Locale"),
+    ("GET", "/userdata?dir=workflows"),
+    ("GET", "/userdata/workflows%2Fa.json"),
+    ("POST", "/userdata/workflows%2Fa.json"),
+    ("DELETE", "/userdata/workflows%2Fa.json"),
+    (
+        "POST",
+        "/userdata/workflows%2Fa.json/move/workflows%2Fb.json",
+    ),
+    ("GET", "/v2/userdata?path=workflows"),
+    ("POST", "/upload/image"),
+    ("POST", "/upload/mask"),
+    ("GET", "/view?filename=a.png"),
+    ("GET", "/object_info"),
+    ("GET", "/object_info/EmptyImage"),
+    ("GET", "/extensions"),
+    ("GET", "/features"),
+    ("GET", "/system_stats"),
+    ("GET", "/prompt"),
+    ("GET", "/embeddings"),
+    ("GET", "/models"),
+    ("GET", "/experiment/models"),
+    ("GET", "/i18n"),
+    ("GET", "/global_subgraphs"),
+    ("GET", "/node_replacements"),
+    ("GET", "/workflow_templates"),
+];
+
+#[tokio::test]
+async fn every_workspace_route_refuses_an_anonymous_request() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    let mut paths: Vec<(String, String)> = Vec::new();
+    for (method, path) in WORKSPACE_ROUTES {
+        paths.push((method.to_string(), path.to_string()));
+        paths.push((method.to_string(), format!("/api{path}")));
+    }
+    for p in [
+        "/internal/files/input",
+        "/internal/files/output",
+        "/templates/index.json",
+        "/templates/invert.json",
+    ] {
+        paths.push(("GET".into(), p.into()));
+    }
+    for (method, path) in paths {
+        let r = client
+            .request(method.parse().unwrap(), app.at(&path))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{method} {path} must need a session");
+    }
+    assert_eq!(ws_connect(&app, "/ws", None).await.err(), Some(401));
+    assert_eq!(
+        ws_connect(&app, "/api/ws", Some("comfyume_session=forged"))
+            .await
+            .err(),
+        Some(401)
+    );
+}
+
+#[tokio::test]
+async fn health_and_static_assets_need_no_session() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    assert_eq!(
+        client.get(app.at("/health")).send().await.unwrap().status(),
+        200
+    );
+    let asset = client
+        .get(app.at("/assets/index-abc123.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asset.status(), 200);
+    assert!(
+        asset.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let shim = client
+        .get(app.at("/extensions/core/groupNode.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shim.status(), 200);
+    assert_eq!(shim.headers()["cache-control"], "no-cache");
+    assert_eq!(
+        client
+            .get(app.at("/assets/nope.js"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client
+            .get(app.at("/index.html"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+}
+
+#[tokio::test]
+async fn cross_site_requests_are_refused() {
+    let app = TestApp::spawn().await;
+    let client = app.user("alice").await;
+    let r = client
+        .post(app.at("/api/settings"))
+        .header("origin", "http://evil.example")
+        .json(&serde_json::json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(app.at("/api/settings"))
+        .header("sec-fetch-site", "cross-site")
+        .json(&serde_json::json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(app.at("/api/settings"))
+        .header("origin", app.url.clone())
+        .json(&serde_json::json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "same-origin posts pass");
+    let settings: serde_json::Value = client
+        .get(app.at("/api/settings"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        settings,
+        serde_json::json!({"a": 1}),
+        "the refused posts changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn local_mode_needs_no_login() {
+    let app = TestApp::spawn_local_mode().await;
+    let client = app.client();
+    assert_eq!(client.get(app.at("/")).send().await.unwrap().status(), 200);
+    client
+        .post(app.at("/api/settings/Comfy.Locale"))
+        .json(&"en")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        app.user_dir("default")
+            .join("userdata/comfy.settings.json")
+            .exists()
+    );
+}

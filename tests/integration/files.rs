@@ -1,0 +1,295 @@
+//! Uploads, `/view` and `/internal/files`: ComfyUI's naming rules
+//! (same-content reuse, `name (1).ext`), its 400/403/404 answers, and safe
+//! content types.
+
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+
+pub fn image_form(name: &str, bytes: &[u8]) -> Form {
+    Form::new().part(
+        "image",
+        Part::bytes(bytes.to_vec())
+            .file_name(name.to_string())
+            .mime_str("image/png")
+            .unwrap(),
+    )
+}
+
+pub async fn upload(app: &TestApp, c: &reqwest::Client, form: Form) -> reqwest::Response {
+    c.post(app.at("/api/upload/image"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn uploads_reuse_identical_files_and_rename_different_ones() {
+    let app = TestApp::spawn().await;
+    let c = app.user("alice").await;
+
+    let r = upload(&app, &c, image_form("g.png", b"one")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"name": "g.png", "subfolder": "", "type": "input"})
+    );
+    let again: Value = upload(&app, &c, image_form("g.png", b"one"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["name"], "g.png");
+    let other: Value = upload(&app, &c, image_form("g.png", b"two"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["name"], "g (1).png");
+    let third: Value = upload(&app, &c, image_form("g.png", b"three"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(third["name"], "g (2).png");
+
+    let form = image_form("g.png", b"pasted")
+        .text("subfolder", "pasted")
+        .text("overwrite", "true");
+    let pasted: Value = upload(&app, &c, form).await.json().await.unwrap();
+    assert_eq!(
+        pasted,
+        json!({"name": "g.png", "subfolder": "pasted", "type": "input"})
+    );
+    let form = image_form("g.png", b"pasted-2")
+        .text("subfolder", "pasted")
+        .text("overwrite", "1");
+    let pasted: Value = upload(&app, &c, form).await.json().await.unwrap();
+    assert_eq!(pasted["name"], "g.png", "overwrite keeps the name");
+    assert_eq!(
+        std::fs::read(app.user_dir("alice").join("input/pasted/g.png")).unwrap(),
+        b"pasted-2"
+    );
+
+    // The mask editor's route takes the same form.
+    let r = c
+        .post(app.at("/upload/mask"))
+        .multipart(image_form("m.png", b"mask"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"name": "m.png", "subfolder": "", "type": "input"})
+    );
+
+    let listed: Value = c
+        .get(app.at("/internal/files/input"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        listed.contains(&"g (1).png [input]") && listed.contains(&"m.png [input]"),
+        "{listed:?}"
+    );
+    let r = c
+        .get(app.at("/internal/files/secrets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The user's uploads are LoadImage's choices, and nobody else's are.
+    let info: Value = c
+        .get(app.at("/api/object_info/LoadImage"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let choices = info["LoadImage"]["input"]["required"]["image"][0]
+        .as_array()
+        .unwrap();
+    assert!(
+        choices.contains(&json!("g.png")) && choices.contains(&json!("g (1).png")),
+        "{choices:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_uploads_get_clear_errors() {
+    let app = TestApp::spawn_with(|c| c.limits.max_upload_bytes = 1024).await;
+    let c = app.user("alice").await;
+    let r = c
+        .post(app.at("/api/upload/image"))
+        .multipart(Form::new().text("type", "input"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "no image part");
+    let r = upload(&app, &c, image_form("g.png", b"x").text("type", "bogus")).await;
+    assert_eq!(r.status(), 400);
+    let r = upload(&app, &c, image_form("../../evil.png", b"x")).await;
+    assert!(r.status() == 400 || r.status() == 403, "{}", r.status());
+    let r = upload(
+        &app,
+        &c,
+        image_form("g.png", b"x").text("subfolder", "../../other"),
+    )
+    .await;
+    assert!(r.status() == 400 || r.status() == 403, "{}", r.status());
+    let r = upload(&app, &c, image_form("big.png", &vec![7u8; 4096])).await;
+    assert_eq!(r.status(), 413);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("too large"), "{text}");
+    assert!(
+        !app.data_dir.join("users/evil.png").exists() && !app.data_dir.join("evil.png").exists()
+    );
+}
+
+#[tokio::test]
+async fn view_serves_the_users_files_like_comfyui() {
+    let app = TestApp::spawn().await;
+    let c = app.user("alice").await;
+    upload(&app, &c, image_form("g.png", b"\x89PNG-bytes")).await;
+    upload(
+        &app,
+        &c,
+        image_form("s.png", b"sub").text("subfolder", "pasted"),
+    )
+    .await;
+
+    let r = c
+        .get(app.at("/api/view?filename=g.png&type=input&subfolder=&rand=0.5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.headers()["content-disposition"], "filename=\"g.png\"");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"\x89PNG-bytes");
+
+    let r = c
+        .get(app.at("/view?filename=g.png%20%5Binput%5D"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "an annotated name picks the folder");
+    let r = c
+        .get(app.at("/api/view?filename=s.png&type=input&subfolder=pasted"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"sub");
+
+    assert_eq!(
+        c.get(app.at("/api/view?filename=g.png"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "default type is output"
+    );
+    assert_eq!(
+        c.get(app.at("/api/view?filename=nope.png&type=input"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.get(app.at("/api/view")).send().await.unwrap().status(),
+        404,
+        "no filename"
+    );
+    assert_eq!(
+        c.get(app.at("/api/view?filename=..%2Fg.png&type=input"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        c.get(app.at("/api/view?filename=%2Fetc%2Fpasswd"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        c.get(app.at("/api/view?filename=g.png&type=secret"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        c.get(app.at("/api/view?filename=passwd&type=input&subfolder=..%2F..%2F..%2F..%2Fetc"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn dangerous_types_are_served_as_attachments() {
+    let app = TestApp::spawn().await;
+    let c = app.user("alice").await;
+    upload(&app, &c, image_form("x.html", b"<script>alert(1)</script>")).await;
+    upload(
+        &app,
+        &c,
+        image_form("x.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
+    )
+    .await;
+    let r = c
+        .get(app.at("/api/view?filename=x.html&type=input"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let r = c
+        .get(app.at("/api/view?filename=x.svg&type=input"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    let r = c
+        .get(app.at("/api/view?filename=x.svg&type=input"))
+        .header("sec-fetch-dest", "image")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "image/svg+xml",
+        "an <img> may show an SVG"
+    );
+}

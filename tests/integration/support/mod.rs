@@ -1,0 +1,220 @@
+//! `TestApp`: a gateway and its simulator on ephemeral ports, with helpers
+//! to create users and log in. Dropping it shuts both down.
+
+use std::path::PathBuf;
+
+use comfyume::app::AppState;
+use comfyume::backend::BackendClient;
+use comfyume::config::{AuthMode, BackendConfig, BackendKind, Config};
+use comfyume::domain::{Password, Role, UserName};
+use reqwest::redirect::Policy;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub sim_url: String,
+    pub state: AppState,
+    pub data_dir: PathBuf,
+    stop: Vec<oneshot::Sender<()>>,
+    _dirs: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let dirs = tempfile::tempdir().unwrap();
+        let mut stop = Vec::new();
+
+        let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim_url = format!("http://{}", sim_listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        stop.push(tx);
+        tokio::spawn(comfyume::sim::run(sim_listener, async move {
+            let _ = rx.await;
+        }));
+
+        let mut config = Config {
+            data_dir: dirs.path().join("data"),
+            frontend_dir: fake_frontend(dirs.path()),
+            templates_dir: Some(templates(dirs.path())),
+            backends: vec![BackendConfig {
+                name: "sim".into(),
+                kind: BackendKind::Sim,
+                url: sim_url.clone(),
+                slots: 1,
+            }],
+            ..Config::default()
+        };
+        config.auth.secure_cookies = false;
+        adjust(&mut config);
+        let http = BackendClient::http_client();
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| BackendClient::new(b, http.clone()))
+            .collect();
+        let data_dir = config.data_dir.clone();
+        let state = AppState::build(config, backends)
+            .await
+            .expect("the gateway starts");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        stop.push(tx);
+        tokio::spawn(comfyume::server::run(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            url: format!("http://{addr}"),
+            addr,
+            sim_url,
+            state,
+            data_dir,
+            stop,
+            _dirs: dirs,
+        }
+    }
+
+    pub async fn spawn_local_mode() -> TestApp {
+        Self::spawn_with(|c| c.auth.mode = AuthMode::None).await
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    pub async fn add_user(&self, name: &str, password: &str) {
+        self.add_user_with_role(name, password, Role::Participant)
+            .await;
+    }
+
+    pub async fn add_user_with_role(&self, name: &str, password: &str, role: Role) {
+        self.state
+            .accounts
+            .create_user(
+                &UserName::parse(name).unwrap(),
+                &Password::new(password),
+                role,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A client that keeps cookies and does not follow redirects, like a
+    /// browser whose navigation the test inspects step by step.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    pub async fn try_login(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        client
+            .post(self.at("/login"))
+            .form(&[("username", name), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A new user, logged in: the returned client carries their session.
+    pub async fn user(&self, name: &str) -> reqwest::Client {
+        let password = format!("{name}-secret-pw");
+        self.add_user(name, &password).await;
+        let client = self.client();
+        let r = self.try_login(&client, name, &password).await;
+        assert_eq!(r.status(), 303, "login of {name} should redirect");
+        client
+    }
+
+    /// Where a user's files live on disk.
+    pub fn user_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("users").join(name)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for tx in self.stop.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A stand-in for the frontend wheel: enough files to exercise the static
+/// routes without downloading the real one (the browser tests use that).
+fn fake_frontend(root: &std::path::Path) -> PathBuf {
+    let site = root.join("frontend");
+    let stat = site.join("comfyui_frontend_package/static");
+    std::fs::create_dir_all(stat.join("extensions/core")).unwrap();
+    std::fs::create_dir_all(stat.join("assets")).unwrap();
+    std::fs::create_dir_all(site.join("comfyui_frontend_package-1.48.7.dist-info")).unwrap();
+    std::fs::write(
+        stat.join("index.html"),
+        "<!doctype html><title>ComfyUI</title>",
+    )
+    .unwrap();
+    std::fs::write(stat.join("assets/index-abc123.js"), "export {}").unwrap();
+    std::fs::write(stat.join("extensions/core/groupNode.js"), "export {}").unwrap();
+    stat
+}
+
+/// A workshop template folder with one workflow and its thumbnail.
+fn templates(root: &std::path::Path) -> PathBuf {
+    let dir = root.join("templates");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("invert.json"),
+        include_str!("../../../demo/templates/invert-an-image.json"),
+    )
+    .unwrap();
+    dir
+}
+
+/// Sends a WebSocket upgrade with the client's cookies and returns the
+/// socket (or the HTTP status it was refused with).
+pub async fn ws_connect(
+    app: &TestApp,
+    path: &str,
+    cookie: Option<&str>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = app.ws_url(path).into_client_request().unwrap();
+    if let Some(c) = cookie {
+        req.headers_mut().insert("cookie", c.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
+}
+
+/// The session cookie a logged-in client holds, as a `Cookie:` header value.
+pub async fn session_cookie_of(app: &TestApp, name: &str) -> String {
+    let password = format!("{name}-secret-pw");
+    app.add_user(name, &password).await;
+    let r = app.try_login(&app.client(), name, &password).await;
+    let set = r.headers().get("set-cookie").unwrap().to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
