@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -14,6 +15,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = crate::http::router(state.clone());
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let closing = async move {
         shutdown.await;
         state.closing.send_replace(true);
@@ -24,4 +26,22 @@ pub async fn run(
     )
     .with_graceful_shutdown(closing)
     .await
+}
+
+/// Periodic chores, each one a `run_once` the tests can call directly.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        run_housekeeping_once(&state).await;
+    }
+}
+
+/// Removes expired sessions.
+pub async fn run_housekeeping_once(state: &AppState) {
+    match state.accounts.sweep_expired_sessions().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sessions = n, "expired sessions removed"),
+        Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
+    }
 }

@@ -140,6 +140,12 @@ impl Accounts {
             .map(SessionUser::from))
     }
 
+    /// Deletes expired sessions; returns how many. The server runs this
+    /// periodically so the table does not grow with every login.
+    pub async fn sweep_expired_sessions(&self) -> Result<u64, AuthError> {
+        Ok(self.store.sweep_sessions(now_ms()).await?)
+    }
+
     pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
         Ok(self
             .store

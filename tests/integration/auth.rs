@@ -387,3 +387,27 @@ async fn local_mode_needs_no_login() {
             .exists()
     );
 }
+
+#[tokio::test]
+async fn expired_sessions_are_refused_and_swept() {
+    let app = TestApp::spawn_with(|c| c.auth.session_hours = 0).await;
+    app.add_user("alice", "pw").await;
+    let client = app.client();
+    assert_eq!(app.try_login(&client, "alice", "pw").await.status(), 303);
+    assert_eq!(
+        client
+            .get(app.at("/api/settings"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "a 0-hour session is already over"
+    );
+    comfyume::server::run_housekeeping_once(&app.state).await;
+    assert_eq!(
+        app.state.accounts.sweep_expired_sessions().await.unwrap(),
+        0,
+        "the sweep removed it"
+    );
+}

@@ -5,6 +5,7 @@
 mod support;
 
 mod auth;
+mod cli;
 mod comfy_routes;
 mod files;
 mod isolation;

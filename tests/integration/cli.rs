@@ -1,0 +1,193 @@
+//! The `comfyume` binary itself: account commands against the same data
+//! directory a server then uses, the config helpers, and start-up errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::TestApp;
+
+fn comfyume(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_comfyume"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("COMFYUME_CONFIG")
+        .output()
+        .expect("the comfyume binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn import_writes_a_credential_sheet_whose_passwords_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sheet = dir.path().join("creds.csv");
+    let out = comfyume(
+        &data,
+        &[
+            "users",
+            "import",
+            "--count",
+            "3",
+            "--prefix",
+            "user",
+            "--out",
+            sheet.to_str().unwrap(),
+            "--url",
+            "https://ws.example",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("created 3 accounts"));
+    let csv = std::fs::read_to_string(&sheet).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "user,password,role,url");
+    assert_eq!(lines.len(), 4);
+    let row: Vec<&str> = lines[2].split(',').collect();
+    assert_eq!(row[0], "user002");
+    assert_eq!(row[2], "participant");
+    assert_eq!(row[3], "https://ws.example");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&sheet).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    // A second import with the same prefix creates nothing.
+    let again = comfyume(
+        &data,
+        &[
+            "users",
+            "import",
+            "--count",
+            "5",
+            "--prefix",
+            "user",
+            "--out",
+            sheet.to_str().unwrap(),
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let list = comfyume(&data, &["users", "list"]);
+    let listed = stdout(&list);
+    assert!(
+        listed.contains("user003") && !listed.contains("user004"),
+        "{listed}"
+    );
+
+    // The server on the same data directory accepts the printed password.
+    let data_for_app = data.clone();
+    let app = TestApp::spawn_with(move |c| c.data_dir = data_for_app).await;
+    let r = app.try_login(&app.client(), "user002", row[1]).await;
+    assert_eq!(r.status(), 303);
+}
+
+#[tokio::test]
+async fn add_passwd_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = comfyume(&data, &["users", "add", "teacher", "--admin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("created admin 'teacher' with password: "),
+        "{text}"
+    );
+
+    let out = comfyume(&data, &["users", "add", "Teacher", "--password", "x"]);
+    assert!(
+        !out.status.success(),
+        "names are case-insensitive and unique"
+    );
+    let out = comfyume(&data, &["users", "add", "../evil", "--password", "x"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("user name"), "{}", stderr(&out));
+
+    let out = comfyume(
+        &data,
+        &["users", "passwd", "teacher", "--password", "new-pass-1"],
+    );
+    assert!(out.status.success());
+    let data_for_app = data.clone();
+    let app = TestApp::spawn_with(move |c| c.data_dir = data_for_app).await;
+    assert_eq!(
+        app.try_login(&app.client(), "teacher", "new-pass-1")
+            .await
+            .status(),
+        303
+    );
+
+    let out = comfyume(&data, &["users", "remove", "teacher"]);
+    assert!(out.status.success());
+    assert_eq!(
+        app.try_login(&app.client(), "teacher", "new-pass-1")
+            .await
+            .status(),
+        401
+    );
+    let out = comfyume(&data, &["users", "remove", "teacher"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not found"));
+}
+
+#[test]
+fn config_example_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = comfyume(dir.path(), &["config", "example"]);
+    assert!(out.status.success());
+    let example = stdout(&out);
+    assert!(example.contains("[auth]") && example.contains("[[backends]]"));
+
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nfrontend_dri = \"x\"\n").unwrap();
+    let out = comfyume(
+        dir.path(),
+        &["--config", cfg.to_str().unwrap(), "users", "list"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("frontend_dri"), "{}", stderr(&out));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_comfyume"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--frontend-dir",
+            "/nonexistent/static",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("d"))
+        .env_remove("COMFYUME_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("frontend was not found") && err.contains("fetch-frontend.sh"),
+        "{err}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_comfyume"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = stdout(&out);
+    for cmd in ["serve", "users", "sim-backend", "config"] {
+        assert!(help.contains(cmd), "--help lists {cmd}");
+    }
+}
