@@ -15,17 +15,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = crate::http::router(state.clone());
-    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let chores = tokio::spawn(housekeeping(state.clone()));
     let closing = async move {
         shutdown.await;
         state.closing.send_replace(true);
     };
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(closing)
-    .await
+    .await;
+    chores.abort();
+    served
 }
 
 /// Periodic chores, each one a `run_once` the tests can call directly.
