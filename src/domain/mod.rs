@@ -5,9 +5,11 @@
 //! one never has to re-check it.
 
 mod file_kind;
+mod job;
 mod path;
 mod user;
 
 pub use file_kind::FileKind;
+pub use job::{JobId, JobIdError, JobState};
 pub use path::{PathError, SafeRelPath};
 pub use user::{Password, Role, UserId, UserName, UserNameError};
