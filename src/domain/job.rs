@@ -137,3 +137,46 @@ mod tests {
         assert!("queued".parse::<JobState>().is_err());
     }
 }
+
+/// A job as stored: the prompt, its owner, its state, and what execution has
+/// produced so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub seq: i64,
+    pub owner: crate::domain::UserId,
+    pub state: JobState,
+    /// ComfyUI's queue `number` (also the job's `priority` in `/api/jobs`).
+    pub number: f64,
+    /// Whether the client sent `number` (then it is echoed as a float).
+    pub number_is_float: bool,
+    pub prompt: serde_json::Value,
+    pub extra_data: serde_json::Value,
+    pub outputs_to_execute: Vec<String>,
+    pub partial_targets: Option<Vec<String>>,
+    pub workflow_id: Option<String>,
+    pub attempts: i64,
+    pub backend: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// `{node_id: ui}` of every `executed` so far.
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    pub meta: serde_json::Map<String, serde_json::Value>,
+    /// `[[type, data], …]`: the status messages ComfyUI keeps in history.
+    pub messages: Vec<serde_json::Value>,
+    /// The `execution_error` or `execution_interrupted` payload.
+    pub error: Option<serde_json::Value>,
+}
+
+impl Job {
+    /// The `number` as ComfyUI echoes it: `5.0` when the client sent it,
+    /// `5` otherwise.
+    pub fn number_json(&self) -> serde_json::Value {
+        if self.number_is_float {
+            serde_json::json!(self.number)
+        } else {
+            serde_json::json!(self.number as i64)
+        }
+    }
+}

@@ -10,6 +10,6 @@ mod path;
 mod user;
 
 pub use file_kind::FileKind;
-pub use job::{JobId, JobIdError, JobState};
+pub use job::{Job, JobId, JobIdError, JobState};
 pub use path::{PathError, SafeRelPath};
 pub use user::{Password, Role, UserId, UserName, UserNameError};

@@ -4,6 +4,10 @@
 //! queries keep to the SQL subset PostgreSQL shares, so a second backend can
 //! be added behind the same methods.
 
+mod jobs;
+
+pub use jobs::{Finish, NewJob, PendingRow};
+
 use std::str::FromStr;
 use std::time::Duration;
 

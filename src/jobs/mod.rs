@@ -1,0 +1,2 @@
+//! Jobs: accepting prompts, the per-user queue and history.
+pub mod views;

@@ -1,0 +1,364 @@
+//! Job rows: insert, claim, finish, and the per-user queries behind the
+//! queue and history routes. State changes are compare-and-set on the
+//! current state, so two tasks can never both move the same job.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Store, StoreError, StoreResult};
+use crate::domain::{Job, JobId, JobState, Role, UserId};
+
+/// What `POST /prompt` stores.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub owner: UserId,
+    /// `None`: take the next counter value (negated for `front`).
+    pub number: Option<f64>,
+    pub front: bool,
+    pub prompt: Value,
+    pub extra_data: Value,
+    pub outputs_to_execute: Vec<String>,
+    pub partial_targets: Option<Vec<String>>,
+    pub workflow_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// A pending job as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub id: JobId,
+    pub owner: UserId,
+    pub admin: bool,
+    pub number: f64,
+    pub seq: i64,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub state: JobState,
+    pub outputs: serde_json::Map<String, Value>,
+    pub meta: serde_json::Map<String, Value>,
+    pub messages: Vec<Value>,
+    pub error: Option<Value>,
+    pub finished_at: i64,
+}
+
+/// The columns `job_from_row` reads, as a literal so queries stay static
+/// strings.
+macro_rules! select_jobs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT seq, id, user_id, state, number, number_is_float, prompt, extra_data, outputs_to_execute, ",
+            "partial_targets, workflow_id, attempts, backend, created_at, started_at, finished_at, outputs, meta, ",
+            "messages, error FROM jobs ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    /// Inserts a pending job; returns it with its `seq` and `number`.
+    pub async fn insert_job(&self, new: NewJob) -> StoreResult<Job> {
+        let mut tx = self.pool.begin().await?;
+        let next: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM jobs")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        let (number, is_float) = match new.number {
+            Some(n) => (n, true),
+            None if new.front => (-(next as f64), false),
+            None => (next as f64, false),
+        };
+        let result = sqlx::query(
+            "INSERT INTO jobs (seq, id, user_id, state, number, number_is_float, prompt, extra_data, outputs_to_execute, \
+             partial_targets, workflow_id, created_at) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(next)
+        .bind(new.id.to_string())
+        .bind(new.owner.0)
+        .bind(number)
+        .bind(is_float)
+        .bind(new.prompt.to_string())
+        .bind(new.extra_data.to_string())
+        .bind(json_text(&new.outputs_to_execute))
+        .bind(new.partial_targets.as_ref().map(json_text))
+        .bind(new.workflow_id.as_deref())
+        .bind(new.created_at)
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("job {}", new.id)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        self.job(&new.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {}", new.id)))
+    }
+
+    pub async fn job(&self, id: &JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query(select_jobs!("WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// Every job of one user, oldest first.
+    pub async fn jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(select_jobs!("WHERE user_id = $1 ORDER BY seq"))
+            .bind(owner.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// (pending, in progress) counts of one user.
+    pub async fn active_counts(&self, owner: UserId) -> StoreResult<(u32, u32)> {
+        let row = sqlx::query(
+            "SELECT SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS p,
+                    SUM(CASE WHEN state = 'in_progress' THEN 1 ELSE 0 END) AS r
+             FROM jobs WHERE user_id = $1 AND state IN ('pending', 'in_progress')",
+        )
+        .bind(owner.0)
+        .fetch_one(&self.pool)
+        .await?;
+        let p: Option<i64> = row.try_get("p")?;
+        let r: Option<i64> = row.try_get("r")?;
+        Ok((p.unwrap_or(0) as u32, r.unwrap_or(0) as u32))
+    }
+
+    /// Every pending job, in submission order, with its owner's role.
+    pub async fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.user_id, j.number, j.seq, u.role FROM jobs j JOIN users u ON u.id = j.user_id
+             WHERE j.state = 'pending' ORDER BY j.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("role")?;
+                Ok(PendingRow {
+                    id: parse_id(r)?,
+                    owner: UserId(r.try_get("user_id")?),
+                    admin: role == Role::Admin.as_str(),
+                    number: r.try_get("number")?,
+                    seq: r.try_get("seq")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Jobs in progress (after a crash: the ones to re-queue or re-attach).
+    pub async fn in_progress_jobs(&self) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(select_jobs!("WHERE state = 'in_progress' ORDER BY seq"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// pending → in_progress on `backend`; false if the job was no longer
+    /// pending (cancelled meanwhile).
+    pub async fn claim_job(&self, id: &JobId, backend: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'in_progress', backend = $2, started_at = $3, attempts = attempts + 1
+             WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id.to_string())
+        .bind(backend)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// in_progress → pending, keeping its place (a run that never reached a
+    /// backend, or a gateway restart).
+    pub async fn requeue_job(&self, id: &JobId) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'pending', backend = NULL, started_at = NULL, outputs = '{}', meta = '{}', messages = '[]'
+             WHERE id = $1 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Records progress of a running job (outputs so far), so history shows
+    /// them even if the run is cut short.
+    pub async fn record_progress(
+        &self,
+        id: &JobId,
+        outputs: &serde_json::Map<String, Value>,
+        meta: &serde_json::Map<String, Value>,
+        messages: &[Value],
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET outputs = $2, meta = $3, messages = $4 WHERE id = $1 AND state = 'in_progress'")
+            .bind(id.to_string())
+            .bind(Value::Object(outputs.clone()).to_string())
+            .bind(Value::Object(meta.clone()).to_string())
+            .bind(json_text(&messages))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// in_progress → a terminal state; false if it was not in progress.
+    pub async fn finish_job(&self, id: &JobId, f: &Finish) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $2, outputs = $3, meta = $4, messages = $5, error = $6, finished_at = $7
+             WHERE id = $1 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .bind(f.state.as_str())
+        .bind(Value::Object(f.outputs.clone()).to_string())
+        .bind(Value::Object(f.meta.clone()).to_string())
+        .bind(json_text(&f.messages))
+        .bind(f.error.as_ref().map(Value::to_string))
+        .bind(f.finished_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// pending → cancelled for the owner's jobs among `ids` (all pending ones
+    /// when `ids` is `None`); returns the ids that changed.
+    pub async fn cancel_pending(
+        &self,
+        owner: UserId,
+        ids: Option<&[JobId]>,
+        now: i64,
+    ) -> StoreResult<Vec<JobId>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT id FROM jobs WHERE user_id = $1 AND state = 'pending'")
+            .bind(owner.0)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut cancelled = Vec::new();
+        for r in &rows {
+            let id = parse_id(r)?;
+            if ids.is_some_and(|wanted| !wanted.contains(&id)) {
+                continue;
+            }
+            sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE id = $1 AND state = 'pending'")
+                .bind(id.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            cancelled.push(id);
+        }
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
+    /// Deletes the owner's finished jobs among `ids` (all of them when
+    /// `None`); pending and running jobs are never deleted this way.
+    pub async fn delete_history(&self, owner: UserId, ids: Option<&[JobId]>) -> StoreResult<u64> {
+        match ids {
+            None => {
+                let r = sqlx::query(
+                    "DELETE FROM jobs WHERE user_id = $1 AND state IN ('completed', 'failed', 'cancelled')",
+                )
+                .bind(owner.0)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected())
+            }
+            Some(ids) => {
+                let mut n = 0;
+                for id in ids {
+                    let r = sqlx::query(
+                        "DELETE FROM jobs WHERE id = $1 AND user_id = $2 AND state IN ('completed', 'failed', 'cancelled')",
+                    )
+                    .bind(id.to_string())
+                    .bind(owner.0)
+                    .execute(&self.pool)
+                    .await?;
+                    n += r.rows_affected();
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// GPU milliseconds each user's finished jobs took, to rebuild fair
+    /// shares after a restart.
+    pub async fn gpu_time_by_user(&self) -> StoreResult<Vec<(UserId, i64)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, SUM(finished_at - started_at) AS ms FROM jobs
+             WHERE started_at IS NOT NULL AND finished_at IS NOT NULL GROUP BY user_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    UserId(r.try_get("user_id")?),
+                    r.try_get::<Option<i64>, _>("ms")?.unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+}
+
+fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn parse_id(r: &SqliteRow) -> StoreResult<JobId> {
+    let id: String = r.try_get("id")?;
+    JobId::parse(&id).map_err(|_| StoreError::Corrupt(format!("job id {id:?}")))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(r: &SqliteRow, col: &str) -> StoreResult<T> {
+    let text: String = r.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("jobs.{col}: {e}")))
+}
+
+fn job_from_row(r: &SqliteRow) -> StoreResult<Job> {
+    let state: String = r.try_get("state")?;
+    let partial: Option<String> = r.try_get("partial_targets")?;
+    let error: Option<String> = r.try_get("error")?;
+    Ok(Job {
+        id: parse_id(r)?,
+        seq: r.try_get("seq")?,
+        owner: UserId(r.try_get("user_id")?),
+        state: state
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("job state {state:?}")))?,
+        number: r.try_get("number")?,
+        number_is_float: r.try_get("number_is_float")?,
+        prompt: parse_json(r, "prompt")?,
+        extra_data: parse_json(r, "extra_data")?,
+        outputs_to_execute: parse_json(r, "outputs_to_execute")?,
+        partial_targets: partial
+            .map(|p| {
+                serde_json::from_str(&p)
+                    .map_err(|e| StoreError::Corrupt(format!("jobs.partial_targets: {e}")))
+            })
+            .transpose()?,
+        workflow_id: r.try_get("workflow_id")?,
+        attempts: r.try_get("attempts")?,
+        backend: r.try_get("backend")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        outputs: parse_json(r, "outputs")?,
+        meta: parse_json(r, "meta")?,
+        messages: parse_json(r, "messages")?,
+        error: error
+            .map(|e| {
+                serde_json::from_str(&e)
+                    .map_err(|e| StoreError::Corrupt(format!("jobs.error: {e}")))
+            })
+            .transpose()?,
+    })
+}
