@@ -22,4 +22,4 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --all-targets
 cargo test --locked
-COMFYUME_BIN="$PWD/target/debug/comfyume" node --test e2e/
+COMFYUME_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/comfyume" node --test e2e/
