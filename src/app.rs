@@ -7,6 +7,8 @@ use std::time::Duration;
 use crate::auth::{Accounts, LoginLimiter, SessionUser};
 use crate::backend::BackendClient;
 use crate::catalogue::Catalogue;
+use crate::dispatch::{Dispatcher, Shared};
+use crate::jobs::Jobs;
 use crate::config::{AuthMode, Config};
 use crate::domain::{Password, Role, UserName};
 use crate::frontend::{Frontend, FrontendError};
@@ -31,8 +33,10 @@ pub struct App {
     pub store: Store,
     pub accounts: Accounts,
     pub workspaces: Workspaces,
-    pub catalogue: Catalogue,
-    pub hub: Hub,
+    pub catalogue: Arc<Catalogue>,
+    pub hub: Arc<Hub>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub jobs: Jobs,
     pub frontend: Frontend,
     pub templates: Templates,
     /// In `auth = "none"` mode, the one user everybody is.
@@ -89,15 +93,27 @@ impl AppState {
         };
         let templates = Templates::open(config.templates_dir.as_deref())
             .map_err(|e| StartError::Templates(e.to_string()))?;
-        let catalogue = Catalogue::new(backends, config.data_dir.join("catalogue.json"));
+        let catalogue = Arc::new(Catalogue::new(backends.clone(), config.data_dir.join("catalogue.json")));
         let workspaces = Workspaces::new(config.data_dir.join("users"));
+        let hub = Arc::new(Hub::default());
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            hub: hub.clone(),
+            workspaces: workspaces.clone(),
+            catalogue: catalogue.clone(),
+        });
+        let dispatcher = Arc::new(Dispatcher::new(shared, backends, config.limits.max_running_per_user));
+        dispatcher.recover().await?;
+        let jobs = Jobs::new(dispatcher.clone(), config.limits.clone());
         Ok(AppState(Arc::new(App {
             config,
             store,
             accounts,
             workspaces,
             catalogue,
-            hub: Hub::default(),
+            hub,
+            dispatcher,
+            jobs,
             frontend,
             templates,
             local_user,

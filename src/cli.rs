@@ -50,6 +50,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8189")]
         listen: SocketAddr,
+        #[command(flatten)]
+        options: crate::sim::SimOptions,
     },
     /// Configuration helpers.
     #[command(subcommand)]
@@ -153,7 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::config::EXAMPLE);
             Ok(())
         }
-        Command::SimBackend { listen } => {
+        Command::SimBackend { listen, options } => {
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -161,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "ComfyUME GPU simulator listening on http://{}",
                 listener.local_addr()?
             );
-            crate::sim::run(listener, shutdown_signal()).await?;
+            crate::sim::run_with(listener, options, shutdown_signal()).await?;
             Ok(())
         }
         Command::Serve(args) => {
@@ -182,34 +184,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// How many simulators `serve` starts when no backend is configured: two,
+/// so the demo shows the queue spreading work over several GPUs.
+const BUILT_IN_SIMULATORS: usize = 2;
+
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
-    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_sims, sims_stopped) = tokio::sync::watch::channel(false);
+    let http = BackendClient::http_client();
     let backends = if config.backends.is_empty() {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = sim_stopped.await;
+        let mut backends = Vec::new();
+        for n in 1..=BUILT_IN_SIMULATORS {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let mut stopped = sims_stopped.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::sim::run(listener, stop).await {
+                    tracing::error!(error = %e, "a built-in GPU simulator stopped");
+                }
+            });
+            tracing::info!(%addr, "no backends configured: started a built-in GPU simulator");
+            let sim = BackendConfig {
+                name: format!("sim-{n}"),
+                kind: BackendKind::Sim,
+                url: format!("http://{addr}"),
+                slots: 1,
             };
-            if let Err(e) = crate::sim::run(listener, stop).await {
-                tracing::error!(error = %e, "the built-in GPU simulator stopped");
-            }
-        });
-        tracing::info!(%addr, "no backends configured: started the built-in GPU simulator");
-        let sim = BackendConfig {
-            name: "sim-1".into(),
-            kind: BackendKind::Sim,
-            url: format!("http://{addr}"),
-            slots: 1,
-        };
-        vec![BackendClient::new(&sim, BackendClient::http_client())]
+            backends.push(BackendClient::new(&sim, http.clone()));
+        }
+        backends
     } else {
-        let http = BackendClient::http_client();
-        config
-            .backends
-            .iter()
-            .map(|b| BackendClient::new(b, http.clone()))
-            .collect()
+        config.backends.iter().map(|b| BackendClient::new(b, http.clone())).collect()
     };
 
     let listen = config.listen;
@@ -223,7 +230,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     println!("ComfyUME is serving on {url}");
     crate::server::run(listener, state.clone(), shutdown_signal()).await?;
-    let _ = stop_sim.send(());
+    let _ = stop_sims.send(true);
     state.store.close().await;
     Ok(())
 }

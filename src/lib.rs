@@ -25,6 +25,7 @@ pub mod catalogue;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod frontend;
 mod http;

@@ -9,25 +9,38 @@ use tokio::net::TcpListener;
 
 use crate::app::AppState;
 
+/// Serves HTTP and runs the background work (the dispatcher, chores).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = crate::http::router(state.clone());
     let chores = tokio::spawn(housekeeping(state.clone()));
+    let dispatching = tokio::spawn(state.dispatcher.clone().run());
+    let served = serve_http(listener, state, shutdown).await;
+    chores.abort();
+    dispatching.abort();
+    served
+}
+
+/// Serves HTTP only. Tests that drive the dispatcher step by step
+/// (`Dispatcher::run_once`) use this instead of [`run`].
+pub async fn serve_http(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = crate::http::router(state.clone());
     let closing = async move {
         shutdown.await;
         state.closing.send_replace(true);
     };
-    let served = axum::serve(
+    axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(closing)
-    .await;
-    chores.abort();
-    served
+    .await
 }
 
 /// Periodic chores, each one a `run_once` the tests can call directly.

@@ -11,8 +11,15 @@ use serde_json::{Map, Value};
 
 use crate::config::{BackendConfig, BackendKind};
 
+/// A WebSocket to a backend.
+pub type BackendSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    /// The backend refused the prompt (HTTP 400) with ComfyUI's error body.
+    #[error("backend '{backend}' refused the prompt")]
+    Rejected { backend: String, body: Value },
     #[error("backend '{backend}' is unreachable: {reason}")]
     Unreachable { backend: String, reason: String },
     #[error("backend '{backend}' answered HTTP {status} to {path}")]
@@ -76,6 +83,115 @@ impl BackendClient {
     /// The backend's `GET /system_stats`.
     pub async fn system_stats(&self) -> Result<Value, BackendError> {
         self.get_json("/system_stats").await
+    }
+
+    /// Queues a prompt (`POST /prompt`). A 400 is [`BackendError::Rejected`]
+    /// with ComfyUI's body.
+    pub async fn post_prompt(&self, body: &Value) -> Result<Value, BackendError> {
+        let response = self
+            .http
+            .post(format!("{}/prompt", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            let body = response.json().await.unwrap_or(Value::Null);
+            return Err(BackendError::Rejected { backend: self.name.clone(), body });
+        }
+        if !status.is_success() {
+            return Err(self.status("/prompt", status));
+        }
+        response.json().await.map_err(|e| self.bad("/prompt", &e.to_string()))
+    }
+
+    /// Uploads an input file (`POST /upload/image`, overwriting); returns the
+    /// name the backend stored it under.
+    pub async fn upload_input(&self, name: &str, bytes: Vec<u8>) -> Result<String, BackendError> {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
+        let form = reqwest::multipart::Form::new()
+            .part("image", part)
+            .text("type", "input")
+            .text("overwrite", "true");
+        let response = self
+            .http
+            .post(format!("{}/upload/image", self.base))
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(self.status("/upload/image", response.status()));
+        }
+        let v: Value = response.json().await.map_err(|e| self.bad("/upload/image", &e.to_string()))?;
+        v.get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| self.bad("/upload/image", "no name in the answer"))
+    }
+
+    /// Downloads a file the backend produced (`GET /view`).
+    pub async fn download(&self, filename: &str, subfolder: &str, kind: &str) -> Result<Vec<u8>, BackendError> {
+        let response = self
+            .http
+            .get(format!("{}/view", self.base))
+            .query(&[("filename", filename), ("subfolder", subfolder), ("type", kind)])
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(self.status("/view", response.status()));
+        }
+        let bytes = response.bytes().await.map_err(|e| self.bad("/view", &e.to_string()))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Interrupts `prompt_id` if it is the one running there.
+    pub async fn interrupt(&self, prompt_id: &str) -> Result<(), BackendError> {
+        let response = self
+            .http
+            .post(format!("{}/interrupt", self.base))
+            .json(&serde_json::json!({ "prompt_id": prompt_id }))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(self.status("/interrupt", response.status()));
+        }
+        Ok(())
+    }
+
+    /// The backend's history entry for one prompt (`{}` when it has none).
+    pub async fn history(&self, prompt_id: &str) -> Result<Value, BackendError> {
+        self.get_json(&format!("/history/{prompt_id}")).await
+    }
+
+    /// Opens the backend's WebSocket as client `client_id`.
+    pub async fn connect_ws(&self, client_id: &str) -> Result<BackendSocket, BackendError> {
+        let ws_base = if let Some(rest) = self.base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else {
+            format!("ws://{}", self.base.trim_start_matches("http://"))
+        };
+        let url = format!("{ws_base}/ws?clientId={client_id}");
+        let connect = tokio_tungstenite::connect_async(url);
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(e)) => Err(BackendError::Unreachable { backend: self.name.clone(), reason: e.to_string() }),
+            Err(_) => Err(BackendError::Unreachable {
+                backend: self.name.clone(),
+                reason: "timed out opening the WebSocket".into(),
+            }),
+        }
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> BackendError {
+        BackendError::Unreachable { backend: self.name.clone(), reason: e.to_string() }
+    }
+
+    fn status(&self, path: &str, status: reqwest::StatusCode) -> BackendError {
+        BackendError::Status { backend: self.name.clone(), path: path.to_string(), status: status.as_u16() }
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, BackendError> {

@@ -116,6 +116,16 @@ impl Store {
         row.map(|r| user_from_row(&r)).transpose()
     }
 
+    pub async fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
     pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
         let rows = sqlx::query(
             "SELECT id, name, password_hash, role, created_at, disabled_at FROM users ORDER BY name",

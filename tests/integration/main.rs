@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod cli;
 mod comfy_routes;
+mod execution;
 mod files;
 mod isolation;
 mod userdata;

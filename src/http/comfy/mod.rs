@@ -5,6 +5,7 @@
 
 mod files;
 mod info;
+mod queue;
 mod settings;
 mod templates;
 mod userdata;
@@ -15,7 +16,6 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::auth::SessionUser;
 
 /// The routes ComfyUI registers both at their plain path and under `/api`.
 pub fn routes() -> Router<AppState> {
@@ -41,7 +41,12 @@ pub fn routes() -> Router<AppState> {
         .route("/extensions", get(info::extensions))
         .route("/features", get(info::features))
         .route("/system_stats", get(info::system_stats))
-        .route("/prompt", get(queue_status))
+        .route("/prompt", get(queue::queue_status).post(queue::submit))
+        .route("/queue", get(queue::queue).post(queue::queue_update))
+        .route("/history", get(queue::history).post(queue::history_update))
+        .route("/history/{prompt_id}", get(queue::history_one))
+        .route("/interrupt", post(queue::interrupt))
+        .route("/free", post(queue::free))
         .route("/embeddings", get(info::empty_list))
         .route("/models", get(info::empty_list))
         .route("/models/{folder}", get(info::not_found))
@@ -54,9 +59,14 @@ pub fn routes() -> Router<AppState> {
         .route("/workflow_templates", get(info::empty_object))
 }
 
-/// Routes ComfyUI serves only at their plain path.
+/// Routes ComfyUI serves only at their plain path (the jobs API is
+/// declared with its `/api` prefix, so it has no plain form).
 pub fn unprefixed_routes() -> Router<AppState> {
     Router::new()
+        .route("/api/jobs", get(queue::jobs_list))
+        .route("/api/jobs/cancel", post(queue::jobs_cancel))
+        .route("/api/jobs/{job_id}", get(queue::job_detail))
+        .route("/api/jobs/{job_id}/cancel", post(queue::job_cancel))
         .route("/internal/files/{kind}", get(info::internal_files))
         .route("/templates/{file}", get(templates::file))
 }
@@ -72,15 +82,3 @@ pub fn server_features(state: &AppState) -> Value {
     })
 }
 
-/// How many of this user's prompts are waiting or running. There is no job
-/// queue in the gateway yet, so nothing is ever waiting.
-pub fn queue_remaining(_state: &AppState, _user: &SessionUser) -> u64 {
-    0
-}
-
-async fn queue_status(
-    crate::http::session::CurrentUser(user): crate::http::session::CurrentUser,
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> axum::Json<Value> {
-    axum::Json(json!({"exec_info": {"queue_remaining": queue_remaining(&state, &user)}}))
-}

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::SessionUser;
-use crate::http::comfy::{queue_remaining, server_features};
+use crate::http::comfy::server_features;
 use crate::http::session::CurrentUser;
 use crate::hub::Outbound;
 
@@ -51,7 +51,7 @@ async fn serve_socket(state: AppState, user: SessionUser, sid: String, socket: W
 
     let hello = json!({
         "type": "status",
-        "data": {"status": {"exec_info": {"queue_remaining": queue_remaining(&state, &user)}}, "sid": sid},
+        "data": {"status": {"exec_info": {"queue_remaining": state.jobs.queue_remaining(&user).await}}, "sid": sid},
     });
     if sink
         .send(Message::Text(hello.to_string().into()))

@@ -17,8 +17,19 @@ pub struct TestApp {
     pub sim_url: String,
     pub state: AppState,
     pub data_dir: PathBuf,
+    config: Config,
+    manual_dispatch: bool,
+    stop_server: Option<oneshot::Sender<()>>,
     stop: Vec<oneshot::Sender<()>>,
     _dirs: tempfile::TempDir,
+}
+
+/// How a test wants its gateway and simulator.
+#[derive(Default)]
+pub struct Options {
+    /// Serve HTTP only; the test starts jobs with `dispatch_once`.
+    pub manual_dispatch: bool,
+    pub sim: comfyume::sim::SimOptions,
 }
 
 impl TestApp {
@@ -27,6 +38,10 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_full(Options::default(), adjust).await
+    }
+
+    pub async fn spawn_full(options: Options, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let dirs = tempfile::tempdir().unwrap();
         let mut stop = Vec::new();
 
@@ -34,7 +49,7 @@ impl TestApp {
         let sim_url = format!("http://{}", sim_listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         stop.push(tx);
-        tokio::spawn(comfyume::sim::run(sim_listener, async move {
+        tokio::spawn(comfyume::sim::run_with(sim_listener, options.sim, async move {
             let _ = rx.await;
         }));
 
@@ -150,8 +165,29 @@ impl TestApp {
     }
 }
 
+async fn start_gateway(config: &Config, manual_dispatch: bool) -> (AppState, std::net::SocketAddr, oneshot::Sender<()>) {
+    let http = BackendClient::http_client();
+    let backends = config.backends.iter().map(|b| BackendClient::new(b, http.clone())).collect();
+    let state = AppState::build(config.clone(), backends).await.expect("the gateway starts");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let stop = async move {
+        let _ = rx.await;
+    };
+    if manual_dispatch {
+        tokio::spawn(comfyume::server::serve_http(listener, state.clone(), stop));
+    } else {
+        tokio::spawn(comfyume::server::run(listener, state.clone(), stop));
+    }
+    (state, addr, tx)
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
         for tx in self.stop.drain(..) {
             let _ = tx.send(());
         }

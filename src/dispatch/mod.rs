@@ -1,0 +1,180 @@
+//! The dispatcher: keeps every backend slot busy while eligible work is
+//! queued. A coordinator asks the scheduler which pending jobs go to which
+//! free slots, claims each job in the store (compare-and-set, so a job never
+//! starts twice), and runs it on its slot in a task of its own; when a run
+//! ends the slot is free again and the coordinator looks once more.
+
+pub mod relay;
+mod runner;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::backend::BackendClient;
+use crate::catalogue::Catalogue;
+use crate::clock::now_ms;
+use crate::domain::{JobId, UserId};
+use crate::hub::{Hub, Outbound};
+use crate::scheduler::{self, BackendId, FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage};
+use crate::store::{Store, StoreError};
+use crate::workspace::Workspaces;
+
+/// What runs need from the rest of the server.
+pub struct Shared {
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub workspaces: Workspaces,
+    pub catalogue: Arc<Catalogue>,
+}
+
+impl Shared {
+    /// Sends `user` their own queue status (`queue_remaining` = their
+    /// pending plus running jobs) on every socket they have open.
+    pub async fn send_status(&self, user: UserId) {
+        match self.store.active_counts(user).await {
+            Ok((pending, running)) => {
+                let msg = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": pending + running}}}});
+                self.hub.send_to_user(user, Outbound::Text(msg.to_string()));
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count a user's jobs for their status"),
+        }
+    }
+}
+
+/// A job on a slot right now.
+#[derive(Debug, Clone)]
+struct Running {
+    owner: UserId,
+    backend: usize,
+    slot: Slot,
+}
+
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    backends: Vec<BackendClient>,
+    cap: u32,
+    wake: Notify,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    running: HashMap<JobId, Running>,
+    share: FairShare,
+}
+
+impl Dispatcher {
+    pub fn new(shared: Arc<Shared>, backends: Vec<BackendClient>, cap: u32) -> Self {
+        Self { shared, backends, cap: cap.max(1), wake: Notify::new(), state: Mutex::new(State::default()) }
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Prepares the queue after a (re)start: jobs that were running when
+    /// the gateway stopped go back to the queue in their old place, and fair
+    /// shares are rebuilt from the recorded GPU time.
+    pub async fn recover(&self) -> Result<(), StoreError> {
+        for job in self.shared.store.in_progress_jobs().await? {
+            if self.shared.store.requeue_job(&job.id).await? {
+                tracing::info!(job = %job.id, "re-queued a job that was running when the gateway stopped");
+            }
+        }
+        let usage = self.shared.store.gpu_time_by_user().await?;
+        let share = FairShare::from_usage(
+            usage.into_iter().map(|(u, ms, n)| (u, Usage { gpu_ms: ms.max(0) as u64, jobs: n.max(0) as u64 })),
+        );
+        self.lock().share = share;
+        Ok(())
+    }
+
+    /// Something changed (a job arrived, a slot freed): look again.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs the coordinator until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.clone().run_once().await {
+                tracing::error!(error = %e, "dispatching failed; retrying");
+            }
+            // The timeout is a safety net only; every change calls `wake`.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.wake.notified()).await;
+        }
+    }
+
+    /// One round: starts every pending job the scheduler places on a free
+    /// slot. Returns the jobs that started.
+    pub async fn run_once(self: Arc<Self>) -> Result<Vec<JobId>, StoreError> {
+        let rows = self.shared.store.pending_jobs().await?;
+        let pending: Vec<PendingJob> = rows
+            .iter()
+            .map(|r| PendingJob::new(r.id, r.owner, r.admin, OrderKey::new(r.number, r.seq.max(0) as u64)))
+            .collect();
+        let assignments = {
+            let mut state = self.lock();
+            let running: RunningCounts = state.running.values().map(|r| r.owner).collect();
+            let with_work: Vec<UserId> = pending.iter().map(|p| p.owner).chain(state.running.values().map(|r| r.owner)).collect();
+            state.share.sync_active(with_work);
+            let free = self.free_slots(&state);
+            scheduler::plan(&pending, &running, &state.share, &free, self.cap)
+        };
+        let mut started = Vec::new();
+        for (job_id, slot) in assignments {
+            let Some(backend) = self.backends.iter().position(|b| b.name == slot.backend.as_str()) else { continue };
+            if !self.shared.store.claim_job(&job_id, &self.backends[backend].name, now_ms()).await? {
+                continue;
+            }
+            let Some(job) = self.shared.store.job(&job_id).await? else { continue };
+            let Some(owner) = self.shared.store.user_by_id(job.owner).await? else { continue };
+            self.lock().running.insert(job_id, Running { owner: job.owner, backend, slot: slot.clone() });
+            started.push(job_id);
+            self.shared.send_status(job.owner).await;
+            let me = self.clone();
+            tokio::spawn(async move {
+                let client_id = format!("comfyume-{}-{}", slot.backend.as_str(), slot.index);
+                let started_at = std::time::Instant::now();
+                let end = runner::run(&me.shared, job, runner::Owner { name: owner.name }, &me.backends[backend], &client_id).await;
+                tracing::info!(job = %job_id, ?end, "job ended");
+                let gpu_ms = started_at.elapsed().as_millis() as u64;
+                {
+                    let mut state = me.lock();
+                    if let Some(r) = state.running.remove(&job_id) {
+                        state.share.charge(r.owner, gpu_ms);
+                    }
+                }
+                me.wake();
+            });
+        }
+        Ok(started)
+    }
+
+    fn free_slots(&self, state: &State) -> Vec<Slot> {
+        let mut free = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            for index in 0..b.slots {
+                let slot = Slot::new(BackendId::new(b.name.clone()), index);
+                if !state.running.values().any(|r| r.backend == i && r.slot == slot) {
+                    free.push(slot);
+                }
+            }
+        }
+        free
+    }
+
+    /// The backend running `job`, if it runs now.
+    pub fn backend_of(&self, job: &JobId) -> Option<BackendClient> {
+        let state = self.lock();
+        state.running.get(job).map(|r| self.backends[r.backend].clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
