@@ -15,6 +15,10 @@
 //! - [`backend`]: clients for ComfyUI-protocol GPU backends.
 //! - [`hub`]: live browser sockets, by user.
 //! - [`sim`]: the built-in GPU simulator (`comfyume sim-backend`), a server of its own.
+//! - [`jobs`]: accepting prompts; each user's queue and history.
+//! - [`prompt`]: checking a prompt against the node catalogue, as ComfyUI does.
+//! - [`scheduler`]: the fair queue's pure decisions.
+//! - [`dispatch`]: running jobs on backend slots and relaying their events.
 //! - [`store`]: the database (the only place with SQL).
 //! - [`domain`]: parsed types shared by all of the above.
 
@@ -31,6 +35,8 @@ pub mod frontend;
 mod http;
 pub mod hub;
 pub mod jobs;
+pub mod prompt;
+pub mod scheduler;
 pub mod server;
 pub mod sim;
 pub mod store;
