@@ -85,7 +85,10 @@ impl Dispatcher {
                 tracing::info!(job = %job.id, "re-queued a job that was running when the gateway stopped");
             }
         }
-        let usage = self.shared.store.gpu_time_by_user().await?;
+        // Fair shares reflect the current workshop session, not all history:
+        // yesterday's heavy user starts today level with everyone.
+        let session_start = now_ms() - 12 * 3600 * 1000;
+        let usage = self.shared.store.gpu_time_by_user(session_start).await?;
         let share = FairShare::from_usage(
             usage.into_iter().map(|(u, ms, n)| (u, Usage { gpu_ms: ms.max(0) as u64, jobs: n.max(0) as u64 })),
         );

@@ -289,13 +289,15 @@ impl Store {
         }
     }
 
-    /// GPU milliseconds each user's finished jobs took, to rebuild fair
-    /// shares after a restart.
-    pub async fn gpu_time_by_user(&self) -> StoreResult<Vec<(UserId, i64)>> {
+    /// GPU milliseconds and the number of runs of each user's jobs that
+    /// finished since `since_ms`, to rebuild fair shares after a restart.
+    pub async fn gpu_time_by_user(&self, since_ms: i64) -> StoreResult<Vec<(UserId, i64, i64)>> {
         let rows = sqlx::query(
-            "SELECT user_id, SUM(finished_at - started_at) AS ms FROM jobs
-             WHERE started_at IS NOT NULL AND finished_at IS NOT NULL GROUP BY user_id",
+            "SELECT user_id, SUM(finished_at - started_at) AS ms, COUNT(*) AS n FROM jobs
+             WHERE started_at IS NOT NULL AND finished_at IS NOT NULL AND finished_at >= $1
+             GROUP BY user_id",
         )
+        .bind(since_ms)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -303,6 +305,7 @@ impl Store {
                 Ok((
                     UserId(r.try_get("user_id")?),
                     r.try_get::<Option<i64>, _>("ms")?.unwrap_or(0),
+                    r.try_get::<i64, _>("n")?,
                 ))
             })
             .collect()
