@@ -29,6 +29,7 @@ pub mod domain;
 pub mod frontend;
 mod http;
 pub mod hub;
+pub mod prompt;
 pub mod server;
 pub mod sim;
 pub mod store;
