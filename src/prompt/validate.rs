@@ -1,0 +1,760 @@
+//! ComfyUI's `validate_prompt` and `validate_inputs` (execution.py), ported
+//! step for step so that the same prompt gets the same answer, down to the
+//! order of `node_errors` and the quirks of `dependent_outputs`.
+//!
+//! `validate_inputs` recurses into each linked node; here the recursion is
+//! an explicit stack of [`Frame`]s, so an arbitrarily deep graph cannot
+//! overflow the thread's stack. Python exceptions raised while validating a
+//! node are [`PyErr`]s: caught by the linking node (as
+//! `exception_during_inner_validation`, blamed on the linked node) or, for
+//! an output node, by `validate_prompt` (`exception_during_validation`).
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use super::errors::{self, PromptError};
+use super::py::{Py, PyErr, PyInt, repr_json, str_json, to_float, to_int};
+use super::types::{
+    Declared, FileCheck, FileValidator, NodeClass, check_input_file, file_validator, truthy,
+    validate_node_input,
+};
+
+/// How many links deep validation follows. ComfyUI recurses in Python and
+/// meets Python's recursion limit (1000 frames, some taken by the server)
+/// at a depth of that order, raising `RecursionError`, which the linking
+/// node catches like any exception. The gateway raises the same error at
+/// this depth; it also bounds the size of a cycle's error (every node in
+/// the cycle carries the whole path).
+pub const MAX_DEPTH: usize = 500;
+
+/// The most `output nodes × nodes` a prompt may have. ComfyUI appends every
+/// failed output to every failed node's `dependent_outputs`, so the error
+/// body grows with this product; real workflows are far below it.
+pub const MAX_OUTPUTS_TIMES_NODES: usize = 1_000_000;
+
+/// An accepted prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    /// The output nodes to run: ComfyUI's `outputs_to_execute`, here in
+    /// prompt order (ComfyUI's comes from a `set`).
+    pub outputs_to_execute: Vec<String>,
+    /// Errors of the outputs that failed while others passed; ComfyUI
+    /// returns them with the 200 and the frontend marks those nodes.
+    pub node_errors: Map<String, Value>,
+}
+
+/// Validates `prompt` (the API-format graph: node id → `{class_type,
+/// inputs, _meta}`) against `catalogue` (class → NodeInfo, as served at
+/// `/object_info`), as ComfyUI's `validate_prompt` does.
+///
+/// `partial_execution_targets` restricts the outputs to those node ids;
+/// targets that are not output nodes are ignored, so a list of only those,
+/// or an empty list, leaves no outputs (`prompt_no_outputs`).
+///
+/// The catalogue should be the one the user sees: with their own input
+/// files as the `LoadImage` choices, a file name that is not theirs is
+/// rejected as ComfyUI rejects a missing file.
+pub fn validate(
+    prompt: &Value,
+    partial_execution_targets: Option<&[String]>,
+    catalogue: &Map<String, Value>,
+) -> Result<Validated, PromptError> {
+    let Value::Object(nodes) = prompt else {
+        return Err(errors::invalid_prompt_error(format!(
+            "The prompt must be an object of nodes keyed by node id, not {}",
+            kind_of(prompt)
+        )));
+    };
+
+    let mut outputs: Vec<&str> = Vec::new();
+    for (id, node) in nodes {
+        let Value::Object(node) = node else {
+            return Err(errors::invalid_prompt_error(format!(
+                "Node '#{id}' must be an object, not {}",
+                kind_of(node)
+            )));
+        };
+        let title = |default: &Value| -> Result<Value, PromptError> {
+            match node.get("_meta") {
+                None => Ok(default.clone()),
+                Some(Value::Object(meta)) => Ok(meta.get("title").unwrap_or(default).clone()),
+                Some(other) => Err(errors::invalid_prompt_error(format!(
+                    "Node '#{id}' has a _meta that is {}, not an object",
+                    kind_of(other)
+                ))),
+            }
+        };
+        let Some(class_type) = node.get("class_type") else {
+            let title = title(&Value::Null)?;
+            let shown = truthy(&title).then(|| str_json(&title));
+            return Err(errors::missing_class_type(id, &title, shown));
+        };
+        if class_type.is_array() || class_type.is_object() {
+            return Err(errors::invalid_prompt_error(format!(
+                "Node '#{id}' has a class_type that is {}, not a string",
+                kind_of(class_type)
+            )));
+        }
+        let Some(class) = class_type
+            .as_str()
+            .and_then(|c| NodeClass::lookup(catalogue, c))
+        else {
+            let title = title(class_type)?;
+            return Err(errors::missing_node_type(
+                id,
+                class_type,
+                &title,
+                &str_json(&title),
+            ));
+        };
+        if class.is_output_node()
+            && partial_execution_targets.is_none_or(|t| t.iter().any(|x| x == id))
+        {
+            outputs.push(id);
+        }
+    }
+
+    if outputs.is_empty() {
+        return Err(errors::prompt_no_outputs());
+    }
+    if outputs.len().saturating_mul(nodes.len()) > MAX_OUTPUTS_TIMES_NODES {
+        return Err(errors::invalid_prompt_error(format!(
+            "The prompt is too large to validate: {} nodes, {} of them outputs",
+            nodes.len(),
+            outputs.len()
+        )));
+    }
+
+    let mut ctx = Ctx {
+        prompt: nodes,
+        catalogue,
+        validated: Validations::default(),
+    };
+    let mut good = Vec::new();
+    let mut failed: Vec<Vec<Value>> = Vec::new();
+    let mut node_errors = Map::new();
+    for &o in &outputs {
+        let (valid, reasons) = match ctx.validate_output(o) {
+            Ok(entry) => (entry.valid, entry.reasons),
+            Err(ex) => {
+                let reasons = vec![errors::exception_during_validation(&ex)];
+                ctx.validated.insert(o, Entry::failed(reasons.clone()));
+                (false, reasons)
+            }
+        };
+        if valid {
+            good.push(o.to_string());
+            continue;
+        }
+        failed.push(reasons);
+        // Every failed node with reasons gets this output appended, even one
+        // found while validating an earlier output and not upstream of this
+        // one: ComfyUI walks the whole `validated` dict each time.
+        for (node_id, entry) in ctx.validated.iter() {
+            if entry.valid || entry.reasons.is_empty() {
+                continue;
+            }
+            let record = node_errors.entry(node_id.to_string()).or_insert_with(|| {
+                json!({
+                    "errors": entry.reasons,
+                    "dependent_outputs": [],
+                    "class_type": ctx.class_type_of(node_id),
+                })
+            });
+            if let Some(Value::Array(outputs)) = record.get_mut("dependent_outputs") {
+                outputs.push(Value::String(o.to_string()));
+            }
+        }
+    }
+
+    if good.is_empty() {
+        let details = failed
+            .iter()
+            .flatten()
+            .map(|r| format!("{}: {}", str_json(&r["message"]), str_json(&r["details"])))
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(errors::prompt_outputs_failed_validation(
+            &details,
+            node_errors,
+        ));
+    }
+    Ok(Validated {
+        outputs_to_execute: good,
+        node_errors,
+    })
+}
+
+/// How a value is named in `invalid_prompt` details.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One node's result: `(valid, reasons)` of ComfyUI's `validated` dict.
+#[derive(Debug, Clone)]
+struct Entry {
+    valid: bool,
+    reasons: Vec<Value>,
+}
+
+impl Entry {
+    fn failed(reasons: Vec<Value>) -> Self {
+        Entry {
+            valid: false,
+            reasons,
+        }
+    }
+}
+
+/// The `validated` dict: insertion-ordered, and re-assigning a key keeps
+/// its place, as in Python.
+#[derive(Default)]
+struct Validations {
+    order: Vec<String>,
+    entries: HashMap<String, Entry>,
+}
+
+impl Validations {
+    fn get(&self, id: &str) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    fn insert(&mut self, id: &str, entry: Entry) {
+        if self.entries.insert(id.to_string(), entry).is_none() {
+            self.order.push(id.to_string());
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.order.iter().map(|id| (id.as_str(), &self.entries[id]))
+    }
+}
+
+struct Ctx<'a> {
+    prompt: &'a Map<String, Value>,
+    catalogue: &'a Map<String, Value>,
+    validated: Validations,
+}
+
+/// What validating one node produced so far.
+enum Step<'a> {
+    /// Validate this linked node next, then resume the current one.
+    Recurse(&'a str),
+    /// The node is finished, or raised.
+    Done(Result<Entry, PyErr>),
+}
+
+impl<'a> Ctx<'a> {
+    /// The class of a node that passed the first loop of `validate`.
+    fn class_type_of(&self, id: &str) -> &'a str {
+        self.prompt
+            .get(id)
+            .and_then(|n| n.get("class_type"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// `validate_inputs(prompt_id, prompt, output, validated)`, with the
+    /// recursion unrolled.
+    fn validate_output(&mut self, output: &'a str) -> Result<Entry, PyErr> {
+        let mut visiting: Vec<&'a str> = Vec::new();
+        let mut stack: Vec<Frame<'a>> = Vec::new();
+        match self.enter(output, &visiting) {
+            Ok(frame) => stack.push(frame),
+            Err(result) => return result,
+        }
+        let mut incoming = None;
+        loop {
+            let Some(top) = stack.last_mut() else {
+                // The loop returns when the output's own frame finishes.
+                return Ok(Entry::failed(Vec::new()));
+            };
+            if let Some(result) = incoming.take() {
+                top.resume(result, &mut self.validated);
+            }
+            match top.advance(self) {
+                Step::Recurse(child) => {
+                    visiting.push(top.id);
+                    match self.enter(child, &visiting) {
+                        Ok(frame) => stack.push(frame),
+                        Err(result) => {
+                            visiting.pop();
+                            incoming = Some(result);
+                        }
+                    }
+                }
+                Step::Done(result) => {
+                    stack.pop();
+                    if stack.is_empty() {
+                        return result;
+                    }
+                    visiting.pop();
+                    incoming = Some(result);
+                }
+            }
+        }
+    }
+
+    /// The start of `validate_inputs`: an already validated node, a cycle,
+    /// or a new frame. `Err` carries a result that needs no frame.
+    fn enter(
+        &mut self,
+        id: &'a str,
+        visiting: &[&'a str],
+    ) -> Result<Frame<'a>, Result<Entry, PyErr>> {
+        if let Some(entry) = self.validated.get(id) {
+            return Err(Ok(entry.clone()));
+        }
+        if let Some(start) = visiting.iter().position(|v| *v == id) {
+            let mut path_nodes: Vec<&str> = visiting[start..].to_vec();
+            path_nodes.push(id);
+            let mut cycle_nodes: Vec<String> = Vec::new();
+            for n in &path_nodes {
+                if !cycle_nodes.iter().any(|c| c == n) {
+                    cycle_nodes.push(n.to_string());
+                }
+            }
+            let path = path_nodes
+                .iter()
+                .map(|n| format!("{n} ({})", self.class_type_of(n)))
+                .collect::<Vec<_>>()
+                .join(" -> ");
+            for n in &cycle_nodes {
+                let error = errors::dependency_cycle(n, &path, &cycle_nodes);
+                self.validated.insert(n, Entry::failed(vec![error]));
+            }
+            return Err(Ok(self
+                .validated
+                .get(id)
+                .cloned()
+                .unwrap_or(Entry::failed(Vec::new()))));
+        }
+
+        if visiting.len() >= MAX_DEPTH {
+            return Err(Err(PyErr::new(
+                "RecursionError",
+                "maximum recursion depth exceeded",
+            )));
+        }
+        let Some(inputs) = self.prompt.get(id).and_then(|node| node.get("inputs")) else {
+            return Err(Err(PyErr::key_error(&Py::Str("inputs".into()))));
+        };
+        let class_type = self.class_type_of(id);
+        let Some(class) = NodeClass::lookup(self.catalogue, class_type) else {
+            // `nodes.NODE_CLASS_MAPPINGS[class_type]`; every class was found
+            // before validation started, so this does not happen.
+            return Err(Err(PyErr::key_error(&Py::Str(class_type.into()))));
+        };
+        Ok(Frame {
+            id,
+            class,
+            inputs,
+            declared: class.declared_inputs(),
+            next: 0,
+            errors: Vec::new(),
+            valid: true,
+            pending: None,
+            validator: file_validator(class_type),
+            values: HashMap::new(),
+        })
+    }
+}
+
+/// A link being followed: what the `except` around the recursive call needs.
+struct Pending<'a> {
+    input: &'a str,
+    config: Value,
+    link: &'a Value,
+    source: &'a str,
+}
+
+/// One `validate_inputs` call in progress.
+struct Frame<'a> {
+    id: &'a str,
+    class: NodeClass<'a>,
+    inputs: &'a Value,
+    declared: Vec<Declared<'a>>,
+    /// The next declared input to look at.
+    next: usize,
+    errors: Vec<Value>,
+    valid: bool,
+    pending: Option<Pending<'a>>,
+    validator: Option<&'static FileValidator>,
+    /// `inputs[x]` after ComfyUI rewrote it (`__value__` unwrapped,
+    /// converted to INT/FLOAT/STRING/BOOLEAN), for the custom validator.
+    values: HashMap<&'a str, Py>,
+}
+
+impl<'a> Frame<'a> {
+    /// The linked node's result arrived (the code after `await
+    /// validate_inputs(...)`, or its `except`).
+    fn resume(&mut self, result: Result<Entry, PyErr>, validated: &mut Validations) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        match result {
+            Ok(entry) => {
+                if !entry.valid {
+                    self.valid = false;
+                }
+            }
+            Err(ex) => {
+                self.valid = false;
+                let reason =
+                    errors::exception_during_inner_validation(p.input, &p.config, &ex, p.link);
+                validated.insert(p.source, Entry::failed(vec![reason]));
+            }
+        }
+    }
+
+    /// Runs the input loop until a link must be followed or the node is done.
+    fn advance(&mut self, ctx: &mut Ctx<'a>) -> Step<'a> {
+        while let Some(d) = self.declared.get(self.next).copied() {
+            self.next += 1;
+            match self.check_input(d, ctx) {
+                Ok(None) => {}
+                Ok(Some(child)) => return Step::Recurse(child),
+                Err(ex) => return Step::Done(Err(ex)),
+            }
+        }
+        if let Err(ex) = self.custom_validation() {
+            return Step::Done(Err(ex));
+        }
+        let prior = ctx.validated.get(self.id).cloned().unwrap_or(Entry {
+            valid: true,
+            reasons: Vec::new(),
+        });
+        let mut reasons = prior.reasons.clone();
+        reasons.extend(
+            self.errors
+                .iter()
+                .filter(|e| !prior.reasons.contains(e))
+                .cloned(),
+        );
+        let entry = Entry {
+            valid: prior.valid && self.valid && self.errors.is_empty(),
+            reasons,
+        };
+        ctx.validated.insert(self.id, entry.clone());
+        Step::Done(Ok(entry))
+    }
+
+    /// One turn of `for x in valid_inputs`. `Ok(Some(id))` asks for the
+    /// linked node `id` to be validated.
+    fn check_input(&mut self, d: Declared<'a>, ctx: &Ctx<'a>) -> Result<Option<&'a str>, PyErr> {
+        let x = d.name;
+        let Some(input_type) = d.input_type() else {
+            return Ok(None);
+        };
+        if d.is_dynamic() {
+            // Expanded by ComfyUI into inputs the catalogue does not list.
+            return Ok(None);
+        }
+        let Some(val) = get_input(self.inputs, x)? else {
+            if d.required {
+                self.errors.push(errors::required_input_missing(x));
+            }
+            return Ok(None);
+        };
+        let config = d.config();
+
+        if let Value::Array(link) = val {
+            if link.len() != 2 {
+                self.errors.push(errors::bad_linked_input(x, &config, val));
+                return Ok(None);
+            }
+            let source = lookup_node(ctx.prompt, &link[0])?;
+            let source_class = NodeClass::lookup(ctx.catalogue, ctx.class_type_of(source));
+            let return_types = source_class.map_or(&[][..], |c| c.return_types());
+            let received = index_tuple(return_types, &link[1])?;
+            if !validate_node_input(received, input_type) {
+                self.errors.push(errors::return_type_mismatch(
+                    x,
+                    &config,
+                    received,
+                    &str_json(input_type),
+                    &str_json(received),
+                    val,
+                ));
+                return Ok(None);
+            }
+            self.pending = Some(Pending {
+                input: x,
+                config,
+                link: val,
+                source,
+            });
+            return Ok(Some(source));
+        }
+
+        let mut value = Py::from(val);
+        if let Py::Dict(entries) = &value {
+            if let Some((_, inner)) = entries.iter().find(|(k, _)| k == "__value__") {
+                value = inner.clone();
+            }
+        }
+        let converted = match input_type.as_str() {
+            Some("INT") => to_int(&value).map(Py::Int),
+            Some("FLOAT") => to_float(&value).map(Py::Float),
+            Some("STRING") => Ok(Py::Str(value.str())),
+            Some("BOOLEAN") => Ok(Py::Bool(py_truthy(&value))),
+            _ => Ok(value.clone()),
+        };
+        self.values
+            .insert(x, converted.clone().unwrap_or_else(|_| value.clone()));
+        let value = match converted {
+            Ok(v) => v,
+            Err(ex) => {
+                self.errors.push(errors::invalid_input_type(
+                    x,
+                    input_type.as_str().unwrap_or_default(),
+                    &config,
+                    &value.to_json(),
+                    &value.str(),
+                    &ex,
+                ));
+                return Ok(None);
+            }
+        };
+
+        if self.validator.is_some_and(|v| v.input == x) {
+            // VALIDATE_INPUTS takes this input: ComfyUI skips the checks below.
+            return Ok(None);
+        }
+        let extra = d.extra();
+        if let Some(min) = extra.and_then(|e| e.get("min")) {
+            let min = Py::from(min);
+            if value.compare("<", &min)? {
+                self.errors.push(errors::value_smaller_than_min(
+                    x,
+                    &config,
+                    &value.to_json(),
+                    &value.str(),
+                    &min.str(),
+                ));
+                return Ok(None);
+            }
+        }
+        if let Some(max) = extra.and_then(|e| e.get("max")) {
+            let max = Py::from(max);
+            if value.compare(">", &max)? {
+                self.errors.push(errors::value_bigger_than_max(
+                    x,
+                    &config,
+                    &value.to_json(),
+                    &value.str(),
+                    &max.str(),
+                ));
+                return Ok(None);
+            }
+        }
+        if let Some(options) = d.combo_options() {
+            let choices: Vec<Py> = options.iter().map(Py::from).collect();
+            let multiselect = extra.and_then(|e| e.get("multiselect")).is_some_and(truthy);
+            let invalid: Vec<&Py> = match &value {
+                Py::List(items) if multiselect => {
+                    items.iter().filter(|v| !v.in_list(&choices)).collect()
+                }
+                v if !v.in_list(&choices) => vec![v],
+                _ => Vec::new(),
+            };
+            if !invalid.is_empty() {
+                // ComfyUI does not send back gigantic lists.
+                let (config, list) = if options.len() > 20 {
+                    (None, format!("(list of length {})", options.len()))
+                } else {
+                    (Some(&config), repr_json(&Value::Array(options.to_vec())))
+                };
+                let invalid = invalid
+                    .iter()
+                    .map(|v| v.repr())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.errors.push(errors::value_not_in_list(
+                    x,
+                    config,
+                    &value.to_json(),
+                    &invalid,
+                    &list,
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The built-in `VALIDATE_INPUTS` of the file loaders: the value must
+    /// name an existing file (`folder_paths.exists_annotated_filepath`).
+    fn custom_validation(&mut self) -> Result<(), PyErr> {
+        let Some(validator) = self.validator else {
+            return Ok(());
+        };
+        let x = validator.input;
+        let missing = || {
+            PyErr::new(
+                "TypeError",
+                format!(
+                    "{}() missing 1 required positional argument: '{x}'",
+                    validator.qualname
+                ),
+            )
+        };
+        // get_input_data(): declared inputs present in the prompt, links as None.
+        let raw = match self.inputs {
+            Value::Object(inputs) => inputs.get(x).filter(|_| self.class.has_input(x)),
+            Value::Array(a) if a.is_empty() => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::Array(_) => {
+                return Err(PyErr::new(
+                    "TypeError",
+                    "list indices must be integers or slices, not str",
+                ));
+            }
+            Value::String(_) => {
+                return Err(PyErr::new(
+                    "TypeError",
+                    "string indices must be integers, not 'str'",
+                ));
+            }
+            other => {
+                return Err(PyErr::new(
+                    "TypeError",
+                    format!("'{}' object is not iterable", Py::from(other).type_name()),
+                ));
+            }
+        };
+        let Some(raw) = raw else {
+            return Err(missing());
+        };
+        let value = if is_link(raw) {
+            Py::None
+        } else {
+            self.values.get(x).cloned().unwrap_or_else(|| Py::from(raw))
+        };
+        let Py::Str(name) = &value else {
+            return Err(PyErr::new(
+                "AttributeError",
+                format!("'{}' object has no attribute 'endswith'", value.type_name()),
+            ));
+        };
+        let choices = if validator.choices_are_user_files {
+            self.declared
+                .iter()
+                .find(|d| d.name == x)
+                .and_then(|d| d.combo_options())
+        } else {
+            None
+        };
+        if check_input_file(name, choices) == FileCheck::Missing {
+            let reason = format!("Invalid {} file: {name}", validator.kind);
+            self.errors
+                .push(errors::custom_validation_failed(x, &reason));
+        }
+        Ok(())
+    }
+}
+
+/// `x in inputs` then `inputs[x]`, for whatever `inputs` is.
+fn get_input<'v>(inputs: &'v Value, name: &str) -> Result<Option<&'v Value>, PyErr> {
+    match inputs {
+        Value::Object(m) => Ok(m.get(name)),
+        Value::Array(a) => {
+            if a.iter().any(|e| e.as_str() == Some(name)) {
+                Err(PyErr::new(
+                    "TypeError",
+                    "list indices must be integers or slices, not str",
+                ))
+            } else {
+                Ok(None)
+            }
+        }
+        Value::String(s) => {
+            if s.contains(name) {
+                Err(PyErr::new(
+                    "TypeError",
+                    "string indices must be integers, not 'str'",
+                ))
+            } else {
+                Ok(None)
+            }
+        }
+        other => Err(PyErr::new(
+            "TypeError",
+            format!(
+                "argument of type '{}' is not iterable",
+                Py::from(other).type_name()
+            ),
+        )),
+    }
+}
+
+/// `prompt[o_id]`: the node id a link names.
+fn lookup_node<'p>(prompt: &'p Map<String, Value>, key: &Value) -> Result<&'p str, PyErr> {
+    match key {
+        Value::String(s) => match prompt.get_key_value(s) {
+            Some((id, _)) => Ok(id.as_str()),
+            None => Err(PyErr::key_error(&Py::Str(s.clone()))),
+        },
+        Value::Array(_) | Value::Object(_) => Err(PyErr::new(
+            "TypeError",
+            format!("unhashable type: '{}'", Py::from(key).type_name()),
+        )),
+        // Keys are strings; no number, bool or None equals one.
+        other => Err(PyErr::key_error(&Py::from(other))),
+    }
+}
+
+/// `RETURN_TYPES[slot]`, with Python's indexing rules for a tuple.
+fn index_tuple<'t>(items: &'t [Value], slot: &Value) -> Result<&'t Value, PyErr> {
+    let n = match Py::from(slot) {
+        Py::Bool(b) => i128::from(b),
+        Py::Int(PyInt::Small(n)) => n,
+        Py::Int(PyInt::Big { .. }) => i128::MAX,
+        other => {
+            return Err(PyErr::new(
+                "TypeError",
+                format!(
+                    "tuple indices must be integers or slices, not {}",
+                    other.type_name()
+                ),
+            ));
+        }
+    };
+    if n < i128::from(i64::MIN) || n > i128::from(i64::MAX) {
+        return Err(PyErr::new(
+            "IndexError",
+            "cannot fit 'int' into an index-sized integer",
+        ));
+    }
+    let len = items.len() as i128;
+    let i = if n < 0 { n + len } else { n };
+    if i < 0 || i >= len {
+        return Err(PyErr::new("IndexError", "tuple index out of range"));
+    }
+    Ok(&items[i as usize])
+}
+
+/// comfy_execution/graph_utils.py `is_link`.
+fn is_link(v: &Value) -> bool {
+    matches!(v, Value::Array(a) if a.len() == 2 && a[0].is_string() && (a[1].is_number() || a[1].is_boolean()))
+}
+
+/// `bool(x)`.
+fn py_truthy(v: &Py) -> bool {
+    match v {
+        Py::None => false,
+        Py::Bool(b) => *b,
+        Py::Int(i) => *i != PyInt::Small(0),
+        Py::Float(f) => *f != 0.0,
+        Py::Str(s) => !s.is_empty(),
+        Py::List(l) => !l.is_empty(),
+        Py::Dict(d) => !d.is_empty(),
+    }
+}
