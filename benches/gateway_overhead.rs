@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn prompt(i: usize) -> Value {
     // A different colour each run, so the backend's cache never answers.
@@ -32,7 +33,10 @@ async fn wait_done(ws: &mut Socket, prompt_id: &str) {
     while let Some(Ok(frame)) = ws.next().await {
         if let Message::Text(t) = frame {
             let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-            if v["type"] == "executing" && v["data"]["node"].is_null() && v["data"]["prompt_id"] == prompt_id {
+            if v["type"] == "executing"
+                && v["data"]["node"].is_null()
+                && v["data"]["prompt_id"] == prompt_id
+            {
                 return;
             }
         }
@@ -48,15 +52,26 @@ async fn open_socket(url: &str, cookie: Option<&str>) -> Socket {
     }
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let _hello = ws.next().await;
-    ws.send(Message::Text(json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}}).to_string().into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(
+        json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     let _flags = ws.next().await;
     ws
 }
 
 /// Times `runs` prompts through one path.
-async fn measure(http: &reqwest::Client, ws: &mut Socket, submit_url: &str, client_id: &str, runs: usize, offset: usize) -> Vec<Duration> {
+async fn measure(
+    http: &reqwest::Client,
+    ws: &mut Socket,
+    submit_url: &str,
+    client_id: &str,
+    runs: usize,
+    offset: usize,
+) -> Vec<Duration> {
     let mut times = Vec::with_capacity(runs);
     for i in 0..runs {
         let start = Instant::now();
@@ -69,7 +84,10 @@ async fn measure(http: &reqwest::Client, ws: &mut Socket, submit_url: &str, clie
             .json()
             .await
             .unwrap();
-        let id = r["prompt_id"].as_str().unwrap_or_else(|| panic!("submit failed: {r}")).to_string();
+        let id = r["prompt_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("submit failed: {r}"))
+            .to_string();
         wait_done(ws, &id).await;
         times.push(start.elapsed());
     }
@@ -84,7 +102,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn report(name: &str, mut times: Vec<Duration>) -> (Duration, Duration) {
     times.sort();
     let (median, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-    println!("{name:<28} median {:>8.2} ms   p99 {:>8.2} ms   (n = {})", ms(median), ms(p99), times.len());
+    println!(
+        "{name:<28} median {:>8.2} ms   p99 {:>8.2} ms   (n = {})",
+        ms(median),
+        ms(p99),
+        times.len()
+    );
     (median, p99)
 }
 
@@ -93,8 +116,14 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runs: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         // The gateway needs a frontend folder to start; the benchmark never

@@ -7,12 +7,12 @@ use std::time::Duration;
 use crate::auth::{Accounts, LoginLimiter, SessionUser};
 use crate::backend::BackendClient;
 use crate::catalogue::Catalogue;
-use crate::dispatch::{Dispatcher, Shared};
-use crate::jobs::Jobs;
 use crate::config::{AuthMode, Config};
+use crate::dispatch::{Dispatcher, Shared};
 use crate::domain::{Password, Role, UserName};
 use crate::frontend::{Frontend, FrontendError};
 use crate::hub::Hub;
+use crate::jobs::Jobs;
 use crate::store::{Store, StoreError};
 use crate::templates::Templates;
 use crate::workspace::Workspaces;
@@ -93,7 +93,10 @@ impl AppState {
         };
         let templates = Templates::open(config.templates_dir.as_deref())
             .map_err(|e| StartError::Templates(e.to_string()))?;
-        let catalogue = Arc::new(Catalogue::new(backends.clone(), config.data_dir.join("catalogue.json")));
+        let catalogue = Arc::new(Catalogue::new(
+            backends.clone(),
+            config.data_dir.join("catalogue.json"),
+        ));
         let workspaces = Workspaces::new(config.data_dir.join("users"));
         let hub = Arc::new(Hub::default());
         let shared = Arc::new(Shared {
@@ -102,7 +105,11 @@ impl AppState {
             workspaces: workspaces.clone(),
             catalogue: catalogue.clone(),
         });
-        let dispatcher = Arc::new(Dispatcher::new(shared, backends, config.limits.max_running_per_user));
+        let dispatcher = Arc::new(Dispatcher::new(
+            shared,
+            backends,
+            config.limits.max_running_per_user,
+        ));
         dispatcher.recover().await?;
         let jobs = Jobs::new(dispatcher.clone(), config.limits.clone());
         Ok(AppState(Arc::new(App {

@@ -216,7 +216,11 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         }
         backends
     } else {
-        config.backends.iter().map(|b| BackendClient::new(b, http.clone())).collect()
+        config
+            .backends
+            .iter()
+            .map(|b| BackendClient::new(b, http.clone()))
+            .collect()
     };
 
     let listen = config.listen;

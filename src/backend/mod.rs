@@ -98,12 +98,18 @@ impl BackendClient {
         let status = response.status();
         if status == reqwest::StatusCode::BAD_REQUEST {
             let body = response.json().await.unwrap_or(Value::Null);
-            return Err(BackendError::Rejected { backend: self.name.clone(), body });
+            return Err(BackendError::Rejected {
+                backend: self.name.clone(),
+                body,
+            });
         }
         if !status.is_success() {
             return Err(self.status("/prompt", status));
         }
-        response.json().await.map_err(|e| self.bad("/prompt", &e.to_string()))
+        response
+            .json()
+            .await
+            .map_err(|e| self.bad("/prompt", &e.to_string()))
     }
 
     /// Uploads an input file (`POST /upload/image`, overwriting); returns the
@@ -124,7 +130,10 @@ impl BackendClient {
         if !response.status().is_success() {
             return Err(self.status("/upload/image", response.status()));
         }
-        let v: Value = response.json().await.map_err(|e| self.bad("/upload/image", &e.to_string()))?;
+        let v: Value = response
+            .json()
+            .await
+            .map_err(|e| self.bad("/upload/image", &e.to_string()))?;
         v.get("name")
             .and_then(Value::as_str)
             .map(str::to_string)
@@ -132,18 +141,30 @@ impl BackendClient {
     }
 
     /// Downloads a file the backend produced (`GET /view`).
-    pub async fn download(&self, filename: &str, subfolder: &str, kind: &str) -> Result<Vec<u8>, BackendError> {
+    pub async fn download(
+        &self,
+        filename: &str,
+        subfolder: &str,
+        kind: &str,
+    ) -> Result<Vec<u8>, BackendError> {
         let response = self
             .http
             .get(format!("{}/view", self.base))
-            .query(&[("filename", filename), ("subfolder", subfolder), ("type", kind)])
+            .query(&[
+                ("filename", filename),
+                ("subfolder", subfolder),
+                ("type", kind),
+            ])
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
         if !response.status().is_success() {
             return Err(self.status("/view", response.status()));
         }
-        let bytes = response.bytes().await.map_err(|e| self.bad("/view", &e.to_string()))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.bad("/view", &e.to_string()))?;
         Ok(bytes.to_vec())
     }
 
@@ -178,7 +199,10 @@ impl BackendClient {
         let connect = tokio_tungstenite::connect_async(url);
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(BackendError::Unreachable { backend: self.name.clone(), reason: e.to_string() }),
+            Ok(Err(e)) => Err(BackendError::Unreachable {
+                backend: self.name.clone(),
+                reason: e.to_string(),
+            }),
             Err(_) => Err(BackendError::Unreachable {
                 backend: self.name.clone(),
                 reason: "timed out opening the WebSocket".into(),
@@ -187,11 +211,18 @@ impl BackendClient {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> BackendError {
-        BackendError::Unreachable { backend: self.name.clone(), reason: e.to_string() }
+        BackendError::Unreachable {
+            backend: self.name.clone(),
+            reason: e.to_string(),
+        }
     }
 
     fn status(&self, path: &str, status: reqwest::StatusCode) -> BackendError {
-        BackendError::Status { backend: self.name.clone(), path: path.to_string(), status: status.as_u16() }
+        BackendError::Status {
+            backend: self.name.clone(),
+            path: path.to_string(),
+            status: status.as_u16(),
+        }
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, BackendError> {

@@ -19,7 +19,9 @@ use crate::catalogue::Catalogue;
 use crate::clock::now_ms;
 use crate::domain::{JobId, UserId};
 use crate::hub::{Hub, Outbound};
-use crate::scheduler::{self, BackendId, FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage};
+use crate::scheduler::{
+    self, BackendId, FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage,
+};
 use crate::store::{Store, StoreError};
 use crate::workspace::Workspaces;
 
@@ -69,7 +71,13 @@ struct State {
 
 impl Dispatcher {
     pub fn new(shared: Arc<Shared>, backends: Vec<BackendClient>, cap: u32) -> Self {
-        Self { shared, backends, cap: cap.max(1), wake: Notify::new(), state: Mutex::new(State::default()) }
+        Self {
+            shared,
+            backends,
+            cap: cap.max(1),
+            wake: Notify::new(),
+            state: Mutex::new(State::default()),
+        }
     }
 
     pub fn shared(&self) -> &Shared {
@@ -89,9 +97,15 @@ impl Dispatcher {
         // yesterday's heavy user starts today level with everyone.
         let session_start = now_ms() - 12 * 3600 * 1000;
         let usage = self.shared.store.gpu_time_by_user(session_start).await?;
-        let share = FairShare::from_usage(
-            usage.into_iter().map(|(u, ms, n)| (u, Usage { gpu_ms: ms.max(0) as u64, jobs: n.max(0) as u64 })),
-        );
+        let share = FairShare::from_usage(usage.into_iter().map(|(u, ms, n)| {
+            (
+                u,
+                Usage {
+                    gpu_ms: ms.max(0) as u64,
+                    jobs: n.max(0) as u64,
+                },
+            )
+        }));
         self.lock().share = share;
         Ok(())
     }
@@ -118,33 +132,73 @@ impl Dispatcher {
         let rows = self.shared.store.pending_jobs().await?;
         let pending: Vec<PendingJob> = rows
             .iter()
-            .map(|r| PendingJob::new(r.id, r.owner, r.admin, OrderKey::new(r.number, r.seq.max(0) as u64)))
+            .map(|r| {
+                PendingJob::new(
+                    r.id,
+                    r.owner,
+                    r.admin,
+                    OrderKey::new(r.number, r.seq.max(0) as u64),
+                )
+            })
             .collect();
         let assignments = {
             let mut state = self.lock();
             let running: RunningCounts = state.running.values().map(|r| r.owner).collect();
-            let with_work: Vec<UserId> = pending.iter().map(|p| p.owner).chain(state.running.values().map(|r| r.owner)).collect();
+            let with_work: Vec<UserId> = pending
+                .iter()
+                .map(|p| p.owner)
+                .chain(state.running.values().map(|r| r.owner))
+                .collect();
             state.share.sync_active(with_work);
             let free = self.free_slots(&state);
             scheduler::plan(&pending, &running, &state.share, &free, self.cap)
         };
         let mut started = Vec::new();
         for (job_id, slot) in assignments {
-            let Some(backend) = self.backends.iter().position(|b| b.name == slot.backend.as_str()) else { continue };
-            if !self.shared.store.claim_job(&job_id, &self.backends[backend].name, now_ms()).await? {
+            let Some(backend) = self
+                .backends
+                .iter()
+                .position(|b| b.name == slot.backend.as_str())
+            else {
+                continue;
+            };
+            if !self
+                .shared
+                .store
+                .claim_job(&job_id, &self.backends[backend].name, now_ms())
+                .await?
+            {
                 continue;
             }
-            let Some(job) = self.shared.store.job(&job_id).await? else { continue };
-            let Some(owner) = self.shared.store.user_by_id(job.owner).await? else { continue };
-            self.lock().running.insert(job_id, Running { owner: job.owner, backend, slot: slot.clone() });
+            let Some(job) = self.shared.store.job(&job_id).await? else {
+                continue;
+            };
+            let Some(owner) = self.shared.store.user_by_id(job.owner).await? else {
+                continue;
+            };
+            self.lock().running.insert(
+                job_id,
+                Running {
+                    owner: job.owner,
+                    backend,
+                    slot: slot.clone(),
+                },
+            );
             started.push(job_id);
             self.shared.send_status(job.owner).await;
             let me = self.clone();
             tokio::spawn(async move {
                 let client_id = format!("comfyume-{}-{}", slot.backend.as_str(), slot.index);
                 let started_at = std::time::Instant::now();
-                let end = runner::run(&me.shared, job, runner::Owner { name: owner.name }, &me.backends[backend], &client_id).await;
-                tracing::info!(job = %job_id, ?end, "job ended");
+                let end = runner::run(
+                    &me.shared,
+                    job,
+                    runner::Owner { name: owner.name },
+                    &me.backends[backend],
+                    &client_id,
+                )
+                .await;
+                tracing::info!(job = %job_id, state = %end, "job ended");
                 let gpu_ms = started_at.elapsed().as_millis() as u64;
                 {
                     let mut state = me.lock();
@@ -163,7 +217,11 @@ impl Dispatcher {
         for (i, b) in self.backends.iter().enumerate() {
             for index in 0..b.slots {
                 let slot = Slot::new(BackendId::new(b.name.clone()), index);
-                if !state.running.values().any(|r| r.backend == i && r.slot == slot) {
+                if !state
+                    .running
+                    .values()
+                    .any(|r| r.backend == i && r.slot == slot)
+                {
                     free.push(slot);
                 }
             }
@@ -174,7 +232,10 @@ impl Dispatcher {
     /// The backend running `job`, if it runs now.
     pub fn backend_of(&self, job: &JobId) -> Option<BackendClient> {
         let state = self.lock();
-        state.running.get(job).map(|r| self.backends[r.backend].clone())
+        state
+            .running
+            .get(job)
+            .map(|r| self.backends[r.backend].clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

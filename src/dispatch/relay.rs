@@ -22,13 +22,22 @@ pub enum Frame {
 }
 
 /// Messages ComfyUI keeps in a history item's `status.messages`.
-pub const HISTORY_MESSAGES: [&str; 5] =
-    ["execution_start", "execution_cached", "execution_success", "execution_error", "execution_interrupted"];
+pub const HISTORY_MESSAGES: [&str; 5] = [
+    "execution_start",
+    "execution_cached",
+    "execution_success",
+    "execution_error",
+    "execution_interrupted",
+];
 
 /// Classifies a text frame for job `prompt_id`.
 pub fn classify(text: &str, prompt_id: &str) -> Frame {
-    let Ok(v) = serde_json::from_str::<Value>(text) else { return Frame::Ignore };
-    let Some(kind) = v.get("type").and_then(Value::as_str) else { return Frame::Ignore };
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        return Frame::Ignore;
+    };
+    let Some(kind) = v.get("type").and_then(Value::as_str) else {
+        return Frame::Ignore;
+    };
     let data = v.get("data").cloned().unwrap_or(Value::Null);
     match kind {
         "status" => return Frame::Status,
@@ -44,12 +53,17 @@ pub fn classify(text: &str, prompt_id: &str) -> Frame {
     if kind == "executing" && data.get("node").is_some_and(Value::is_null) {
         return Frame::Done;
     }
-    Frame::Event { kind: kind.to_string(), data }
+    Frame::Event {
+        kind: kind.to_string(),
+        data,
+    }
 }
 
 /// The message type of a binary frame (first 4 bytes, big-endian).
 pub fn binary_type(bytes: &[u8]) -> Option<u32> {
-    bytes.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    bytes
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Whether a binary frame belongs to `prompt_id`. Type 4 previews carry
@@ -58,13 +72,22 @@ pub fn binary_type(bytes: &[u8]) -> Option<u32> {
 pub fn binary_is_ours(bytes: &[u8], prompt_id: &str) -> bool {
     match binary_type(bytes) {
         Some(4) => {
-            let Some(len) = bytes.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) else {
+            let Some(len) = bytes
+                .get(4..8)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            else {
                 return false;
             };
-            let Some(meta) = bytes.get(8..8 + len) else { return false };
+            let Some(meta) = bytes.get(8..8 + len) else {
+                return false;
+            };
             serde_json::from_slice::<Value>(meta)
                 .ok()
-                .and_then(|m| m.get("prompt_id").and_then(Value::as_str).map(|p| p == prompt_id))
+                .and_then(|m| {
+                    m.get("prompt_id")
+                        .and_then(Value::as_str)
+                        .map(|p| p == prompt_id)
+                })
                 .unwrap_or(false)
         }
         Some(_) => true,
@@ -86,7 +109,9 @@ pub struct OutputFile {
 /// `gifs`, `video`, `audio`, …).
 pub fn output_files(output: &Value) -> Vec<OutputFile> {
     let mut files = Vec::new();
-    let Some(map) = output.as_object() else { return files };
+    let Some(map) = output.as_object() else {
+        return files;
+    };
     for items in map.values().filter_map(Value::as_array) {
         for item in items {
             if let Some(f) = as_output_file(item) {
@@ -102,18 +127,32 @@ pub fn output_files(output: &Value) -> Vec<OutputFile> {
 fn as_output_file(item: &Value) -> Option<OutputFile> {
     let o = item.as_object()?;
     let filename = o.get("filename")?.as_str()?.to_string();
-    let kind = o.get("type").and_then(Value::as_str).unwrap_or("output").to_string();
+    let kind = o
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("output")
+        .to_string();
     if kind != "output" && kind != "temp" {
         return None;
     }
-    let subfolder = o.get("subfolder").and_then(Value::as_str).unwrap_or("").to_string();
-    Some(OutputFile { filename, subfolder, kind })
+    let subfolder = o
+        .get("subfolder")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Some(OutputFile {
+        filename,
+        subfolder,
+        kind,
+    })
 }
 
 /// Points every reference to `from` at `to` (the name the file got in the
 /// user's folder).
 pub fn rewrite_output(output: &mut Value, from: &OutputFile, to: &OutputFile) {
-    let Some(map) = output.as_object_mut() else { return };
+    let Some(map) = output.as_object_mut() else {
+        return;
+    };
     for items in map.values_mut().filter_map(Value::as_array_mut) {
         for item in items.iter_mut() {
             if as_output_file(item).as_ref() == Some(from) {
@@ -129,7 +168,10 @@ pub fn rewrite_output(output: &mut Value, from: &OutputFile, to: &OutputFile) {
 /// The history `meta` entry of an executed node.
 pub fn node_meta(data: &Value) -> Value {
     let node = data.get("node").cloned().unwrap_or(Value::Null);
-    let display = data.get("display_node").cloned().unwrap_or_else(|| node.clone());
+    let display = data
+        .get("display_node")
+        .cloned()
+        .unwrap_or_else(|| node.clone());
     let mut m = Map::new();
     m.insert("node_id".into(), node.clone());
     m.insert("display_node".into(), display);
@@ -147,12 +189,37 @@ mod tests {
 
     #[test]
     fn classifies_frames() {
-        assert_eq!(classify(r#"{"type":"status","data":{"status":{}}}"#, P), Frame::Status);
-        assert_eq!(classify(&json!({"type":"executing","data":{"node":null,"prompt_id":P}}).to_string(), P), Frame::Done);
-        assert_eq!(classify(&json!({"type":"executing","data":{"node":"1"}}).to_string(), P), Frame::Ignore);
-        assert_eq!(classify(&json!({"type":"progress","data":{"prompt_id":"other"}}).to_string(), P), Frame::Ignore);
+        assert_eq!(
+            classify(r#"{"type":"status","data":{"status":{}}}"#, P),
+            Frame::Status
+        );
+        assert_eq!(
+            classify(
+                &json!({"type":"executing","data":{"node":null,"prompt_id":P}}).to_string(),
+                P
+            ),
+            Frame::Done
+        );
+        assert_eq!(
+            classify(
+                &json!({"type":"executing","data":{"node":"1"}}).to_string(),
+                P
+            ),
+            Frame::Ignore
+        );
+        assert_eq!(
+            classify(
+                &json!({"type":"progress","data":{"prompt_id":"other"}}).to_string(),
+                P
+            ),
+            Frame::Ignore
+        );
         assert!(matches!(
-            classify(&json!({"type":"progress","data":{"value":1,"max":2,"prompt_id":P,"node":"3"}}).to_string(), P),
+            classify(
+                &json!({"type":"progress","data":{"value":1,"max":2,"prompt_id":P,"node":"3"}})
+                    .to_string(),
+                P
+            ),
             Frame::Event { .. }
         ));
         assert_eq!(classify("not json", P), Frame::Ignore);
@@ -167,7 +234,11 @@ mod tests {
         ], "text": ["hello"], "animated": [false]});
         let files = output_files(&out);
         assert_eq!(files.len(), 2);
-        let to = OutputFile { filename: "a_00001_ (1).png".into(), subfolder: "".into(), kind: "output".into() };
+        let to = OutputFile {
+            filename: "a_00001_ (1).png".into(),
+            subfolder: "".into(),
+            kind: "output".into(),
+        };
         rewrite_output(&mut out, &files[0], &to);
         assert_eq!(out["images"][0]["filename"], "a_00001_ (1).png");
         assert_eq!(out["images"][1]["filename"], "t.png");

@@ -17,26 +17,26 @@ use crate::domain::{FileKind, Job, JobState, SafeRelPath, UserName};
 use crate::hub::Outbound;
 use crate::store::Finish;
 
-/// How a run ended, for the coordinator.
-#[derive(Debug)]
-pub enum RunEnd {
-    /// The job reached a terminal state (recorded).
-    Finished(JobState),
-}
-
 /// Everything the run needs to know about the job's owner.
 pub struct Owner {
     pub name: UserName,
 }
 
-pub async fn run(shared: &Shared, job: Job, owner: Owner, backend: &BackendClient, client_id: &str) -> RunEnd {
+/// Runs the job and records how it ended; returns that state.
+pub async fn run(
+    shared: &Shared,
+    job: Job,
+    owner: Owner,
+    backend: &BackendClient,
+    client_id: &str,
+) -> JobState {
     let mut run = JobRun::new(shared, job, owner);
     let state = match run.execute(backend, client_id).await {
         Ok(state) => state,
         Err(failure) => run.fail(&failure).await,
     };
     run.finish(state).await;
-    RunEnd::Finished(state)
+    state
 }
 
 /// A reason the run could not complete normally, in words a participant
@@ -51,13 +51,29 @@ impl Failure {
         let message = match &e {
             BackendError::Rejected { body, .. } => {
                 let err = body.get("error");
-                let msg = err.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("invalid prompt");
-                let details = err.and_then(|e| e.get("details")).and_then(Value::as_str).unwrap_or("");
-                format!("The GPU server refused this prompt: {msg}{}", if details.is_empty() { String::new() } else { format!(" ({details})") })
+                let msg = err
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("invalid prompt");
+                let details = err
+                    .and_then(|e| e.get("details"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                format!(
+                    "The GPU server refused this prompt: {msg}{}",
+                    if details.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({details})")
+                    }
+                )
             }
             other => format!("The GPU server could not run this prompt: {other}"),
         };
-        Failure { message, kind: "BackendError" }
+        Failure {
+            message,
+            kind: "BackendError",
+        }
     }
 }
 
@@ -74,7 +90,16 @@ struct JobRun<'a> {
 
 impl<'a> JobRun<'a> {
     fn new(shared: &'a Shared, job: Job, owner: Owner) -> Self {
-        Self { shared, job, owner, outputs: Map::new(), meta: Map::new(), messages: Vec::new(), error: None, outcome: None }
+        Self {
+            shared,
+            job,
+            owner,
+            outputs: Map::new(),
+            meta: Map::new(),
+            messages: Vec::new(),
+            error: None,
+            outcome: None,
+        }
     }
 
     fn prompt_id(&self) -> String {
@@ -89,8 +114,15 @@ impl<'a> JobRun<'a> {
         }
     }
 
-    async fn execute(&mut self, backend: &BackendClient, client_id: &str) -> Result<JobState, Failure> {
-        let mut ws = backend.connect_ws(client_id).await.map_err(Failure::backend)?;
+    async fn execute(
+        &mut self,
+        backend: &BackendClient,
+        client_id: &str,
+    ) -> Result<JobState, Failure> {
+        let mut ws = backend
+            .connect_ws(client_id)
+            .await
+            .map_err(Failure::backend)?;
         announce_features(&mut ws).await.map_err(Failure::backend)?;
         let prompt = self.push_inputs(backend).await?;
         let mut body = json!({
@@ -107,7 +139,11 @@ impl<'a> JobRun<'a> {
     }
 
     /// Relays the backend's frames until the job's final `executing`.
-    async fn follow(&mut self, ws: &mut BackendSocket, backend: &BackendClient) -> Result<JobState, Failure> {
+    async fn follow(
+        &mut self,
+        ws: &mut BackendSocket,
+        backend: &BackendClient,
+    ) -> Result<JobState, Failure> {
         let prompt_id = self.prompt_id();
         while let Some(frame) = ws.next().await {
             let frame = match frame {
@@ -116,14 +152,15 @@ impl<'a> JobRun<'a> {
             };
             match frame {
                 Message::Text(text) => match relay::classify(&text, &prompt_id) {
-                    Frame::Event { kind, data } => self.on_event(backend, &kind, data, text.as_str()).await,
+                    Frame::Event { kind, data } => {
+                        self.on_event(backend, &kind, data, text.as_str()).await
+                    }
                     Frame::Done => return Ok(self.outcome.unwrap_or(JobState::Failed)),
                     Frame::Status | Frame::FeatureFlags | Frame::Ignore => {}
                 },
-                Message::Binary(bytes) => {
-                    if relay::binary_is_ours(&bytes, &prompt_id) {
-                        self.send(Outbound::Binary(bytes.to_vec()));
-                    }
+                Message::Binary(bytes) if relay::binary_is_ours(&bytes, &prompt_id) => {
+                    self.send(Outbound::Binary(bytes.to_vec()));
+                }
                 }
                 Message::Close(_) => return Err(self.lost(backend, "the connection was closed")),
                 _ => {}
@@ -147,7 +184,11 @@ impl<'a> JobRun<'a> {
                 self.error = Some(data.clone());
             }
             "executed" => {
-                let node = data.get("node").and_then(Value::as_str).unwrap_or("").to_string();
+                let node = data
+                    .get("node")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 if let Some(output) = data.get_mut("output") {
                     self.collect_outputs(backend, output).await;
                     if !output.is_null() {
@@ -155,10 +196,17 @@ impl<'a> JobRun<'a> {
                     }
                 }
                 self.meta.insert(node, relay::node_meta(&data));
-                if let Err(e) = self.shared.store.record_progress(&self.job.id, &self.outputs, &self.meta, &self.messages).await {
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .record_progress(&self.job.id, &self.outputs, &self.meta, &self.messages)
+                    .await
+                {
                     tracing::warn!(job = %self.job.id, error = %e, "could not record outputs");
                 }
-                self.send(Outbound::Text(json!({"type": "executed", "data": data}).to_string()));
+                self.send(Outbound::Text(
+                    json!({"type": "executed", "data": data}).to_string(),
+                ));
                 return;
             }
             _ => {}
@@ -172,23 +220,39 @@ impl<'a> JobRun<'a> {
     async fn collect_outputs(&self, backend: &BackendClient, output: &mut Value) {
         let workspace = self.shared.workspaces.user(&self.owner.name);
         for file in relay::output_files(output) {
-            let bytes = match backend.download(&file.filename, &file.subfolder, &file.kind).await {
+            let bytes = match backend
+                .download(&file.filename, &file.subfolder, &file.kind)
+                .await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(job = %self.job.id, file = %file.filename, error = %e, "could not copy an output from the backend");
                     continue;
                 }
             };
-            let kind = if file.kind == "temp" { FileKind::Temp } else { FileKind::Output };
+            let kind = if file.kind == "temp" {
+                FileKind::Temp
+            } else {
+                FileKind::Output
+            };
             let subfolder = SafeRelPath::parse(&file.subfolder).unwrap_or_default();
-            match workspace.save_upload(kind, &subfolder, &file.filename, bytes, false).await {
+            match workspace
+                .save_upload(kind, &subfolder, &file.filename, bytes, false)
+                .await
+            {
                 Ok(saved) => {
-                    let to = OutputFile { filename: saved.name.clone(), subfolder: subfolder.to_string(), kind: file.kind.clone() };
+                    let to = OutputFile {
+                        filename: saved.name.clone(),
+                        subfolder: subfolder.to_string(),
+                        kind: file.kind.clone(),
+                    };
                     if to != file {
                         relay::rewrite_output(output, &file, &to);
                     }
                 }
-                Err(e) => tracing::error!(job = %self.job.id, file = %file.filename, error = %e, "could not store an output"),
+                Err(e) => {
+                    tracing::error!(job = %self.job.id, file = %file.filename, error = %e, "could not store an output")
+                }
             }
         }
     }
@@ -202,26 +266,45 @@ impl<'a> JobRun<'a> {
             return Ok(prompt);
         };
         let workspace = self.shared.workspaces.user(&self.owner.name);
-        let Some(nodes) = prompt.as_object_mut() else { return Ok(prompt) };
+        let Some(nodes) = prompt.as_object_mut() else {
+            return Ok(prompt);
+        };
         for node in nodes.values_mut() {
-            let class = node.get("class_type").and_then(Value::as_str).unwrap_or("").to_string();
-            let Some(info) = catalogue.nodes.get(&class) else { continue };
-            let Some(inputs) = node.get_mut("inputs").and_then(Value::as_object_mut) else { continue };
+            let class = node
+                .get("class_type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let Some(info) = catalogue.nodes.get(&class) else {
+                continue;
+            };
+            let Some(inputs) = node.get_mut("inputs").and_then(Value::as_object_mut) else {
+                continue;
+            };
             for (name, value) in inputs.iter_mut() {
                 let Some(file) = value.as_str() else { continue };
                 if !is_image_picker(info, name) {
                     continue;
                 }
-                let Ok(rel) = SafeRelPath::parse(file) else { continue };
+                let Ok(rel) = SafeRelPath::parse(file) else {
+                    continue;
+                };
                 let path = rel.under(&workspace.kind_dir(FileKind::Input));
                 let bytes = tokio::fs::read(&path).await.map_err(|e| Failure {
                     message: format!("Your input file '{file}' could not be read: {e}"),
                     kind: "FileNotFoundError",
                 })?;
-                let ext = rel.file_name().rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_else(|| "png".into());
+                let ext = rel
+                    .file_name()
+                    .rsplit_once('.')
+                    .map(|(_, e)| e.to_ascii_lowercase())
+                    .unwrap_or_else(|| "png".into());
                 let digest = Sha256::digest(&bytes);
                 let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-                let stored = backend.upload_input(&format!("comfyume-{hex}.{ext}"), bytes).await.map_err(Failure::backend)?;
+                let stored = backend
+                    .upload_input(&format!("comfyume-{hex}.{ext}"), bytes)
+                    .await
+                    .map_err(Failure::backend)?;
                 *value = Value::String(stored);
             }
         }
@@ -233,7 +316,12 @@ impl<'a> JobRun<'a> {
     /// job failed.
     fn lost(&self, backend: &BackendClient, reason: &str) -> Failure {
         tracing::warn!(job = %self.job.id, backend = %backend.name, reason, "lost the backend connection mid-job");
-        Failure { message: format!("The connection to the GPU server was lost while your job ran ({reason})."), kind: "ConnectionError" }
+        Failure {
+            message: format!(
+                "The connection to the GPU server was lost while your job ran ({reason})."
+            ),
+            kind: "ConnectionError",
+        }
     }
 
     /// Tells the user why the job failed, as an `execution_error` the
@@ -241,10 +329,16 @@ impl<'a> JobRun<'a> {
     async fn fail(&mut self, failure: &Failure) -> JobState {
         let now = now_ms();
         let prompt_id = self.prompt_id();
-        if !self.messages.iter().any(|m| m.get(0) == Some(&json!("execution_start"))) {
+        if !self
+            .messages
+            .iter()
+            .any(|m| m.get(0) == Some(&json!("execution_start")))
+        {
             let start = json!({"prompt_id": prompt_id, "timestamp": now});
             self.messages.push(json!(["execution_start", start]));
-            self.send(Outbound::Text(json!({"type": "execution_start", "data": start}).to_string()));
+            self.send(Outbound::Text(
+                json!({"type": "execution_start", "data": start}).to_string(),
+            ));
         }
         let error = json!({
             "prompt_id": prompt_id,
@@ -259,7 +353,9 @@ impl<'a> JobRun<'a> {
             "timestamp": now,
         });
         self.messages.push(json!(["execution_error", error]));
-        self.send(Outbound::Text(json!({"type": "execution_error", "data": error}).to_string()));
+        self.send(Outbound::Text(
+            json!({"type": "execution_error", "data": error}).to_string(),
+        ));
         self.error = Some(error);
         JobState::Failed
     }
@@ -277,11 +373,16 @@ impl<'a> JobRun<'a> {
         };
         match self.shared.store.finish_job(&self.job.id, &finish).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(job = %self.job.id, "job was no longer in progress when it finished"),
-            Err(e) => tracing::error!(job = %self.job.id, error = %e, "could not record the job's outcome"),
+            Ok(false) => {
+                tracing::warn!(job = %self.job.id, "job was no longer in progress when it finished")
+            }
+            Err(e) => {
+                tracing::error!(job = %self.job.id, error = %e, "could not record the job's outcome")
+            }
         }
         self.shared.send_status(self.job.owner).await;
-        let done = json!({"type": "executing", "data": {"node": null, "prompt_id": self.prompt_id()}});
+        let done =
+            json!({"type": "executing", "data": {"node": null, "prompt_id": self.prompt_id()}});
         self.send(Outbound::Text(done.to_string()));
     }
 }
@@ -290,17 +391,26 @@ impl<'a> JobRun<'a> {
 /// arrive with metadata (type 4) from the first step.
 async fn announce_features(ws: &mut BackendSocket) -> Result<(), BackendError> {
     let flags = json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}});
-    let unreachable = |reason: String| BackendError::Unreachable { backend: "websocket".into(), reason };
-    ws.send(Message::Text(flags.to_string().into())).await.map_err(|e| unreachable(e.to_string()))?;
+    let unreachable = |reason: String| BackendError::Unreachable {
+        backend: "websocket".into(),
+        reason,
+    };
+    ws.send(Message::Text(flags.to_string().into()))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
     let wait = async {
         while let Some(frame) = ws.next().await {
             match frame {
-                Ok(Message::Text(t)) if matches!(relay::classify(&t, ""), Frame::FeatureFlags) => return Ok(()),
+                Ok(Message::Text(t)) if matches!(relay::classify(&t, ""), Frame::FeatureFlags) => {
+                    return Ok(());
+                }
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => {}
             }
         }
-        Err(unreachable("the socket closed before the handshake finished".into()))
+        Err(unreachable(
+            "the socket closed before the handshake finished".into(),
+        ))
     };
     tokio::time::timeout(std::time::Duration::from_secs(10), wait)
         .await
@@ -320,6 +430,8 @@ fn backend_extra_data(extra: &Value) -> Value {
 
 fn is_image_picker(info: &Value, input: &str) -> bool {
     ["required", "optional"].iter().any(|section| {
-        info.pointer(&format!("/input/{section}/{input}/1/image_upload")).and_then(Value::as_bool).unwrap_or(false)
+        info.pointer(&format!("/input/{section}/{input}/1/image_upload"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     })
 }

@@ -63,18 +63,37 @@ impl Jobs {
 
     /// Checks and queues a prompt. On success: the stored job and the
     /// validation's `node_errors` (non-empty when some outputs were dropped).
-    pub async fn submit(&self, user: &SessionUser, sub: Submission) -> Result<(Job, Value), SubmitError> {
+    pub async fn submit(
+        &self,
+        user: &SessionUser,
+        sub: Submission,
+    ) -> Result<(Job, Value), SubmitError> {
         let shared = self.dispatcher.shared();
-        let snapshot = shared.catalogue.snapshot().await.map_err(|e| SubmitError::NoCatalogue(e.to_string()))?;
-        let inputs = shared.workspaces.user(&user.name).input_images().await.unwrap_or_default();
-        let catalogue: serde_json::Map<String, Value> =
-            snapshot.nodes.iter().map(|(class, info)| (class.clone(), personalise(info, &inputs))).collect();
-        let validated = crate::prompt::validate(&sub.prompt, sub.partial_targets.as_deref(), &catalogue)
-            .map_err(|e| SubmitError::Invalid(e.body))?;
+        let snapshot = shared
+            .catalogue
+            .snapshot()
+            .await
+            .map_err(|e| SubmitError::NoCatalogue(e.to_string()))?;
+        let inputs = shared
+            .workspaces
+            .user(&user.name)
+            .input_images()
+            .await
+            .unwrap_or_default();
+        let catalogue: serde_json::Map<String, Value> = snapshot
+            .nodes
+            .iter()
+            .map(|(class, info)| (class.clone(), personalise(info, &inputs)))
+            .collect();
+        let validated =
+            crate::prompt::validate(&sub.prompt, sub.partial_targets.as_deref(), &catalogue)
+                .map_err(|e| SubmitError::Invalid(e.body))?;
 
         let (pending, _) = shared.store.active_counts(user.id).await?;
         if pending >= self.limits.max_pending_per_user {
-            return Err(SubmitError::QueueFull(queue_full_body(self.limits.max_pending_per_user)));
+            return Err(SubmitError::QueueFull(queue_full_body(
+                self.limits.max_pending_per_user,
+            )));
         }
 
         let now = now_ms();
@@ -82,7 +101,12 @@ impl Jobs {
         for key in SENSITIVE {
             extra.remove(key);
         }
-        let workflow_id = extra.get("extra_pnginfo").and_then(|p| p.get("workflow")).and_then(|w| w.get("id")).and_then(Value::as_str).map(str::to_string);
+        let workflow_id = extra
+            .get("extra_pnginfo")
+            .and_then(|p| p.get("workflow"))
+            .and_then(|w| w.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if let Some(c) = &sub.client_id {
             extra.insert("client_id".into(), json!(c));
         }
@@ -115,16 +139,29 @@ impl Jobs {
     /// One of the caller's jobs; someone else's is `None`, exactly like a
     /// job that does not exist.
     pub async fn get(&self, user: &SessionUser, id: &JobId) -> Result<Option<Job>, StoreError> {
-        Ok(self.dispatcher.shared().store.job(id).await?.filter(|j| j.owner == user.id))
+        Ok(self
+            .dispatcher
+            .shared()
+            .store
+            .job(id)
+            .await?
+            .filter(|j| j.owner == user.id))
     }
 
     /// Cancels one of the caller's jobs: dequeues it if pending, interrupts
     /// it if running. True if something was cancelled.
     pub async fn cancel(&self, user: &SessionUser, id: &JobId) -> Result<bool, StoreError> {
-        let Some(job) = self.get(user, id).await? else { return Ok(false) };
+        let Some(job) = self.get(user, id).await? else {
+            return Ok(false);
+        };
         match job.state {
             JobState::Pending => {
-                let done = self.dispatcher.shared().store.cancel_pending(user.id, Some(&[*id]), now_ms()).await?;
+                let done = self
+                    .dispatcher
+                    .shared()
+                    .store
+                    .cancel_pending(user.id, Some(&[*id]), now_ms())
+                    .await?;
                 if !done.is_empty() {
                     self.dispatcher.shared().send_status(user.id).await;
                     return Ok(true);
@@ -139,8 +176,17 @@ impl Jobs {
 
     /// `POST /queue`: removes the caller's pending jobs (all, or those
     /// listed); running ones are untouched, as in ComfyUI.
-    pub async fn delete_pending(&self, user: &SessionUser, ids: Option<&[JobId]>) -> Result<(), StoreError> {
-        let done = self.dispatcher.shared().store.cancel_pending(user.id, ids, now_ms()).await?;
+    pub async fn delete_pending(
+        &self,
+        user: &SessionUser,
+        ids: Option<&[JobId]>,
+    ) -> Result<(), StoreError> {
+        let done = self
+            .dispatcher
+            .shared()
+            .store
+            .cancel_pending(user.id, ids, now_ms())
+            .await?;
         if !done.is_empty() {
             self.dispatcher.shared().send_status(user.id).await;
         }
@@ -149,14 +195,26 @@ impl Jobs {
 
     /// `POST /history`: deletes the caller's finished jobs (all, or those
     /// listed).
-    pub async fn delete_history(&self, user: &SessionUser, ids: Option<&[JobId]>) -> Result<(), StoreError> {
-        self.dispatcher.shared().store.delete_history(user.id, ids).await?;
+    pub async fn delete_history(
+        &self,
+        user: &SessionUser,
+        ids: Option<&[JobId]>,
+    ) -> Result<(), StoreError> {
+        self.dispatcher
+            .shared()
+            .store
+            .delete_history(user.id, ids)
+            .await?;
         Ok(())
     }
 
     /// `POST /interrupt`: the caller's running job (the one named, or any
     /// of theirs without a name). Never anyone else's.
-    pub async fn interrupt(&self, user: &SessionUser, id: Option<&JobId>) -> Result<(), StoreError> {
+    pub async fn interrupt(
+        &self,
+        user: &SessionUser,
+        id: Option<&JobId>,
+    ) -> Result<(), StoreError> {
         let jobs = self.of(user).await?;
         for job in jobs.iter().filter(|j| j.state == JobState::InProgress) {
             if id.is_none_or(|wanted| *wanted == job.id) {
@@ -167,7 +225,9 @@ impl Jobs {
     }
 
     async fn interrupt_job(&self, id: &JobId) -> bool {
-        let Some(backend) = self.dispatcher.backend_of(id) else { return false };
+        let Some(backend) = self.dispatcher.backend_of(id) else {
+            return false;
+        };
         match backend.interrupt(&id.to_string()).await {
             Ok(()) => true,
             Err(e) => {

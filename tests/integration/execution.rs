@@ -9,7 +9,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Options, TestApp, ws_connect};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A logged-in participant with an open socket, as the frontend has.
 pub struct Participant {
@@ -24,20 +25,39 @@ pub async fn participant(app: &TestApp, name: &str) -> Participant {
     app.add_user(name, &password).await;
     let http = app.client();
     let r = app.try_login(&http, name, &password).await;
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
-    let mut ws = ws_connect(app, &format!("/ws?clientId={name}-tab"), Some(&cookie)).await.unwrap();
-    let hello = next_frame(&mut ws).await;
-    assert_eq!(hello["type"], "status");
-    ws.send(Message::Text(json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}}).to_string().into()))
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut ws = ws_connect(app, &format!("/ws?clientId={name}-tab"), Some(&cookie))
         .await
         .unwrap();
+    let hello = next_frame(&mut ws).await;
+    assert_eq!(hello["type"], "status");
+    ws.send(Message::Text(
+        json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(next_frame(&mut ws).await["type"], "feature_flags");
     // Later requests from this client carry the session cookie too.
     let http = reqwest::Client::builder()
-        .default_headers(std::iter::once((reqwest::header::COOKIE, cookie.parse().unwrap())).collect())
+        .default_headers(
+            std::iter::once((reqwest::header::COOKIE, cookie.parse().unwrap())).collect(),
+        )
         .build()
         .unwrap();
-    Participant { http, ws, sid: format!("{name}-tab"), cookie }
+    Participant {
+        http,
+        ws,
+        sid: format!("{name}-tab"),
+        cookie,
+    }
 }
 
 /// The next frame: text as JSON, binary as `{"binary": <type>}`.
@@ -45,7 +65,9 @@ pub async fn next_frame(ws: &mut Socket) -> Value {
     loop {
         match ws.next().await.expect("socket open").expect("frame") {
             Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Binary(b) => return json!({"binary": u32::from_be_bytes([b[0], b[1], b[2], b[3]])}),
+            Message::Binary(b) => {
+                return json!({"binary": u32::from_be_bytes([b[0], b[1], b[2], b[3]])});
+            }
             _ => continue,
         }
     }
@@ -56,7 +78,9 @@ pub async fn frames_until_done(ws: &mut Socket, prompt_id: &str) -> Vec<Value> {
     let mut frames = Vec::new();
     loop {
         let f = next_frame(ws).await;
-        let done = f["type"] == "executing" && f["data"]["node"].is_null() && f["data"]["prompt_id"] == prompt_id;
+        let done = f["type"] == "executing"
+            && f["data"]["node"].is_null()
+            && f["data"]["prompt_id"] == prompt_id;
         frames.push(f);
         if done {
             return frames;
@@ -91,7 +115,12 @@ pub fn txt2img_prompt(seed: u64, steps: u32) -> Value {
 }
 
 pub async fn submit(app: &TestApp, p: &Participant, prompt: Value) -> reqwest::Response {
-    p.http.post(app.at("/api/prompt")).json(&json!({"prompt": prompt, "client_id": p.sid})).send().await.unwrap()
+    p.http
+        .post(app.at("/api/prompt"))
+        .json(&json!({"prompt": prompt, "client_id": p.sid}))
+        .send()
+        .await
+        .unwrap()
 }
 
 pub async fn submit_ok(app: &TestApp, p: &Participant, prompt: Value) -> String {
@@ -105,7 +134,12 @@ pub async fn submit_ok(app: &TestApp, p: &Participant, prompt: Value) -> String 
 fn types(frames: &[Value]) -> Vec<String> {
     frames
         .iter()
-        .map(|f| f["type"].as_str().map(str::to_string).unwrap_or_else(|| format!("binary{}", f["binary"])))
+        .map(|f| {
+            f["type"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("binary{}", f["binary"]))
+        })
         .collect()
 }
 
@@ -119,10 +153,23 @@ async fn a_prompt_runs_and_only_its_owner_sees_it() {
     let frames = frames_until_done(&mut alice.ws, &id).await;
     let t = types(&frames);
     assert_eq!(t.first().map(String::as_str), Some("status"));
-    let success = t.iter().position(|x| x == "execution_success").expect("execution_success relayed");
-    assert_eq!(&t[success..], ["execution_success", "status", "executing"], "ComfyUI's closing order");
-    assert_eq!(frames[success + 1]["data"]["status"]["exec_info"]["queue_remaining"], 0);
-    let saved = frames.iter().find(|f| f["type"] == "executed" && f["data"]["node"] == "5").expect("SaveImage executed");
+    let success = t
+        .iter()
+        .position(|x| x == "execution_success")
+        .expect("execution_success relayed");
+    assert_eq!(
+        &t[success..],
+        ["execution_success", "status", "executing"],
+        "ComfyUI's closing order"
+    );
+    assert_eq!(
+        frames[success + 1]["data"]["status"]["exec_info"]["queue_remaining"],
+        0
+    );
+    let saved = frames
+        .iter()
+        .find(|f| f["type"] == "executed" && f["data"]["node"] == "5")
+        .expect("SaveImage executed");
     let image = &saved["data"]["output"]["images"][0];
     assert_eq!(image["type"], "output");
     let filename = image["filename"].as_str().unwrap();
@@ -134,23 +181,77 @@ async fn a_prompt_runs_and_only_its_owner_sees_it() {
     assert_eq!(r.status(), 200);
     let bytes = r.bytes().await.unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-    assert_eq!(bob.http.get(app.at(&view)).send().await.unwrap().status(), 404);
+    assert_eq!(
+        bob.http.get(app.at(&view)).send().await.unwrap().status(),
+        404
+    );
 
     // History and the jobs API, for alice only.
-    let jobs: Value = alice.http.get(app.at("/api/jobs?limit=10")).send().await.unwrap().json().await.unwrap();
+    let jobs: Value = alice
+        .http
+        .get(app.at("/api/jobs?limit=10"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(jobs["jobs"][0]["id"], id);
     assert_eq!(jobs["jobs"][0]["status"], "completed");
     assert_eq!(jobs["jobs"][0]["preview_output"]["filename"], filename);
-    let detail: Value = alice.http.get(app.at(&format!("/api/jobs/{id}"))).send().await.unwrap().json().await.unwrap();
-    assert_eq!(detail["workflow"]["prompt"]["5"]["inputs"]["filename_prefix"], "cpu_e2e");
-    let hist: Value = alice.http.get(app.at(&format!("/history/{id}"))).send().await.unwrap().json().await.unwrap();
+    let detail: Value = alice
+        .http
+        .get(app.at(&format!("/api/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        detail["workflow"]["prompt"]["5"]["inputs"]["filename_prefix"],
+        "cpu_e2e"
+    );
+    let hist: Value = alice
+        .http
+        .get(app.at(&format!("/history/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(hist[&id]["status"]["status_str"], "success");
     assert_eq!(hist[&id]["outputs"]["5"]["images"][0]["filename"], filename);
 
-    let bob_jobs: Value = bob.http.get(app.at("/api/jobs")).send().await.unwrap().json().await.unwrap();
+    let bob_jobs: Value = bob
+        .http
+        .get(app.at("/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(bob_jobs["jobs"], json!([]));
-    assert_eq!(bob.http.get(app.at(&format!("/api/jobs/{id}"))).send().await.unwrap().status(), 404);
-    let bob_hist: Value = bob.http.get(app.at(&format!("/api/history/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        bob.http
+            .get(app.at(&format!("/api/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let bob_hist: Value = bob
+        .http
+        .get(app.at(&format!("/api/history/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(bob_hist, json!({}));
 
     // Bob's socket heard nothing of alice's run: the first frame after his
@@ -160,13 +261,21 @@ async fn a_prompt_runs_and_only_its_owner_sees_it() {
     assert_eq!(first["type"], "status");
     assert_eq!(first["data"]["status"]["exec_info"]["queue_remaining"], 1);
     let bob_frames = frames_until_done(&mut bob.ws, &bob_id).await;
-    assert!(bob_frames.iter().all(|f| f["data"]["prompt_id"].as_str().is_none_or(|p| p == bob_id)));
+    assert!(
+        bob_frames
+            .iter()
+            .all(|f| f["data"]["prompt_id"].as_str().is_none_or(|p| p == bob_id))
+    );
 }
 
 #[tokio::test]
 async fn the_relayed_sequence_matches_stock_comfyui() {
     let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/comfyui-0.33.0/trace.json")).unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/comfyui-0.33.0/trace.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let expected: Vec<String> = types(fixture["A_normal_run"].as_array().unwrap());
@@ -184,18 +293,35 @@ async fn the_relayed_sequence_matches_stock_comfyui() {
     let mut alice = participant(&app, "alice").await;
     let id = submit_ok(&app, &alice, prompt).await;
     let frames = frames_until_done(&mut alice.ws, &id).await;
-    assert_eq!(types(&frames), expected, "the relayed frames follow stock ComfyUI's order");
-    for (got, want) in frames.iter().zip(fixture["A_normal_run"].as_array().unwrap()) {
-        let keys = |v: &Value| v["data"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(
+        types(&frames),
+        expected,
+        "the relayed frames follow stock ComfyUI's order"
+    );
+    for (got, want) in frames
+        .iter()
+        .zip(fixture["A_normal_run"].as_array().unwrap())
+    {
+        let keys = |v: &Value| {
+            v["data"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        };
         assert_eq!(keys(got), keys(want), "fields of {}", got["type"]);
     }
     // The temp preview was copied too, and the reference points at the copy.
-    let preview = frames.iter().find(|f| f["type"] == "executed" && f["data"]["node"] == "4").unwrap();
+    let preview = frames
+        .iter()
+        .find(|f| f["type"] == "executed" && f["data"]["node"] == "4")
+        .unwrap();
     let temp = &preview["data"]["output"]["images"][0];
     assert_eq!(temp["type"], "temp");
     let r = alice
         .http
-        .get(app.at(&format!("/api/view?filename={}&type=temp", temp["filename"].as_str().unwrap())))
+        .get(app.at(&format!(
+            "/api/view?filename={}&type=temp",
+            temp["filename"].as_str().unwrap()
+        )))
         .send()
         .await
         .unwrap();
@@ -212,13 +338,24 @@ async fn progress_and_previews_are_relayed() {
     assert_eq!(progress.len(), 3);
     assert_eq!(progress[2]["data"]["value"], 3);
     assert_eq!(progress[2]["data"]["max"], 3);
-    assert_eq!(frames.iter().filter(|f| f["binary"] == 4).count(), 3, "one preview (with metadata) per step");
+    assert_eq!(
+        frames.iter().filter(|f| f["binary"] == 4).count(),
+        3,
+        "one preview (with metadata) per step"
+    );
     assert!(frames.iter().any(|f| f["type"] == "execution_success"));
 }
 
 #[tokio::test]
 async fn a_light_user_goes_before_a_heavy_users_backlog() {
-    let app = TestApp::spawn_full(Options { manual_dispatch: true, ..Default::default() }, |_| {}).await;
+    let app = TestApp::spawn_full(
+        Options {
+            manual_dispatch: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
     let mut a = participant(&app, "alice").await;
     let mut b = participant(&app, "bob").await;
     let mut a_ids = Vec::new();
@@ -242,13 +379,27 @@ async fn a_light_user_goes_before_a_heavy_users_backlog() {
     }
     let b_pos = finished.iter().position(|j| *j == b_id).unwrap();
     let a_third = finished.iter().position(|j| *j == a_ids[2]);
-    assert!(a_third.is_none_or(|p| b_pos < p), "bob's job finished before alice's third: {finished:?}");
-    assert_eq!(&finished[..b_pos], &a_ids[..b_pos], "alice's jobs ran in her order");
+    assert!(
+        a_third.is_none_or(|p| b_pos < p),
+        "bob's job finished before alice's third: {finished:?}"
+    );
+    assert_eq!(
+        &finished[..b_pos],
+        &a_ids[..b_pos],
+        "alice's jobs ran in her order"
+    );
 }
 
 #[tokio::test]
 async fn the_eleventh_pending_prompt_is_refused_clearly() {
-    let app = TestApp::spawn_full(Options { manual_dispatch: true, ..Default::default() }, |_| {}).await;
+    let app = TestApp::spawn_full(
+        Options {
+            manual_dispatch: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
     let a = participant(&app, "alice").await;
     for i in 0..10 {
         submit_ok(&app, &a, cpu_prompt(&format!("a{i}"))).await;
@@ -257,7 +408,13 @@ async fn the_eleventh_pending_prompt_is_refused_clearly() {
     assert_eq!(r.status(), 429);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["type"], "queue_full");
-    assert!(body["error"]["message"].as_str().unwrap().contains("10 prompts waiting"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10 prompts waiting"),
+        "{body}"
+    );
     assert_eq!(body["node_errors"], json!({}));
     // Someone else is not affected by alice's backlog.
     let b = participant(&app, "bob").await;
@@ -268,25 +425,48 @@ async fn the_eleventh_pending_prompt_is_refused_clearly() {
 async fn bad_prompts_get_comfyuis_400_bodies() {
     let app = TestApp::spawn().await;
     let a = participant(&app, "alice").await;
-    let r = submit(&app, &a, json!({"1": {"class_type": "NoSuchNode", "inputs": {}}})).await;
+    let r = submit(
+        &app,
+        &a,
+        json!({"1": {"class_type": "NoSuchNode", "inputs": {}}}),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["type"], "missing_node_type");
     assert_eq!(body["node_errors"], json!({}));
 
-    let r = a.http.post(app.at("/api/prompt")).json(&json!({"client_id": a.sid})).send().await.unwrap();
+    let r = a
+        .http
+        .post(app.at("/api/prompt"))
+        .json(&json!({"client_id": a.sid}))
+        .send()
+        .await
+        .unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["type"], "no_prompt");
 
-    let r = a.http.post(app.at("/prompt")).json(&json!({"prompt": cpu_prompt("x"), "prompt_id": "NOT-A-UUID"})).send().await.unwrap();
+    let r = a
+        .http
+        .post(app.at("/prompt"))
+        .json(&json!({"prompt": cpu_prompt("x"), "prompt_id": "NOT-A-UUID"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "invalid_prompt_id");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "invalid_prompt_id"
+    );
 
     let mut p = cpu_prompt("x");
     p["1"]["inputs"]["width"] = json!(0);
     let body: Value = submit(&app, &a, p).await.json().await.unwrap();
     assert_eq!(body["error"]["type"], "prompt_outputs_failed_validation");
-    assert_eq!(body["node_errors"]["1"]["errors"][0]["type"], "value_smaller_than_min");
+    assert_eq!(
+        body["node_errors"]["1"]["errors"][0]["type"],
+        "value_smaller_than_min"
+    );
 
     // LoadImage only accepts the user's own uploads.
     let other = json!({
@@ -294,7 +474,16 @@ async fn bad_prompts_get_comfyuis_400_bodies() {
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
     });
     let body: Value = submit(&app, &a, other).await.json().await.unwrap();
-    assert_eq!(body["node_errors"]["1"]["errors"][0]["type"], "value_not_in_list");
+    // ComfyUI's LoadImage reports a file it cannot find this way.
+    let error = &body["node_errors"]["1"]["errors"][0];
+    assert_eq!(error["type"], "custom_validation_failed");
+    assert!(
+        error["details"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid image file"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -310,17 +499,36 @@ async fn a_client_chosen_prompt_id_is_kept_end_to_end() {
         .await
         .unwrap();
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body, json!({"prompt_id": id, "number": 5.0, "node_errors": {}}));
+    assert_eq!(
+        body,
+        json!({"prompt_id": id, "number": 5.0, "node_errors": {}})
+    );
     let frames = frames_until_done(&mut a.ws, id).await;
-    assert!(frames.iter().any(|f| f["type"] == "execution_start" && f["data"]["prompt_id"] == id));
-    let again = a.http.post(app.at("/api/prompt")).json(&json!({"prompt": cpu_prompt("x"), "prompt_id": id})).send().await.unwrap();
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "execution_start" && f["data"]["prompt_id"] == id)
+    );
+    let again = a
+        .http
+        .post(app.at("/api/prompt"))
+        .json(&json!({"prompt": cpu_prompt("x"), "prompt_id": id}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 400, "an id is used once");
 }
 
 #[tokio::test]
 async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
     let app = TestApp::spawn_full(
-        Options { manual_dispatch: true, sim: comfyume::sim::SimOptions { step_time: std::time::Duration::from_millis(100), ..Default::default() } },
+        Options {
+            manual_dispatch: true,
+            sim: comfyume::sim::SimOptions {
+                step_time: std::time::Duration::from_millis(100),
+                ..Default::default()
+            },
+        },
         |_| {},
     )
     .await;
@@ -339,76 +547,339 @@ async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
     }
 
     // Bob, with alice's ids: nothing happens.
-    let r: Value = b.http.post(app.at(&format!("/api/jobs/{pending}/cancel"))).send().await.unwrap().json().await.unwrap();
+    let r: Value = b
+        .http
+        .post(app.at(&format!("/api/jobs/{pending}/cancel")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r, json!({"cancelled": false}));
-    let r: Value = b.http.post(app.at("/api/jobs/cancel")).json(&json!({"job_ids": [pending, running]})).send().await.unwrap().json().await.unwrap();
+    let r: Value = b
+        .http
+        .post(app.at("/api/jobs/cancel"))
+        .json(&json!({"job_ids": [pending, running]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r, json!({"cancelled": false}));
-    assert_eq!(b.http.post(app.at("/api/queue")).json(&json!({"delete": [to_delete]})).send().await.unwrap().status(), 200);
-    b.http.post(app.at("/api/queue")).json(&json!({"clear": true})).send().await.unwrap();
-    b.http.post(app.at("/api/interrupt")).json(&json!({"prompt_id": running})).send().await.unwrap();
+    assert_eq!(
+        b.http
+            .post(app.at("/api/queue"))
+            .json(&json!({"delete": [to_delete]}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    b.http
+        .post(app.at("/api/queue"))
+        .json(&json!({"clear": true}))
+        .send()
+        .await
+        .unwrap();
+    b.http
+        .post(app.at("/api/interrupt"))
+        .json(&json!({"prompt_id": running}))
+        .send()
+        .await
+        .unwrap();
     b.http.post(app.at("/api/interrupt")).send().await.unwrap();
-    let r = b.http.post(app.at("/api/jobs/cancel")).json(&json!({"job_ids": ["nope"]})).send().await.unwrap();
+    let r = b
+        .http
+        .post(app.at("/api/jobs/cancel"))
+        .json(&json!({"job_ids": ["nope"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "job_ids contains invalid id(s)", "invalid_ids": ["nope"]}));
-    let queue: Value = a.http.get(app.at("/api/queue")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "job_ids contains invalid id(s)", "invalid_ids": ["nope"]})
+    );
+    let queue: Value = a
+        .http
+        .get(app.at("/api/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(queue["queue_running"][0][1], running);
-    assert_eq!(queue["queue_pending"].as_array().unwrap().len(), 2, "bob removed nothing of alice's");
+    assert_eq!(
+        queue["queue_pending"].as_array().unwrap().len(),
+        2,
+        "bob removed nothing of alice's"
+    );
 
     // Alice's own requests work.
-    let r: Value = a.http.post(app.at(&format!("/api/jobs/{pending}/cancel"))).send().await.unwrap().json().await.unwrap();
+    let r: Value = a
+        .http
+        .post(app.at(&format!("/api/jobs/{pending}/cancel")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r, json!({"cancelled": true}));
-    a.http.post(app.at("/api/queue")).json(&json!({"delete": [to_delete]})).send().await.unwrap();
-    let queue: Value = a.http.get(app.at("/queue")).send().await.unwrap().json().await.unwrap();
+    a.http
+        .post(app.at("/api/queue"))
+        .json(&json!({"delete": [to_delete]}))
+        .send()
+        .await
+        .unwrap();
+    let queue: Value = a
+        .http
+        .get(app.at("/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(queue["queue_pending"], json!([]));
-    a.http.post(app.at("/api/interrupt")).json(&json!({"prompt_id": running})).send().await.unwrap();
+    a.http
+        .post(app.at("/api/interrupt"))
+        .json(&json!({"prompt_id": running}))
+        .send()
+        .await
+        .unwrap();
     let frames = frames_until_done(&mut a.ws, &running).await;
-    assert!(frames.iter().any(|f| f["type"] == "execution_interrupted"), "{:?}", types(&frames));
-    let job: Value = a.http.get(app.at(&format!("/api/jobs/{running}"))).send().await.unwrap().json().await.unwrap();
+    assert!(
+        frames.iter().any(|f| f["type"] == "execution_interrupted"),
+        "{:?}",
+        types(&frames)
+    );
+    let job: Value = a
+        .http
+        .get(app.at(&format!("/api/jobs/{running}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(job["status"], "cancelled");
 
     // History: bob cannot delete alice's, alice can.
-    b.http.post(app.at("/api/history")).json(&json!({"delete": [running]})).send().await.unwrap();
-    b.http.post(app.at("/api/history")).json(&json!({"clear": true})).send().await.unwrap();
-    let hist: Value = a.http.get(app.at("/api/history")).send().await.unwrap().json().await.unwrap();
+    b.http
+        .post(app.at("/api/history"))
+        .json(&json!({"delete": [running]}))
+        .send()
+        .await
+        .unwrap();
+    b.http
+        .post(app.at("/api/history"))
+        .json(&json!({"clear": true}))
+        .send()
+        .await
+        .unwrap();
+    let hist: Value = a
+        .http
+        .get(app.at("/api/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(hist.get(&running).is_some());
-    a.http.post(app.at("/api/history")).json(&json!({"delete": [running]})).send().await.unwrap();
-    let hist: Value = a.http.get(app.at("/api/history")).send().await.unwrap().json().await.unwrap();
+    a.http
+        .post(app.at("/api/history"))
+        .json(&json!({"delete": [running]}))
+        .send()
+        .await
+        .unwrap();
+    let hist: Value = a
+        .http
+        .get(app.at("/api/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(hist.get(&running).is_none());
 }
 
 #[tokio::test]
 async fn pending_jobs_survive_a_gateway_restart_and_run_once() {
-    let mut app = TestApp::spawn_full(Options { manual_dispatch: true, ..Default::default() }, |_| {}).await;
+    let mut app = TestApp::spawn_full(
+        Options {
+            manual_dispatch: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
     let a = participant(&app, "alice").await;
-    let ids: Vec<String> = [submit_ok(&app, &a, cpu_prompt("r0")).await, submit_ok(&app, &a, cpu_prompt("r1")).await].to_vec();
+    let ids: Vec<String> = [
+        submit_ok(&app, &a, cpu_prompt("r0")).await,
+        submit_ok(&app, &a, cpu_prompt("r1")).await,
+    ]
+    .to_vec();
 
     app.restart().await;
     // Same session cookie, new server: reconnect like the frontend does.
     let r = a.http.get(app.at("/api/users")).send().await.unwrap();
     assert_eq!(r.status(), 200, "sessions survive the restart");
     let mut a = participant_again(&app, a).await;
-    let queue: Value = a.http.get(app.at("/api/queue")).send().await.unwrap().json().await.unwrap();
-    let pending: Vec<&str> = queue["queue_pending"].as_array().unwrap().iter().map(|i| i[1].as_str().unwrap()).collect();
-    assert_eq!(pending, ids.iter().map(String::as_str).collect::<Vec<_>>(), "in their order");
+    let queue: Value = a
+        .http
+        .get(app.at("/api/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pending: Vec<&str> = queue["queue_pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i[1].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pending,
+        ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "in their order"
+    );
 
     for id in &ids {
         assert_eq!(&app.dispatch_once().await, &[id.clone()]);
         frames_until_done(&mut a.ws, id).await;
     }
     assert!(app.dispatch_once().await.is_empty(), "nothing left to run");
-    let jobs: Value = a.http.get(app.at("/api/jobs")).send().await.unwrap().json().await.unwrap();
+    let jobs: Value = a
+        .http
+        .get(app.at("/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let all = jobs["jobs"].as_array().unwrap();
     assert_eq!(all.len(), 2, "nothing duplicated");
-    assert!(all.iter().all(|j| j["status"] == "completed" && j["outputs_count"] == 1));
-    let files: Value = a.http.get(app.at("/internal/files/output")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(files.as_array().unwrap().len(), 2, "one output each: {files}");
+    assert!(
+        all.iter()
+            .all(|j| j["status"] == "completed" && j["outputs_count"] == 1)
+    );
+    let files: Value = a
+        .http
+        .get(app.at("/internal/files/output"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        files.as_array().unwrap().len(),
+        2,
+        "one output each: {files}"
+    );
 }
 
 /// Reconnects a participant's socket to a restarted gateway.
 async fn participant_again(app: &TestApp, p: Participant) -> Participant {
-    let mut ws = ws_connect(app, &format!("/ws?clientId={}", p.sid), Some(&p.cookie)).await.unwrap();
+    let mut ws = ws_connect(app, &format!("/ws?clientId={}", p.sid), Some(&p.cookie))
+        .await
+        .unwrap();
     assert_eq!(next_frame(&mut ws).await["type"], "status");
-    ws.send(Message::Text(json!({"type": "feature_flags", "data": {}}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(
+        json!({"type": "feature_flags", "data": {}})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(next_frame(&mut ws).await["type"], "feature_flags");
-    Participant { http: p.http, ws, sid: p.sid, cookie: p.cookie }
+    Participant {
+        http: p.http,
+        ws,
+        sid: p.sid,
+        cookie: p.cookie,
+    }
+}
+
+fn solid_png(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header().unwrap();
+    let data: Vec<u8> = (0..w * h).flat_map(|_| rgb).collect();
+    writer.write_image_data(&data).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+fn first_pixel(png_bytes: &[u8]) -> [u8; 3] {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut buf).unwrap();
+    [buf[0], buf[1], buf[2]]
+}
+
+#[tokio::test]
+async fn each_users_upload_reaches_the_backend_as_their_own() {
+    let app = TestApp::spawn().await;
+    let mut alice = participant(&app, "alice").await;
+    let mut bob = participant(&app, "bob").await;
+    // Same file name, different pictures.
+    for (p, rgb) in [(&alice, [255, 0, 0]), (&bob, [0, 0, 255])] {
+        let part = reqwest::multipart::Part::bytes(solid_png(8, 8, rgb)).file_name("photo.png");
+        let r = p
+            .http
+            .post(app.at("/api/upload/image"))
+            .multipart(reqwest::multipart::Form::new().part("image", part))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let prompt = json!({
+        "1": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inverted"}},
+    });
+    let a_id = submit_ok(&app, &alice, prompt.clone()).await;
+    let b_id = submit_ok(&app, &bob, prompt).await;
+    for (p, id, expected) in [
+        (&mut alice, a_id, [0, 255, 255]),
+        (&mut bob, b_id, [255, 255, 0]),
+    ] {
+        let frames = frames_until_done(&mut p.ws, &id).await;
+        let saved = frames
+            .iter()
+            .find(|f| f["type"] == "executed" && f["data"]["node"] == "3")
+            .expect("saved");
+        let name = saved["data"]["output"]["images"][0]["filename"]
+            .as_str()
+            .unwrap();
+        let bytes = p
+            .http
+            .get(app.at(&format!("/api/view?filename={name}&type=output")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            first_pixel(&bytes),
+            expected,
+            "the inverse of this user's own photo"
+        );
+    }
 }

@@ -81,4 +81,3 @@ pub fn server_features(state: &AppState) -> Value {
         "assets": false,
     })
 }
-

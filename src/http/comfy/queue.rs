@@ -14,8 +14,10 @@ use crate::app::AppState;
 use crate::domain::{JobId, JobState};
 use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
-use crate::jobs::views::{has_history, history_item, job_entry, jobs_page, parse_jobs_query, queue_item};
-use crate::jobs::{SubmitError, Submission};
+use crate::jobs::views::{
+    has_history, history_item, job_entry, jobs_page, parse_jobs_query, queue_item,
+};
+use crate::jobs::{Submission, SubmitError};
 
 fn top_level_error(kind: &str, message: &str, details: &str) -> ApiError {
     ApiError::Json(
@@ -26,10 +28,19 @@ fn top_level_error(kind: &str, message: &str, details: &str) -> ApiError {
 
 /// Reads ComfyUI's `POST /prompt` body into a [`Submission`].
 fn parse_submission(body: &[u8]) -> Result<Submission, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| top_level_error("invalid_prompt", "The request body is not valid JSON", &e.to_string()))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        top_level_error(
+            "invalid_prompt",
+            "The request body is not valid JSON",
+            &e.to_string(),
+        )
+    })?;
     let Value::Object(o) = v else {
-        return Err(top_level_error("invalid_prompt", "The request body must be a JSON object", ""));
+        return Err(top_level_error(
+            "invalid_prompt",
+            "The request body must be a JSON object",
+            "",
+        ));
     };
     let prompt_id = match o.get("prompt_id") {
         None | Some(Value::Null) => None,
@@ -37,7 +48,11 @@ fn parse_submission(body: &[u8]) -> Result<Submission, ApiError> {
         Some(_) => return Err(invalid_prompt_id()),
     };
     let Some(prompt) = o.get("prompt").cloned() else {
-        return Err(top_level_error("no_prompt", "No prompt provided", "No prompt provided"));
+        return Err(top_level_error(
+            "no_prompt",
+            "No prompt provided",
+            "No prompt provided",
+        ));
     };
     let number = match o.get("number") {
         None | Some(Value::Null) => None,
@@ -56,16 +71,48 @@ fn parse_submission(body: &[u8]) -> Result<Submission, ApiError> {
     };
     let partial_targets = match o.get("partial_execution_targets") {
         None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => Some(items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect()),
-        Some(_) => return Err(top_level_error("invalid_prompt", "partial_execution_targets must be a list", "")),
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect(),
+        ),
+        Some(_) => {
+            return Err(top_level_error(
+                "invalid_prompt",
+                "partial_execution_targets must be a list",
+                "",
+            ));
+        }
     };
     let extra_data = match o.get("extra_data") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(top_level_error("invalid_prompt", "extra_data must be an object", "")),
+        Some(_) => {
+            return Err(top_level_error(
+                "invalid_prompt",
+                "extra_data must be an object",
+                "",
+            ));
+        }
     };
-    let client_id = o.get("client_id").and_then(Value::as_str).map(str::to_string);
-    Ok(Submission { prompt, client_id, extra_data, partial_targets, front, number, prompt_id })
+    let client_id = o
+        .get("client_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Submission {
+        prompt,
+        client_id,
+        extra_data,
+        partial_targets,
+        front,
+        number,
+        prompt_id,
+    })
 }
 
 fn invalid_prompt_id() -> ApiError {
@@ -76,7 +123,11 @@ fn invalid_prompt_id() -> ApiError {
     )
 }
 
-pub async fn submit(CurrentUser(user): CurrentUser, State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn submit(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let submission = parse_submission(&body)?;
     match state.jobs.submit(&user, submission).await {
         Ok((job, node_errors)) => Ok(Json(json!({
@@ -85,7 +136,9 @@ pub async fn submit(CurrentUser(user): CurrentUser, State(state): State<AppState
             "node_errors": node_errors,
         }))),
         Err(SubmitError::Invalid(body)) => Err(ApiError::Json(StatusCode::BAD_REQUEST, body)),
-        Err(SubmitError::QueueFull(body)) => Err(ApiError::Json(StatusCode::TOO_MANY_REQUESTS, body)),
+        Err(SubmitError::QueueFull(body)) => {
+            Err(ApiError::Json(StatusCode::TOO_MANY_REQUESTS, body))
+        }
         Err(SubmitError::NoCatalogue(reason)) => Err(ApiError::Json(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": {"type": "no_backend", "message": "No GPU server is reachable right now; try again in a moment.", "details": reason, "extra_info": {}}, "node_errors": {}}),
@@ -99,14 +152,27 @@ pub async fn submit(CurrentUser(user): CurrentUser, State(state): State<AppState
     }
 }
 
-pub async fn queue_status(CurrentUser(user): CurrentUser, State(state): State<AppState>) -> Json<Value> {
+pub async fn queue_status(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+) -> Json<Value> {
     Json(json!({"exec_info": {"queue_remaining": state.jobs.queue_remaining(&user).await}}))
 }
 
-pub async fn queue(CurrentUser(user): CurrentUser, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn queue(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let jobs = state.jobs.of(&user).await.map_err(ApiError::internal)?;
-    let of = |s: JobState| jobs.iter().filter(|j| j.state == s).map(queue_item).collect::<Vec<_>>();
-    Ok(Json(json!({"queue_running": of(JobState::InProgress), "queue_pending": of(JobState::Pending)})))
+    let of = |s: JobState| {
+        jobs.iter()
+            .filter(|j| j.state == s)
+            .map(queue_item)
+            .collect::<Vec<_>>()
+    };
+    Ok(Json(
+        json!({"queue_running": of(JobState::InProgress), "queue_pending": of(JobState::Pending)}),
+    ))
 }
 
 /// `{"clear": bool?, "delete": [id…]?}`, as `POST /queue` and
@@ -114,20 +180,34 @@ pub async fn queue(CurrentUser(user): CurrentUser, State(state): State<AppState>
 fn parse_clear_delete(body: &[u8]) -> (bool, Option<Vec<JobId>>) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let clear = v.get("clear").and_then(Value::as_bool).unwrap_or(false);
-    let delete = v
-        .get("delete")
-        .and_then(Value::as_array)
-        .map(|ids| ids.iter().filter_map(Value::as_str).filter_map(|s| JobId::parse(s).ok()).collect());
+    let delete = v.get("delete").and_then(Value::as_array).map(|ids| {
+        ids.iter()
+            .filter_map(Value::as_str)
+            .filter_map(|s| JobId::parse(s).ok())
+            .collect()
+    });
     (clear, delete)
 }
 
-pub async fn queue_update(CurrentUser(user): CurrentUser, State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn queue_update(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
     let (clear, delete) = parse_clear_delete(&body);
     if clear {
-        state.jobs.delete_pending(&user, None).await.map_err(ApiError::internal)?;
+        state
+            .jobs
+            .delete_pending(&user, None)
+            .await
+            .map_err(ApiError::internal)?;
     }
     if let Some(ids) = delete {
-        state.jobs.delete_pending(&user, Some(&ids)).await.map_err(ApiError::internal)?;
+        state
+            .jobs
+            .delete_pending(&user, Some(&ids))
+            .await
+            .map_err(ApiError::internal)?;
     }
     Ok(StatusCode::OK)
 }
@@ -139,7 +219,11 @@ pub async fn history(
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let int = |k: &str| -> Result<Option<usize>, ApiError> {
         q.get(k)
-            .map(|v| v.parse::<i64>().map(|n| n.max(0) as usize).map_err(|_| ApiError::bad_request(format!("{k} must be an integer"))))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map(|n| n.max(0) as usize)
+                    .map_err(|_| ApiError::bad_request(format!("{k} must be an integer")))
+            })
             .transpose()
     };
     let (max_items, offset) = (int("max_items")?, int("offset")?);
@@ -147,10 +231,19 @@ pub async fn history(
     let done: Vec<_> = jobs.iter().filter(|j| has_history(j)).collect();
     let selected: Vec<_> = match (max_items, offset) {
         (Some(n), None) => done.iter().skip(done.len().saturating_sub(n)).collect(),
-        (n, Some(off)) => done.iter().skip(off).take(n.unwrap_or(usize::MAX)).collect(),
+        (n, Some(off)) => done
+            .iter()
+            .skip(off)
+            .take(n.unwrap_or(usize::MAX))
+            .collect(),
         (None, None) => done.iter().collect(),
     };
-    Ok(Json(selected.into_iter().map(|j| (j.id.to_string(), history_item(j))).collect()))
+    Ok(Json(
+        selected
+            .into_iter()
+            .map(|j| (j.id.to_string(), history_item(j)))
+            .collect(),
+    ))
 }
 
 pub async fn history_one(
@@ -160,35 +253,65 @@ pub async fn history_one(
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let mut out = Map::new();
     if let Ok(id) = JobId::parse(&id) {
-        if let Some(job) = state.jobs.get(&user, &id).await.map_err(ApiError::internal)?.filter(has_history) {
+        if let Some(job) = state
+            .jobs
+            .get(&user, &id)
+            .await
+            .map_err(ApiError::internal)?
+            .filter(has_history)
+        {
             out.insert(job.id.to_string(), history_item(&job));
         }
     }
     Ok(Json(out))
 }
 
-pub async fn history_update(CurrentUser(user): CurrentUser, State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn history_update(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
     let (clear, delete) = parse_clear_delete(&body);
     if clear {
-        state.jobs.delete_history(&user, None).await.map_err(ApiError::internal)?;
+        state
+            .jobs
+            .delete_history(&user, None)
+            .await
+            .map_err(ApiError::internal)?;
     }
     if let Some(ids) = delete {
-        state.jobs.delete_history(&user, Some(&ids)).await.map_err(ApiError::internal)?;
+        state
+            .jobs
+            .delete_history(&user, Some(&ids))
+            .await
+            .map_err(ApiError::internal)?;
     }
     Ok(StatusCode::OK)
 }
 
-pub async fn interrupt(CurrentUser(user): CurrentUser, State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn interrupt(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match v.get("prompt_id").and_then(Value::as_str) {
         // A named prompt: only if it is one of the caller's running jobs.
         Some(id) => {
             if let Ok(id) = JobId::parse(id) {
-                state.jobs.interrupt(&user, Some(&id)).await.map_err(ApiError::internal)?;
+                state
+                    .jobs
+                    .interrupt(&user, Some(&id))
+                    .await
+                    .map_err(ApiError::internal)?;
             }
         }
         // No name: whatever the caller has running, never anyone else's.
-        None => state.jobs.interrupt(&user, None).await.map_err(ApiError::internal)?,
+        None => state
+            .jobs
+            .interrupt(&user, None)
+            .await
+            .map_err(ApiError::internal)?,
     }
     Ok(StatusCode::OK)
 }
@@ -205,32 +328,61 @@ pub async fn jobs_list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let query = parse_jobs_query(&q).map_err(|m| ApiError::json_error(StatusCode::BAD_REQUEST, m))?;
+    let query =
+        parse_jobs_query(&q).map_err(|m| ApiError::json_error(StatusCode::BAD_REQUEST, m))?;
     let jobs = state.jobs.of(&user).await.map_err(ApiError::internal)?;
     Ok(Json(jobs_page(&jobs, &query)))
 }
 
-pub async fn job_detail(CurrentUser(user): CurrentUser, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn job_detail(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::json_error(StatusCode::NOT_FOUND, "Job not found");
     let id = JobId::parse(&id).map_err(|_| not_found())?;
-    let job = state.jobs.get(&user, &id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
+    let job = state
+        .jobs
+        .get(&user, &id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)?;
     Ok(Json(job_entry(&job, true)))
 }
 
-pub async fn job_cancel(CurrentUser(user): CurrentUser, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn job_cancel(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let cancelled = match JobId::parse(&id) {
-        Ok(id) => state.jobs.cancel(&user, &id).await.map_err(ApiError::internal)?,
+        Ok(id) => state
+            .jobs
+            .cancel(&user, &id)
+            .await
+            .map_err(ApiError::internal)?,
         Err(_) => false,
     };
     Ok(Json(json!({"cancelled": cancelled})))
 }
 
-pub async fn jobs_cancel(CurrentUser(user): CurrentUser, State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn jobs_cancel(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let Some(ids) = v.get("job_ids").and_then(Value::as_array) else {
-        return Err(ApiError::json_error(StatusCode::BAD_REQUEST, "job_ids must be a list"));
+        return Err(ApiError::json_error(
+            StatusCode::BAD_REQUEST,
+            "job_ids must be a list",
+        ));
     };
-    let invalid: Vec<Value> = ids.iter().filter(|i| i.as_str().and_then(|s| JobId::parse(s).ok()).is_none()).cloned().collect();
+    let invalid: Vec<Value> = ids
+        .iter()
+        .filter(|i| i.as_str().and_then(|s| JobId::parse(s).ok()).is_none())
+        .cloned()
+        .collect();
     if !invalid.is_empty() {
         return Err(ApiError::Json(
             StatusCode::BAD_REQUEST,
@@ -238,8 +390,16 @@ pub async fn jobs_cancel(CurrentUser(user): CurrentUser, State(state): State<App
         ));
     }
     let mut any = false;
-    for id in ids.iter().filter_map(Value::as_str).filter_map(|s| JobId::parse(s).ok()) {
-        any |= state.jobs.cancel(&user, &id).await.map_err(ApiError::internal)?;
+    for id in ids
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|s| JobId::parse(s).ok())
+    {
+        any |= state
+            .jobs
+            .cancel(&user, &id)
+            .await
+            .map_err(ApiError::internal)?;
     }
     Ok(Json(json!({"cancelled": any})))
 }

@@ -49,9 +49,13 @@ impl TestApp {
         let sim_url = format!("http://{}", sim_listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         stop.push(tx);
-        tokio::spawn(comfyume::sim::run_with(sim_listener, options.sim, async move {
-            let _ = rx.await;
-        }));
+        tokio::spawn(comfyume::sim::run_with(
+            sim_listener,
+            options.sim,
+            async move {
+                let _ = rx.await;
+            },
+        ));
 
         let mut config = Config {
             data_dir: dirs.path().join("data"),
@@ -67,33 +71,41 @@ impl TestApp {
         };
         config.auth.secure_cookies = false;
         adjust(&mut config);
-        let http = BackendClient::http_client();
-        let backends = config
-            .backends
-            .iter()
-            .map(|b| BackendClient::new(b, http.clone()))
-            .collect();
         let data_dir = config.data_dir.clone();
-        let state = AppState::build(config, backends)
-            .await
-            .expect("the gateway starts");
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        stop.push(tx);
-        tokio::spawn(comfyume::server::run(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
+        let (state, addr, stop_server) = start_gateway(&config, options.manual_dispatch).await;
         TestApp {
             url: format!("http://{addr}"),
             addr,
             sim_url,
             state,
             data_dir,
+            config,
+            manual_dispatch: options.manual_dispatch,
+            stop_server: Some(stop_server),
             stop,
             _dirs: dirs,
         }
+    }
+
+    /// Stops the gateway and starts a new one on the same data directory
+    /// (and the same simulator), as after a restart; sessions survive, so
+    /// clients stay logged in. The new gateway listens on a new port.
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
+        let (state, addr, stop_server) = start_gateway(&self.config, self.manual_dispatch).await;
+        self.state = state;
+        self.addr = addr;
+        self.url = format!("http://{addr}");
+        self.stop_server = Some(stop_server);
+    }
+
+    /// One dispatcher round (manual-dispatch apps): starts what the
+    /// scheduler places on free slots; returns the ids that started.
+    pub async fn dispatch_once(&self) -> Vec<String> {
+        let started = self.state.dispatcher.clone().run_once().await.unwrap();
+        started.iter().map(|id| id.to_string()).collect()
     }
 
     pub async fn spawn_local_mode() -> TestApp {
@@ -165,10 +177,19 @@ impl TestApp {
     }
 }
 
-async fn start_gateway(config: &Config, manual_dispatch: bool) -> (AppState, std::net::SocketAddr, oneshot::Sender<()>) {
+async fn start_gateway(
+    config: &Config,
+    manual_dispatch: bool,
+) -> (AppState, std::net::SocketAddr, oneshot::Sender<()>) {
     let http = BackendClient::http_client();
-    let backends = config.backends.iter().map(|b| BackendClient::new(b, http.clone())).collect();
-    let state = AppState::build(config.clone(), backends).await.expect("the gateway starts");
+    let backends = config
+        .backends
+        .iter()
+        .map(|b| BackendClient::new(b, http.clone()))
+        .collect();
+    let state = AppState::build(config.clone(), backends)
+        .await
+        .expect("the gateway starts");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
