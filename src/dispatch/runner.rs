@@ -161,7 +161,6 @@ impl<'a> JobRun<'a> {
                 Message::Binary(bytes) if relay::binary_is_ours(&bytes, &prompt_id) => {
                     self.send(Outbound::Binary(bytes.to_vec()));
                 }
-                }
                 Message::Close(_) => return Err(self.lost(backend, "the connection was closed")),
                 _ => {}
             }
