@@ -4,7 +4,7 @@
 //!
 //! [`SimOptions`] derives `clap::Args`, so the command line can flatten it
 //! into `comfyume sim-backend` (`--step-ms`, `--fail-node`,
-//! `--drop-after-steps`, `--startup-delay-ms`, `--data-dir`); tests build it
+//! `--drop-after-steps`, `--startup-delay-ms`, `--files-dir`); tests build it
 //! with struct-update syntax over [`Default`].
 
 use std::path::PathBuf;
@@ -85,7 +85,7 @@ mod tests {
             "3",
             "--startup-delay-ms",
             "250",
-            "--data-dir",
+            "--files-dir",
             "/tmp/x",
         ])
         .expect("all flags");
