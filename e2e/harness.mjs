@@ -214,8 +214,11 @@ const tomlString = (s) => JSON.stringify(s);
  * Starts the simulator and the server in a fresh temp dir with alice and bob.
  * Returns { url, dir, server, sim, diagnostics(), stop() }. On any failure
  * while starting, everything started so far is stopped before rethrowing.
+ *
+ * Options: `stepMs`, the time each simulated KSampler step takes
+ * (`comfyume sim-backend --step-ms`; the simulator's default when omitted).
  */
-export async function startWorkshop() {
+export async function startWorkshop({ stepMs } = {}) {
   if (!(await exists(BIN))) {
     throw new Error(`the comfyume binary is missing at ${BIN}: run \`cargo build\` in ${REPO} (or set COMFYUME_BIN)`);
   }
@@ -259,7 +262,9 @@ export async function startWorkshop() {
   };
 
   try {
-    const sim = new Proc('sim-backend', ['sim-backend', '--listen', '127.0.0.1:0']);
+    const simArgs = ['sim-backend', '--listen', '127.0.0.1:0'];
+    if (stepMs !== undefined) simArgs.push('--step-ms', String(stepMs));
+    const sim = new Proc('sim-backend', simArgs);
     procs.push(sim);
     ws.sim = sim;
     const [, simUrl] = await sim.waitForLine('stderr', /ComfyUME GPU simulator listening on (http:\/\/\S+)/);

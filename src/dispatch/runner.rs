@@ -198,7 +198,13 @@ impl<'a> JobRun<'a> {
                 if let Err(e) = self
                     .shared
                     .store
-                    .record_progress(&self.job.id, &self.outputs, &self.meta, &self.messages)
+                    .record_progress(
+                        &self.job.id,
+                        self.job.attempts,
+                        &self.outputs,
+                        &self.meta,
+                        &self.messages,
+                    )
                     .await
                 {
                     tracing::warn!(job = %self.job.id, error = %e, "could not record outputs");
@@ -370,7 +376,12 @@ impl<'a> JobRun<'a> {
             error: self.error.take(),
             finished_at: now_ms(),
         };
-        match self.shared.store.finish_job(&self.job.id, &finish).await {
+        match self
+            .shared
+            .store
+            .finish_job(&self.job.id, self.job.attempts, &finish)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(job = %self.job.id, "job was no longer in progress when it finished")

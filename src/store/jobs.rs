@@ -193,31 +193,39 @@ impl Store {
     }
 
     /// Records progress of a running job (outputs so far), so history shows
-    /// them even if the run is cut short.
+    /// them even if the run is cut short. Only the run that holds `attempt`
+    /// may write: a run from before a restart can never overwrite a newer one.
     pub async fn record_progress(
         &self,
         id: &JobId,
+        attempt: i64,
         outputs: &serde_json::Map<String, Value>,
         meta: &serde_json::Map<String, Value>,
         messages: &[Value],
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET outputs = $2, meta = $3, messages = $4 WHERE id = $1 AND state = 'in_progress'")
-            .bind(id.to_string())
-            .bind(Value::Object(outputs.clone()).to_string())
-            .bind(Value::Object(meta.clone()).to_string())
-            .bind(json_text(&messages))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET outputs = $3, meta = $4, messages = $5
+             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .bind(Value::Object(outputs.clone()).to_string())
+        .bind(Value::Object(meta.clone()).to_string())
+        .bind(json_text(&messages))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// in_progress → a terminal state; false if it was not in progress.
-    pub async fn finish_job(&self, id: &JobId, f: &Finish) -> StoreResult<bool> {
+    /// in_progress → a terminal state, by the run holding `attempt`; false
+    /// if the job was not in progress under that attempt.
+    pub async fn finish_job(&self, id: &JobId, attempt: i64, f: &Finish) -> StoreResult<bool> {
         let r = sqlx::query(
-            "UPDATE jobs SET state = $2, outputs = $3, meta = $4, messages = $5, error = $6, finished_at = $7
-             WHERE id = $1 AND state = 'in_progress'",
+            "UPDATE jobs SET state = $3, outputs = $4, meta = $5, messages = $6, error = $7, finished_at = $8
+             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'",
         )
         .bind(id.to_string())
+        .bind(attempt)
         .bind(f.state.as_str())
         .bind(Value::Object(f.outputs.clone()).to_string())
         .bind(Value::Object(f.meta.clone()).to_string())
@@ -364,4 +372,133 @@ fn job_from_row(r: &SqliteRow) -> StoreResult<Job> {
             })
             .transpose()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::UserName;
+    use serde_json::json;
+
+    async fn setup() -> (Store, UserId, UserId) {
+        let s = Store::connect("sqlite::memory:").await.unwrap();
+        let a = s
+            .create_user(&UserName::parse("a").unwrap(), "h", Role::Participant, 0)
+            .await
+            .unwrap()
+            .id;
+        let b = s
+            .create_user(&UserName::parse("b").unwrap(), "h", Role::Admin, 0)
+            .await
+            .unwrap()
+            .id;
+        (s, a, b)
+    }
+
+    fn new_job(owner: UserId, number: Option<f64>, front: bool) -> NewJob {
+        NewJob {
+            id: JobId::new(),
+            owner,
+            number,
+            front,
+            prompt: json!({"1": {}}),
+            extra_data: json!({"create_time": 1}),
+            outputs_to_execute: vec!["1".into()],
+            partial_targets: None,
+            workflow_id: None,
+            created_at: 1,
+        }
+    }
+
+    fn finish(state: JobState) -> Finish {
+        Finish {
+            state,
+            outputs: Default::default(),
+            meta: Default::default(),
+            messages: vec![],
+            error: None,
+            finished_at: 9,
+        }
+    }
+
+    #[tokio::test]
+    async fn numbers_follow_comfyui() {
+        let (s, a, _) = setup().await;
+        let j1 = s.insert_job(new_job(a, None, false)).await.unwrap();
+        let j2 = s.insert_job(new_job(a, None, true)).await.unwrap();
+        let j3 = s.insert_job(new_job(a, Some(5.0), false)).await.unwrap();
+        assert_eq!((j1.number, j1.number_is_float), (1.0, false));
+        assert_eq!(j2.number, -2.0, "front: the counter, negated");
+        assert_eq!((j3.number, j3.number_is_float), (5.0, true));
+        assert!(matches!(
+            s.insert_job(NewJob {
+                id: j1.id,
+                ..new_job(a, None, false)
+            })
+            .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let pending = s.pending_jobs().await.unwrap();
+        assert_eq!(pending.len(), 3);
+        assert!(!pending[0].admin);
+    }
+
+    #[tokio::test]
+    async fn only_the_current_attempt_may_finish_a_job() {
+        let (s, a, _) = setup().await;
+        let j = s.insert_job(new_job(a, None, false)).await.unwrap();
+        assert!(s.claim_job(&j.id, "gpu", 2).await.unwrap());
+        assert!(!s.claim_job(&j.id, "gpu", 2).await.unwrap(), "claimed once");
+        assert!(s.requeue_job(&j.id).await.unwrap());
+        assert!(s.claim_job(&j.id, "gpu", 3).await.unwrap());
+        assert!(
+            !s.finish_job(&j.id, 1, &finish(JobState::Completed))
+                .await
+                .unwrap(),
+            "a stale run cannot finish it"
+        );
+        assert!(
+            s.finish_job(&j.id, 2, &finish(JobState::Completed))
+                .await
+                .unwrap()
+        );
+        let done = s.job(&j.id).await.unwrap().unwrap();
+        assert_eq!((done.state, done.attempts), (JobState::Completed, 2));
+        assert!(
+            !s.finish_job(&j.id, 2, &finish(JobState::Failed))
+                .await
+                .unwrap(),
+            "finished once"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancel_and_delete_touch_only_the_owners_jobs() {
+        let (s, a, b) = setup().await;
+        let ja = s.insert_job(new_job(a, None, false)).await.unwrap();
+        let jb = s.insert_job(new_job(b, None, false)).await.unwrap();
+        assert!(
+            s.cancel_pending(a, Some(&[jb.id]), 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s.cancel_pending(a, None, 5).await.unwrap(), vec![ja.id]);
+        assert_eq!(
+            s.job(&jb.id).await.unwrap().unwrap().state,
+            JobState::Pending
+        );
+        assert_eq!(
+            s.delete_history(b, None).await.unwrap(),
+            0,
+            "pending jobs are not history"
+        );
+        assert_eq!(
+            s.delete_history(b, Some(&[ja.id])).await.unwrap(),
+            0,
+            "not b's"
+        );
+        assert_eq!(s.delete_history(a, Some(&[ja.id])).await.unwrap(), 1);
+        assert!(s.job(&ja.id).await.unwrap().is_none());
+    }
 }
