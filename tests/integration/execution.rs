@@ -309,6 +309,48 @@ async fn the_relayed_sequence_matches_stock_comfyui() {
         };
         assert_eq!(keys(got), keys(want), "fields of {}", got["type"]);
     }
+    // And the same graph submitted straight to the simulator, as its own
+    // client, yields the same sequence: the gateway relays what the backend
+    // sends, adding nothing and dropping nothing but the backend's status.
+    let mut direct = tokio_tungstenite::connect_async(format!(
+        "{}/ws?clientId=direct",
+        app.sim_url.replace("http://", "ws://")
+    ))
+    .await
+    .unwrap()
+    .0;
+    next_frame(&mut direct).await;
+    direct
+        .send(Message::Text(
+            json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    next_frame(&mut direct).await;
+    let direct_prompt = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 255}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "trace"}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    });
+    let r: Value = reqwest::Client::new()
+        .post(format!("{}/prompt", app.sim_url))
+        .json(&json!({"prompt": direct_prompt, "client_id": "direct"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let direct_frames = frames_until_done(&mut direct, r["prompt_id"].as_str().unwrap()).await;
+    assert_eq!(
+        types(&frames),
+        types(&direct_frames),
+        "relayed = sent by the backend"
+    );
+
     // The temp preview was copied too, and the reference points at the copy.
     let preview = frames
         .iter()
