@@ -150,11 +150,10 @@ fn is_text(media_type: &str, item: &Map<String, Value>) -> bool {
 
 /// A string output naming a 3D file becomes a file item; other strings are
 /// not output items.
-fn as_item(media_type: &str, item: &Value) -> Option<Map<String, Value>> {
+fn as_item(item: &Value) -> Option<Map<String, Value>> {
     match item {
         Value::Object(m) => Some(m.clone()),
         Value::String(s) if THREE_D.iter().any(|e| s.to_lowercase().ends_with(e)) => {
-            let _ = media_type;
             Some(
                 json!({"filename": s, "type": "output", "subfolder": "", "mediaType": "3d"})
                     .as_object()
@@ -179,7 +178,7 @@ pub fn outputs_summary(outputs: &Map<String, Value>) -> (usize, Option<Value>) {
                 continue;
             };
             for raw in items {
-                let Some(item) = as_item(media_type, raw) else {
+                let Some(item) = as_item(raw) else {
                     if media_type == "text" && preview.is_none() && text.is_none() && !raw.is_null()
                     {
                         let content: String = match raw {
@@ -238,7 +237,7 @@ fn count_previewable(outputs: &Map<String, Value>) -> usize {
                 .flatten()
                 .map(move |i| (media, i))
         })
-        .filter_map(|(media, i)| as_item(media, i).map(|item| (media, item)))
+        .filter_map(|(media, i)| as_item(i).map(|item| (media, item)))
         .filter(|(media, item)| is_previewable(media, item))
         .count()
 }
@@ -321,11 +320,6 @@ pub fn jobs_page(jobs: &[Job], q: &JobsQuery) -> Value {
     let mut entries: Vec<Value> = jobs
         .iter()
         .filter(|j| q.statuses.contains(&j.state))
-        .filter(|j| {
-            j.state != JobState::Cancelled
-                || has_history(j)
-                || q.statuses.contains(&JobState::Cancelled)
-        })
         .map(|j| job_entry(j, false))
         .filter(|e| {
             q.workflow_id
