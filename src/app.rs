@@ -109,6 +109,7 @@ impl AppState {
             shared,
             backends,
             config.limits.max_running_per_user,
+            config.dispatch.clone(),
         ));
         dispatcher.recover().await?;
         let jobs = Jobs::new(dispatcher.clone(), config.limits.clone());

@@ -24,6 +24,7 @@ pub struct Config {
     pub templates_dir: Option<PathBuf>,
     pub auth: AuthConfig,
     pub limits: Limits,
+    pub dispatch: DispatchConfig,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -37,6 +38,7 @@ impl Default for Config {
             templates_dir: None,
             auth: AuthConfig::default(),
             limits: Limits::default(),
+            dispatch: DispatchConfig::default(),
             backends: Vec::new(),
         }
     }
@@ -89,6 +91,25 @@ impl Default for Limits {
             max_upload_bytes: 100 * 1024 * 1024,
             max_pending_per_user: 10,
             max_running_per_user: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Runs a job gets before it fails for good when backends keep losing
+    /// it.
+    pub max_attempts: u32,
+    /// The longest one run may take, from dispatch to its last event.
+    pub job_timeout_seconds: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            job_timeout_seconds: 1800,
         }
     }
 }

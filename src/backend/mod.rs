@@ -183,6 +183,11 @@ impl BackendClient {
         Ok(())
     }
 
+    /// The backend's queue (`GET /queue`).
+    pub async fn queue(&self) -> Result<Value, BackendError> {
+        self.get_json("/queue").await
+    }
+
     /// The backend's history entry for one prompt (`{}` when it has none).
     pub async fn history(&self, prompt_id: &str) -> Result<Value, BackendError> {
         self.get_json(&format!("/history/{prompt_id}")).await

@@ -17,12 +17,13 @@ use tokio::sync::Notify;
 use crate::backend::BackendClient;
 use crate::catalogue::Catalogue;
 use crate::clock::now_ms;
-use crate::domain::{JobId, UserId};
+use crate::config::DispatchConfig;
+use crate::domain::{Job, JobId, UserId, UserName};
 use crate::hub::{Hub, Outbound};
 use crate::scheduler::{
     self, BackendId, FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{PendingRow, Store, StoreError};
 use crate::workspace::Workspaces;
 
 /// What runs need from the rest of the server.
@@ -34,6 +35,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A ComfyUI `notification` toast on every socket of `user`.
+    pub fn notify(&self, user: UserId, text: &str, id: &str) {
+        let msg = json!({"type": "notification", "data": {"value": text, "id": id}});
+        self.hub.send_to_user(user, Outbound::Text(msg.to_string()));
+    }
+
     /// Sends `user` their own queue status (`queue_remaining` = their
     /// pending plus running jobs) on every socket they have open.
     pub async fn send_status(&self, user: UserId) {
@@ -59,6 +66,7 @@ pub struct Dispatcher {
     shared: Arc<Shared>,
     backends: Vec<BackendClient>,
     cap: u32,
+    policy: DispatchConfig,
     wake: Notify,
     state: Mutex<State>,
 }
@@ -70,11 +78,17 @@ struct State {
 }
 
 impl Dispatcher {
-    pub fn new(shared: Arc<Shared>, backends: Vec<BackendClient>, cap: u32) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        backends: Vec<BackendClient>,
+        cap: u32,
+        policy: DispatchConfig,
+    ) -> Self {
         Self {
             shared,
             backends,
             cap: cap.max(1),
+            policy,
             wake: Notify::new(),
             state: Mutex::new(State::default()),
         }
@@ -130,17 +144,7 @@ impl Dispatcher {
     /// slot. Returns the jobs that started.
     pub async fn run_once(self: Arc<Self>) -> Result<Vec<JobId>, StoreError> {
         let rows = self.shared.store.pending_jobs().await?;
-        let pending: Vec<PendingJob> = rows
-            .iter()
-            .map(|r| {
-                PendingJob::new(
-                    r.id,
-                    r.owner,
-                    r.admin,
-                    OrderKey::new(r.number, r.seq.max(0) as u64),
-                )
-            })
-            .collect();
+        let pending: Vec<PendingJob> = rows.iter().map(|r| self.pending_job(r)).collect();
         let assignments = {
             let mut state = self.lock();
             let running: RunningCounts = state.running.values().map(|r| r.owner).collect();
@@ -187,29 +191,108 @@ impl Dispatcher {
             started.push(job_id);
             self.shared.send_status(job.owner).await;
             let me = self.clone();
-            tokio::spawn(async move {
-                let client_id = format!("comfyume-{}-{}", slot.backend.as_str(), slot.index);
-                let started_at = std::time::Instant::now();
-                let end = runner::run(
-                    &me.shared,
-                    job,
-                    runner::Owner { name: owner.name },
-                    &me.backends[backend],
-                    &client_id,
-                )
-                .await;
-                tracing::info!(job = %job_id, state = %end, "job ended");
-                let gpu_ms = started_at.elapsed().as_millis() as u64;
-                {
-                    let mut state = me.lock();
-                    if let Some(r) = state.running.remove(&job_id) {
-                        state.share.charge(r.owner, gpu_ms);
-                    }
-                }
-                me.wake();
-            });
+            tokio::spawn(async move { me.run_job(job, owner.name, backend, slot).await });
         }
         Ok(started)
+    }
+
+    /// The scheduler's view of a pending row. A job a backend failed goes
+    /// first in its owner's queue, and elsewhere when another backend exists.
+    fn pending_job(&self, r: &PendingRow) -> PendingJob {
+        let seq = r.seq.max(0) as u64;
+        let order = if r.retry {
+            OrderKey::retry(seq)
+        } else {
+            OrderKey::new(r.number, seq)
+        };
+        let job = PendingJob::new(r.id, r.owner, r.admin, order);
+        match &r.avoid_backend {
+            Some(bad) if self.backends.len() > 1 => job.only_on(
+                self.backends
+                    .iter()
+                    .filter(|b| &b.name != bad)
+                    .map(|b| BackendId::new(b.name.clone())),
+            ),
+            _ => job,
+        }
+    }
+
+    /// Runs one job on its slot, then frees the slot: a backend fault puts
+    /// the job back in the queue while attempts remain.
+    async fn run_job(self: Arc<Self>, job: Job, owner: UserName, backend: usize, slot: Slot) {
+        let job_id = job.id;
+        let attempt = job.attempts;
+        let max_attempts = i64::from(self.policy.max_attempts.max(1));
+        let client_id = format!("comfyume-{}-{}", slot.backend.as_str(), slot.index);
+        let limits = runner::RunLimits {
+            job_timeout: Duration::from_secs(self.policy.job_timeout_seconds.max(1)),
+            may_retry: attempt < max_attempts,
+        };
+        let started_at = std::time::Instant::now();
+        let retry_copy = job.clone();
+        let outcome = runner::run(
+            &self.shared,
+            job,
+            runner::Owner {
+                name: owner.clone(),
+            },
+            &self.backends[backend],
+            &client_id,
+            limits,
+        )
+        .await;
+        let backend_name = &self.backends[backend].name;
+        match outcome {
+            runner::Outcome::Finished(state) => {
+                tracing::info!(job = %job_id, %state, backend = %backend_name, "job ended")
+            }
+            runner::Outcome::BackendFault { reason } => {
+                tracing::warn!(job = %job_id, backend = %backend_name, %reason, attempt, "backend lost a job; re-queueing it");
+                match self
+                    .shared
+                    .store
+                    .requeue_for_retry(&job_id, attempt, backend_name)
+                    .await
+                {
+                    Ok(true) => {
+                        let elsewhere = if self.backends.len() > 1 {
+                            " on another GPU"
+                        } else {
+                            ""
+                        };
+                        let text = format!(
+                            "The GPU running your job went away; retrying{elsewhere} (attempt {} of {max_attempts}).",
+                            attempt + 1
+                        );
+                        self.shared.notify(
+                            retry_copy.owner,
+                            &text,
+                            &format!("comfyume-retry-{job_id}"),
+                        );
+                        self.shared.send_status(retry_copy.owner).await;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(job = %job_id, error = %e, "could not re-queue a job; failing it");
+                        runner::give_up(
+                            &self.shared,
+                            retry_copy,
+                            runner::Owner { name: owner },
+                            reason,
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+        let gpu_ms = started_at.elapsed().as_millis() as u64;
+        {
+            let mut state = self.lock();
+            if let Some(r) = state.running.remove(&job_id) {
+                state.share.charge(r.owner, gpu_ms);
+            }
+        }
+        self.wake();
     }
 
     fn free_slots(&self, state: &State) -> Vec<Slot> {

@@ -3,6 +3,15 @@
 //! follow the backend's socket, copy every output into the owner's files
 //! before telling the browser it exists, relay each event to the owner's
 //! socket in the backend's order, and record the outcome.
+//!
+//! When the backend fails (unreachable, an error status, garbage, a dropped
+//! socket, a run past the time limit) the run first asks the backend what
+//! became of the job: a job that finished meanwhile is collected from the
+//! backend's history, one still running is followed again on a new socket.
+//! Only a job the backend has lost is handed back to the coordinator, which
+//! queues it again for another backend.
+
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
@@ -22,21 +31,59 @@ pub struct Owner {
     pub name: UserName,
 }
 
-/// Runs the job and records how it ended; returns that state.
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The job reached a terminal state, recorded and told to the owner.
+    Finished(JobState),
+    /// The backend failed and lost the job; it can run elsewhere. Nothing
+    /// was recorded: the coordinator decides.
+    BackendFault { reason: String },
+}
+
+/// The limits of one run.
+pub struct RunLimits {
+    /// The whole run, from dispatch to the last frame.
+    pub job_timeout: Duration,
+    /// When false, a backend fault fails the job instead of returning
+    /// [`Outcome::BackendFault`] (the attempts are used up).
+    pub may_retry: bool,
+}
+
 pub async fn run(
     shared: &Shared,
     job: Job,
     owner: Owner,
     backend: &BackendClient,
     client_id: &str,
-) -> JobState {
-    let mut run = JobRun::new(shared, job, owner);
+    limits: RunLimits,
+) -> Outcome {
+    let mut run = JobRun::new(shared, job, owner, Instant::now() + limits.job_timeout);
     let state = match run.execute(backend, client_id).await {
         Ok(state) => state,
+        Err(failure) if failure.retryable && limits.may_retry => {
+            return Outcome::BackendFault {
+                reason: failure.message,
+            };
+        }
         Err(failure) => run.fail(&failure).await,
     };
     run.finish(state).await;
-    state
+    Outcome::Finished(state)
+}
+
+/// Records a job as failed after its last attempt was lost, telling the
+/// owner why (the coordinator calls this when no retry is left).
+pub async fn give_up(shared: &Shared, job: Job, owner: Owner, message: String) {
+    let mut run = JobRun::new(shared, job, owner, Instant::now());
+    let state = run
+        .fail(&Failure {
+            message,
+            kind: "BackendError",
+            retryable: false,
+        })
+        .await;
+    run.finish(state).await;
 }
 
 /// A reason the run could not complete normally, in words a participant
@@ -44,35 +91,50 @@ pub async fn run(
 struct Failure {
     message: String,
     kind: &'static str,
+    /// The backend's fault, not the prompt's: another backend may succeed.
+    retryable: bool,
 }
 
 impl Failure {
     fn backend(e: BackendError) -> Self {
-        let message = match &e {
+        match &e {
             BackendError::Rejected { body, .. } => {
                 let err = body.get("error");
-                let msg = err
-                    .and_then(|e| e.get("message"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("invalid prompt");
-                let details = err
-                    .and_then(|e| e.get("details"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                format!(
-                    "The GPU server refused this prompt: {msg}{}",
-                    if details.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({details})")
-                    }
-                )
+                let text = |k: &str| {
+                    err.and_then(|e| e.get(k))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                };
+                let details = text("details");
+                let msg = if text("message").is_empty() {
+                    "invalid prompt"
+                } else {
+                    text("message")
+                };
+                let message = if details.is_empty() {
+                    format!("The GPU server refused this prompt: {msg}")
+                } else {
+                    format!("The GPU server refused this prompt: {msg} ({details})")
+                };
+                Failure {
+                    message,
+                    kind: "ValidationError",
+                    retryable: false,
+                }
             }
-            other => format!("The GPU server could not run this prompt: {other}"),
-        };
+            other => Failure {
+                message: format!("The GPU server could not run this prompt: {other}"),
+                kind: "BackendError",
+                retryable: true,
+            },
+        }
+    }
+
+    fn lost(reason: &str) -> Self {
         Failure {
-            message,
-            kind: "BackendError",
+            message: format!("The GPU server running your job went away ({reason})."),
+            kind: "ConnectionError",
+            retryable: true,
         }
     }
 }
@@ -81,6 +143,9 @@ struct JobRun<'a> {
     shared: &'a Shared,
     job: Job,
     owner: Owner,
+    deadline: Instant,
+    /// Outputs delivered to the owner, including by earlier attempts: a
+    /// node's outputs are never delivered twice.
     outputs: Map<String, Value>,
     meta: Map<String, Value>,
     messages: Vec<Value>,
@@ -89,13 +154,16 @@ struct JobRun<'a> {
 }
 
 impl<'a> JobRun<'a> {
-    fn new(shared: &'a Shared, job: Job, owner: Owner) -> Self {
+    fn new(shared: &'a Shared, job: Job, owner: Owner, deadline: Instant) -> Self {
+        let outputs = job.outputs.clone();
+        let meta = job.meta.clone();
         Self {
             shared,
             job,
             owner,
-            outputs: Map::new(),
-            meta: Map::new(),
+            deadline,
+            outputs,
+            meta,
             messages: Vec::new(),
             error: None,
             outcome: None,
@@ -106,8 +174,8 @@ impl<'a> JobRun<'a> {
         self.job.id.to_string()
     }
 
-    /// The socket the prompt came from, as ComfyUI addresses execution
-    /// events: only to the submitting client.
+    /// To the socket the prompt came from: ComfyUI addresses execution
+    /// events only to the submitting client.
     fn send(&self, frame: Outbound) {
         if let Some(sid) = self.job.extra_data.get("client_id").and_then(Value::as_str) {
             self.shared.hub.send_to_sid(self.job.owner, sid, frame);
@@ -135,7 +203,68 @@ impl<'a> JobRun<'a> {
             body["partial_execution_targets"] = json!(targets);
         }
         backend.post_prompt(&body).await.map_err(Failure::backend)?;
-        self.follow(&mut ws, backend).await
+        self.follow_until_done(ws, backend, client_id).await
+    }
+
+    /// Follows the job on the backend's socket to its end, recovering from
+    /// a dropped socket through the backend's history.
+    async fn follow_until_done(
+        &mut self,
+        mut ws: BackendSocket,
+        backend: &BackendClient,
+        client_id: &str,
+    ) -> Result<JobState, Failure> {
+        let mut reconnected = false;
+        loop {
+            match self.follow(&mut ws, backend).await {
+                Ok(state) => {
+                    if reconnected {
+                        // Frames sent while the socket was down are gone;
+                        // history has every output.
+                        self.collect_from_history(backend).await;
+                    }
+                    return Ok(state);
+                }
+                Err(Lost::TimedOut) => {
+                    let _ = backend.interrupt(&self.prompt_id()).await;
+                    return Err(Failure {
+                        message: format!(
+                            "Your job ran past the {}-minute limit and was stopped.",
+                            self.job_limit_minutes()
+                        ),
+                        kind: "TimeoutError",
+                        retryable: true,
+                    });
+                }
+                Err(Lost::Socket(reason)) => {
+                    tracing::warn!(job = %self.job.id, backend = %backend.name, %reason, "backend socket lost mid-job");
+                    // Listen again before asking about the job, so nothing
+                    // it does after the answer is missed.
+                    ws = match backend.connect_ws(client_id).await {
+                        Ok(mut ws) => match announce_features(&mut ws).await {
+                            Ok(()) => ws,
+                            Err(_) => return Err(Failure::lost(&reason)),
+                        },
+                        Err(_) => return Err(Failure::lost(&reason)),
+                    };
+                    reconnected = true;
+                    match self.reconcile(backend).await {
+                        Reconciled::Finished(state) => return Ok(state),
+                        Reconciled::StillThere => continue,
+                        Reconciled::Unknown => return Err(Failure::lost(&reason)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn job_limit_minutes(&self) -> u64 {
+        (self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs()
+            / 60)
+            .max(1)
     }
 
     /// Relays the backend's frames until the job's final `executing`.
@@ -143,12 +272,14 @@ impl<'a> JobRun<'a> {
         &mut self,
         ws: &mut BackendSocket,
         backend: &BackendClient,
-    ) -> Result<JobState, Failure> {
+    ) -> Result<JobState, Lost> {
         let prompt_id = self.prompt_id();
-        while let Some(frame) = ws.next().await {
-            let frame = match frame {
-                Ok(f) => f,
-                Err(e) => return Err(self.lost(backend, &e.to_string())),
+        loop {
+            let frame = match tokio::time::timeout_at(self.deadline.into(), ws.next()).await {
+                Err(_) => return Err(Lost::TimedOut),
+                Ok(None) => return Err(Lost::Socket("the connection ended".into())),
+                Ok(Some(Err(e))) => return Err(Lost::Socket(e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
             };
             match frame {
                 Message::Text(text) => match relay::classify(&text, &prompt_id) {
@@ -161,11 +292,10 @@ impl<'a> JobRun<'a> {
                 Message::Binary(bytes) if relay::binary_is_ours(&bytes, &prompt_id) => {
                     self.send(Outbound::Binary(bytes.to_vec()));
                 }
-                Message::Close(_) => return Err(self.lost(backend, "the connection was closed")),
+                Message::Close(_) => return Err(Lost::Socket("the connection was closed".into())),
                 _ => {}
             }
         }
-        Err(self.lost(backend, "the connection ended"))
     }
 
     async fn on_event(&mut self, backend: &BackendClient, kind: &str, mut data: Value, raw: &str) {
@@ -188,27 +318,15 @@ impl<'a> JobRun<'a> {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
+                if self.job.attempts > 1 && self.outputs.contains_key(&node) {
+                    // An earlier attempt delivered this node's outputs.
+                    return;
+                }
                 if let Some(output) = data.get_mut("output") {
-                    self.collect_outputs(backend, output).await;
-                    if !output.is_null() {
-                        self.outputs.insert(node.clone(), output.clone());
-                    }
+                    self.deliver(backend, &node, output).await;
                 }
                 self.meta.insert(node, relay::node_meta(&data));
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .record_progress(
-                        &self.job.id,
-                        self.job.attempts,
-                        &self.outputs,
-                        &self.meta,
-                        &self.messages,
-                    )
-                    .await
-                {
-                    tracing::warn!(job = %self.job.id, error = %e, "could not record outputs");
-                }
+                self.record_progress().await;
                 self.send(Outbound::Text(
                     json!({"type": "executed", "data": data}).to_string(),
                 ));
@@ -217,6 +335,113 @@ impl<'a> JobRun<'a> {
             _ => {}
         }
         self.send(Outbound::Text(raw.to_string()));
+    }
+
+    async fn deliver(&mut self, backend: &BackendClient, node: &str, output: &mut Value) {
+        self.collect_outputs(backend, output).await;
+        if !output.is_null() {
+            self.outputs.insert(node.to_string(), output.clone());
+        }
+    }
+
+    async fn record_progress(&self) {
+        let store = &self.shared.store;
+        if let Err(e) = store
+            .record_progress(
+                &self.job.id,
+                self.job.attempts,
+                &self.outputs,
+                &self.meta,
+                &self.messages,
+            )
+            .await
+        {
+            tracing::warn!(job = %self.job.id, error = %e, "could not record outputs");
+        }
+    }
+
+    /// Asks the backend what became of the job after losing its socket.
+    async fn reconcile(&mut self, backend: &BackendClient) -> Reconciled {
+        let Ok(history) = backend.history(&self.prompt_id()).await else {
+            return Reconciled::Unknown;
+        };
+        if let Some(item) = history.get(self.prompt_id()) {
+            return Reconciled::Finished(self.finish_from_history(backend, item).await);
+        }
+        match backend.queue().await {
+            Ok(queue) if queue_holds(&queue, &self.prompt_id()) => Reconciled::StillThere,
+            _ => Reconciled::Unknown,
+        }
+    }
+
+    /// Delivers the outputs and outcome recorded in the backend's history
+    /// that the owner has not had yet.
+    async fn finish_from_history(&mut self, backend: &BackendClient, item: &Value) -> JobState {
+        self.collect_history_outputs(backend, item).await;
+        let status = item.get("status");
+        let messages = status
+            .and_then(|s| s.get("messages"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let seen: Vec<String> = self
+            .messages
+            .iter()
+            .filter_map(|m| m.get(0).and_then(Value::as_str).map(str::to_string))
+            .collect();
+        for m in messages {
+            let (Some(kind), Some(data)) = (m.get(0).and_then(Value::as_str), m.get(1)) else {
+                continue;
+            };
+            if seen.iter().any(|s| s == kind) {
+                continue;
+            }
+            self.on_event(
+                backend,
+                kind,
+                data.clone(),
+                &json!({"type": kind, "data": data}).to_string(),
+            )
+            .await;
+        }
+        let success = status
+            .and_then(|s| s.get("status_str"))
+            .and_then(Value::as_str)
+            == Some("success");
+        self.outcome.unwrap_or(if success {
+            JobState::Completed
+        } else {
+            JobState::Failed
+        })
+    }
+
+    /// Outputs in the backend's history that were never delivered (their
+    /// `executed` frame was lost with the socket).
+    async fn collect_history_outputs(&mut self, backend: &BackendClient, item: &Value) {
+        let Some(outputs) = item.get("outputs").and_then(Value::as_object) else {
+            return;
+        };
+        for (node, output) in outputs.clone() {
+            if self.outputs.contains_key(&node) {
+                continue;
+            }
+            let mut output = output;
+            self.deliver(backend, &node, &mut output).await;
+            let data = json!({"node": node, "display_node": node, "output": output, "prompt_id": self.prompt_id()});
+            self.meta.insert(node.clone(), relay::node_meta(&data));
+            self.send(Outbound::Text(
+                json!({"type": "executed", "data": data}).to_string(),
+            ));
+        }
+        self.record_progress().await;
+    }
+
+    async fn collect_from_history(&mut self, backend: &BackendClient) {
+        if let Ok(history) = backend.history(&self.prompt_id()).await {
+            if let Some(item) = history.get(self.prompt_id()).cloned() {
+                self.collect_history_outputs(backend, &item).await;
+            }
+        }
     }
 
     /// Copies each output file into the owner's folders and points the
@@ -298,16 +523,10 @@ impl<'a> JobRun<'a> {
                 let bytes = tokio::fs::read(&path).await.map_err(|e| Failure {
                     message: format!("Your input file '{file}' could not be read: {e}"),
                     kind: "FileNotFoundError",
+                    retryable: false,
                 })?;
-                let ext = rel
-                    .file_name()
-                    .rsplit_once('.')
-                    .map(|(_, e)| e.to_ascii_lowercase())
-                    .unwrap_or_else(|| "png".into());
-                let digest = Sha256::digest(&bytes);
-                let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
                 let stored = backend
-                    .upload_input(&format!("comfyume-{hex}.{ext}"), bytes)
+                    .upload_input(&content_name(&rel, &bytes), bytes)
                     .await
                     .map_err(Failure::backend)?;
                 *value = Value::String(stored);
@@ -316,20 +535,7 @@ impl<'a> JobRun<'a> {
         Ok(prompt)
     }
 
-    /// The backend went away mid-run. Its history may still say how the job
-    /// ended (the connection dropped after the work was done); otherwise the
-    /// job failed.
-    fn lost(&self, backend: &BackendClient, reason: &str) -> Failure {
-        tracing::warn!(job = %self.job.id, backend = %backend.name, reason, "lost the backend connection mid-job");
-        Failure {
-            message: format!(
-                "The connection to the GPU server was lost while your job ran ({reason})."
-            ),
-            kind: "ConnectionError",
-        }
-    }
-
-    /// Tells the user why the job failed, as an `execution_error` the
+    /// Tells the owner why the job failed, as an `execution_error` the
     /// frontend shows in its error dialog.
     async fn fail(&mut self, failure: &Failure) -> JobState {
         let now = now_ms();
@@ -397,6 +603,45 @@ impl<'a> JobRun<'a> {
     }
 }
 
+/// Why following the socket stopped early.
+enum Lost {
+    Socket(String),
+    TimedOut,
+}
+
+enum Reconciled {
+    Finished(JobState),
+    StillThere,
+    Unknown,
+}
+
+/// Whether a backend's `GET /queue` answer lists `prompt_id` as running or
+/// pending.
+fn queue_holds(queue: &Value, prompt_id: &str) -> bool {
+    ["queue_running", "queue_pending"].iter().any(|k| {
+        queue
+            .get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i.get(1).and_then(Value::as_str) == Some(prompt_id))
+            })
+    })
+}
+
+/// `comfyume-<first 24 hex digits of the SHA-256>.<ext>`.
+fn content_name(rel: &SafeRelPath, bytes: &[u8]) -> String {
+    let ext = rel
+        .file_name()
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_else(|| "png".into());
+    let digest = Sha256::digest(bytes);
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("comfyume-{hex}.{ext}")
+}
+
 /// Sends our feature flags and waits for the backend's reply, so previews
 /// arrive with metadata (type 4) from the first step.
 async fn announce_features(ws: &mut BackendSocket) -> Result<(), BackendError> {
@@ -422,7 +667,7 @@ async fn announce_features(ws: &mut BackendSocket) -> Result<(), BackendError> {
             "the socket closed before the handshake finished".into(),
         ))
     };
-    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+    tokio::time::timeout(Duration::from_secs(10), wait)
         .await
         .map_err(|_| unreachable("no feature_flags reply within 10 s".into()))?
 }
@@ -440,7 +685,12 @@ fn backend_extra_data(extra: &Value) -> Value {
 
 fn is_image_picker(info: &Value, input: &str) -> bool {
     ["required", "optional"].iter().any(|section| {
-        info.pointer(&format!("/input/{section}/{input}/1/image_upload"))
+        let spec = info
+            .get("input")
+            .and_then(|i| i.get(*section))
+            .and_then(|s| s.get(input));
+        spec.and_then(|s| s.get(1))
+            .and_then(|o| o.get("image_upload"))
             .and_then(Value::as_bool)
             .unwrap_or(false)
     })

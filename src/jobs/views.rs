@@ -153,14 +153,12 @@ fn is_text(media_type: &str, item: &Map<String, Value>) -> bool {
 fn as_item(item: &Value) -> Option<Map<String, Value>> {
     match item {
         Value::Object(m) => Some(m.clone()),
-        Value::String(s) if THREE_D.iter().any(|e| s.to_lowercase().ends_with(e)) => {
-            Some(
-                json!({"filename": s, "type": "output", "subfolder": "", "mediaType": "3d"})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        }
+        Value::String(s) if THREE_D.iter().any(|e| s.to_lowercase().ends_with(e)) => Some(
+            json!({"filename": s, "type": "output", "subfolder": "", "mediaType": "3d"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        ),
         _ => None,
     }
 }

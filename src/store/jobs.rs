@@ -33,6 +33,10 @@ pub struct PendingRow {
     pub admin: bool,
     pub number: f64,
     pub seq: i64,
+    /// Handed back by a failed backend: it goes first in its owner's queue.
+    pub retry: bool,
+    /// The backend that failed it, to avoid when another can take it.
+    pub avoid_backend: Option<String>,
 }
 
 /// How a job ended.
@@ -137,7 +141,7 @@ impl Store {
     /// Every pending job, in submission order, with its owner's role.
     pub async fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>> {
         let rows = sqlx::query(
-            "SELECT j.id, j.user_id, j.number, j.seq, u.role FROM jobs j JOIN users u ON u.id = j.user_id
+            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, u.role FROM jobs j JOIN users u ON u.id = j.user_id
              WHERE j.state = 'pending' ORDER BY j.seq",
         )
         .fetch_all(&self.pool)
@@ -151,6 +155,8 @@ impl Store {
                     admin: role == Role::Admin.as_str(),
                     number: r.try_get("number")?,
                     seq: r.try_get("seq")?,
+                    retry: r.try_get::<i64, _>("retry")? != 0,
+                    avoid_backend: r.try_get("avoid_backend")?,
                 })
             })
             .collect()
@@ -179,14 +185,36 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// in_progress → pending, keeping its place (a run that never reached a
-    /// backend, or a gateway restart).
+    /// in_progress → pending, keeping its place (a gateway restart found
+    /// it running and nobody knows where it is). Outputs already delivered
+    /// are kept, so they are not delivered again.
     pub async fn requeue_job(&self, id: &JobId) -> StoreResult<bool> {
         let r = sqlx::query(
-            "UPDATE jobs SET state = 'pending', backend = NULL, started_at = NULL, outputs = '{}', meta = '{}', messages = '[]'
+            "UPDATE jobs SET state = 'pending', backend = NULL, started_at = NULL, messages = '[]'
              WHERE id = $1 AND state = 'in_progress'",
         )
         .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// in_progress → pending at the front of its owner's queue, after
+    /// `backend` failed the run holding `attempt`.
+    pub async fn requeue_for_retry(
+        &self,
+        id: &JobId,
+        attempt: i64,
+        backend: &str,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'pending', backend = NULL, started_at = NULL, messages = '[]',
+                             retry = 1, avoid_backend = $3
+             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .bind(backend)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
