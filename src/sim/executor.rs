@@ -252,14 +252,25 @@ impl Host for NodeHost {
 
 /// Why a prompt stopped early.
 enum Stop {
-    Interrupted {
-        node: String,
-    },
-    Error {
-        node: String,
-        error: NodeError,
-        inputs: Map<String, Value>,
-    },
+    Interrupted { node: String },
+    Error(Box<Failed>),
+}
+
+/// A node that raised, with what it was given.
+struct Failed {
+    node: String,
+    error: NodeError,
+    inputs: Map<String, Value>,
+}
+
+impl Stop {
+    fn error(node: &str, error: NodeError, inputs: Map<String, Value>) -> Stop {
+        Stop::Error(Box::new(Failed {
+            node: node.to_owned(),
+            error,
+            inputs,
+        }))
+    }
 }
 
 /// What a prompt produced for the UI, in order: (node, `{"meta", "output"}`).
@@ -347,11 +358,12 @@ impl Worker {
                 });
                 add("execution_interrupted", data, true);
             }
-            Err(Stop::Error {
-                node,
-                error,
-                inputs,
-            }) => {
+            Err(Stop::Error(failed)) => {
+                let Failed {
+                    node,
+                    error,
+                    inputs,
+                } = *failed;
                 let node_type = prompt.get(&node).map_or("", graph::class_type);
                 let data = json!({
                     "prompt_id": run.prompt_id, "node_id": node, "node_type": node_type,
@@ -455,13 +467,15 @@ impl Worker {
         }
         let mut order = Vec::new();
         while !list.is_empty() {
-            let node = list.stage().map_err(|stuck| Stop::Error {
-                node: stuck.first().cloned().unwrap_or_default(),
-                error: NodeError {
-                    exception_type: "comfy_execution.graph.DependencyCycleError".into(),
-                    message: "Dependency cycle detected".into(),
-                },
-                inputs: Map::new(),
+            let node = list.stage().map_err(|stuck| {
+                Stop::error(
+                    stuck.first().map_or("", String::as_str),
+                    NodeError {
+                        exception_type: "comfy_execution.graph.DependencyCycleError".into(),
+                        message: "Dependency cycle detected".into(),
+                    },
+                    Map::new(),
+                )
             })?;
             list.complete(&node);
             order.push(node);
@@ -480,14 +494,14 @@ impl Worker {
     ) -> Result<(), Stop> {
         let Some(node) = prompt.get(id) else {
             // Validation keeps links inside the prompt; this is a backstop.
-            return Err(Stop::Error {
-                node: id.to_owned(),
-                error: NodeError {
+            return Err(Stop::error(
+                id,
+                NodeError {
                     exception_type: "KeyError".into(),
                     message: format!("'{id}'"),
                 },
-                inputs: Map::new(),
-            });
+                Map::new(),
+            ));
         };
         let class = graph::class_type(node);
         let signature = signatures.get(id).cloned().unwrap_or_default();
@@ -517,11 +531,7 @@ impl Worker {
             "executing",
             json!({"node": id, "display_node": id, "prompt_id": run.prompt_id}),
         );
-        let fail = |error: NodeError| Stop::Error {
-            node: id.to_owned(),
-            error,
-            inputs: describe_inputs(&inputs),
-        };
+        let fail = |error: NodeError| Stop::error(id, error, describe_inputs(&inputs));
         if self.state.interrupt.take() {
             return Err(Stop::Interrupted {
                 node: id.to_owned(),
