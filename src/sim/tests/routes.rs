@@ -408,3 +408,29 @@ async fn uploads_and_view_follow_stock() {
     assert_eq!(pixels, [1, 2, 3]);
     sim.shutdown().await;
 }
+
+/// `POST /free {"free_memory": true}` empties the cache before the next prompt.
+#[tokio::test]
+async fn free_memory_drops_the_cache() {
+    let sim = start().await;
+    let mut client = sim.client("free", false).await;
+    let mut cached = Vec::new();
+    for free_first in [false, false, true] {
+        if free_first {
+            assert_eq!(
+                sim.post("/api/free", json!({"free_memory": true})).await.0,
+                200
+            );
+        }
+        let id = sim.submit(trace_graph(5), "free").await;
+        let frames = json_frames(&client.until_done(&id).await);
+        let nodes = frames
+            .iter()
+            .find(|f| f["type"] == "execution_cached")
+            .map(|f| f["data"]["nodes"].clone())
+            .expect("execution_cached");
+        cached.push(nodes);
+    }
+    assert_eq!(cached, [json!([]), json!(["1", "2", "3", "4"]), json!([])]);
+    sim.shutdown().await;
+}
