@@ -14,54 +14,21 @@
 //! the ones stock broadcasts (`progress_state`, `progress`, previews,
 //! `execution_interrupted`) go to everyone and the rest nowhere. Interrupts
 //! are seen where stock sees them: before a node runs and at each step.
+//! Per-step messages and the interrupt flag live in `run`; which nodes run
+//! in which order, and what is cached, in `graph`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
 use super::SimState;
-use super::files::Dirs;
 use super::graph::{self, ExecutionList, as_link};
-use super::nodes::{self, Call, Data, Failure, Host, Input, NodeError};
-use super::pixels::Image;
-use super::png::{self, Effort};
+use super::nodes::{self, Call, Data, Failure, Input, NodeError};
 use super::queue::QueueItem;
-use super::ws::lock;
-
-/// Stock's global "interrupt processing" flag, with a way to sleep on it.
-#[derive(Default)]
-pub(crate) struct Interrupt {
-    flag: Mutex<bool>,
-    raised: Condvar,
-}
-
-impl Interrupt {
-    pub fn raise(&self) {
-        *lock(&self.flag) = true;
-        self.raised.notify_all();
-    }
-
-    fn clear(&self) {
-        *lock(&self.flag) = false;
-    }
-
-    /// Consumes a pending interrupt (stock resets the flag when it throws).
-    fn take(&self) -> bool {
-        std::mem::replace(&mut *lock(&self.flag), false)
-    }
-
-    /// Sleeps up to `time`, waking early if an interrupt is raised.
-    fn wait(&self, time: Duration) {
-        let flag = lock(&self.flag);
-        // A poisoned wait still returns; the flag is a plain bool.
-        let _ = self
-            .raised
-            .wait_timeout_while(flag, time, |raised| !*raised);
-    }
-}
+use super::run::{NodeHost, Run};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -105,161 +72,27 @@ pub(crate) async fn run(state: Arc<SimState>) {
     }
 }
 
-/// Everything about the prompt being run that nodes and messages need.
-struct Run {
-    state: Arc<SimState>,
-    prompt_id: String,
-    client_id: Option<String>,
-    prompt: Arc<Value>,
-    extra_pnginfo: Option<Map<String, Value>>,
-    /// Per node, in first-seen order: (state, value, max).
-    progress: Mutex<Vec<(String, &'static str, Value, Value)>>,
-    /// `progress` frames sent, for the drop-connection knob.
-    steps: AtomicU32,
-    dropped: AtomicBool,
-}
-
-impl Run {
-    fn sid(&self) -> Option<&str> {
-        self.client_id.as_deref()
-    }
-
-    /// Sends to the client; nothing if there is none.
-    fn to_client(&self, kind: &str, data: Value) {
-        if let Some(sid) = self.sid() {
-            self.state.hub.send(Some(sid), kind, data);
-        }
-    }
-
-    fn set_progress(
-        &self,
-        node: &str,
-        update: impl FnOnce(&mut (String, &'static str, Value, Value)),
-    ) {
-        let mut progress = lock(&self.progress);
-        let at = match progress.iter().position(|p| p.0 == node) {
-            Some(at) => at,
-            None => {
-                progress.push((node.to_owned(), "pending", json!(0), json!(1)));
-                progress.len() - 1
-            }
-        };
-        update(&mut progress[at]);
-        // Sent under the lock so snapshots leave in the order they were taken.
-        let nodes: Map<String, Value> = progress
-            .iter()
-            .filter(|p| p.1 != "pending")
-            .map(|(id, state, value, max)| {
-                let entry = json!({
-                    "value": value, "max": max, "state": state, "node_id": id,
-                    "prompt_id": self.prompt_id, "display_node_id": id,
-                    "parent_node_id": null, "real_node_id": id,
-                });
-                (id.clone(), entry)
-            })
-            .collect();
-        self.state.hub.send(
-            self.sid(),
-            "progress_state",
-            json!({"prompt_id": self.prompt_id, "nodes": nodes}),
-        );
-    }
-
-    fn start_progress(&self, node: &str) {
-        self.set_progress(node, |p| {
-            (p.1, p.2, p.3) = ("running", json!(0.0), json!(1.0));
-        });
-    }
-
-    fn finish_progress(&self, node: &str) {
-        self.set_progress(node, |p| {
-            p.1 = "finished";
-            p.2 = p.3.clone();
-        });
-    }
-}
-
-/// A [`Host`] for one node of a run.
-struct NodeHost {
-    run: Arc<Run>,
-    node: String,
-}
-
-impl Host for NodeHost {
-    fn progress(&self, value: u64, max: u64, preview: Option<&Image>) -> Result<(), Failure> {
-        let run = &self.run;
-        let state = &run.state;
-        if state.interrupt.take() {
-            return Err(Failure::Interrupted);
-        }
-        run.set_progress(&self.node, |p| {
-            (p.1, p.2, p.3) = ("running", json!(value), json!(max));
-        });
-        let with_metadata = state.hub.wants_preview_metadata(run.sid());
-        let image = preview.and_then(|img| png::encode_image(img, 0, &[], Effort::Fast).ok());
-        if let (Some(image), true) = (&image, with_metadata) {
-            let meta = json!({
-                "node_id": self.node, "prompt_id": run.prompt_id, "display_node_id": self.node,
-                "parent_node_id": null, "real_node_id": self.node, "image_type": "image/png",
-            })
-            .to_string();
-            let mut frame = 4u32.to_be_bytes().to_vec();
-            frame.extend((meta.len() as u32).to_be_bytes());
-            frame.extend(meta.as_bytes());
-            frame.extend(image);
-            state.hub.send_binary(run.sid(), frame);
-        }
-        let data =
-            json!({"value": value, "max": max, "prompt_id": run.prompt_id, "node": self.node});
-        state.hub.send(run.sid(), "progress", data);
-        if let (Some(image), false) = (image, with_metadata) {
-            let mut frame = 1u32.to_be_bytes().to_vec();
-            // Image type 2 is PNG (1 would be JPEG).
-            frame.extend(2u32.to_be_bytes());
-            frame.extend(image);
-            state.hub.send_binary(run.sid(), frame);
-        }
-        let steps = run.steps.fetch_add(1, Ordering::Relaxed) + 1;
-        if state.options.drop_after_steps == Some(steps)
-            && !run.dropped.swap(true, Ordering::Relaxed)
-        {
-            tracing::info!(prompt_id = %run.prompt_id, steps, "dropping every WebSocket (drop_after_steps)");
-            state.hub.drop_all();
-        }
-        Ok(())
-    }
-
-    fn wait(&self, time: Duration) {
-        self.run.state.interrupt.wait(time);
-    }
-
-    fn step_time(&self) -> Duration {
-        self.run.state.options.step_time
-    }
-
-    fn dirs(&self) -> &Dirs {
-        &self.run.state.dirs
-    }
-
-    fn prompt(&self) -> &Value {
-        &self.run.prompt
-    }
-
-    fn extra_pnginfo(&self) -> Option<&Map<String, Value>> {
-        self.run.extra_pnginfo.as_ref()
-    }
-}
-
 /// Why a prompt stopped early.
 enum Stop {
-    Interrupted {
-        node: String,
-    },
-    Error {
-        node: String,
-        error: NodeError,
-        inputs: Map<String, Value>,
-    },
+    Interrupted { node: String },
+    Error(Box<Failed>),
+}
+
+/// A node that raised, with what it was given.
+struct Failed {
+    node: String,
+    error: NodeError,
+    inputs: Map<String, Value>,
+}
+
+impl Stop {
+    fn error(node: &str, error: NodeError, inputs: Map<String, Value>) -> Stop {
+        Stop::Error(Box::new(Failed {
+            node: node.to_owned(),
+            error,
+            inputs,
+        }))
+    }
 }
 
 /// What a prompt produced for the UI, in order: (node, `{"meta", "output"}`).
@@ -273,20 +106,7 @@ impl Worker {
             // Shutting down: stop this prompt at its first node.
             state.interrupt.raise();
         }
-        let run = Arc::new(Run {
-            state: state.clone(),
-            prompt_id: item.prompt_id.clone(),
-            client_id: item.client_id().map(str::to_owned),
-            prompt: item.prompt.clone(),
-            extra_pnginfo: item
-                .extra_data
-                .get("extra_pnginfo")
-                .and_then(Value::as_object)
-                .cloned(),
-            progress: Mutex::new(Vec::new()),
-            steps: AtomicU32::new(0),
-            dropped: AtomicBool::new(false),
-        });
+        let run = Arc::new(Run::new(state.clone(), &item));
         state.hub.set_current(run.sid());
         let mut messages = Vec::new();
         let mut add = |kind: &str, data: Value, broadcast: bool| {
@@ -347,11 +167,12 @@ impl Worker {
                 });
                 add("execution_interrupted", data, true);
             }
-            Err(Stop::Error {
-                node,
-                error,
-                inputs,
-            }) => {
+            Err(Stop::Error(failed)) => {
+                let Failed {
+                    node,
+                    error,
+                    inputs,
+                } = *failed;
                 let node_type = prompt.get(&node).map_or("", graph::class_type);
                 let data = json!({
                     "prompt_id": run.prompt_id, "node_id": node, "node_type": node_type,
@@ -455,13 +276,15 @@ impl Worker {
         }
         let mut order = Vec::new();
         while !list.is_empty() {
-            let node = list.stage().map_err(|stuck| Stop::Error {
-                node: stuck.first().cloned().unwrap_or_default(),
-                error: NodeError {
-                    exception_type: "comfy_execution.graph.DependencyCycleError".into(),
-                    message: "Dependency cycle detected".into(),
-                },
-                inputs: Map::new(),
+            let node = list.stage().map_err(|stuck| {
+                Stop::error(
+                    stuck.first().map_or("", String::as_str),
+                    NodeError {
+                        exception_type: "comfy_execution.graph.DependencyCycleError".into(),
+                        message: "Dependency cycle detected".into(),
+                    },
+                    Map::new(),
+                )
             })?;
             list.complete(&node);
             order.push(node);
@@ -480,14 +303,14 @@ impl Worker {
     ) -> Result<(), Stop> {
         let Some(node) = prompt.get(id) else {
             // Validation keeps links inside the prompt; this is a backstop.
-            return Err(Stop::Error {
-                node: id.to_owned(),
-                error: NodeError {
+            return Err(Stop::error(
+                id,
+                NodeError {
                     exception_type: "KeyError".into(),
                     message: format!("'{id}'"),
                 },
-                inputs: Map::new(),
-            });
+                Map::new(),
+            ));
         };
         let class = graph::class_type(node);
         let signature = signatures.get(id).cloned().unwrap_or_default();
@@ -517,11 +340,7 @@ impl Worker {
             "executing",
             json!({"node": id, "display_node": id, "prompt_id": run.prompt_id}),
         );
-        let fail = |error: NodeError| Stop::Error {
-            node: id.to_owned(),
-            error,
-            inputs: describe_inputs(&inputs),
-        };
+        let fail = |error: NodeError| Stop::error(id, error, describe_inputs(&inputs));
         if self.state.interrupt.take() {
             return Err(Stop::Interrupted {
                 node: id.to_owned(),

@@ -337,6 +337,29 @@ mod tests {
     }
 
     #[test]
+    fn a_made_folder_is_removed_on_drop_and_a_given_one_kept() {
+        let dirs = Dirs::create(None).expect("temp dirs");
+        let root = dirs.root.clone();
+        std::fs::write(dirs.output.join("x.png"), b"x").expect("write");
+        drop(dirs);
+        assert!(!root.exists());
+
+        let given =
+            std::env::temp_dir().join(format!("sim-given-{}", uuid::Uuid::new_v4().simple()));
+        let dirs = Dirs::create(Some(&given)).expect("given dirs");
+        std::fs::write(dirs.temp.join("old.png"), b"x").expect("write");
+        drop(dirs);
+        let again = Dirs::create(Some(&given)).expect("again");
+        assert!(again.input.is_dir() && again.output.is_dir());
+        assert!(
+            !again.temp.join("old.png").exists(),
+            "temp/ starts empty, as in stock"
+        );
+        drop(again);
+        std::fs::remove_dir_all(&given).expect("cleanup");
+    }
+
+    #[test]
     fn annotations_and_extensions() {
         assert_eq!(annotated("g.png [input]"), ("g.png", Some("input")));
         assert_eq!(annotated("g.png [temp]"), ("g.png", Some("temp")));

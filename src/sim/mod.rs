@@ -12,8 +12,8 @@
 //! - `server`: the routes; `ws`: the WebSocket and its [`ws::Hub`];
 //!   `files`: input/output/temp, `/view`, `/upload/image`.
 //! - `validate`: `POST /prompt` checks; `queue`: the queue and history;
-//!   `executor`: the worker that runs prompts; `graph`: execution order and
-//!   cache signatures.
+//!   `executor`: the worker that runs prompts; `run`: one prompt's progress,
+//!   previews and interrupts; `graph`: execution order and cache signatures.
 //! - `nodes`: what each node does; `pixels`: image operations; `paint`: the
 //!   procedural "model"; `png`: PNG files.
 //! - `catalogue`: `/object_info`; `stats`: `/system_stats`, feature flags;
@@ -32,6 +32,7 @@ mod paint;
 mod pixels;
 mod png;
 mod queue;
+mod run;
 mod server;
 mod stats;
 mod validate;
@@ -63,7 +64,7 @@ struct SimState {
     dirs: files::Dirs,
     hub: Arc<ws::Hub>,
     queue: queue::Queue,
-    interrupt: executor::Interrupt,
+    interrupt: run::Interrupt,
     /// `POST /free {"free_memory": true}`: the worker drops its cache.
     free_memory: AtomicBool,
     /// The catalogue validation checks prompts against.
@@ -83,7 +84,7 @@ impl SimState {
             dirs,
             queue: queue::Queue::new(hub.clone()),
             hub,
-            interrupt: executor::Interrupt::default(),
+            interrupt: run::Interrupt::default(),
             free_memory: AtomicBool::new(false),
             catalogue: catalogue::object_info(&[]),
         }

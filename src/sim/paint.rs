@@ -51,6 +51,8 @@ pub(crate) struct Scene {
     frequency: f32,
     /// Where the noise field starts, so equal seeds with other text differ.
     offset: [f32; 2],
+    /// A soft light: centre (x, y as fractions) and radius.
+    glow: [f32; 3],
 }
 
 impl Scene {
@@ -68,21 +70,27 @@ impl Scene {
             .find(|(word, _)| lower.contains(word))
             .map(|(_, hue)| hue + (unit(0) - 0.5) * 20.0);
         let hue = word_hue.unwrap_or(unit(0) * 360.0);
-        // Harmony: analogous, complementary, triadic or split-complementary.
-        let spread = [35.0, 180.0, 120.0, 150.0][usize::from(digest[1] % 4)];
-        let accent = hue + spread;
+        // The picture stays in the base hue's family (dark, mid, light);
+        // the harmony's accent (analogous, split-complementary, triadic or
+        // complementary) only tints the swirls, so colours never mix to grey.
+        let spread = [35.0, 150.0, 120.0, 180.0][usize::from(digest[1] % 4)];
+        let side = if digest[2] % 2 == 0 { 1.0 } else { -1.0 };
         let palette = [
-            hsv(hue, 0.65 + 0.3 * unit(2), 0.18 + 0.12 * unit(3)),
             hsv(
-                hue + 15.0 * (unit(4) - 0.5),
-                0.55 + 0.35 * unit(5),
-                0.55 + 0.25 * unit(6),
+                hue + 8.0 * (unit(3) - 0.5),
+                0.75 + 0.2 * unit(4),
+                0.12 + 0.1 * unit(5),
             ),
-            hsv(accent, 0.45 + 0.4 * unit(7), 0.75 + 0.25 * unit(8)),
+            hsv(hue, 0.65 + 0.25 * unit(6), 0.5 + 0.2 * unit(7)),
             hsv(
-                accent - spread * 0.5,
-                0.15 + 0.25 * unit(9),
-                0.9 + 0.1 * unit(10),
+                hue + side * (20.0 + 20.0 * unit(8)),
+                0.3 + 0.25 * unit(9),
+                0.92 + 0.08 * unit(10),
+            ),
+            hsv(
+                hue + side * spread,
+                0.6 + 0.3 * unit(15),
+                0.8 + 0.2 * unit(16),
             ),
         ];
         Scene {
@@ -91,6 +99,11 @@ impl Scene {
             warp: 2.5 + 2.0 * unit(11),
             frequency: 1.6 + 1.6 * unit(12),
             offset: [unit(13) * 97.0, unit(14) * 89.0],
+            glow: [
+                0.2 + 0.6 * unit(17),
+                0.15 + 0.5 * unit(18),
+                0.25 + 0.3 * unit(19),
+            ],
         }
     }
 
@@ -145,22 +158,39 @@ impl Scene {
         ];
         let f = fbm([p[0] + w * r[0], p[1] + w * r[1]]);
 
-        let [c0, c1, c2, c3] = self.palette;
-        let mut colour = mix(c0, c1, (f * f * 4.0).clamp(0.0, 1.0));
+        let [dark, mid, light, accent] = self.palette;
+        // A dark-to-light ramp along the warped field, stretched for contrast.
+        let t = smoothstep(0.25, 0.75, f);
+        let mut colour = if t < 0.5 {
+            mix(dark, mid, t * 2.0)
+        } else {
+            mix(mid, light, t * 2.0 - 1.0)
+        };
+        let swirl = (q[0] * q[0] + q[1] * q[1]).sqrt();
         colour = mix(
             colour,
-            c2,
-            (q[0] * q[0] + q[1] * q[1]).sqrt().clamp(0.0, 1.0) * 0.8,
+            accent,
+            smoothstep(0.55, 0.95, swirl) * 0.45 * (1.0 - t * 0.5),
         );
-        colour = mix(colour, c3, (r[0] - 0.35).clamp(0.0, 1.0) * 1.2);
-        let light = (f * f * f + 0.6 * f * f + 0.5 * f) / 2.1;
-        // A soft vignette and light from above give the field some depth.
+        // Relief from the second warp, a soft glow and a vignette.
+        let relief = 0.8 + 0.4 * r[1];
+        let gx = x / aspect - self.glow[0];
+        let gy = y - self.glow[1];
+        let glow = (-(gx * gx + gy * gy) / (self.glow[2] * self.glow[2])).exp() * 0.35;
         let dx = x / aspect - 0.5;
         let dy = y - 0.5;
-        let vignette = 1.0 - 0.55 * (dx * dx + dy * dy);
-        let sky = 1.05 - 0.15 * y;
-        colour.map(|c| (c * (0.55 + 0.9 * light) * vignette * sky).clamp(0.0, 1.0))
+        let vignette = 1.0 - 0.6 * (dx * dx + dy * dy);
+        let lit = colour.map(|c| c * relief * vignette);
+        let lit = mix(lit, light, glow);
+        // A touch more saturation, as diffusion outputs tend to have.
+        let luma = 0.299 * lit[0] + 0.587 * lit[1] + 0.114 * lit[2];
+        lit.map(|c| (luma + (c - luma) * 1.2).clamp(0.0, 1.0))
     }
+}
+
+fn smoothstep(edge0: f32, edge1: f32, x: f32) -> f32 {
+    let t = ((x - edge0) / (edge1 - edge0)).clamp(0.0, 1.0);
+    t * t * (3.0 - 2.0 * t)
 }
 
 /// Fractal sum of value noise, rotating each octave to hide the grid.

@@ -17,7 +17,7 @@ const NOT_APPLICABLE: &str = "n/a";
 /// The server feature flags.
 pub(super) fn features() -> Value {
     json!({
-        // Previews, once the simulator sends them, carry their metadata.
+        // KSampler previews go out as BIN4 (with metadata) to clients that ask.
         "supports_preview_metadata": true,
         // No model-type tags and no node replacements are served, and no
         // ComfyUI-Manager is installed.

@@ -142,7 +142,7 @@ pub(crate) fn validate(
                 json!({
                     "errors": reasons,
                     "dependent_outputs": [],
-                    "class_type": graph::class_type(&nodes[id]),
+                    "class_type": nodes.get(id).map_or("", graph::class_type),
                 })
             });
             if let Some(list) = entry["dependent_outputs"].as_array_mut() {
@@ -227,10 +227,11 @@ impl Checker<'_> {
     }
 
     fn check(&mut self, id: &str) -> Result<(bool, Vec<Value>), Exception> {
-        let node = &self.nodes[id];
+        // Every node was checked to exist with a known class before this.
+        let node = self.nodes.get(id).unwrap_or(&Value::Null);
         let inputs = graph::inputs(node);
         let class_type = graph::class_type(node);
-        let info = &self.catalogue[class_type];
+        let info = self.catalogue.get(class_type).unwrap_or(&Value::Null);
         // LoadImage validates `image` itself (stock's VALIDATE_INPUTS),
         // which also switches off the combo check for it.
         let custom: &[&str] = if class_type == "LoadImage" {
@@ -348,7 +349,10 @@ impl Checker<'_> {
             .as_str()
             .and_then(|id| self.nodes.get(id))
             .ok_or_else(key_error)?;
-        let outputs = &self.catalogue[graph::class_type(node)]["output"];
+        let outputs = self
+            .catalogue
+            .get(graph::class_type(node))
+            .map_or(&Value::Null, |info| &info["output"]);
         let index = match socket {
             Value::Number(n) if n.is_i64() || n.is_u64() => n.as_u64(),
             Value::Number(_) => {

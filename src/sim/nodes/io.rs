@@ -102,8 +102,8 @@ fn save(
     let target = save_path(prefix, dir, images.width, images.height)?;
     let text = metadata(call.host.prompt(), call.host.extra_pnginfo());
     let mut results = Vec::new();
-    let mut counter = target.counter;
     for index in 0..images.batch {
+        let counter = target.counter + index as i64;
         let name = target.filename.replace("%batch_num%", &index.to_string());
         let file = format!("{name}_{counter:05}_.png");
         let bytes =
@@ -111,7 +111,6 @@ fn save(
         std::fs::write(target.folder.join(&file), bytes)
             .map_err(|e| error("OSError", format!("{e}: '{file}'")))?;
         results.push(json!({"filename": file, "subfolder": target.subfolder, "type": kind}));
-        counter += 1;
     }
     Ok(Output {
         values: Vec::new(),
