@@ -16,14 +16,16 @@
 //   5. the job finishes: `executed` (SaveImage), `execution_success`, then
 //      `executing` with node null; the queue panel lists the job with its
 //      thumbnail, an /api/view?…type=output image that loads (200, image/*);
-//      clicking it opens the lightbox with the full image; the SaveImage
-//      node on the canvas shows the same output.
-//   6. bob sees none of it: an empty queue panel, no jobs from /api/jobs,
+//      clicking it opens the lightbox with the full image (and the Media
+//      Assets sidebar on it); the SaveImage node on the canvas shows the
+//      same output.
+//   6. bob sees none of it: an empty queue panel and Media Assets sidebar,
+//      no jobs from /api/jobs,
 //      a 404 for alice's image, and no WebSocket frame about her prompt.
 //   7. no page logged an unexpected console error or failed request.
 //
 // Screenshots (e2e/test-results/): alice-running.png, alice-finished.png,
-// alice-queue-panel.png, alice-lightbox.png, bob-queue-panel.png.
+// alice-queue-panel.png, alice-lightbox.png, bob-queue-panel.png, bob-assets.png.
 //
 // Run: cd e2e && npm ci && node --test   (or `node --test e2e/` from the
 // repository root). COMFYUME_BIN overrides the binary (default
@@ -187,7 +189,7 @@ function installProgressRecorder(page) {
       const overlay = document.querySelector('[data-testid="queue-progress-overlay"]');
       push(seen.overlay, overlay && overlay.checkVisibility() ? text(overlay) : null);
       const toggle = document.querySelector('[data-testid="queue-overlay-toggle"]');
-      push(seen.toggle, toggle && toggle.checkVisibility() ? text(toggle) : null);
+      push(seen.toggle, toggle && toggle.checkVisibility() ? text(toggle.querySelector('span')) : null);
     };
     new MutationObserver(record).observe(document, { subtree: true, childList: true, characterData: true });
     record();
@@ -199,7 +201,7 @@ function installProgressRecorder(page) {
 // (useBrowserTabTitle.ts: nodeExecutionTitle).
 const RUNNING_TITLE_RE = /^\[(\d+)%\]\[(\d+)%\] KSampler$/;
 // The queue overlay while a job runs: "… Current node: KSampler 45% … 1 running …".
-const OVERLAY_RUNNING_RE = /Current node:\s*KSampler\s*(\d+)%.*\b1\s*running\b/;
+const OVERLAY_RUNNING_RE = /Current node:\s*KSampler\s*(\d+)%\s*1\s*running/;
 
 const strictlyBetween = (p, lo, hi) => p > lo && p < hi;
 
@@ -360,7 +362,7 @@ describe('running a workflow in the real ComfyUI frontend', { concurrency: false
       seen.overlay.some((t) => { const m = OVERLAY_RUNNING_RE.exec(t || ''); return m && strictlyBetween(Number(m[1]), 0, 100); }),
       `the queue overlay never showed "Current node: KSampler NN%" with 1 running${shown}`,
     );
-    assert.ok(seen.toggle.some((t) => /^1 active\b/.test(t || '')), `the queue button never showed "1 active"${shown}`);
+    assert.ok(seen.toggle.includes('1 active'), `the queue button never showed "1 active"${shown}`);
 
     // The KSampler node on the canvas shows the last latent preview (a blob
     // made from the binary frames).
@@ -405,7 +407,7 @@ describe('running a workflow in the real ComfyUI frontend', { concurrency: false
     // The page settles: no job active, the title back to the workflow's.
     const toggle = alice.locator('[data-testid="queue-overlay-toggle"]');
     await alice.waitForFunction(
-      () => /^0 active\b/.test(document.querySelector('[data-testid="queue-overlay-toggle"]')?.textContent.trim() || '') &&
+      () => document.querySelector('[data-testid="queue-overlay-toggle"] span')?.textContent.trim() === '0 active' &&
         !/%\]/.test(document.title),
       null,
       { timeout: WAIT_MS, polling: 250 },
@@ -484,6 +486,16 @@ describe('running a workflow in the real ComfyUI frontend', { concurrency: false
     await screenshot(alice, 'alice-lightbox.png');
     await lightbox.getByRole('button', { name: 'Close' }).click();
     await lightbox.waitFor({ state: 'hidden' });
+
+    // Viewing the job also opened the Media Assets sidebar on it.
+    const asset = alice.locator(`[data-asset-id="${promptId}"]`);
+    await asset.waitFor({ state: 'visible' });
+    assert.equal(await asset.getAttribute('data-selected'), 'true', 'the job\'s asset is not selected in the Media Assets sidebar');
+    const assetImg = asset.locator('img[src*="/api/view"]').first();
+    await assetImg.waitFor({ state: 'visible' });
+    const assetSrc = new URL(await assetImg.evaluate((img) => img.src));
+    assert.equal(assetSrc.searchParams.get('filename'), output.filename, `the asset card shows another file: ${assetSrc}`);
+    assert.equal(await alice.locator('[data-asset-id]').count(), 1, 'alice\'s Media Assets sidebar lists more than her one output');
     return [aliceWatcher];
   });
 
@@ -504,7 +516,7 @@ describe('running a workflow in the real ComfyUI frontend', { concurrency: false
     await bob.waitForFunction(() => window.app?.vueAppReady && window.app.graph && !document.getElementById('splash-loader'), null, { timeout: WAIT_MS, polling: 250 });
     const toggle = bob.locator('[data-testid="queue-overlay-toggle"]');
     await toggle.waitFor({ state: 'visible' });
-    assert.match((await toggle.innerText()).trim(), /^0 active\b/, 'bob\'s queue button shows an active job');
+    assert.equal((await toggle.locator('span').first().innerText()).trim(), '0 active', 'bob\'s queue button shows an active job');
     await toggle.click();
     const panel = bob.locator('[data-testid="queue-progress-overlay"]');
     await panel.locator('[data-testid="job-assets-list"]').waitFor({ state: 'visible' });
@@ -512,6 +524,18 @@ describe('running a workflow in the real ComfyUI frontend', { concurrency: false
     assert.equal(await panel.locator('[data-job-id]').count(), 0, 'bob\'s queue panel lists a job');
     assert.equal(await panel.locator('img[src*="/api/view"]').count(), 0, 'bob\'s queue panel shows an output image');
     await screenshot(bob, 'bob-queue-panel.png');
+
+    // His Media Assets sidebar ("Generated") is empty once it has loaded.
+    const listed = bob.waitForResponse(isJobs, { timeout: WAIT_MS });
+    await bob.locator('.assets-tab-button').first().click();
+    const assetsResp = await listed;
+    const assetsText = await assetsResp.text();
+    assert.equal(assetsResp.status(), 200, `bob's ${assetsResp.url()} answered ${assetsResp.status()}: ${assetsText}`);
+    assert.deepEqual(JSON.parse(assetsText).jobs, [], `bob's ${assetsResp.url()} lists jobs: ${assetsText}`);
+    await bob.getByText('No generated files found').waitFor({ state: 'visible' });
+    assert.equal(await bob.locator('[data-asset-id]').count(), 0, 'bob\'s Media Assets sidebar lists an asset');
+    await painted(bob);
+    await screenshot(bob, 'bob-assets.png');
 
     // The API agrees, with bob's session.
     const jobUrl = `${suite.ws.url}/api/jobs/${promptId}`;

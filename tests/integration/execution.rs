@@ -579,7 +579,7 @@ async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
     let running = submit_ok(&app, &a, txt2img_prompt(1, 50)).await;
     let pending = submit_ok(&app, &a, cpu_prompt("p")).await;
     let to_delete = submit_ok(&app, &a, cpu_prompt("d")).await;
-    assert_eq!(app.dispatch_once().await, [running.clone()]);
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&running));
     // Wait until alice's long job is really running on the backend.
     loop {
         let f = next_frame(&mut a.ws).await;
@@ -796,7 +796,7 @@ async fn pending_jobs_survive_a_gateway_restart_and_run_once() {
     );
 
     for id in &ids {
-        assert_eq!(&app.dispatch_once().await, &[id.clone()]);
+        assert_eq!(app.dispatch_once().await, std::slice::from_ref(id));
         frames_until_done(&mut a.ws, id).await;
     }
     assert!(app.dispatch_once().await.is_empty(), "nothing left to run");
