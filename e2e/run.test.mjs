@@ -9,7 +9,7 @@
 //      his page's WebSocket frames are recorded from the start.
 //   3. alice presses the Run button: POST /api/prompt answers 200 with a
 //      prompt_id, for her own WebSocket's client id.
-//   4. she sees the run progress: `progress` frames 1..20 of 20 and binary
+//   4. she sees the run progress: `progress` frames rising to 20 of 20 and binary
 //      latent previews (type 4) for her prompt arrive; the tab title, the
 //      queue overlay ("Current node: KSampler NN%") and the "1 active"
 //      button show it while it runs; the KSampler node shows a preview.
@@ -20,8 +20,8 @@
 //      Assets sidebar on it); the SaveImage node on the canvas shows the
 //      same output.
 //   6. bob sees none of it: an empty queue panel and Media Assets sidebar,
-//      no jobs from /api/jobs,
-//      a 404 for alice's image, and no WebSocket frame about her prompt.
+//      no jobs from /api/jobs, a 404 for alice's job and image, and no
+//      WebSocket frame about her prompt (only his own, empty, status).
 //   7. no page logged an unexpected console error or failed request.
 //
 // Screenshots (e2e/test-results/): alice-running.png, alice-finished.png,
@@ -83,8 +83,11 @@ class FrameLog {
     this.frames = [];
     this.sockets = [];
     this.waiters = [];
+    this.open = 0; // sockets currently open
     page.on('websocket', (socket) => {
       this.sockets.push(socket.url());
+      this.open += 1;
+      socket.on('close', () => { this.open -= 1; });
       socket.on('framereceived', ({ payload }) => this.onFrame(socket.url(), payload));
     });
   }
@@ -501,6 +504,11 @@ describe('running a workflow in the real ComfyUI frontend', { concurrency: false
 
   // 6 ------------------------------------------------------------------------
   step('6. bob sees none of alice\'s run: queue panel, /api/jobs, her image, his WebSocket', [S2, S5], async () => {
+    // bob's socket, connected before alice pressed Run, stayed open through
+    // her whole run, so it could have received anything sent to him.
+    assert.equal(bobFrames.sockets.length, 1, `bob's page opened ${bobFrames.sockets.length} WebSockets: ${bobFrames.sockets}`);
+    assert.equal(bobFrames.open, 1, 'bob\'s WebSocket closed during alice\'s run');
+
     // Reload bob's page so that his queue panel shows what /api/jobs
     // answers now, after alice's job finished. His frames stay recorded.
     bobWatcher.beginNavigation();

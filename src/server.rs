@@ -35,6 +35,11 @@ pub async fn serve_http(
         shutdown.await;
         state.closing.send_replace(true);
     };
+    // Small frames (progress, status) go out at once: with Nagle's
+    // algorithm a burst of them waits on the peer's delayed ACK (40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -201,7 +201,8 @@ impl BackendClient {
             format!("ws://{}", self.base.trim_start_matches("http://"))
         };
         let url = format!("{ws_base}/ws?clientId={client_id}");
-        let connect = tokio_tungstenite::connect_async(url);
+        // No Nagle delay on our small frames (see server.rs).
+        let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(e)) => Err(BackendError::Unreachable {

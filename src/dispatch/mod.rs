@@ -4,8 +4,11 @@
 //! starts twice), and runs it on its slot in a task of its own; when a run
 //! ends the slot is free again and the coordinator looks once more.
 
+mod health;
 pub mod relay;
 mod runner;
+
+pub use health::{Admission, BackendState};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -75,6 +78,25 @@ pub struct Dispatcher {
 struct State {
     running: HashMap<JobId, Running>,
     share: FairShare,
+    /// Per backend, in configuration order.
+    health: Vec<health::Health>,
+    /// Jobs whose owners were told that every GPU is still starting.
+    told_waiting: std::collections::HashSet<JobId>,
+}
+
+/// How often a backend that is not busy is probed.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// One backend as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub kind: crate::config::BackendKind,
+    pub url: String,
+    pub slots: u32,
+    pub running: u32,
+    pub state: BackendState,
+    pub last_error: Option<String>,
 }
 
 impl Dispatcher {
@@ -84,13 +106,17 @@ impl Dispatcher {
         cap: u32,
         policy: DispatchConfig,
     ) -> Self {
+        let health = vec![health::Health::default(); backends.len()];
         Self {
             shared,
             backends,
             cap: cap.max(1),
             policy,
             wake: Notify::new(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                health,
+                ..State::default()
+            }),
         }
     }
 
@@ -144,6 +170,10 @@ impl Dispatcher {
     /// slot. Returns the jobs that started.
     pub async fn run_once(self: Arc<Self>) -> Result<Vec<JobId>, StoreError> {
         let rows = self.shared.store.pending_jobs().await?;
+        if !rows.is_empty() {
+            self.probe_stale().await;
+            self.tell_if_all_starting(&rows);
+        }
         let pending: Vec<PendingJob> = rows.iter().map(|r| self.pending_job(r)).collect();
         let assignments = {
             let mut state = self.lock();
@@ -248,6 +278,9 @@ impl Dispatcher {
             }
             runner::Outcome::BackendFault { reason } => {
                 tracing::warn!(job = %job_id, backend = %backend_name, %reason, attempt, "backend lost a job; re-queueing it");
+                // Take it out of rotation until a probe finds it well again.
+                self.record_probe(backend, health::Reachability::Down, Some(reason.clone()))
+                    .await;
                 match self
                     .shared
                     .store
@@ -295,9 +328,114 @@ impl Dispatcher {
         self.wake();
     }
 
+    /// Probes every backend whose last probe is old and which is not fully
+    /// busy (a busy backend is known to work). Probes run side by side.
+    async fn probe_stale(&self) {
+        let stale: Vec<usize> = {
+            let state = self.lock();
+            (0..self.backends.len())
+                .filter(|&i| {
+                    let running = state.running.values().filter(|r| r.backend == i).count() as u32;
+                    state.health[i].is_stale(PROBE_EVERY) && running < self.backends[i].slots
+                })
+                .collect()
+        };
+        let probes = stale
+            .iter()
+            .map(|&i| async move { (i, health::probe(&self.backends[i]).await) });
+        for (i, (reach, error)) in futures_util::future::join_all(probes).await {
+            self.record_probe(i, reach, error).await;
+        }
+    }
+
+    async fn record_probe(&self, i: usize, reach: health::Reachability, error: Option<String>) {
+        let came_up = {
+            let mut state = self.lock();
+            let h = &mut state.health[i];
+            let was_up = h.reach == health::Reachability::Up;
+            if h.reach != reach {
+                tracing::info!(backend = %self.backends[i].name, from = ?h.reach, to = ?reach, "backend state changed");
+            }
+            h.reach = reach;
+            h.probed_at = Some(std::time::Instant::now());
+            h.last_error = error;
+            !was_up && reach == health::Reachability::Up
+        };
+        if came_up {
+            // A backend that (re)appears may bring other nodes or models.
+            self.shared.catalogue.invalidate().await;
+        }
+    }
+
+    /// While no backend can take work, owners of waiting jobs hear why,
+    /// once per job.
+    fn tell_if_all_starting(&self, rows: &[PendingRow]) {
+        let mut state = self.lock();
+        if state.health.iter().any(|h| h.accepts_jobs())
+            || state
+                .health
+                .iter()
+                .all(|h| h.reach == health::Reachability::Unknown)
+        {
+            return;
+        }
+        let starting = state
+            .health
+            .iter()
+            .any(|h| h.reach == health::Reachability::Starting);
+        let text = if starting {
+            "The GPUs are still starting up; your job will run as soon as one is ready."
+        } else {
+            "No GPU is available right now; your job is safe in the queue and will run as soon as one is back."
+        };
+        for r in rows {
+            if state.told_waiting.insert(r.id) {
+                self.shared
+                    .notify(r.owner, text, &format!("comfyume-waiting-{}", r.id));
+            }
+        }
+    }
+
+    /// Every backend's state, for the admin API.
+    pub fn backends(&self) -> Vec<BackendStatus> {
+        let state = self.lock();
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let running = state.running.values().filter(|r| r.backend == i).count() as u32;
+                BackendStatus {
+                    name: b.name.clone(),
+                    kind: b.kind,
+                    url: b.url().to_string(),
+                    slots: b.slots,
+                    running,
+                    state: state.health[i].state(running, b.slots),
+                    last_error: state.health[i].last_error.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Enables, disables or drains a backend by name; `false` if there is
+    /// no such backend. Disabling or draining never touches queued work, and
+    /// lets running jobs finish.
+    pub fn set_admission(&self, name: &str, admission: Admission) -> bool {
+        let Some(i) = self.backends.iter().position(|b| b.name == name) else {
+            return false;
+        };
+        self.lock().health[i].admission = admission;
+        tracing::info!(backend = %name, ?admission, "backend admission changed");
+        self.wake();
+        true
+    }
+
     fn free_slots(&self, state: &State) -> Vec<Slot> {
         let mut free = Vec::new();
         for (i, b) in self.backends.iter().enumerate() {
+            if !state.health[i].accepts_jobs() {
+                continue;
+            }
             for index in 0..b.slots {
                 let slot = Slot::new(BackendId::new(b.name.clone()), index);
                 if !state

@@ -121,6 +121,10 @@ pub async fn run_with(
         tracing::info!(%addr, data = %state.dirs.root.display(), "GPU simulator listening");
     }
     let stopping = state.clone();
+    // Frames go out as they are produced (no Nagle delay on small writes).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

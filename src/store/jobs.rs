@@ -66,32 +66,28 @@ macro_rules! select_jobs {
 impl Store {
     /// Inserts a pending job; returns it with its `seq` and `number`.
     pub async fn insert_job(&self, new: NewJob) -> StoreResult<Job> {
-        let mut tx = self.pool.begin().await?;
-        let next: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM jobs")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
-        let (number, is_float) = match new.number {
-            Some(n) => (n, true),
-            None if new.front => (-(next as f64), false),
-            None => (next as f64, false),
-        };
+        // One statement, so the next `seq` is read and used under the same
+        // write lock (a read-then-write transaction can fail with
+        // SQLITE_BUSY when another writer commits in between).
         let result = sqlx::query(
-            "INSERT INTO jobs (seq, id, user_id, state, number, number_is_float, prompt, extra_data, outputs_to_execute, \
-             partial_targets, workflow_id, created_at) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO jobs (seq, id, user_id, state, number, number_is_float, prompt, extra_data, \
+             outputs_to_execute, partial_targets, workflow_id, created_at)
+             SELECT n, $1, $2, 'pending',
+                    CASE WHEN $3 IS NOT NULL THEN $3 WHEN $4 THEN -n ELSE n END,
+                    $3 IS NOT NULL, $5, $6, $7, $8, $9, $10
+             FROM (SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM jobs)",
         )
-        .bind(next)
         .bind(new.id.to_string())
         .bind(new.owner.0)
-        .bind(number)
-        .bind(is_float)
+        .bind(new.number)
+        .bind(new.front)
         .bind(new.prompt.to_string())
         .bind(new.extra_data.to_string())
         .bind(json_text(&new.outputs_to_execute))
         .bind(new.partial_targets.as_ref().map(json_text))
         .bind(new.workflow_id.as_deref())
         .bind(new.created_at)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await;
         match result {
             Ok(_) => {}
@@ -100,7 +96,6 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        tx.commit().await?;
         self.job(&new.id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("job {}", new.id)))
@@ -273,26 +268,35 @@ impl Store {
         ids: Option<&[JobId]>,
         now: i64,
     ) -> StoreResult<Vec<JobId>> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query("SELECT id FROM jobs WHERE user_id = $1 AND state = 'pending'")
-            .bind(owner.0)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut cancelled = Vec::new();
-        for r in &rows {
-            let id = parse_id(r)?;
-            if ids.is_some_and(|wanted| !wanted.contains(&id)) {
-                continue;
-            }
-            sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE id = $1 AND state = 'pending'")
-                .bind(id.to_string())
+        let rows = match ids {
+            None => {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = $2
+                     WHERE user_id = $1 AND state = 'pending' RETURNING id",
+                )
+                .bind(owner.0)
                 .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            cancelled.push(id);
-        }
-        tx.commit().await?;
-        Ok(cancelled)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(ids) => {
+                let mut rows = Vec::new();
+                for id in ids {
+                    let row = sqlx::query(
+                        "UPDATE jobs SET state = 'cancelled', finished_at = $3
+                         WHERE id = $1 AND user_id = $2 AND state = 'pending' RETURNING id",
+                    )
+                    .bind(id.to_string())
+                    .bind(owner.0)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    rows.extend(row);
+                }
+                rows
+            }
+        };
+        rows.iter().map(parse_id).collect()
     }
 
     /// Deletes the owner's finished jobs among `ids` (all of them when
