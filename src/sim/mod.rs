@@ -139,6 +139,9 @@ pub async fn run_with(
 }
 
 fn stop(state: &SimState) {
+    // Sockets go first, so no client hears the shutdown's interrupt as if
+    // someone had pressed Stop: to them the GPU simply went away.
+    state.hub.drop_all();
     state.closing.send_replace(true);
     state.interrupt.raise();
 }

@@ -570,6 +570,7 @@ async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
                 step_time: std::time::Duration::from_millis(100),
                 ..Default::default()
             },
+            ..Default::default()
         },
         |_| {},
     )

@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod comfy_routes;
 mod execution;
+mod faults;
 mod files;
 mod isolation;
 mod userdata;

@@ -11,6 +11,8 @@ use reqwest::redirect::Policy;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod fake_backend;
+
 pub struct TestApp {
     pub url: String,
     pub addr: std::net::SocketAddr,
@@ -21,6 +23,7 @@ pub struct TestApp {
     manual_dispatch: bool,
     stop_server: Option<oneshot::Sender<()>>,
     stop: Vec<oneshot::Sender<()>>,
+    sim_stops: Vec<Option<oneshot::Sender<()>>>,
     _dirs: tempfile::TempDir,
 }
 
@@ -30,6 +33,11 @@ pub struct Options {
     /// Serve HTTP only; the test starts jobs with `dispatch_once`.
     pub manual_dispatch: bool,
     pub sim: comfyume::sim::SimOptions,
+    /// A second simulator, `sim-2`, after the first.
+    pub second_sim: Option<comfyume::sim::SimOptions>,
+    /// Backends (name, url) listed before the simulators, so they get the
+    /// first job.
+    pub before: Vec<(String, String)>,
 }
 
 impl TestApp {
@@ -43,30 +51,41 @@ impl TestApp {
 
     pub async fn spawn_full(options: Options, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let dirs = tempfile::tempdir().unwrap();
-        let mut stop = Vec::new();
-
-        let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim_url = format!("http://{}", sim_listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        stop.push(tx);
-        tokio::spawn(comfyume::sim::run_with(
-            sim_listener,
-            options.sim,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let stop = Vec::new();
+        let (sim_url, stop_sim) = start_sim(options.sim).await;
+        let mut sim_stops = vec![Some(stop_sim)];
+        let mut backends: Vec<BackendConfig> = options
+            .before
+            .iter()
+            .map(|(name, url)| BackendConfig {
+                name: name.clone(),
+                kind: BackendKind::Comfyui,
+                url: url.clone(),
+                slots: 1,
+            })
+            .collect();
+        backends.push(BackendConfig {
+            name: "sim".into(),
+            kind: BackendKind::Sim,
+            url: sim_url.clone(),
+            slots: 1,
+        });
+        if let Some(second) = options.second_sim {
+            let (url, stop_second) = start_sim(second).await;
+            sim_stops.push(Some(stop_second));
+            backends.push(BackendConfig {
+                name: "sim-2".into(),
+                kind: BackendKind::Sim,
+                url,
+                slots: 1,
+            });
+        }
 
         let mut config = Config {
             data_dir: dirs.path().join("data"),
             frontend_dir: fake_frontend(dirs.path()),
             templates_dir: Some(templates(dirs.path())),
-            backends: vec![BackendConfig {
-                name: "sim".into(),
-                kind: BackendKind::Sim,
-                url: sim_url.clone(),
-                slots: 1,
-            }],
+            backends,
             ..Config::default()
         };
         config.auth.secure_cookies = false;
@@ -83,7 +102,15 @@ impl TestApp {
             manual_dispatch: options.manual_dispatch,
             stop_server: Some(stop_server),
             stop,
+            sim_stops,
             _dirs: dirs,
+        }
+    }
+
+    /// Stops simulator `i` (0: `sim`, 1: `sim-2`), as a GPU that goes away.
+    pub fn stop_sim(&mut self, i: usize) {
+        if let Some(tx) = self.sim_stops[i].take() {
+            let _ = tx.send(());
         }
     }
 
@@ -177,6 +204,16 @@ impl TestApp {
     }
 }
 
+async fn start_sim(options: comfyume::sim::SimOptions) -> (String, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(comfyume::sim::run_with(listener, options, async move {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
 async fn start_gateway(
     config: &Config,
     manual_dispatch: bool,
@@ -207,6 +244,9 @@ async fn start_gateway(
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
+        for tx in self.sim_stops.drain(..).flatten() {
             let _ = tx.send(());
         }
         for tx in self.stop.drain(..) {
