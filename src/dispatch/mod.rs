@@ -124,13 +124,39 @@ impl Dispatcher {
         &self.shared
     }
 
-    /// Prepares the queue after a (re)start: jobs that were running when
-    /// the gateway stopped go back to the queue in their old place, and fair
+    /// Prepares the queue after a (re)start. A job that was running when
+    /// the gateway stopped is picked up again on its backend (re-attached,
+    /// or collected if it finished meanwhile); one whose backend is no
+    /// longer configured goes back to the queue in its old place. Fair
     /// shares are rebuilt from the recorded GPU time.
-    pub async fn recover(&self) -> Result<(), StoreError> {
+    pub async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
         for job in self.shared.store.in_progress_jobs().await? {
-            if self.shared.store.requeue_job(&job.id).await? {
-                tracing::info!(job = %job.id, "re-queued a job that was running when the gateway stopped");
+            let place = job
+                .backend
+                .as_ref()
+                .and_then(|name| self.backends.iter().position(|b| &b.name == name));
+            match (place, job.slot) {
+                (Some(backend), Some(index)) if index < self.backends[backend].slots => {
+                    let Some(owner) = self.shared.store.user_by_id(job.owner).await? else {
+                        continue;
+                    };
+                    let slot =
+                        Slot::new(BackendId::new(self.backends[backend].name.clone()), index);
+                    self.lock().running.insert(
+                        job.id,
+                        Running {
+                            owner: job.owner,
+                            backend,
+                            slot: slot.clone(),
+                        },
+                    );
+                    tokio::spawn(self.clone().run_job(job, owner.name, backend, slot, true));
+                }
+                _ => {
+                    if self.shared.store.requeue_job(&job.id).await? {
+                        tracing::info!(job = %job.id, "re-queued a job whose backend is gone");
+                    }
+                }
             }
         }
         // Fair shares reflect the current workshop session, not all history:
@@ -199,7 +225,7 @@ impl Dispatcher {
             if !self
                 .shared
                 .store
-                .claim_job(&job_id, &self.backends[backend].name, now_ms())
+                .claim_job(&job_id, &self.backends[backend].name, slot.index, now_ms())
                 .await?
             {
                 continue;
@@ -221,7 +247,7 @@ impl Dispatcher {
             started.push(job_id);
             self.shared.send_status(job.owner).await;
             let me = self.clone();
-            tokio::spawn(async move { me.run_job(job, owner.name, backend, slot).await });
+            tokio::spawn(async move { me.run_job(job, owner.name, backend, slot, false).await });
         }
         Ok(started)
     }
@@ -249,7 +275,14 @@ impl Dispatcher {
 
     /// Runs one job on its slot, then frees the slot: a backend fault puts
     /// the job back in the queue while attempts remain.
-    async fn run_job(self: Arc<Self>, job: Job, owner: UserName, backend: usize, slot: Slot) {
+    async fn run_job(
+        self: Arc<Self>,
+        job: Job,
+        owner: UserName,
+        backend: usize,
+        slot: Slot,
+        resume: bool,
+    ) {
         let job_id = job.id;
         let attempt = job.attempts;
         let max_attempts = i64::from(self.policy.max_attempts.max(1));
@@ -257,6 +290,7 @@ impl Dispatcher {
         let limits = runner::RunLimits {
             job_timeout: Duration::from_secs(self.policy.job_timeout_seconds.max(1)),
             may_retry: attempt < max_attempts,
+            resume,
         };
         let started_at = std::time::Instant::now();
         let retry_copy = job.clone();

@@ -48,6 +48,9 @@ pub struct RunLimits {
     /// When false, a backend fault fails the job instead of returning
     /// [`Outcome::BackendFault`] (the attempts are used up).
     pub may_retry: bool,
+    /// The job was already queued on the backend before the gateway
+    /// restarted: pick it up there instead of submitting it again.
+    pub resume: bool,
 }
 
 pub async fn run(
@@ -59,7 +62,12 @@ pub async fn run(
     limits: RunLimits,
 ) -> Outcome {
     let mut run = JobRun::new(shared, job, owner, Instant::now() + limits.job_timeout);
-    let state = match run.execute(backend, client_id).await {
+    let result = if limits.resume {
+        run.resume(backend, client_id).await
+    } else {
+        run.execute(backend, client_id).await
+    };
+    let state = match result {
         Ok(state) => state,
         Err(failure) if failure.retryable && limits.may_retry => {
             return Outcome::BackendFault {
@@ -204,6 +212,32 @@ impl<'a> JobRun<'a> {
         }
         backend.post_prompt(&body).await.map_err(Failure::backend)?;
         self.follow_until_done(ws, backend, client_id).await
+    }
+
+    /// Picks up a job this gateway submitted before it restarted: finished
+    /// meanwhile → collected from history; still queued or running there →
+    /// followed again (ComfyUI sends its events to the same client id);
+    /// unknown → lost.
+    async fn resume(
+        &mut self,
+        backend: &BackendClient,
+        client_id: &str,
+    ) -> Result<JobState, Failure> {
+        let mut ws = backend
+            .connect_ws(client_id)
+            .await
+            .map_err(Failure::backend)?;
+        announce_features(&mut ws).await.map_err(Failure::backend)?;
+        match self.reconcile(backend).await {
+            Reconciled::Finished(state) => Ok(state),
+            Reconciled::StillThere => {
+                tracing::info!(job = %self.job.id, backend = %backend.name, "re-attached to a job after a restart");
+                self.follow_until_done(ws, backend, client_id).await
+            }
+            Reconciled::Unknown => Err(Failure::lost(
+                "the gateway restarted and the GPU server no longer has the job",
+            )),
+        }
     }
 
     /// Follows the job on the backend's socket to its end, recovering from

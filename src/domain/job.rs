@@ -157,6 +157,8 @@ pub struct Job {
     pub workflow_id: Option<String>,
     pub attempts: i64,
     pub backend: Option<String>,
+    /// The backend slot it runs on, while it runs.
+    pub slot: Option<u32>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,

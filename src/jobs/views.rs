@@ -395,6 +395,7 @@ mod tests {
             workflow_id: None,
             attempts: 1,
             backend: None,
+            slot: None,
             created_at: create,
             started_at: state.is_terminal().then_some(create + 1),
             finished_at: state.is_terminal().then_some(create + 2),

@@ -56,7 +56,7 @@ macro_rules! select_jobs {
     ($rest:literal) => {
         concat!(
             "SELECT seq, id, user_id, state, number, number_is_float, prompt, extra_data, outputs_to_execute, ",
-            "partial_targets, workflow_id, attempts, backend, created_at, started_at, finished_at, outputs, meta, ",
+            "partial_targets, workflow_id, attempts, backend, slot, created_at, started_at, finished_at, outputs, meta, ",
             "messages, error FROM jobs ",
             $rest
         )
@@ -165,16 +165,23 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// pending → in_progress on `backend`; false if the job was no longer
-    /// pending (cancelled meanwhile).
-    pub async fn claim_job(&self, id: &JobId, backend: &str, now: i64) -> StoreResult<bool> {
+    /// pending → in_progress on `backend`'s `slot`; false if the job was
+    /// no longer pending (cancelled meanwhile).
+    pub async fn claim_job(
+        &self,
+        id: &JobId,
+        backend: &str,
+        slot: u32,
+        now: i64,
+    ) -> StoreResult<bool> {
         let r = sqlx::query(
-            "UPDATE jobs SET state = 'in_progress', backend = $2, started_at = $3, attempts = attempts + 1
+            "UPDATE jobs SET state = 'in_progress', backend = $2, slot = $4, started_at = $3, attempts = attempts + 1
              WHERE id = $1 AND state = 'pending'",
         )
         .bind(id.to_string())
         .bind(backend)
         .bind(now)
+        .bind(i64::from(slot))
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -391,6 +398,9 @@ fn job_from_row(r: &SqliteRow) -> StoreResult<Job> {
         workflow_id: r.try_get("workflow_id")?,
         attempts: r.try_get("attempts")?,
         backend: r.try_get("backend")?,
+        slot: r
+            .try_get::<Option<i64>, _>("slot")?
+            .and_then(|s| u32::try_from(s).ok()),
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
@@ -479,10 +489,13 @@ mod tests {
     async fn only_the_current_attempt_may_finish_a_job() {
         let (s, a, _) = setup().await;
         let j = s.insert_job(new_job(a, None, false)).await.unwrap();
-        assert!(s.claim_job(&j.id, "gpu", 2).await.unwrap());
-        assert!(!s.claim_job(&j.id, "gpu", 2).await.unwrap(), "claimed once");
+        assert!(s.claim_job(&j.id, "gpu", 0, 2).await.unwrap());
+        assert!(
+            !s.claim_job(&j.id, "gpu", 0, 2).await.unwrap(),
+            "claimed once"
+        );
         assert!(s.requeue_job(&j.id).await.unwrap());
-        assert!(s.claim_job(&j.id, "gpu", 3).await.unwrap());
+        assert!(s.claim_job(&j.id, "gpu", 0, 3).await.unwrap());
         assert!(
             !s.finish_job(&j.id, 1, &finish(JobState::Completed))
                 .await

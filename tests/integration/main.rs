@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod cli;
 mod comfy_routes;
+mod crash;
 mod execution;
 mod faults;
 mod files;
