@@ -139,7 +139,7 @@ fn main() {
         let mut config = Config {
             data_dir: dir.path().join("data"),
             frontend_dir: frontend,
-            backends: vec![BackendConfig { name: "sim".into(), kind: BackendKind::Sim, url: format!("http://{sim_addr}"), slots: 1 }],
+            backends: vec![BackendConfig::new("sim", BackendKind::Sim, format!("http://{sim_addr}"), 1)],
             ..Config::default()
         };
         config.auth.secure_cookies = false;

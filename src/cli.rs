@@ -53,9 +53,43 @@ enum Command {
         #[command(flatten)]
         options: crate::sim::SimOptions,
     },
+    /// See and steer the GPU backends of a running server (admin API).
+    Backends(BackendsArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Args, Debug)]
+struct BackendsArgs {
+    /// The server (default: http://<listen> from the configuration).
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// The admin token (default: `admin_token` from the configuration).
+    #[arg(
+        long,
+        global = true,
+        env = "COMFYUME_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: BackendsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum BackendsCommand {
+    /// Every backend with its state (ready, busy, starting, unreachable,
+    /// disabled, draining) and running jobs.
+    List,
+    /// Put a backend back in service.
+    Enable { name: String },
+    /// Take a backend out of service (its running jobs finish).
+    Disable { name: String },
+    /// Let a backend finish its running jobs and take no new ones.
+    Drain { name: String },
+    /// Send new work only to the backends of GROUP (`all`: every backend).
+    Use { group: String },
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +211,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             serve(config, args.demo).await
         }
+        Command::Backends(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            backends(&config, args).await
+        }
         Command::Users(cmd) => {
             let config = Config::load(cli.config.as_deref(), &overrides)?;
             users(config, cmd).await
@@ -211,6 +249,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
                 kind: BackendKind::Sim,
                 url: format!("http://{addr}"),
                 slots: 1,
+                group: None,
             };
             backends.push(BackendClient::new(&sim, http.clone()));
         }
@@ -400,6 +439,80 @@ async fn import(
         rows.len(),
         out.display()
     );
+    Ok(())
+}
+
+async fn backends(config: &Config, args: BackendsArgs) -> anyhow::Result<()> {
+    let base = args
+        .url
+        .unwrap_or_else(|| format!("http://{}", config.listen))
+        .trim_end_matches('/')
+        .to_string();
+    let token = args
+        .token
+        .or_else(|| config.admin_token.as_ref().map(|t| t.expose().to_string()))
+        .context("no admin token: pass --token, set COMFYUME_ADMIN_TOKEN, or set admin_token in the configuration")?;
+    let (method, path) = match &args.command {
+        BackendsCommand::List => (reqwest::Method::GET, "/admin/api/backends".to_string()),
+        BackendsCommand::Enable { name } => (
+            reqwest::Method::POST,
+            format!("/admin/api/backends/{name}/enable"),
+        ),
+        BackendsCommand::Disable { name } => (
+            reqwest::Method::POST,
+            format!("/admin/api/backends/{name}/disable"),
+        ),
+        BackendsCommand::Drain { name } => (
+            reqwest::Method::POST,
+            format!("/admin/api/backends/{name}/drain"),
+        ),
+        BackendsCommand::Use { group } => (
+            reqwest::Method::POST,
+            format!("/admin/api/groups/{group}/use"),
+        ),
+    };
+    let response = BackendClient::http_client()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {base}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .context("the server's answer is not JSON")?;
+    if !status.is_success() {
+        bail!(
+            "{}",
+            body.get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("the server refused")
+        );
+    }
+    let list = body.get("backends").unwrap_or(&body);
+    println!(
+        "{:<16} {:<8} {:<10} {:<12} {:>7} {:<32}",
+        "NAME", "KIND", "GROUP", "STATE", "RUNNING", "URL"
+    );
+    for b in list.as_array().into_iter().flatten() {
+        let text = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let group = if b.get("active").and_then(|v| v.as_bool()).unwrap_or(true) {
+            text("group")
+        } else {
+            format!("{} (off)", text("group"))
+        };
+        println!(
+            "{:<16} {:<8} {:<10} {:<12} {:>3}/{:<3} {:<32}",
+            text("name"),
+            text("kind"),
+            group,
+            text("state"),
+            b.get("running").and_then(|v| v.as_u64()).unwrap_or(0),
+            b.get("slots").and_then(|v| v.as_u64()).unwrap_or(0),
+            text("url")
+        );
+    }
     Ok(())
 }
 

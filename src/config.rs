@@ -23,6 +23,9 @@ pub struct Config {
     pub frontend_dir: PathBuf,
     pub templates_dir: Option<PathBuf>,
     pub auth: AuthConfig,
+    /// A bearer token for the admin API (what `comfyume backends …` uses);
+    /// without one, only logged-in instructors reach it.
+    pub admin_token: Option<Secret>,
     pub limits: Limits,
     pub dispatch: DispatchConfig,
     pub backends: Vec<BackendConfig>,
@@ -37,6 +40,7 @@ impl Default for Config {
             frontend_dir: PathBuf::from("frontend/static"),
             templates_dir: None,
             auth: AuthConfig::default(),
+            admin_token: None,
             limits: Limits::default(),
             dispatch: DispatchConfig::default(),
             backends: Vec::new(),
@@ -131,6 +135,27 @@ pub struct BackendConfig {
     pub url: String,
     #[serde(default = "one")]
     pub slots: u32,
+    /// A label such as `h200` or `local`; `comfyume backends use GROUP`
+    /// switches the room to one group at runtime.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl BackendConfig {
+    pub fn new(
+        name: impl Into<String>,
+        kind: BackendKind,
+        url: impl Into<String>,
+        slots: u32,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            url: url.into(),
+            slots,
+            group: None,
+        }
+    }
 }
 
 fn one() -> u32 {

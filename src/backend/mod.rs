@@ -42,6 +42,7 @@ pub struct BackendClient {
     pub name: String,
     pub kind: BackendKind,
     pub slots: u32,
+    pub group: Option<String>,
     base: String,
     http: reqwest::Client,
 }
@@ -52,6 +53,7 @@ impl BackendClient {
             name: config.name.clone(),
             kind: config.kind,
             slots: config.slots,
+            group: config.group.clone(),
             base: config.url.trim_end_matches('/').to_string(),
             http,
         }

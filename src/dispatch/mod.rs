@@ -82,6 +82,8 @@ struct State {
     health: Vec<health::Health>,
     /// Jobs whose owners were told that every GPU is still starting.
     told_waiting: std::collections::HashSet<JobId>,
+    /// The group the room uses (`None`: every backend).
+    active_group: Option<String>,
 }
 
 /// How often a backend that is not busy is probed.
@@ -94,6 +96,9 @@ pub struct BackendStatus {
     pub kind: crate::config::BackendKind,
     pub url: String,
     pub slots: u32,
+    pub group: Option<String>,
+    /// In the active group (or no group is selected).
+    pub active: bool,
     pub running: u32,
     pub state: BackendState,
     pub last_error: Option<String>,
@@ -443,6 +448,8 @@ impl Dispatcher {
                     kind: b.kind,
                     url: b.url().to_string(),
                     slots: b.slots,
+                    group: b.group.clone(),
+                    active: in_group(b, &state.active_group),
                     running,
                     state: state.health[i].state(running, b.slots),
                     last_error: state.health[i].last_error.clone(),
@@ -464,10 +471,29 @@ impl Dispatcher {
         true
     }
 
+    /// Sends new work only to the backends of `group` (`None`: all).
+    /// Running jobs elsewhere finish where they are; queued work just waits
+    /// for the new group. `false` if no backend has that group.
+    pub fn use_group(&self, group: Option<String>) -> bool {
+        if let Some(g) = &group {
+            if !self
+                .backends
+                .iter()
+                .any(|b| b.group.as_deref() == Some(g.as_str()))
+            {
+                return false;
+            }
+        }
+        tracing::info!(group = ?group, "active backend group changed");
+        self.lock().active_group = group;
+        self.wake();
+        true
+    }
+
     fn free_slots(&self, state: &State) -> Vec<Slot> {
         let mut free = Vec::new();
         for (i, b) in self.backends.iter().enumerate() {
-            if !state.health[i].accepts_jobs() {
+            if !state.health[i].accepts_jobs() || !in_group(b, &state.active_group) {
                 continue;
             }
             for index in 0..b.slots {
@@ -496,4 +522,10 @@ impl Dispatcher {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn in_group(backend: &BackendClient, active: &Option<String>) -> bool {
+    active
+        .as_ref()
+        .is_none_or(|g| backend.group.as_deref() == Some(g.as_str()))
 }

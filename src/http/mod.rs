@@ -2,6 +2,7 @@
 //! they parse the request into domain types, call one service, and shape
 //! the answer the way ComfyUI does.
 
+mod admin;
 mod comfy;
 mod error;
 mod guard;
@@ -27,6 +28,15 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", get(login::logout).post(login::logout))
         .route("/health", get(|| async { "ok" }))
+        .route("/admin/api/backends", get(admin::backends))
+        .route(
+            "/admin/api/backends/{name}/{action}",
+            axum::routing::post(admin::set_backend),
+        )
+        .route(
+            "/admin/api/groups/{group}/use",
+            axum::routing::post(admin::use_group),
+        )
         // ComfyUI registers each of its routes twice: plain and under /api.
         .merge(comfy.clone())
         .nest("/api", comfy)

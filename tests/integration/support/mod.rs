@@ -62,6 +62,7 @@ impl TestApp {
                 kind: BackendKind::Comfyui,
                 url: url.clone(),
                 slots: 1,
+                group: None,
             })
             .collect();
         backends.push(BackendConfig {
@@ -69,6 +70,7 @@ impl TestApp {
             kind: BackendKind::Sim,
             url: sim_url.clone(),
             slots: 1,
+            group: None,
         });
         if let Some(second) = options.second_sim {
             let (url, stop_second) = start_sim(second).await;
@@ -78,6 +80,7 @@ impl TestApp {
                 kind: BackendKind::Sim,
                 url,
                 slots: 1,
+                group: None,
             });
         }
 
