@@ -99,9 +99,10 @@ fn token(text: &str) -> Result<Secret, String> {
     Ok(Secret::new(text))
 }
 
-/// Serves the worker on `listener` until `shutdown` completes. Jobs already
-/// streaming are let finish: the platform's grace period bounds them, and a
-/// job cut off by it is retried elsewhere by the gateway.
+/// Serves the worker on `listener` (bound by the caller, normally to
+/// `args.listen`) until `shutdown` completes. Jobs already streaming are
+/// let finish: the platform's grace period bounds them, and a job cut off
+/// by it is retried elsewhere by the gateway.
 pub async fn run(
     listener: TcpListener,
     args: WorkerArgs,

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::stream::{FileHeader, Frame, MAX_FRAME_LEN, Outcome};
+use super::stream::{FileHeader, Frame, Outcome};
 use crate::backend::{BackendClient, BackendError, BackendSocket};
 use crate::dispatch::relay::{self, Frame as Incoming};
 
@@ -81,14 +81,18 @@ impl Sink {
     }
 
     async fn send(&mut self, frame: &Frame) -> Result<(), Gone> {
-        let bytes = match frame.encode() {
-            Ok(bytes) => bytes,
+        match frame.encode() {
+            Ok(bytes) => self.send_encoded(bytes).await,
             Err(e) => {
-                // Only a ComfyUI frame over 1 GiB could get here.
+                // Only a ComfyUI frame over 1 GiB could get here (files are
+                // checked before they are sent).
                 tracing::error!(error = %e, "dropping a frame too large to send");
-                return Ok(());
+                Ok(())
             }
-        };
+        }
+    }
+
+    async fn send_encoded(&mut self, bytes: Bytes) -> Result<(), Gone> {
         self.tx.send(bytes).await.map_err(|_| Gone)?;
         self.last_sent = Instant::now();
         Ok(())
@@ -406,12 +410,19 @@ impl Run<'_> {
                 .download(&file.filename, &file.subfolder, &file.kind)
                 .await
             {
-                Ok(bytes) if bytes.len() + 1024 < MAX_FRAME_LEN => {
-                    let data = Bytes::from(bytes);
-                    self.sink.send(&Frame::File { header, data }).await?;
-                    continue;
+                Ok(bytes) => {
+                    let frame = Frame::File {
+                        header: header.clone(),
+                        data: Bytes::from(bytes),
+                    };
+                    match frame.encode() {
+                        Ok(encoded) => {
+                            self.sink.send_encoded(encoded).await?;
+                            continue;
+                        }
+                        Err(e) => e.to_string(),
+                    }
                 }
-                Ok(bytes) => format!("{} bytes is over the stream's frame limit", bytes.len()),
                 Err(e) => e.to_string(),
             };
             tracing::error!(job = %self.id, file = %file.filename, reason = %problem, "an output file cannot be sent");
@@ -652,6 +663,109 @@ fn queue_holds(queue: &Value, id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{BackendConfig, BackendKind};
+    use crate::worker::stream::Decoder;
+
+    /// The path taken when ComfyUI's socket dropped and the prompt finished
+    /// meanwhile: everything not yet relayed comes from its history entry,
+    /// files before their `executed`, then the final frames.
+    #[tokio::test]
+    async fn a_finished_prompt_is_rebuilt_from_its_history() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(crate::sim::run_with(
+            listener,
+            crate::sim::SimOptions::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let comfy = BackendClient::new(
+            &BackendConfig {
+                name: "sim".into(),
+                kind: BackendKind::Sim,
+                url,
+                slots: 1,
+            },
+            reqwest::Client::new(),
+        );
+        let id = uuid::Uuid::new_v4().to_string();
+        let prompt = json!({
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": 255}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "rebuilt"}},
+        });
+        comfy
+            .post_prompt(&json!({"prompt": prompt, "prompt_id": id}))
+            .await
+            .expect("queued");
+        let mut entry = None;
+        for _ in 0..600 {
+            let history = comfy.history(&id).await.expect("history");
+            if let Some(e) = history.get(&id) {
+                entry = Some(e.clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let entry = entry.expect("the prompt finished");
+
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut run = Run {
+            comfy: &comfy,
+            id: id.clone(),
+            sink: Sink::new(tx),
+            // The socket had carried the start before it dropped.
+            relayed: HashSet::from(["execution_start".to_string()]),
+            executed: HashSet::new(),
+            outcome: None,
+            submitted: true,
+            queued_at: Instant::now(),
+        };
+        assert!(run.finish_from_history(&entry).await.is_ok());
+        drop(run);
+        let mut decoder = Decoder::new();
+        let mut frames = Vec::new();
+        while let Some(bytes) = rx.recv().await {
+            frames.extend(decoder.push(&bytes).expect("valid frames"));
+        }
+        decoder.finish().expect("a complete stream");
+
+        let kinds: Vec<String> = frames
+            .iter()
+            .map(|f| match f {
+                Frame::Text(t) => {
+                    let v: Value = serde_json::from_str(t).expect("json");
+                    format!("{}:{}", v["type"].as_str().unwrap_or(""), v["data"]["node"])
+                }
+                Frame::File { header, .. } => format!("file:{}", header.filename),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let file = entry["outputs"]["3"]["images"][0]["filename"]
+            .as_str()
+            .expect("an output file");
+        assert_eq!(
+            kinds,
+            vec![
+                "execution_cached:null".to_string(),
+                format!("file:{file}"),
+                "executed:\"3\"".into(),
+                "execution_success:null".into(),
+                "executing:null".into(),
+                "End { outcome: Success }".into(),
+            ]
+        );
+        let Frame::Text(executed) = &frames[2] else {
+            panic!("executed is text")
+        };
+        let executed: Value = serde_json::from_str(executed).expect("json");
+        assert_eq!(executed["data"]["prompt_id"], json!(id));
+        assert_eq!(executed["data"]["output"], entry["outputs"]["3"]);
+    }
 
     #[test]
     fn outcome_from_history() {

@@ -25,7 +25,11 @@ struct Rig {
     worker_url: String,
     sim_url: String,
     http: reqwest::Client,
-    _stop: Vec<oneshot::Sender<()>>,
+    /// Starts the worker's graceful shutdown.
+    stop_worker: Option<oneshot::Sender<()>>,
+    /// The worker's `run`.
+    worker: tokio::task::JoinHandle<std::io::Result<()>>,
+    _stop_sim: oneshot::Sender<()>,
 }
 
 async fn rig(sim: SimOptions, adjust: impl FnOnce(&mut WorkerArgs)) -> Rig {
@@ -34,11 +38,9 @@ async fn rig(sim: SimOptions, adjust: impl FnOnce(&mut WorkerArgs)) -> Rig {
         .with_test_writer()
         .with_env_filter("comfyume=info")
         .try_init();
-    let mut stop = Vec::new();
     let sim_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
     let sim_url = format!("http://{}", sim_listener.local_addr().expect("sim addr"));
-    let (tx, rx) = oneshot::channel::<()>();
-    stop.push(tx);
+    let (stop_sim, rx) = oneshot::channel::<()>();
     tokio::spawn(crate::sim::run_with(sim_listener, sim, async move {
         let _ = rx.await;
     }));
@@ -53,9 +55,8 @@ async fn rig(sim: SimOptions, adjust: impl FnOnce(&mut WorkerArgs)) -> Rig {
         ready_timeout_secs: 120,
     };
     adjust(&mut args);
-    let (tx, rx) = oneshot::channel::<()>();
-    stop.push(tx);
-    tokio::spawn(super::run(listener, args, async move {
+    let (stop_worker, rx) = oneshot::channel::<()>();
+    let worker = tokio::spawn(super::run(listener, args, async move {
         let _ = rx.await;
     }));
     let worker_url = format!("http://{addr}");
@@ -65,7 +66,9 @@ async fn rig(sim: SimOptions, adjust: impl FnOnce(&mut WorkerArgs)) -> Rig {
         worker_url,
         sim_url,
         http,
-        _stop: stop,
+        stop_worker: Some(stop_worker),
+        worker,
+        _stop_sim: stop_sim,
     }
 }
 
@@ -748,6 +751,36 @@ async fn a_dropped_comfyui_socket_is_reconnected_and_the_job_completes() {
         .filter(|(k, d)| k == "executed" && d["node"] == "7")
         .count();
     assert_eq!(executed, 1);
+}
+
+#[tokio::test]
+async fn shutting_down_lets_the_running_job_finish() {
+    let mut rig = rig(
+        SimOptions {
+            step_time: Duration::from_millis(20),
+            ..SimOptions::default()
+        },
+        |_| {},
+    )
+    .await;
+    let req = request(txt2img(10));
+    let mut stream = Box::pin(rig.client.run(&req));
+    let first = stream.next().await.expect("a frame").expect("valid");
+    // What a platform's SIGTERM does to `comfyume worker`.
+    if let Some(stop) = rig.stop_worker.take() {
+        let _ = stop.send(());
+    }
+    let mut frames = vec![first];
+    frames.extend(collect(stream).await);
+    assert_eq!(
+        check_stream(&frames, &req.job_id.to_string()),
+        Outcome::Success
+    );
+    let served = tokio::time::timeout(Duration::from_secs(60), &mut rig.worker)
+        .await
+        .expect("the worker stops once its job is done");
+    assert!(matches!(served, Ok(Ok(()))), "{served:?}");
+    assert!(rig.client.health().await.is_err(), "no longer listening");
 }
 
 #[tokio::test]
