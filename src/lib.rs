@@ -42,4 +42,5 @@ pub mod sim;
 pub mod store;
 mod telemetry;
 pub mod templates;
+pub mod worker;
 pub mod workspace;

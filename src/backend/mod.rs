@@ -117,11 +117,26 @@ impl BackendClient {
     /// Uploads an input file (`POST /upload/image`, overwriting); returns the
     /// name the backend stored it under.
     pub async fn upload_input(&self, name: &str, bytes: Vec<u8>) -> Result<String, BackendError> {
+        self.upload_input_to("", name, bytes).await
+    }
+
+    /// Uploads an input file into `subfolder` of the input folder (`""` for
+    /// the folder itself), overwriting; returns the name the backend stored
+    /// it under (without the subfolder).
+    pub async fn upload_input_to(
+        &self,
+        subfolder: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, BackendError> {
         let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
-        let form = reqwest::multipart::Form::new()
+        let mut form = reqwest::multipart::Form::new()
             .part("image", part)
             .text("type", "input")
             .text("overwrite", "true");
+        if !subfolder.is_empty() {
+            form = form.text("subfolder", subfolder.to_string());
+        }
         let response = self
             .http
             .post(format!("{}/upload/image", self.base))
@@ -185,7 +200,23 @@ impl BackendClient {
         Ok(())
     }
 
-    /// The backend's queue (`GET /queue`).
+    /// Removes `prompt_id` from the backend's pending queue
+    /// (`POST /queue {"delete": [id]}`); a running prompt is unaffected.
+    pub async fn delete_queued(&self, prompt_id: &str) -> Result<(), BackendError> {
+        let response = self
+            .http
+            .post(format!("{}/queue", self.base))
+            .json(&serde_json::json!({ "delete": [prompt_id] }))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(self.status("/queue", response.status()));
+        }
+        Ok(())
+    }
+
+    /// The backend's `GET /queue`: `{"queue_running": [...], "queue_pending": [...]}`.
     pub async fn queue(&self) -> Result<Value, BackendError> {
         self.get_json("/queue").await
     }

@@ -121,7 +121,7 @@ async fn drain_disable_enable_and_groups_steer_new_work_without_losing_any() {
         .await
         .unwrap();
     let id = submit_ok(&app, &a, cpu_prompt("d")).await;
-    assert_eq!(app.dispatch_once().await, [id.clone()]);
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&id));
     assert_eq!(backend_of(&app, &id).await, "sim-2");
     crate::execution::frames_until_done(&mut a.ws, &id).await;
     let list = app.state.dispatcher.backends();
@@ -158,7 +158,7 @@ async fn drain_disable_enable_and_groups_steer_new_work_without_losing_any() {
     .send()
     .await
     .unwrap();
-    assert_eq!(app.dispatch_once().await, [id.clone()]);
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&id));
     assert_eq!(backend_of(&app, &id).await, "sim");
     crate::execution::frames_until_done(&mut a.ws, &id).await;
 
@@ -177,7 +177,7 @@ async fn drain_disable_enable_and_groups_steer_new_work_without_losing_any() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let id = submit_ok(&app, &a, cpu_prompt("g")).await;
-    assert_eq!(app.dispatch_once().await, [id.clone()]);
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&id));
     assert_eq!(backend_of(&app, &id).await, "sim-2");
     crate::execution::frames_until_done(&mut a.ws, &id).await;
     let r = admin(&app, reqwest::Method::POST, "/admin/api/groups/b300/use")
