@@ -53,6 +53,9 @@ enum Command {
         #[command(flatten)]
         options: crate::sim::SimOptions,
     },
+    /// Run the sidecar for serverless and load-balanced GPUs, next to a
+    /// stock ComfyUI: one streaming HTTP request per job.
+    Worker(crate::worker::WorkerArgs),
     /// See and steer the GPU backends of a running server (admin API).
     Backends(BackendsArgs),
     /// Configuration helpers.
@@ -211,6 +214,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             serve(config, args.demo).await
         }
+        Command::Worker(args) => {
+            let listen = args.listen;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!(
+                "ComfyUME worker listening on http://{}",
+                listener.local_addr()?
+            );
+            crate::worker::run(listener, args, shutdown_signal()).await?;
+            Ok(())
+        }
         Command::Backends(args) => {
             let config = Config::load(cli.config.as_deref(), &overrides)?;
             backends(&config, args).await
@@ -250,6 +265,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
                 url: format!("http://{addr}"),
                 slots: 1,
                 group: None,
+                token: None,
             };
             backends.push(BackendClient::new(&sim, http.clone()));
         }

@@ -125,6 +125,9 @@ pub enum BackendKind {
     Comfyui,
     /// `comfyume sim-backend`, the CPU simulator.
     Sim,
+    /// `comfyume worker` in front of a ComfyUI (serverless and
+    /// load-balanced GPUs): one streaming request per job.
+    Worker,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +142,9 @@ pub struct BackendConfig {
     /// switches the room to one group at runtime.
     #[serde(default)]
     pub group: Option<String>,
+    /// The bearer token of a `worker` backend.
+    #[serde(default)]
+    pub token: Option<Secret>,
 }
 
 impl BackendConfig {
@@ -154,6 +160,7 @@ impl BackendConfig {
             url: url.into(),
             slots,
             group: None,
+            token: None,
         }
     }
 }
@@ -246,6 +253,12 @@ impl Config {
             if b.slots == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "backend '{}' has 0 slots",
+                    b.name
+                )));
+            }
+            if b.kind == BackendKind::Worker && b.token.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "backend '{}' is a worker and needs a token",
                     b.name
                 )));
             }

@@ -43,6 +43,7 @@ pub struct BackendClient {
     pub kind: BackendKind,
     pub slots: u32,
     pub group: Option<String>,
+    token: Option<crate::config::Secret>,
     base: String,
     http: reqwest::Client,
 }
@@ -54,6 +55,7 @@ impl BackendClient {
             kind: config.kind,
             slots: config.slots,
             group: config.group.clone(),
+            token: config.token.clone(),
             base: config.url.trim_end_matches('/').to_string(),
             http,
         }
@@ -74,9 +76,36 @@ impl BackendClient {
         &self.base
     }
 
-    /// The backend's node catalogue (`GET /object_info`).
+    /// The client of a `worker` backend.
+    pub fn worker(&self) -> crate::worker::WorkerClient {
+        let token = self
+            .token
+            .clone()
+            .unwrap_or_else(|| crate::config::Secret::new(""));
+        let http = crate::worker::WorkerClient::http_client().unwrap_or_else(|_| self.http.clone());
+        crate::worker::WorkerClient::new(self.base.clone(), token, http)
+    }
+
+    /// Whether the backend answers (and is not still loading): ComfyUI's
+    /// `/system_stats`, or a worker's `/v1/health`. A worker whose ComfyUI
+    /// is still cold counts as up: on a scale-to-zero platform only a job's
+    /// request starts it, and the worker reports the wait while it runs.
+    pub async fn check(&self) -> Result<(), BackendError> {
+        if self.kind == BackendKind::Worker {
+            return self.get_json("/v1/health").await.map(|_| ());
+        }
+        self.system_stats().await.map(|_| ())
+    }
+
+    /// The backend's node catalogue (`GET /object_info`; a worker's
+    /// `/v1/object_info`).
     pub async fn object_info(&self) -> Result<Map<String, Value>, BackendError> {
-        match self.get_json("/object_info").await? {
+        let path = if self.kind == BackendKind::Worker {
+            "/v1/object_info"
+        } else {
+            "/object_info"
+        };
+        match self.get_json(path).await? {
             Value::Object(m) => Ok(m),
             _ => Err(self.bad("/object_info", "not a JSON object")),
         }
@@ -265,9 +294,11 @@ impl BackendClient {
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, BackendError> {
-        let response = self
-            .http
-            .get(format!("{}{}", self.base, path))
+        let mut request = self.http.get(format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| BackendError::Unreachable {

@@ -96,8 +96,8 @@ impl Health {
 
 /// Probes one backend.
 pub async fn probe(backend: &BackendClient) -> (Reachability, Option<String>) {
-    match backend.system_stats().await {
-        Ok(_) => (Reachability::Up, None),
+    match backend.check().await {
+        Ok(()) => (Reachability::Up, None),
         Err(BackendError::Status { status: 503, .. }) => (
             Reachability::Starting,
             Some("starting up (HTTP 503)".into()),

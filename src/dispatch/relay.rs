@@ -96,7 +96,7 @@ pub fn binary_is_ours(bytes: &[u8], prompt_id: &str) -> bool {
 }
 
 /// A file a backend produced, as named in an `executed` output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OutputFile {
     pub filename: String,
     pub subfolder: String,

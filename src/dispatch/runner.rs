@@ -22,9 +22,12 @@ use super::Shared;
 use super::relay::{self, Frame, OutputFile};
 use crate::backend::{BackendClient, BackendError, BackendSocket};
 use crate::clock::now_ms;
+use crate::config::BackendKind;
 use crate::domain::{FileKind, Job, JobState, SafeRelPath, UserName};
 use crate::hub::Outbound;
 use crate::store::Finish;
+use crate::worker::stream::{Frame as WorkerFrame, Outcome as WorkerOutcome};
+use crate::worker::{InputFile, RunRequest, WorkerError};
 
 /// Everything the run needs to know about the job's owner.
 pub struct Owner {
@@ -62,7 +65,11 @@ pub async fn run(
     limits: RunLimits,
 ) -> Outcome {
     let mut run = JobRun::new(shared, job, owner, Instant::now() + limits.job_timeout);
-    let result = if limits.resume {
+    let result = if backend.kind == BackendKind::Worker {
+        // One request per job: nothing to resume after a restart, since the
+        // stream (and with it the job on the worker) ended with the gateway.
+        run.execute_worker(backend).await
+    } else if limits.resume {
         run.resume(backend, client_id).await
     } else {
         run.execute(backend, client_id).await
@@ -159,6 +166,8 @@ struct JobRun<'a> {
     messages: Vec<Value>,
     error: Option<Value>,
     outcome: Option<JobState>,
+    /// Output files a worker streamed ahead of their `executed` frame.
+    received: std::collections::HashMap<OutputFile, Vec<u8>>,
 }
 
 impl<'a> JobRun<'a> {
@@ -175,6 +184,7 @@ impl<'a> JobRun<'a> {
             messages: Vec::new(),
             error: None,
             outcome: None,
+            received: Default::default(),
         }
     }
 
@@ -352,7 +362,7 @@ impl<'a> JobRun<'a> {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                if self.job.attempts > 1 && self.outputs.contains_key(&node) {
+                if self.job.outputs.contains_key(&node) {
                     // An earlier attempt delivered this node's outputs.
                     return;
                 }
@@ -484,10 +494,15 @@ impl<'a> JobRun<'a> {
     async fn collect_outputs(&self, backend: &BackendClient, output: &mut Value) {
         let workspace = self.shared.workspaces.user(&self.owner.name);
         for file in relay::output_files(output) {
-            let bytes = match backend
-                .download(&file.filename, &file.subfolder, &file.kind)
-                .await
-            {
+            let fetched = match self.received.get(&file) {
+                Some(bytes) => Ok(bytes.clone()),
+                None => {
+                    backend
+                        .download(&file.filename, &file.subfolder, &file.kind)
+                        .await
+                }
+            };
+            let bytes = match fetched {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(job = %self.job.id, file = %file.filename, error = %e, "could not copy an output from the backend");
@@ -525,13 +540,27 @@ impl<'a> JobRun<'a> {
     /// backend under a content-addressed name, and rewrites the prompt to
     /// use it, so two users' `photo.png` never collide there.
     async fn push_inputs(&self, backend: &BackendClient) -> Result<Value, Failure> {
+        let (prompt, files) = self.content_addressed_inputs().await?;
+        for (name, bytes) in files {
+            backend
+                .upload_input(&name, bytes)
+                .await
+                .map_err(Failure::backend)?;
+        }
+        Ok(prompt)
+    }
+
+    /// The prompt with each input file (image pickers) renamed to a
+    /// content-addressed name, and those files' bytes.
+    async fn content_addressed_inputs(&self) -> Result<(Value, Vec<(String, Vec<u8>)>), Failure> {
         let mut prompt = self.job.prompt.clone();
+        let mut files = Vec::new();
         let Ok(catalogue) = self.shared.catalogue.snapshot().await else {
-            return Ok(prompt);
+            return Ok((prompt, files));
         };
         let workspace = self.shared.workspaces.user(&self.owner.name);
         let Some(nodes) = prompt.as_object_mut() else {
-            return Ok(prompt);
+            return Ok((prompt, files));
         };
         for node in nodes.values_mut() {
             let class = node
@@ -559,14 +588,111 @@ impl<'a> JobRun<'a> {
                     kind: "FileNotFoundError",
                     retryable: false,
                 })?;
-                let stored = backend
-                    .upload_input(&content_name(&rel, &bytes), bytes)
-                    .await
-                    .map_err(Failure::backend)?;
-                *value = Value::String(stored);
+                let stored = content_name(&rel, &bytes);
+                *value = Value::String(stored.clone());
+                if !files.iter().any(|(n, _): &(String, Vec<u8>)| *n == stored) {
+                    files.push((stored, bytes));
+                }
             }
         }
-        Ok(prompt)
+        Ok((prompt, files))
+    }
+
+    /// Runs the job through a `comfyume worker`: one streaming request
+    /// carries the prompt and its inputs and brings back every event and
+    /// output file. Dropping the stream (on a time-out) makes the worker
+    /// cancel the job.
+    async fn execute_worker(&mut self, backend: &BackendClient) -> Result<JobState, Failure> {
+        let (prompt, files) = self.content_addressed_inputs().await?;
+        let request = RunRequest {
+            job_id: *self.job.id.as_uuid(),
+            prompt: prompt.as_object().cloned().unwrap_or_default(),
+            extra_data: backend_extra_data(&self.job.extra_data)
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            partial_execution_targets: self.job.partial_targets.clone(),
+            inputs: files
+                .into_iter()
+                .map(|(name, bytes)| InputFile::with_data(name, bytes))
+                .collect(),
+        };
+        let stream = backend.worker().run(&request);
+        futures_util::pin_mut!(stream);
+        let prompt_id = self.prompt_id();
+        let mut told_cold = false;
+        loop {
+            let next = match tokio::time::timeout_at(self.deadline.into(), stream.next()).await {
+                Err(_) => {
+                    return Err(Failure {
+                        message: format!(
+                            "Your job ran past the {}-minute limit and was stopped.",
+                            self.job_limit_minutes()
+                        ),
+                        kind: "TimeoutError",
+                        retryable: true,
+                    });
+                }
+                Ok(None) => {
+                    return Err(Failure::lost(
+                        "the worker's stream ended before the job did",
+                    ));
+                }
+                Ok(Some(Err(e))) => return Err(worker_failure(e)),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match next {
+                WorkerFrame::Progress(p) => {
+                    let cold =
+                        p.get("state").and_then(Value::as_str) == Some("waiting_for_comfyui");
+                    if cold && !std::mem::replace(&mut told_cold, true) {
+                        self.shared.notify(
+                            self.job.owner,
+                            "The GPU is starting up (cold start); your job runs as soon as it is ready.",
+                            &format!("comfyume-cold-{}", self.job.id),
+                        );
+                    }
+                }
+                WorkerFrame::Text(text) => {
+                    if let Frame::Event { kind, data } = relay::classify(&text, &prompt_id) {
+                        self.on_event(backend, &kind, data, &text).await;
+                    }
+                }
+                WorkerFrame::Binary(bytes) => {
+                    if relay::binary_is_ours(&bytes, &prompt_id) {
+                        self.send(Outbound::Binary(bytes.to_vec()));
+                    }
+                }
+                WorkerFrame::File { header, data } => {
+                    let file = OutputFile {
+                        filename: header.filename,
+                        subfolder: header.subfolder,
+                        kind: header.kind,
+                    };
+                    self.received.insert(file, data.to_vec());
+                }
+                WorkerFrame::End { outcome } => {
+                    return Ok(self.outcome.unwrap_or(match outcome {
+                        WorkerOutcome::Success => JobState::Completed,
+                        WorkerOutcome::Error => JobState::Failed,
+                        WorkerOutcome::Interrupted => JobState::Cancelled,
+                    }));
+                }
+                WorkerFrame::Error { message, rejected } => {
+                    return Err(match rejected {
+                        Some(body) => Failure::backend(BackendError::Rejected {
+                            backend: backend.name.clone(),
+                            body,
+                        }),
+                        None => Failure {
+                            message: format!("The GPU worker could not run this prompt: {message}"),
+                            kind: "BackendError",
+                            retryable: true,
+                        },
+                    });
+                }
+            }
+        }
     }
 
     /// Tells the owner why the job failed, as an `execution_error` the
@@ -728,4 +854,15 @@ fn is_image_picker(info: &Value, input: &str) -> bool {
             .and_then(Value::as_bool)
             .unwrap_or(false)
     })
+}
+
+/// A worker's refusal or breakage as a failure: only a malformed request is
+/// the job's fault; anything else may go better on another worker.
+fn worker_failure(e: WorkerError) -> Failure {
+    let retryable = !matches!(e, WorkerError::BadRequest(_));
+    Failure {
+        message: format!("The GPU worker could not run this prompt: {e}"),
+        kind: "BackendError",
+        retryable,
+    }
 }

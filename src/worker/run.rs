@@ -690,6 +690,7 @@ mod tests {
                 url,
                 slots: 1,
                 group: None,
+                token: None,
             },
             reqwest::Client::new(),
         );

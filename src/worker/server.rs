@@ -69,6 +69,7 @@ pub(super) async fn serve(
             url: args.comfyui.clone(),
             slots: args.max_jobs,
             group: None,
+            token: None,
         },
         http,
     );
@@ -92,6 +93,7 @@ fn router(worker: Shared) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/run", post(run_job))
+        .route("/v1/object_info", get(object_info))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .with_state(worker)
 }
@@ -174,6 +176,21 @@ async fn health(State(worker): State<Shared>) -> Json<Value> {
         "running": worker.running(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// ComfyUI's node catalogue, for the gateway's up-front validation (the
+/// gateway never talks to this ComfyUI directly). Needs the token.
+async fn object_info(State(worker): State<Shared>, headers: header::HeaderMap) -> Response {
+    if !worker.authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    match worker.comfy.object_info().await {
+        Ok(nodes) => Json(Value::Object(nodes)).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("ComfyUI is not ready: {e}"),
+        ),
+    }
 }
 
 async fn run_job(State(worker): State<Shared>, request: Request) -> Response {
@@ -404,6 +421,7 @@ mod tests {
                     url: "http://127.0.0.1:9".into(),
                     slots: 1,
                     group: None,
+                    token: None,
                 },
                 http,
             ),

@@ -14,3 +14,4 @@ mod faults;
 mod files;
 mod isolation;
 mod userdata;
+mod workers;

@@ -63,6 +63,7 @@ impl TestApp {
                 url: url.clone(),
                 slots: 1,
                 group: None,
+                token: None,
             })
             .collect();
         backends.push(BackendConfig {
@@ -71,6 +72,7 @@ impl TestApp {
             url: sim_url.clone(),
             slots: 1,
             group: None,
+            token: None,
         });
         if let Some(second) = options.second_sim {
             let (url, stop_second) = start_sim(second).await;
@@ -81,6 +83,7 @@ impl TestApp {
                 url,
                 slots: 1,
                 group: None,
+                token: None,
             });
         }
 
