@@ -188,7 +188,7 @@ async fn object_info(State(worker): State<Shared>, headers: header::HeaderMap) -
         Ok(nodes) => Json(Value::Object(nodes)).into_response(),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!("ComfyUI is not ready: {e}"),
+            format!("ComfyUI is not ready: {e}"),
         ),
     }
 }
