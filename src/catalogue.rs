@@ -21,6 +21,115 @@ pub struct Snapshot {
     pub nodes: Map<String, Value>,
     /// The backends' devices, from their `/system_stats`.
     pub devices: Vec<Value>,
+    /// What each backend reached had: its nodes and their model choices.
+    /// A backend missing here was not reached (its abilities are unknown).
+    pub abilities: std::collections::HashMap<String, Abilities>,
+}
+
+/// One backend's nodes, and the files each model picker offers there.
+#[derive(Debug, Default, Clone)]
+pub struct Abilities {
+    pub nodes: std::collections::HashSet<String>,
+    /// `(class_type, input)` → the choices of that combo input.
+    pub choices: std::collections::HashMap<(String, String), std::collections::HashSet<String>>,
+}
+
+impl Abilities {
+    fn of(nodes: &Map<String, Value>) -> Self {
+        let mut a = Abilities {
+            nodes: nodes.keys().cloned().collect(),
+            ..Default::default()
+        };
+        for (class, info) in nodes {
+            for section in ["required", "optional"] {
+                let Some(inputs) = info
+                    .get("input")
+                    .and_then(|i| i.get(section))
+                    .and_then(Value::as_object)
+                else {
+                    continue;
+                };
+                for (input, spec) in inputs {
+                    if !is_model_input(input) {
+                        continue;
+                    }
+                    if let Some(list) = combo_choices(spec) {
+                        a.choices.insert((class.clone(), input.clone()), list);
+                    }
+                }
+            }
+        }
+        a
+    }
+
+    /// Whether this backend has every node of `needs` and every model file
+    /// it names.
+    pub fn can_run(&self, needs: &Requirements) -> bool {
+        needs.nodes.iter().all(|n| self.nodes.contains(n))
+            && needs.models.iter().all(|(class, input, file)| {
+                self.choices
+                    .get(&(class.clone(), input.clone()))
+                    .is_none_or(|c| c.contains(file))
+            })
+    }
+}
+
+/// What a prompt needs of a backend.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Requirements {
+    pub nodes: std::collections::BTreeSet<String>,
+    /// `(class_type, input, file)` of every model picker set in the prompt.
+    pub models: std::collections::BTreeSet<(String, String, String)>,
+}
+
+impl Requirements {
+    pub fn of(prompt: &Value) -> Self {
+        let mut r = Requirements::default();
+        for node in prompt.as_object().into_iter().flat_map(|m| m.values()) {
+            let Some(class) = node.get("class_type").and_then(Value::as_str) else {
+                continue;
+            };
+            r.nodes.insert(class.to_string());
+            for (input, value) in node
+                .get("inputs")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                if let (true, Some(file)) = (is_model_input(input), value.as_str()) {
+                    r.models
+                        .insert((class.to_string(), input.clone(), file.to_string()));
+                }
+            }
+        }
+        r
+    }
+
+    /// The model files alone (what "loaded on a GPU" means for affinity).
+    pub fn model_files(&self) -> std::collections::BTreeSet<String> {
+        self.models.iter().map(|(_, _, f)| f.clone()).collect()
+    }
+}
+
+/// Model pickers are named `ckpt_name`, `lora_name`, `vae_name`,
+/// `unet_name`, `clip_name`, `control_net_name`, …
+fn is_model_input(input: &str) -> bool {
+    input.ends_with("_name") && input != "filename_prefix"
+}
+
+fn combo_choices(spec: &Value) -> Option<std::collections::HashSet<String>> {
+    let parts = spec.as_array()?;
+    let list = match parts.first()? {
+        Value::Array(items) => items,
+        Value::String(t) if t == "COMBO" => parts.get(1)?.get("options")?.as_array()?,
+        _ => return None,
+    };
+    Some(
+        list.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +191,9 @@ impl Catalogue {
             match backend.object_info().await {
                 Ok(nodes) => {
                     reached += 1;
+                    snapshot
+                        .abilities
+                        .insert(backend.name.clone(), Abilities::of(&nodes));
                     for (class, info) in nodes {
                         snapshot.nodes.entry(class).or_insert(info);
                     }
@@ -136,6 +248,7 @@ impl Catalogue {
         let bytes = tokio::fs::read(&self.cache_file).await.ok()?;
         let v: Value = serde_json::from_slice(&bytes).ok()?;
         Some(Snapshot {
+            abilities: Default::default(),
             nodes: v.get("nodes")?.as_object()?.clone(),
             devices: v
                 .get("devices")
@@ -198,6 +311,29 @@ mod tests {
         let new = json!({"input": {"required": {"image": ["COMBO", {"image_upload": true, "options": ["x.png"]}]}}});
         let out = personalise(&new, &[]);
         assert_eq!(out["input"]["required"]["image"][1]["options"], json!([]));
+    }
+
+    #[test]
+    fn abilities_decide_where_a_prompt_can_run() {
+        let nodes = json!({
+            "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [["a.safetensors"], {}]}}},
+            "SaveImage": {"input": {"required": {"filename_prefix": ["STRING", {}]}}},
+        });
+        let here = Abilities::of(nodes.as_object().unwrap());
+        let ok = json!({"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}},
+                        "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}});
+        let other_model = json!({"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "b.safetensors"}}});
+        let other_node = json!({"1": {"class_type": "KSampler", "inputs": {}}});
+        assert!(here.can_run(&Requirements::of(&ok)));
+        assert!(!here.can_run(&Requirements::of(&other_model)));
+        assert!(!here.can_run(&Requirements::of(&other_node)));
+        assert_eq!(
+            Requirements::of(&ok)
+                .model_files()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["a.safetensors"]
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::backend::BackendClient;
-use crate::catalogue::Catalogue;
+use crate::catalogue::{Catalogue, Requirements, Snapshot};
 use crate::clock::now_ms;
 use crate::config::DispatchConfig;
 use crate::domain::{Job, JobId, UserId, UserName};
@@ -84,6 +84,9 @@ struct State {
     told_waiting: std::collections::HashSet<JobId>,
     /// The group the room uses (`None`: every backend).
     active_group: Option<String>,
+    /// Per backend: the model files of the last job it started, which
+    /// ComfyUI keeps loaded.
+    loaded: Vec<std::collections::BTreeSet<String>>,
 }
 
 /// How often a backend that is not busy is probed.
@@ -112,6 +115,7 @@ impl Dispatcher {
         policy: DispatchConfig,
     ) -> Self {
         let health = vec![health::Health::default(); backends.len()];
+        let loaded = vec![Default::default(); backends.len()];
         Self {
             shared,
             backends,
@@ -120,6 +124,7 @@ impl Dispatcher {
             wake: Notify::new(),
             state: Mutex::new(State {
                 health,
+                loaded,
                 ..State::default()
             }),
         }
@@ -205,7 +210,19 @@ impl Dispatcher {
             self.probe_stale().await;
             self.tell_if_all_starting(&rows);
         }
-        let pending: Vec<PendingJob> = rows.iter().map(|r| self.pending_job(r)).collect();
+        let snapshot = self.shared.catalogue.snapshot().await.ok();
+        let needs: HashMap<JobId, (Requirements, PendingJob)> = rows
+            .iter()
+            .map(|r| {
+                let req = Requirements::of(&r.prompt);
+                let job = self.pending_job(r, &req, snapshot.as_deref());
+                (r.id, (req, job))
+            })
+            .collect();
+        let pending: Vec<PendingJob> = rows
+            .iter()
+            .filter_map(|r| needs.get(&r.id).map(|(_, j)| j.clone()))
+            .collect();
         let assignments = {
             let mut state = self.lock();
             let running: RunningCounts = state.running.values().map(|r| r.owner).collect();
@@ -216,7 +233,9 @@ impl Dispatcher {
                 .collect();
             state.share.sync_active(with_work);
             let free = self.free_slots(&state);
-            scheduler::plan(&pending, &running, &state.share, &free, self.cap)
+            let mut plan = scheduler::plan(&pending, &running, &state.share, &free, self.cap);
+            self.prefer_loaded_models(&state, &mut plan, &free, &needs);
+            plan
         };
         let mut started = Vec::new();
         for (job_id, slot) in assignments {
@@ -241,14 +260,21 @@ impl Dispatcher {
             let Some(owner) = self.shared.store.user_by_id(job.owner).await? else {
                 continue;
             };
-            self.lock().running.insert(
-                job_id,
-                Running {
-                    owner: job.owner,
-                    backend,
-                    slot: slot.clone(),
-                },
-            );
+            {
+                let mut state = self.lock();
+                state.running.insert(
+                    job_id,
+                    Running {
+                        owner: job.owner,
+                        backend,
+                        slot: slot.clone(),
+                    },
+                );
+                let models = Requirements::of(&job.prompt).model_files();
+                if !models.is_empty() {
+                    state.loaded[backend] = models;
+                }
+            }
             started.push(job_id);
             self.shared.send_status(job.owner).await;
             let me = self.clone();
@@ -259,7 +285,12 @@ impl Dispatcher {
 
     /// The scheduler's view of a pending row. A job a backend failed goes
     /// first in its owner's queue, and elsewhere when another backend exists.
-    fn pending_job(&self, r: &PendingRow) -> PendingJob {
+    fn pending_job(
+        &self,
+        r: &PendingRow,
+        needs: &Requirements,
+        abilities: Option<&Snapshot>,
+    ) -> PendingJob {
         let seq = r.seq.max(0) as u64;
         let order = if r.retry {
             OrderKey::retry(seq)
@@ -267,14 +298,93 @@ impl Dispatcher {
             OrderKey::new(r.number, seq)
         };
         let job = PendingJob::new(r.id, r.owner, r.admin, order);
-        match &r.avoid_backend {
-            Some(bad) if self.backends.len() > 1 => job.only_on(
-                self.backends
-                    .iter()
-                    .filter(|b| &b.name != bad)
-                    .map(|b| BackendId::new(b.name.clone())),
-            ),
-            _ => job,
+        // Only backends that have every node and model the prompt names
+        // (when that leaves any: otherwise let a backend say what is wrong).
+        let capable: Vec<&BackendClient> = self
+            .backends
+            .iter()
+            .filter(|b| {
+                abilities
+                    .and_then(|s| s.abilities.get(&b.name))
+                    .is_none_or(|a| a.can_run(needs))
+            })
+            .collect();
+        let mut allowed = if capable.is_empty() {
+            self.backends.iter().collect()
+        } else {
+            capable
+        };
+        if let Some(bad) = &r.avoid_backend {
+            if allowed.iter().any(|b| &b.name != bad) {
+                allowed.retain(|b| &b.name != bad);
+            }
+        }
+        if allowed.len() == self.backends.len() {
+            job
+        } else {
+            job.only_on(allowed.into_iter().map(|b| BackendId::new(b.name.clone())))
+        }
+    }
+
+    /// Moves planned jobs to slots whose backend already has their models
+    /// loaded, when a free slot there (or a swap with a job that does not
+    /// care) allows it: reloading a checkpoint costs tens of seconds.
+    fn prefer_loaded_models(
+        &self,
+        state: &State,
+        plan: &mut [(JobId, Slot)],
+        free: &[Slot],
+        needs: &HashMap<JobId, (Requirements, PendingJob)>,
+    ) {
+        let backend_of = |slot: &Slot| {
+            self.backends
+                .iter()
+                .position(|b| b.name == slot.backend.as_str())
+        };
+        let has_loaded = |slot: &Slot, models: &std::collections::BTreeSet<String>| {
+            !models.is_empty()
+                && backend_of(slot).is_some_and(|i| models.is_subset(&state.loaded[i]))
+        };
+        let mut unused: Vec<Slot> = free
+            .iter()
+            .filter(|s| !plan.iter().any(|(_, p)| p == *s))
+            .cloned()
+            .collect();
+        for i in 0..plan.len() {
+            let Some((req, job)) = needs.get(&plan[i].0) else {
+                continue;
+            };
+            let models = req.model_files();
+            if models.is_empty() || has_loaded(&plan[i].1, &models) {
+                continue;
+            }
+            if let Some(pos) = unused
+                .iter()
+                .position(|s| job.may_run_on(&s.backend) && has_loaded(s, &models))
+            {
+                let better = unused.remove(pos);
+                unused.push(std::mem::replace(&mut plan[i].1, better));
+                continue;
+            }
+            for k in 0..plan.len() {
+                if k == i || !has_loaded(&plan[k].1, &models) {
+                    continue;
+                }
+                let Some((other_req, other_job)) = needs.get(&plan[k].0) else {
+                    continue;
+                };
+                let other_models = other_req.model_files();
+                let other_loses = has_loaded(&plan[k].1, &other_models);
+                if !other_loses
+                    && job.may_run_on(&plan[k].1.backend)
+                    && other_job.may_run_on(&plan[i].1.backend)
+                {
+                    let (a, b) = (plan[i].1.clone(), plan[k].1.clone());
+                    plan[i].1 = b;
+                    plan[k].1 = a;
+                    break;
+                }
+            }
         }
     }
 

@@ -37,6 +37,8 @@ pub struct PendingRow {
     pub retry: bool,
     /// The backend that failed it, to avoid when another can take it.
     pub avoid_backend: Option<String>,
+    /// The API-format prompt (what it needs of a backend).
+    pub prompt: Value,
 }
 
 /// How a job ended.
@@ -136,7 +138,7 @@ impl Store {
     /// Every pending job, in submission order, with its owner's role.
     pub async fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>> {
         let rows = sqlx::query(
-            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, u.role FROM jobs j JOIN users u ON u.id = j.user_id
+            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, j.prompt, u.role FROM jobs j JOIN users u ON u.id = j.user_id
              WHERE j.state = 'pending' ORDER BY j.seq",
         )
         .fetch_all(&self.pool)
@@ -152,6 +154,7 @@ impl Store {
                     seq: r.try_get("seq")?,
                     retry: r.try_get::<i64, _>("retry")? != 0,
                     avoid_backend: r.try_get("avoid_backend")?,
+                    prompt: parse_json(r, "prompt")?,
                 })
             })
             .collect()

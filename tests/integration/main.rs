@@ -13,5 +13,6 @@ mod execution;
 mod faults;
 mod files;
 mod isolation;
+mod placement;
 mod userdata;
 mod workers;

@@ -37,6 +37,7 @@ pub enum Behaviour {
 
 struct Fake {
     behaviour: Behaviour,
+    catalogue: serde_json::Map<String, Value>,
     sockets: Mutex<Vec<mpsc::UnboundedSender<Message>>>,
     finished: Mutex<Option<String>>,
     prompts: Mutex<u32>,
@@ -49,8 +50,18 @@ pub struct FakeBackend {
 
 impl FakeBackend {
     pub async fn start(behaviour: Behaviour) -> FakeBackend {
+        Self::start_without(behaviour, &[]).await
+    }
+
+    /// A fake whose node catalogue lacks `missing`.
+    pub async fn start_without(behaviour: Behaviour, missing: &[&str]) -> FakeBackend {
+        let mut catalogue = comfyume::sim::catalogue();
+        for node in missing {
+            catalogue.remove(*node);
+        }
         let state = Arc::new(Fake {
             behaviour,
+            catalogue,
             sockets: Mutex::default(),
             finished: Mutex::default(),
             prompts: Mutex::new(0),
@@ -58,7 +69,7 @@ impl FakeBackend {
         let app = Router::new()
             .route(
                 "/object_info",
-                get(|| async { axum::Json(comfyume::sim::catalogue()) }),
+                get(|State(s): State<Arc<Fake>>| async move { axum::Json(s.catalogue.clone()) }),
             )
             .route(
                 "/system_stats",
