@@ -61,6 +61,8 @@ pub enum StartError {
     LocalUser(String),
     #[error("workshop templates: {0}")]
     Templates(String),
+    #[error("warm-up prompt {path}: {reason}")]
+    Warmup { path: String, reason: String },
 }
 
 impl AppState {
@@ -105,12 +107,16 @@ impl AppState {
             workspaces: workspaces.clone(),
             catalogue: catalogue.clone(),
         });
-        let dispatcher = Arc::new(Dispatcher::new(
-            shared,
-            backends,
-            config.limits.max_running_per_user,
-            config.dispatch.clone(),
-        ));
+        let warmup = load_warmup(config.dispatch.warmup_prompt.as_deref())?;
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                shared,
+                backends,
+                config.limits.max_running_per_user,
+                config.dispatch.clone(),
+            )
+            .with_warmup(warmup),
+        );
         dispatcher.recover().await?;
         let jobs = Jobs::new(dispatcher.clone(), config.limits.clone());
         Ok(AppState(Arc::new(App {
@@ -145,4 +151,23 @@ async fn ensure_local_user(accounts: &Accounts) -> Result<SessionUser, StartErro
         )
         .await
         .map_err(|e| StartError::LocalUser(e.to_string()))
+}
+
+/// Reads the configured warm-up prompt (an API-format prompt, or a
+/// `{"prompt": …}` body as ComfyUI's "Save (API)" writes it).
+fn load_warmup(path: Option<&std::path::Path>) -> Result<Option<serde_json::Value>, StartError> {
+    let Some(path) = path else { return Ok(None) };
+    let err = |reason: String| StartError::Warmup {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let prompt = value.get("prompt").cloned().unwrap_or(value);
+    if !prompt.is_object() {
+        return Err(err(
+            "not an API-format prompt (a JSON object of nodes)".into()
+        ));
+    }
+    Ok(Some(prompt))
 }

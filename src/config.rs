@@ -107,6 +107,9 @@ pub struct DispatchConfig {
     pub max_attempts: u32,
     /// The longest one run may take, from dispatch to its last event.
     pub job_timeout_seconds: u64,
+    /// An API-format prompt (JSON file) each backend runs when it comes
+    /// up, before any participant's job, to load the workshop's model.
+    pub warmup_prompt: Option<PathBuf>,
 }
 
 impl Default for DispatchConfig {
@@ -114,6 +117,7 @@ impl Default for DispatchConfig {
         Self {
             max_attempts: 3,
             job_timeout_seconds: 1800,
+            warmup_prompt: None,
         }
     }
 }

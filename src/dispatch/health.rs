@@ -50,6 +50,8 @@ pub enum Reachability {
 #[derive(Debug, Clone)]
 pub struct Health {
     pub reach: Reachability,
+    /// Running the warm-up prompt: up, but not taking jobs yet.
+    pub warming: bool,
     pub admission: Admission,
     pub probed_at: Option<Instant>,
     pub last_error: Option<String>,
@@ -59,6 +61,7 @@ impl Default for Health {
     fn default() -> Self {
         Self {
             reach: Reachability::Unknown,
+            warming: false,
             admission: Admission::Enabled,
             probed_at: None,
             last_error: None,
@@ -77,6 +80,7 @@ impl Health {
         match self.reach {
             Reachability::Unknown => BackendState::Unknown,
             Reachability::Starting => BackendState::Starting,
+            Reachability::Up if self.warming => BackendState::Starting,
             Reachability::Down => BackendState::Unreachable,
             Reachability::Up if running >= slots => BackendState::Busy,
             Reachability::Up => BackendState::Ready,
@@ -86,7 +90,7 @@ impl Health {
     /// Whether new jobs may go there. A backend not yet probed counts: the
     /// first dispatch round probes before it plans.
     pub fn accepts_jobs(&self) -> bool {
-        self.admission == Admission::Enabled && self.reach == Reachability::Up
+        self.admission == Admission::Enabled && self.reach == Reachability::Up && !self.warming
     }
 
     pub fn is_stale(&self, every: Duration) -> bool {

@@ -7,6 +7,7 @@
 mod health;
 pub mod relay;
 mod runner;
+mod warmup;
 
 pub use health::{Admission, BackendState};
 
@@ -70,6 +71,8 @@ pub struct Dispatcher {
     backends: Vec<BackendClient>,
     cap: u32,
     policy: DispatchConfig,
+    /// The prompt each backend runs when it comes up, if configured.
+    warmup: Option<serde_json::Value>,
     wake: Notify,
     state: Mutex<State>,
 }
@@ -120,6 +123,7 @@ impl Dispatcher {
             shared,
             backends,
             cap: cap.max(1),
+            warmup: None,
             policy,
             wake: Notify::new(),
             state: Mutex::new(State {
@@ -128,6 +132,12 @@ impl Dispatcher {
                 ..State::default()
             }),
         }
+    }
+
+    /// Sets the warm-up prompt (API format) run on each backend that comes up.
+    pub fn with_warmup(mut self, prompt: Option<serde_json::Value>) -> Self {
+        self.warmup = prompt;
+        self
     }
 
     pub fn shared(&self) -> &Shared {
@@ -479,7 +489,7 @@ impl Dispatcher {
 
     /// Probes every backend whose last probe is old and which is not fully
     /// busy (a busy backend is known to work). Probes run side by side.
-    async fn probe_stale(&self) {
+    async fn probe_stale(self: &Arc<Self>) {
         let stale: Vec<usize> = {
             let state = self.lock();
             (0..self.backends.len())
@@ -497,7 +507,12 @@ impl Dispatcher {
         }
     }
 
-    async fn record_probe(&self, i: usize, reach: health::Reachability, error: Option<String>) {
+    async fn record_probe(
+        self: &Arc<Self>,
+        i: usize,
+        reach: health::Reachability,
+        error: Option<String>,
+    ) {
         let came_up = {
             let mut state = self.lock();
             let h = &mut state.health[i];
@@ -508,12 +523,38 @@ impl Dispatcher {
             h.reach = reach;
             h.probed_at = Some(std::time::Instant::now());
             h.last_error = error;
-            !was_up && reach == health::Reachability::Up
+            let came_up = !was_up && reach == health::Reachability::Up;
+            if came_up && self.warmup.is_some() {
+                h.warming = true;
+            }
+            came_up
         };
         if came_up {
             // A backend that (re)appears may bring other nodes or models.
             self.shared.catalogue.invalidate().await;
+            if let Some(prompt) = self.warmup.clone() {
+                let me = self.clone();
+                tokio::spawn(async move { me.warm_up(i, prompt).await });
+            }
         }
+    }
+
+    /// Runs the warm-up prompt on a backend that just came up, before any
+    /// participant's job, so the first participant does not wait for the
+    /// model to load. A failed warm-up is logged; the backend serves anyway.
+    async fn warm_up(self: Arc<Self>, i: usize, prompt: serde_json::Value) {
+        let backend = &self.backends[i];
+        let limit = Duration::from_secs(self.policy.job_timeout_seconds.max(1));
+        tracing::info!(backend = %backend.name, "warming up");
+        match tokio::time::timeout(limit, warmup::run(backend, &prompt)).await {
+            Ok(Ok(())) => tracing::info!(backend = %backend.name, "warm-up done"),
+            Ok(Err(e)) => {
+                tracing::warn!(backend = %backend.name, error = %e, "warm-up failed; serving anyway")
+            }
+            Err(_) => tracing::warn!(backend = %backend.name, "warm-up timed out; serving anyway"),
+        }
+        self.lock().health[i].warming = false;
+        self.wake();
     }
 
     /// While no backend can take work, owners of waiting jobs hear why,

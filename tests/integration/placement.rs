@@ -115,3 +115,33 @@ async fn jobs_prefer_the_backend_with_their_model_loaded() {
     frames_until_done(&mut a.ws, &id).await;
     assert_eq!(backend_of(&app, &id).await, "sim");
 }
+
+#[tokio::test]
+async fn a_backend_that_comes_up_runs_the_warm_up_prompt_first() {
+    let warmup = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        warmup.path(),
+        serde_json::json!({"prompt": with_checkpoint("sim-sdxl-base-1.0.safetensors", 77)})
+            .to_string(),
+    )
+    .unwrap();
+    let path = warmup.path().to_path_buf();
+    let app = TestApp::spawn_with(move |c| c.dispatch.warmup_prompt = Some(path)).await;
+    let mut a = participant(&app, "alice").await;
+    let id = submit_ok(&app, &a, cpu_prompt("after-warmup")).await;
+    frames_until_done(&mut a.ws, &id).await;
+    let history: Value = reqwest::get(format!("{}/history", app.sim_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runs: Vec<(&String, &Value)> = history.as_object().unwrap().iter().collect();
+    assert_eq!(runs.len(), 2, "the warm-up, then the job");
+    assert_ne!(runs[0].0, &id);
+    assert_eq!(
+        runs[0].1["prompt"][2]["1"]["inputs"]["ckpt_name"], "sim-sdxl-base-1.0.safetensors",
+        "the warm-up came first"
+    );
+    assert_eq!(runs[1].0, &id);
+}
