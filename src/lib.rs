@@ -6,7 +6,8 @@
 //! - [`config`]: the TOML + environment configuration.
 //! - [`server`]: `run(listener, state, shutdown)`, the entry point of `serve` and of the tests.
 //! - [`app`]: `AppState`, the services a request can reach, built once.
-//! - `http`: every route of the gateway (with [`sim`], the only code that knows axum).
+//! - `http`: every route of the gateway (with [`sim`] and [`worker`], the servers of
+//!   their own, the only code that knows axum).
 //! - [`auth`]: passwords, sessions, login rate limits, credential sheets.
 //! - [`workspace`]: each user's files (userdata, settings, input/output/temp).
 //! - [`templates`]: the workshop's workflow templates.
@@ -15,6 +16,7 @@
 //! - [`backend`]: clients for ComfyUI-protocol GPU backends.
 //! - [`hub`]: live browser sockets, by user.
 //! - [`sim`]: the built-in GPU simulator (`comfyume sim-backend`), a server of its own.
+//! - [`worker`]: `comfyume worker`, the sidecar for serverless GPUs, and its client.
 //! - [`jobs`]: accepting prompts; each user's queue and history.
 //! - [`prompt`]: checking a prompt against the node catalogue, as ComfyUI does.
 //! - [`scheduler`]: the fair queue's pure decisions.
