@@ -319,8 +319,18 @@ impl<'a> JobRun<'a> {
     ) -> Result<JobState, Lost> {
         let prompt_id = self.prompt_id();
         loop {
-            let frame = match tokio::time::timeout_at(self.deadline.into(), ws.next()).await {
-                Err(_) => return Err(Lost::TimedOut),
+            // A backend that goes quiet for a minute is asked about the
+            // job (a hung ComfyUI keeps its socket open but says nothing);
+            // a long node that is still running just carries on.
+            let quiet_until = (Instant::now() + SILENCE_CHECK).min(self.deadline);
+            let frame = match tokio::time::timeout_at(quiet_until.into(), ws.next()).await {
+                Err(_) if Instant::now() >= self.deadline => return Err(Lost::TimedOut),
+                Err(_) => {
+                    return Err(Lost::Socket(format!(
+                        "no event for {} s",
+                        SILENCE_CHECK.as_secs()
+                    )));
+                }
                 Ok(None) => return Err(Lost::Socket("the connection ended".into())),
                 Ok(Some(Err(e))) => return Err(Lost::Socket(e.to_string())),
                 Ok(Some(Ok(frame))) => frame,
@@ -762,6 +772,10 @@ impl<'a> JobRun<'a> {
         self.send(Outbound::Text(done.to_string()));
     }
 }
+
+/// How long a running job's backend may stay silent before the gateway
+/// asks it about the job.
+const SILENCE_CHECK: Duration = Duration::from_secs(60);
 
 /// Why following the socket stopped early.
 enum Lost {

@@ -344,3 +344,35 @@ async fn a_cold_backend_is_waited_for() {
         .unwrap();
     assert!(job.get("execution_error").is_none());
 }
+
+#[tokio::test]
+async fn a_refused_connection_keeps_the_backend_out_and_the_job_runs_elsewhere() {
+    // Nothing listens on port 9.
+    let app = TestApp::spawn_full(
+        Options {
+            before: vec![("dead".into(), "http://127.0.0.1:9".into())],
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let mut a = participant(&app, "alice").await;
+    let id = submit_ok(&app, &a, cpu_prompt("x")).await;
+    let frames = frames_until_done(&mut a.ws, &id).await;
+    completed_once(&app, &a, &id, &frames).await;
+    let backends = app.state.dispatcher.backends();
+    assert_eq!(backends[0].name, "dead");
+    assert_eq!(
+        backends[0].state,
+        comfyume::dispatch::BackendState::Unreachable
+    );
+    assert!(
+        backends[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("unreachable"),
+        "{:?}",
+        backends[0].last_error
+    );
+}
