@@ -175,18 +175,21 @@ pub async fn queue(
     ))
 }
 
-/// `{"clear": bool?, "delete": [id…]?}`, as `POST /queue` and
-/// `POST /history` take it. Ids that are not job ids match nothing.
-fn parse_clear_delete(body: &[u8]) -> (bool, Option<Vec<JobId>>) {
+/// What a `{"clear": bool?, "delete": [id…]?}` body of `POST /queue` or
+/// `POST /history` removes: everything (`Some(None)`), the listed ids, or
+/// nothing. Ids that are not job ids match nothing.
+fn removal(body: &[u8]) -> Option<Option<Vec<JobId>>> {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let clear = v.get("clear").and_then(Value::as_bool).unwrap_or(false);
-    let delete = v.get("delete").and_then(Value::as_array).map(|ids| {
+    if v.get("clear").and_then(Value::as_bool).unwrap_or(false) {
+        return Some(None);
+    }
+    let ids = v.get("delete").and_then(Value::as_array)?;
+    Some(Some(
         ids.iter()
             .filter_map(Value::as_str)
             .filter_map(|s| JobId::parse(s).ok())
-            .collect()
-    });
-    (clear, delete)
+            .collect(),
+    ))
 }
 
 pub async fn queue_update(
@@ -194,18 +197,10 @@ pub async fn queue_update(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let (clear, delete) = parse_clear_delete(&body);
-    if clear {
+    if let Some(ids) = removal(&body) {
         state
             .jobs
-            .delete_pending(&user, None)
-            .await
-            .map_err(ApiError::internal)?;
-    }
-    if let Some(ids) = delete {
-        state
-            .jobs
-            .delete_pending(&user, Some(&ids))
+            .delete_pending(&user, ids.as_deref())
             .await
             .map_err(ApiError::internal)?;
     }
@@ -271,18 +266,10 @@ pub async fn history_update(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let (clear, delete) = parse_clear_delete(&body);
-    if clear {
+    if let Some(ids) = removal(&body) {
         state
             .jobs
-            .delete_history(&user, None)
-            .await
-            .map_err(ApiError::internal)?;
-    }
-    if let Some(ids) = delete {
-        state
-            .jobs
-            .delete_history(&user, Some(&ids))
+            .delete_history(&user, ids.as_deref())
             .await
             .map_err(ApiError::internal)?;
     }
