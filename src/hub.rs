@@ -23,6 +23,9 @@ struct Connection {
     id: u64,
     sid: String,
     tx: mpsc::UnboundedSender<Outbound>,
+    /// The client announced `supports_preview_metadata`: previews go to it
+    /// as type-4 frames; to others as ComfyUI's plain type 1.
+    preview_metadata: bool,
 }
 
 #[derive(Default)]
@@ -56,6 +59,7 @@ impl Hub {
             id,
             sid: sid.to_string(),
             tx,
+            preview_metadata: false,
         });
         (
             Registration {
@@ -75,7 +79,9 @@ impl Hub {
         }
     }
 
-    /// Sends to the socket `sid` of `user`, if it is connected.
+    /// Sends to the socket `sid` of `user`, if it is connected. A preview
+    /// with metadata (type 4) reaches a client that did not ask for that
+    /// form as the plain preview (type 1) stock ComfyUI would send it.
     pub fn send_to_sid(&self, user: UserId, sid: &str, msg: Outbound) {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = users
@@ -84,6 +90,13 @@ impl Hub {
             .flatten()
             .find(|c| c.sid == sid)
         {
+            let msg = match msg {
+                Outbound::Binary(bytes) if !c.preview_metadata => match plain_preview(&bytes) {
+                    Some(plain) => Outbound::Binary(plain),
+                    None => Outbound::Binary(bytes),
+                },
+                other => other,
+            };
             let _ = c.tx.send(msg);
         }
     }
@@ -93,6 +106,43 @@ impl Hub {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         users.values().map(Vec::len).sum()
     }
+}
+
+impl Registration<'_> {
+    /// Records the client's `supports_preview_metadata` flag.
+    pub fn set_preview_metadata(&self, on: bool) {
+        let mut users = self.hub.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = users
+            .get_mut(&self.user)
+            .into_iter()
+            .flatten()
+            .find(|c| c.id == self.id)
+        {
+            c.preview_metadata = on;
+        }
+    }
+}
+
+/// A type-4 preview (`[4][meta len][meta JSON][image]`) as type 1
+/// (`[1][1 = JPEG | 2 = PNG][image]`); `None` for any other frame.
+fn plain_preview(frame: &[u8]) -> Option<Vec<u8>> {
+    if frame.get(..4)? != 4u32.to_be_bytes() {
+        return None;
+    }
+    let len = u32::from_be_bytes(frame.get(4..8)?.try_into().ok()?) as usize;
+    let meta: serde_json::Value =
+        serde_json::from_slice(frame.get(8..8usize.checked_add(len)?)?).ok()?;
+    let image = frame.get(8 + len..)?;
+    let image_type: u32 = if meta.get("image_type").and_then(|t| t.as_str()) == Some("image/png") {
+        2
+    } else {
+        1
+    };
+    let mut out = Vec::with_capacity(8 + image.len());
+    out.extend(1u32.to_be_bytes());
+    out.extend(image_type.to_be_bytes());
+    out.extend(image);
+    Some(out)
 }
 
 impl Drop for Registration<'_> {
@@ -122,6 +172,31 @@ mod tests {
         assert!(rx_a.try_recv().is_err());
         assert_eq!(rx_b.try_recv().unwrap(), Outbound::Text("b".into()));
         assert!(rx_b.try_recv().is_err());
+    }
+
+    #[test]
+    fn previews_take_the_form_the_client_asked_for() {
+        let hub = Hub::default();
+        let (plain, mut rx_plain) = hub.register(UserId(1), "old-script");
+        let (meta, mut rx_meta) = hub.register(UserId(1), "frontend");
+        meta.set_preview_metadata(true);
+        let m = br#"{"node_id":"3","prompt_id":"p","image_type":"image/png"}"#;
+        let mut frame = 4u32.to_be_bytes().to_vec();
+        frame.extend((m.len() as u32).to_be_bytes());
+        frame.extend(m);
+        frame.extend(b"PNGDATA");
+        hub.send_to_sid(UserId(1), "old-script", Outbound::Binary(frame.clone()));
+        hub.send_to_sid(UserId(1), "frontend", Outbound::Binary(frame.clone()));
+        let mut expected = 1u32.to_be_bytes().to_vec();
+        expected.extend(2u32.to_be_bytes());
+        expected.extend(b"PNGDATA");
+        assert_eq!(rx_plain.try_recv().unwrap(), Outbound::Binary(expected));
+        assert_eq!(rx_meta.try_recv().unwrap(), Outbound::Binary(frame));
+        drop(plain);
+        assert!(
+            plain_preview(&[0, 0, 0, 4, 255, 255, 255, 255]).is_none(),
+            "a lying length is not trusted"
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn is_valid_sid(s: &str) -> bool {
 }
 
 async fn serve_socket(state: AppState, user: SessionUser, sid: String, socket: WebSocket) {
-    let (_registration, mut outbound) = state.hub.register(user.id, &sid);
+    let (registration, mut outbound) = state.hub.register(user.id, &sid);
     let (mut sink, mut stream) = socket.split();
     let mut closing = state.closing.subscribe();
 
@@ -78,7 +78,10 @@ async fn serve_socket(state: AppState, user: SessionUser, sid: String, socket: W
                     Some(Ok(Message::Text(text))) => {
                         // Only the client's first frame means anything: its
                         // feature flags, answered with ours.
-                        if std::mem::take(&mut first_frame) && is_feature_flags(&text) {
+                        let flags = if std::mem::take(&mut first_frame) { feature_flags(&text) } else { None };
+                        if let Some(flags) = flags {
+                            let previews = flags.get("supports_preview_metadata").and_then(Value::as_bool) == Some(true);
+                            registration.set_preview_metadata(previews);
                             let reply = json!({"type": "feature_flags", "data": server_features(&state)});
                             if sink.send(Message::Text(reply.to_string().into())).await.is_err() {
                                 break;
@@ -101,8 +104,11 @@ async fn server_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = closing.wait_for(|c| *c).await;
 }
 
-fn is_feature_flags(text: &str) -> bool {
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .is_some_and(|v| v.get("type").and_then(Value::as_str) == Some("feature_flags"))
+/// The `data` of a `feature_flags` frame.
+fn feature_flags(text: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    if v.get("type").and_then(Value::as_str) != Some("feature_flags") {
+        return None;
+    }
+    Some(v.get("data").cloned().unwrap_or(Value::Null))
 }
