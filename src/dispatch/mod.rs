@@ -64,6 +64,9 @@ struct Running {
     owner: UserId,
     backend: usize,
     slot: Slot,
+    /// Fired to stop a job whose backend is a worker (its stream is
+    /// dropped, and the worker cancels the prompt).
+    cancel: Arc<Notify>,
 }
 
 pub struct Dispatcher {
@@ -168,6 +171,7 @@ impl Dispatcher {
                             owner: job.owner,
                             backend,
                             slot: slot.clone(),
+                            cancel: Arc::default(),
                         },
                     );
                     tokio::spawn(self.clone().run_job(job, owner.name, backend, slot, true));
@@ -264,10 +268,18 @@ impl Dispatcher {
             {
                 continue;
             }
-            let Some(job) = self.shared.store.job(&job_id).await? else {
-                continue;
+            // Claimed: from here every way out either runs the job or puts
+            // it back, so it can never sit "in progress" with nothing running it.
+            let loaded = match self.shared.store.job(&job_id).await {
+                Ok(Some(job)) => match self.shared.store.user_by_id(job.owner).await {
+                    Ok(Some(owner)) => Some((job, owner)),
+                    _ => None,
+                },
+                _ => None,
             };
-            let Some(owner) = self.shared.store.user_by_id(job.owner).await? else {
+            let Some((job, owner)) = loaded else {
+                tracing::error!(job = %job_id, "could not load a claimed job; putting it back in the queue");
+                self.shared.store.requeue_job(&job_id).await?;
                 continue;
             };
             {
@@ -278,6 +290,7 @@ impl Dispatcher {
                         owner: job.owner,
                         backend,
                         slot: slot.clone(),
+                        cancel: Arc::default(),
                     },
                 );
                 let models = Requirements::of(&job.prompt).model_files();
@@ -412,10 +425,17 @@ impl Dispatcher {
         let attempt = job.attempts;
         let max_attempts = i64::from(self.policy.max_attempts.max(1));
         let client_id = format!("comfyume-{}-{}", slot.backend.as_str(), slot.index);
+        let cancel = self
+            .lock()
+            .running
+            .get(&job_id)
+            .map(|r| r.cancel.clone())
+            .unwrap_or_default();
         let limits = runner::RunLimits {
             job_timeout: Duration::from_secs(self.policy.job_timeout_seconds.max(1)),
             may_retry: attempt < max_attempts,
             resume,
+            cancel,
         };
         let started_at = std::time::Instant::now();
         let retry_copy = job.clone();
@@ -435,7 +455,23 @@ impl Dispatcher {
             runner::Outcome::Finished(state) => {
                 tracing::info!(job = %job_id, %state, backend = %backend_name, "job ended")
             }
+            runner::Outcome::NotStarted { reason } => {
+                // The backend turned the job away before running it (a busy
+                // worker): it goes back unchanged, without using an attempt.
+                tracing::info!(job = %job_id, backend = %backend_name, %reason, "backend busy; job back in the queue");
+                if let Err(e) = self.shared.store.unclaim_job(&job_id, attempt).await {
+                    tracing::error!(job = %job_id, error = %e, "could not put a job back in the queue");
+                }
+            }
             runner::Outcome::BackendFault { reason } => {
+                // Best effort: make sure the backend does not run it too,
+                // without holding up the retry if the backend is gone.
+                let gone = self.backends[backend].clone();
+                let id = job_id.to_string();
+                tokio::spawn(async move {
+                    let _ = gone.delete_queued(&id).await;
+                    let _ = gone.interrupt(&id).await;
+                });
                 tracing::warn!(job = %job_id, backend = %backend_name, %reason, attempt, "backend lost a job; re-queueing it");
                 // Take it out of rotation until a probe finds it well again.
                 self.record_probe(backend, health::Reachability::Down, Some(reason.clone()))
@@ -659,6 +695,17 @@ impl Dispatcher {
             }
         }
         free
+    }
+
+    /// Stops a running worker job; false if it is not running.
+    pub fn cancel_stream(&self, job: &JobId) -> bool {
+        match self.lock().running.get(job) {
+            Some(r) => {
+                r.cancel.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The backend running `job`, if it runs now.

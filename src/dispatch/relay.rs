@@ -67,9 +67,10 @@ pub fn binary_type(bytes: &[u8]) -> Option<u32> {
 }
 
 /// Whether a binary frame belongs to `prompt_id`. Type 4 previews carry
-/// their prompt in a metadata header; the other types carry none and belong
-/// to whatever runs on this connection, which is our job.
-pub fn binary_is_ours(bytes: &[u8], prompt_id: &str) -> bool {
+/// their prompt in a metadata header. The other types name no prompt (and
+/// ComfyUI may send progress text to every socket), so they are taken as
+/// the job's only while it is the one executing.
+pub fn binary_is_ours(bytes: &[u8], prompt_id: &str, executing: bool) -> bool {
     match binary_type(bytes) {
         Some(4) => {
             let Some(len) = bytes
@@ -90,7 +91,7 @@ pub fn binary_is_ours(bytes: &[u8], prompt_id: &str) -> bool {
                 })
                 .unwrap_or(false)
         }
-        Some(_) => true,
+        Some(_) => executing,
         None => false,
     }
 }
@@ -251,9 +252,13 @@ mod tests {
         frame.extend((meta.len() as u32).to_be_bytes());
         frame.extend(meta.as_bytes());
         frame.extend(b"png");
-        assert!(binary_is_ours(&frame, P));
-        assert!(!binary_is_ours(&frame, "other"));
-        assert!(binary_is_ours(&[0, 0, 0, 1, 0, 0, 0, 2, 9], P));
-        assert!(!binary_is_ours(&[0, 0], P));
+        assert!(binary_is_ours(&frame, P, false));
+        assert!(!binary_is_ours(&frame, "other", true));
+        assert!(binary_is_ours(&[0, 0, 0, 1, 0, 0, 0, 2, 9], P, true));
+        assert!(
+            !binary_is_ours(&[0, 0, 0, 3, 0, 0, 0, 1, 9], P, false),
+            "not while another prompt may run"
+        );
+        assert!(!binary_is_ours(&[0, 0], P, true));
     }
 }

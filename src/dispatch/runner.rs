@@ -42,6 +42,9 @@ pub enum Outcome {
     /// The backend failed and lost the job; it can run elsewhere. Nothing
     /// was recorded: the coordinator decides.
     BackendFault { reason: String },
+    /// The backend turned the job away before starting it (a busy worker):
+    /// not the job's fault, and no attempt was used.
+    NotStarted { reason: String },
 }
 
 /// The limits of one run.
@@ -54,6 +57,8 @@ pub struct RunLimits {
     /// The job was already queued on the backend before the gateway
     /// restarted: pick it up there instead of submitting it again.
     pub resume: bool,
+    /// Fired when the owner cancels a job running on a worker.
+    pub cancel: std::sync::Arc<tokio::sync::Notify>,
 }
 
 pub async fn run(
@@ -64,11 +69,11 @@ pub async fn run(
     client_id: &str,
     limits: RunLimits,
 ) -> Outcome {
-    let mut run = JobRun::new(shared, job, owner, Instant::now() + limits.job_timeout);
+    let mut run = JobRun::new(shared, job, owner, limits.job_timeout);
     let result = if backend.kind == BackendKind::Worker {
         // One request per job: nothing to resume after a restart, since the
         // stream (and with it the job on the worker) ended with the gateway.
-        run.execute_worker(backend).await
+        run.execute_worker(backend, &limits.cancel).await
     } else if limits.resume {
         run.resume(backend, client_id).await
     } else {
@@ -76,6 +81,11 @@ pub async fn run(
     };
     let state = match result {
         Ok(state) => state,
+        Err(failure) if failure.not_started => {
+            return Outcome::NotStarted {
+                reason: failure.message,
+            };
+        }
         Err(failure) if failure.retryable && limits.may_retry => {
             return Outcome::BackendFault {
                 reason: failure.message,
@@ -90,12 +100,13 @@ pub async fn run(
 /// Records a job as failed after its last attempt was lost, telling the
 /// owner why (the coordinator calls this when no retry is left).
 pub async fn give_up(shared: &Shared, job: Job, owner: Owner, message: String) {
-    let mut run = JobRun::new(shared, job, owner, Instant::now());
+    let mut run = JobRun::new(shared, job, owner, Duration::ZERO);
     let state = run
         .fail(&Failure {
             message,
             kind: "BackendError",
             retryable: false,
+            not_started: false,
         })
         .await;
     run.finish(state).await;
@@ -108,6 +119,8 @@ struct Failure {
     kind: &'static str,
     /// The backend's fault, not the prompt's: another backend may succeed.
     retryable: bool,
+    /// Turned away before it started (busy): try again, no attempt used.
+    not_started: bool,
 }
 
 impl Failure {
@@ -135,12 +148,14 @@ impl Failure {
                     message,
                     kind: "ValidationError",
                     retryable: false,
+                    not_started: false,
                 }
             }
             other => Failure {
                 message: format!("The GPU server could not run this prompt: {other}"),
                 kind: "BackendError",
                 retryable: true,
+                not_started: false,
             },
         }
     }
@@ -150,6 +165,7 @@ impl Failure {
             message: format!("The GPU server running your job went away ({reason})."),
             kind: "ConnectionError",
             retryable: true,
+            not_started: false,
         }
     }
 }
@@ -159,6 +175,11 @@ struct JobRun<'a> {
     job: Job,
     owner: Owner,
     deadline: Instant,
+    /// The configured limit the deadline comes from (for messages).
+    limit: Duration,
+    /// Between this job's `execution_start` and its end: binary frames
+    /// that name no prompt (types 1 and 3) are this job's only then.
+    executing: bool,
     /// Outputs delivered to the owner, including by earlier attempts: a
     /// node's outputs are never delivered twice.
     outputs: Map<String, Value>,
@@ -171,17 +192,22 @@ struct JobRun<'a> {
 }
 
 impl<'a> JobRun<'a> {
-    fn new(shared: &'a Shared, job: Job, owner: Owner, deadline: Instant) -> Self {
+    fn new(shared: &'a Shared, job: Job, owner: Owner, limit: Duration) -> Self {
         let outputs = job.outputs.clone();
         let meta = job.meta.clone();
+        // A job picked up again after a restart keeps the messages (its
+        // `execution_start`) recorded so far; a fresh attempt has none.
+        let messages = job.messages.clone();
         Self {
             shared,
             job,
             owner,
-            deadline,
+            deadline: Instant::now() + limit,
+            limit,
+            executing: false,
             outputs,
             meta,
-            messages: Vec::new(),
+            messages,
             error: None,
             outcome: None,
             received: Default::default(),
@@ -270,6 +296,7 @@ impl<'a> JobRun<'a> {
                     return Ok(state);
                 }
                 Err(Lost::TimedOut) => {
+                    let _ = backend.delete_queued(&self.prompt_id()).await;
                     let _ = backend.interrupt(&self.prompt_id()).await;
                     return Err(Failure {
                         message: format!(
@@ -278,7 +305,24 @@ impl<'a> JobRun<'a> {
                         ),
                         kind: "TimeoutError",
                         retryable: true,
+                        not_started: false,
                     });
+                }
+                Err(Lost::Silent) => {
+                    // The socket itself is fine: ask about the job over HTTP
+                    // and keep listening on it. (Reconnecting with the same
+                    // client id while it is open would make ComfyUI drop the
+                    // new socket when it closes the old one.)
+                    match self.reconcile(backend).await {
+                        Reconciled::Finished(state) => return Ok(state),
+                        Reconciled::StillThere => continue,
+                        Reconciled::Unknown => {
+                            return Err(Failure::lost(&format!(
+                                "no event for {} s",
+                                SILENCE_CHECK.as_secs()
+                            )));
+                        }
+                    }
                 }
                 Err(Lost::Socket(reason)) => {
                     tracing::warn!(job = %self.job.id, backend = %backend.name, %reason, "backend socket lost mid-job");
@@ -303,12 +347,7 @@ impl<'a> JobRun<'a> {
     }
 
     fn job_limit_minutes(&self) -> u64 {
-        (self
-            .deadline
-            .saturating_duration_since(Instant::now())
-            .as_secs()
-            / 60)
-            .max(1)
+        (self.limit.as_secs() / 60).max(1)
     }
 
     /// Relays the backend's frames until the job's final `executing`.
@@ -326,10 +365,7 @@ impl<'a> JobRun<'a> {
             let frame = match tokio::time::timeout_at(quiet_until.into(), ws.next()).await {
                 Err(_) if Instant::now() >= self.deadline => return Err(Lost::TimedOut),
                 Err(_) => {
-                    return Err(Lost::Socket(format!(
-                        "no event for {} s",
-                        SILENCE_CHECK.as_secs()
-                    )));
+                    return Err(Lost::Silent);
                 }
                 Ok(None) => return Err(Lost::Socket("the connection ended".into())),
                 Ok(Some(Err(e))) => return Err(Lost::Socket(e.to_string())),
@@ -343,7 +379,9 @@ impl<'a> JobRun<'a> {
                     Frame::Done => return Ok(self.outcome.unwrap_or(JobState::Failed)),
                     Frame::Status | Frame::FeatureFlags | Frame::Ignore => {}
                 },
-                Message::Binary(bytes) if relay::binary_is_ours(&bytes, &prompt_id) => {
+                Message::Binary(bytes)
+                    if relay::binary_is_ours(&bytes, &prompt_id, self.executing) =>
+                {
                     self.send(Outbound::Binary(bytes.to_vec()));
                 }
                 Message::Close(_) => return Err(Lost::Socket("the connection was closed".into())),
@@ -357,6 +395,7 @@ impl<'a> JobRun<'a> {
             self.messages.push(json!([kind, data]));
         }
         match kind {
+            "execution_start" => self.executing = true,
             "execution_success" => self.outcome = Some(JobState::Completed),
             "execution_error" => {
                 self.outcome = Some(JobState::Failed);
@@ -597,6 +636,7 @@ impl<'a> JobRun<'a> {
                     message: format!("Your input file '{file}' could not be read: {e}"),
                     kind: "FileNotFoundError",
                     retryable: false,
+                    not_started: false,
                 })?;
                 let stored = content_name(&rel, &bytes);
                 *value = Value::String(stored.clone());
@@ -612,7 +652,11 @@ impl<'a> JobRun<'a> {
     /// carries the prompt and its inputs and brings back every event and
     /// output file. Dropping the stream (on a time-out) makes the worker
     /// cancel the job.
-    async fn execute_worker(&mut self, backend: &BackendClient) -> Result<JobState, Failure> {
+    async fn execute_worker(
+        &mut self,
+        backend: &BackendClient,
+        cancel: &tokio::sync::Notify,
+    ) -> Result<JobState, Failure> {
         let (prompt, files) = self.content_addressed_inputs().await?;
         let request = RunRequest {
             job_id: *self.job.id.as_uuid(),
@@ -632,7 +676,24 @@ impl<'a> JobRun<'a> {
         let prompt_id = self.prompt_id();
         let mut told_cold = false;
         loop {
-            let next = match tokio::time::timeout_at(self.deadline.into(), stream.next()).await {
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(self.deadline.into(), stream.next()) => next,
+                _ = cancel.notified() => {
+                    // Dropping the stream makes the worker interrupt the
+                    // prompt; the owner hears it as ComfyUI would say it.
+                    let data = json!({
+                        "prompt_id": prompt_id,
+                        "node_id": "",
+                        "node_type": "",
+                        "executed": [],
+                        "timestamp": now_ms(),
+                    });
+                    let raw = json!({"type": "execution_interrupted", "data": data}).to_string();
+                    self.on_event(backend, "execution_interrupted", data, &raw).await;
+                    return Ok(JobState::Cancelled);
+                }
+            };
+            let next = match next {
                 Err(_) => {
                     return Err(Failure {
                         message: format!(
@@ -641,6 +702,7 @@ impl<'a> JobRun<'a> {
                         ),
                         kind: "TimeoutError",
                         retryable: true,
+                        not_started: false,
                     });
                 }
                 Ok(None) => {
@@ -669,7 +731,7 @@ impl<'a> JobRun<'a> {
                     }
                 }
                 WorkerFrame::Binary(bytes) => {
-                    if relay::binary_is_ours(&bytes, &prompt_id) {
+                    if relay::binary_is_ours(&bytes, &prompt_id, self.executing) {
                         self.send(Outbound::Binary(bytes.to_vec()));
                     }
                 }
@@ -698,6 +760,7 @@ impl<'a> JobRun<'a> {
                             message: format!("The GPU worker could not run this prompt: {message}"),
                             kind: "BackendError",
                             retryable: true,
+                            not_started: false,
                         },
                     });
                 }
@@ -780,6 +843,8 @@ const SILENCE_CHECK: Duration = Duration::from_secs(60);
 /// Why following the socket stopped early.
 enum Lost {
     Socket(String),
+    /// No frame for [`SILENCE_CHECK`].
+    Silent,
     TimedOut,
 }
 
@@ -874,9 +939,18 @@ fn is_image_picker(info: &Value, input: &str) -> bool {
 /// the job's fault; anything else may go better on another worker.
 fn worker_failure(e: WorkerError) -> Failure {
     let retryable = !matches!(e, WorkerError::BadRequest(_));
+    if matches!(e, WorkerError::Busy) {
+        return Failure {
+            message: e.to_string(),
+            kind: "BackendError",
+            retryable: true,
+            not_started: true,
+        };
+    }
     Failure {
         message: format!("The GPU worker could not run this prompt: {e}"),
         kind: "BackendError",
         retryable,
+        not_started: false,
     }
 }

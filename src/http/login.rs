@@ -125,7 +125,9 @@ fn safe_next(next: Option<&str>) -> &str {
             if n.starts_with('/')
                 && !n.starts_with("//")
                 && !n.starts_with("/\\")
-                && !n.contains(['\r', '\n']) =>
+                // Browsers drop tabs and newlines from URLs ("/\t/evil"
+                // would become "//evil"): no whitespace or control characters.
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
         {
             n
         }
@@ -158,6 +160,9 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/ /evil.example")), "/");
+        assert_eq!(safe_next(Some("/ /evil.example")), "/");
         assert_eq!(safe_next(None), "/");
     }
 

@@ -228,6 +228,14 @@ impl Jobs {
         let Some(backend) = self.dispatcher.backend_of(id) else {
             return false;
         };
+        if backend.kind == crate::config::BackendKind::Worker {
+            // A worker job stops when its stream is dropped.
+            return self.dispatcher.cancel_stream(id);
+        }
+        // Queued behind another prompt there, it must leave that queue;
+        // running, it must be interrupted (ComfyUI's interrupt ignores a
+        // prompt that is not running).
+        let _ = backend.delete_queued(&id.to_string()).await;
         match backend.interrupt(&id.to_string()).await {
             Ok(()) => true,
             Err(e) => {

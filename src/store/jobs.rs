@@ -204,6 +204,21 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// in_progress → pending as if never claimed (its attempt handed back),
+    /// when a backend turned it away before starting it.
+    pub async fn unclaim_job(&self, id: &JobId, attempt: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'pending', backend = NULL, slot = NULL, started_at = NULL,
+                             attempts = attempts - 1
+             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// in_progress → pending at the front of its owner's queue, after
     /// `backend` failed the run holding `attempt`.
     pub async fn requeue_for_retry(

@@ -337,7 +337,11 @@ impl Run<'_> {
                     continue;
                 }
                 Some(Ok(Message::Binary(bytes))) => {
-                    if relay::binary_is_ours(&bytes, &self.id) {
+                    if relay::binary_is_ours(
+                        &bytes,
+                        &self.id,
+                        self.relayed.contains("execution_start"),
+                    ) {
                         self.sink.send(&Frame::Binary(bytes)).await?;
                     }
                     continue;

@@ -257,3 +257,62 @@ async fn a_run_the_gateway_gives_up_on_is_interrupted_by_the_worker() {
         .expect("the prompt ended on the simulator");
     assert!(interrupted, "ended by an interrupt");
 }
+
+#[tokio::test]
+async fn stop_reaches_a_job_running_on_a_worker() {
+    let slow = comfyume::sim::SimOptions {
+        step_time: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let (worker, sim) = start_worker(slow).await;
+    let app = TestApp::spawn_full(Options::default(), |c| {
+        c.backends = vec![worker_backend("serverless", &worker, 1)]
+    })
+    .await;
+    let mut a = participant(&app, "alice").await;
+    let id = submit_ok(&app, &a, txt2img_prompt(4, 100)).await;
+    loop {
+        if crate::execution::next_frame(&mut a.ws).await["type"] == "progress" {
+            break;
+        }
+    }
+    a.http
+        .post(app.at("/api/interrupt"))
+        .json(&serde_json::json!({"prompt_id": id}))
+        .send()
+        .await
+        .unwrap();
+    let frames = frames_until_done(&mut a.ws, &id).await;
+    assert!(frames.iter().any(|f| f["type"] == "execution_interrupted"));
+    let job: Value = a
+        .http
+        .get(app.at(&format!("/api/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "cancelled");
+    // The worker stopped the prompt on its ComfyUI.
+    let http = reqwest::Client::new();
+    let ended = async {
+        loop {
+            let h: Value = http
+                .get(format!("{sim}/history/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if h.get(&id).is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), ended)
+        .await
+        .expect("the prompt ended on the simulator");
+}
