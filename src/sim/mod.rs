@@ -9,7 +9,7 @@
 //! without a GPU.
 //!
 //! The map:
-//! - `server`: the routes; `ws`: the WebSocket and its [`ws::Hub`];
+//! - `server`: the routes; `ws`: the WebSocket and its `Hub`;
 //!   `files`: input/output/temp, `/view`, `/upload/image`.
 //! - `validate`: `POST /prompt` checks; `queue`: the queue and history;
 //!   `executor`: the worker that runs prompts; `run`: one prompt's progress,
