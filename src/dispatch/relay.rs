@@ -166,6 +166,17 @@ pub fn rewrite_output(output: &mut Value, from: &OutputFile, to: &OutputFile) {
     }
 }
 
+/// Drops every reference to `file` (an output that could not be copied),
+/// so the browser never shows an older file of the same name instead.
+pub fn remove_output(output: &mut Value, file: &OutputFile) {
+    let Some(map) = output.as_object_mut() else {
+        return;
+    };
+    for items in map.values_mut().filter_map(Value::as_array_mut) {
+        items.retain(|item| as_output_file(item).as_ref() != Some(file));
+    }
+}
+
 /// The history `meta` entry of an executed node.
 pub fn node_meta(data: &Value) -> Value {
     let node = data.get("node").cloned().unwrap_or(Value::Null);
@@ -243,6 +254,12 @@ mod tests {
         rewrite_output(&mut out, &files[0], &to);
         assert_eq!(out["images"][0]["filename"], "a_00001_ (1).png");
         assert_eq!(out["images"][1]["filename"], "t.png");
+        remove_output(&mut out, &files[1]);
+        assert_eq!(
+            out["images"].as_array().unwrap().len(),
+            2,
+            "the temp preview is gone, the input stays"
+        );
     }
 
     #[test]

@@ -555,6 +555,7 @@ impl<'a> JobRun<'a> {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(job = %self.job.id, file = %file.filename, error = %e, "could not copy an output from the backend");
+                    relay::remove_output(output, &file);
                     continue;
                 }
             };
@@ -579,7 +580,8 @@ impl<'a> JobRun<'a> {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(job = %self.job.id, file = %file.filename, error = %e, "could not store an output")
+                    tracing::error!(job = %self.job.id, file = %file.filename, error = %e, "could not store an output");
+                    relay::remove_output(output, &file);
                 }
             }
         }

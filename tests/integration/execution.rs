@@ -926,3 +926,39 @@ async fn each_users_upload_reaches_the_backend_as_their_own() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_without_preview_metadata_gets_plain_previews() {
+    let app = TestApp::spawn().await;
+    app.add_user("script", "script-pw").await;
+    let http = app.client();
+    let r = app.try_login(&http, "script", "script-pw").await;
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut ws = ws_connect(&app, "/ws?clientId=script-tab", Some(&cookie))
+        .await
+        .unwrap();
+    next_frame(&mut ws).await;
+    // An old client: no feature flags at all.
+    let r: Value = http
+        .post(app.at("/api/prompt"))
+        .json(&json!({"prompt": txt2img_prompt(8, 2), "client_id": "script-tab"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let frames = frames_until_done(&mut ws, r["prompt_id"].as_str().unwrap()).await;
+    assert_eq!(
+        frames.iter().filter(|f| f["binary"] == 1).count(),
+        2,
+        "type-1 previews, as stock ComfyUI sends them"
+    );
+    assert!(!frames.iter().any(|f| f["binary"] == 4));
+}
