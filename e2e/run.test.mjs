@@ -244,8 +244,18 @@ describe('running a workflow in the real ComfyUI frontend', { concurrency: false
     );
     const types = await nodeTypes(alice);
     assert.deepEqual([...types].sort(), [...TEMPLATE_NODE_TYPES].sort(), `unexpected nodes on the canvas: ${JSON.stringify(types)}`);
+    // The graph is drawn a moment before the workflow store switches its
+    // active tab to the template: wait for the switch, then check it.
+    const expectedPath = `workflows/${TEMPLATE}.json`;
+    await alice
+      .waitForFunction(
+        (wanted) => window.app.extensionManager.workflow.activeWorkflow?.path === wanted,
+        expectedPath,
+        { timeout: WAIT_MS, polling: 100 },
+      )
+      .catch(() => {});
     const path = await alice.evaluate(() => window.app.extensionManager.workflow.activeWorkflow?.path);
-    assert.equal(path, `workflows/${TEMPLATE}.json`, 'the template should open as its own workflow');
+    assert.equal(path, expectedPath, 'the template should open as its own workflow');
 
     // Her socket is up and has its sid (the frontend's client id).
     const hello = await aliceFrames.waitForMessage('status', (d) => typeof d.sid === 'string', 'status with a sid');

@@ -89,11 +89,21 @@ describe('a participant workspace in the real ComfyUI frontend', { concurrency: 
     );
     const types = await nodeTypes(alice);
     assert.deepEqual([...types].sort(), [...TEMPLATE_NODE_TYPES].sort(), `unexpected nodes on the canvas: ${JSON.stringify(types)}`);
+    // The graph is drawn a moment before the workflow store switches its
+    // active tab to the template: wait for the switch, then check it.
+    const expectedPath = `workflows/${TEMPLATE}.json`;
+    await alice
+      .waitForFunction(
+        (wanted) => window.app.extensionManager.workflow.activeWorkflow?.path === wanted,
+        expectedPath,
+        { timeout: WAIT_MS, polling: 100 },
+      )
+      .catch(() => {});
     const wf = await alice.evaluate(() => {
       const w = window.app.extensionManager.workflow.activeWorkflow;
       return { path: w?.path };
     });
-    assert.equal(wf.path, `workflows/${TEMPLATE}.json`, 'the template should open as its own (unsaved) workflow');
+    assert.equal(wf.path, expectedPath, 'the template should open as its own (unsaved) workflow');
     // Let the canvas draw the loaded graph before the picture.
     await painted(alice);
     await screenshot(alice, 'alice-template-loaded.png');
