@@ -37,7 +37,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8188)),
             data_dir: PathBuf::from("comfyume-data"),
             database_url: None,
-            frontend_dir: PathBuf::from("frontend/static"),
+            frontend_dir: PathBuf::from("frontend/comfyui_frontend_package/static"),
             templates_dir: None,
             auth: AuthConfig::default(),
             admin_token: None,
@@ -313,6 +313,19 @@ mod tests {
         assert_eq!(c.auth.mode, AuthMode::Password);
         assert_eq!(c.limits.max_pending_per_user, 10);
         assert!(c.backends.is_empty());
+    }
+
+    #[test]
+    fn the_default_frontend_is_where_the_fetch_script_puts_it() {
+        let script = include_str!("../scripts/fetch-frontend.sh");
+        assert!(
+            script.contains("DEST=frontend")
+                && script.contains("$DEST/comfyui_frontend_package/static/index.html")
+        );
+        assert_eq!(
+            Config::default().frontend_dir,
+            PathBuf::from("frontend/comfyui_frontend_package/static")
+        );
     }
 
     #[test]

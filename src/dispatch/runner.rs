@@ -231,11 +231,9 @@ impl<'a> JobRun<'a> {
         backend: &BackendClient,
         client_id: &str,
     ) -> Result<JobState, Failure> {
-        let mut ws = backend
-            .connect_ws(client_id)
+        let ws = open_socket(backend, client_id)
             .await
             .map_err(Failure::backend)?;
-        announce_features(&mut ws).await.map_err(Failure::backend)?;
         let prompt = self.push_inputs(backend).await?;
         let mut body = json!({
             "prompt": prompt,
@@ -259,11 +257,9 @@ impl<'a> JobRun<'a> {
         backend: &BackendClient,
         client_id: &str,
     ) -> Result<JobState, Failure> {
-        let mut ws = backend
-            .connect_ws(client_id)
+        let ws = open_socket(backend, client_id)
             .await
             .map_err(Failure::backend)?;
-        announce_features(&mut ws).await.map_err(Failure::backend)?;
         match self.reconcile(backend).await {
             Reconciled::Finished(state) => Ok(state),
             Reconciled::StillThere => {
@@ -328,11 +324,8 @@ impl<'a> JobRun<'a> {
                     tracing::warn!(job = %self.job.id, backend = %backend.name, %reason, "backend socket lost mid-job");
                     // Listen again before asking about the job, so nothing
                     // it does after the answer is missed.
-                    ws = match backend.connect_ws(client_id).await {
-                        Ok(mut ws) => match announce_features(&mut ws).await {
-                            Ok(()) => ws,
-                            Err(_) => return Err(Failure::lost(&reason)),
-                        },
+                    ws = match open_socket(backend, client_id).await {
+                        Ok(ws) => ws,
                         Err(_) => return Err(Failure::lost(&reason)),
                     };
                     reconnected = true;
@@ -881,6 +874,16 @@ fn content_name(rel: &SafeRelPath, bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
     format!("comfyume-{hex}.{ext}")
+}
+
+/// Opens the backend's socket as `client_id` and announces our features.
+async fn open_socket(
+    backend: &BackendClient,
+    client_id: &str,
+) -> Result<BackendSocket, BackendError> {
+    let mut ws = backend.connect_ws(client_id).await?;
+    announce_features(&mut ws).await?;
+    Ok(ws)
 }
 
 /// Sends our feature flags and waits for the backend's reply, so previews

@@ -138,15 +138,7 @@ async fn drain_disable_enable_and_groups_steer_new_work_without_losing_any() {
     .unwrap();
     let id = submit_ok(&app, &a, cpu_prompt("w")).await;
     assert!(app.dispatch_once().await.is_empty(), "nothing may take it");
-    let job: Value = a
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = a.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "pending");
 
     // Back in service: it runs there.

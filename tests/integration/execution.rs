@@ -60,6 +60,20 @@ pub async fn participant(app: &TestApp, name: &str) -> Participant {
     }
 }
 
+impl Participant {
+    /// GETs `path` with this participant's session and reads the JSON.
+    pub async fn get_json(&self, app: &TestApp, path: &str) -> Value {
+        self.http
+            .get(app.at(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
 /// The next frame: text as JSON, binary as `{"binary": <type>}`.
 pub async fn next_frame(ws: &mut Socket) -> Value {
     loop {
@@ -187,52 +201,20 @@ async fn a_prompt_runs_and_only_its_owner_sees_it() {
     );
 
     // History and the jobs API, for alice only.
-    let jobs: Value = alice
-        .http
-        .get(app.at("/api/jobs?limit=10"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = alice.get_json(&app, "/api/jobs?limit=10").await;
     assert_eq!(jobs["jobs"][0]["id"], id);
     assert_eq!(jobs["jobs"][0]["status"], "completed");
     assert_eq!(jobs["jobs"][0]["preview_output"]["filename"], filename);
-    let detail: Value = alice
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail: Value = alice.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert_eq!(
         detail["workflow"]["prompt"]["5"]["inputs"]["filename_prefix"],
         "cpu_e2e"
     );
-    let hist: Value = alice
-        .http
-        .get(app.at(&format!("/history/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hist: Value = alice.get_json(&app, &format!("/history/{id}")).await;
     assert_eq!(hist[&id]["status"]["status_str"], "success");
     assert_eq!(hist[&id]["outputs"]["5"]["images"][0]["filename"], filename);
 
-    let bob_jobs: Value = bob
-        .http
-        .get(app.at("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bob_jobs: Value = bob.get_json(&app, "/api/jobs").await;
     assert_eq!(bob_jobs["jobs"], json!([]));
     assert_eq!(
         bob.http
@@ -243,15 +225,7 @@ async fn a_prompt_runs_and_only_its_owner_sees_it() {
             .status(),
         404
     );
-    let bob_hist: Value = bob
-        .http
-        .get(app.at(&format!("/api/history/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bob_hist: Value = bob.get_json(&app, &format!("/api/history/{id}")).await;
     assert_eq!(bob_hist, json!({}));
 
     // Bob's socket heard nothing of alice's run: the first frame after his
@@ -646,15 +620,7 @@ async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
         r.json::<Value>().await.unwrap(),
         json!({"error": "job_ids contains invalid id(s)", "invalid_ids": ["nope"]})
     );
-    let queue: Value = a
-        .http
-        .get(app.at("/api/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue: Value = a.get_json(&app, "/api/queue").await;
     assert_eq!(queue["queue_running"][0][1], running);
     assert_eq!(
         queue["queue_pending"].as_array().unwrap().len(),
@@ -679,15 +645,7 @@ async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
         .send()
         .await
         .unwrap();
-    let queue: Value = a
-        .http
-        .get(app.at("/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue: Value = a.get_json(&app, "/queue").await;
     assert_eq!(queue["queue_pending"], json!([]));
     a.http
         .post(app.at("/api/interrupt"))
@@ -701,15 +659,7 @@ async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
         "{:?}",
         types(&frames)
     );
-    let job: Value = a
-        .http
-        .get(app.at(&format!("/api/jobs/{running}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = a.get_json(&app, &format!("/api/jobs/{running}")).await;
     assert_eq!(job["status"], "cancelled");
 
     // History: bob cannot delete alice's, alice can.
@@ -725,15 +675,7 @@ async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
         .send()
         .await
         .unwrap();
-    let hist: Value = a
-        .http
-        .get(app.at("/api/history"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hist: Value = a.get_json(&app, "/api/history").await;
     assert!(hist.get(&running).is_some());
     a.http
         .post(app.at("/api/history"))
@@ -741,15 +683,7 @@ async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
         .send()
         .await
         .unwrap();
-    let hist: Value = a
-        .http
-        .get(app.at("/api/history"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hist: Value = a.get_json(&app, "/api/history").await;
     assert!(hist.get(&running).is_none());
 }
 
@@ -775,15 +709,7 @@ async fn pending_jobs_survive_a_gateway_restart_and_run_once() {
     let r = a.http.get(app.at("/api/users")).send().await.unwrap();
     assert_eq!(r.status(), 200, "sessions survive the restart");
     let mut a = participant_again(&app, a).await;
-    let queue: Value = a
-        .http
-        .get(app.at("/api/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue: Value = a.get_json(&app, "/api/queue").await;
     let pending: Vec<&str> = queue["queue_pending"]
         .as_array()
         .unwrap()
@@ -801,30 +727,14 @@ async fn pending_jobs_survive_a_gateway_restart_and_run_once() {
         frames_until_done(&mut a.ws, id).await;
     }
     assert!(app.dispatch_once().await.is_empty(), "nothing left to run");
-    let jobs: Value = a
-        .http
-        .get(app.at("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = a.get_json(&app, "/api/jobs").await;
     let all = jobs["jobs"].as_array().unwrap();
     assert_eq!(all.len(), 2, "nothing duplicated");
     assert!(
         all.iter()
             .all(|j| j["status"] == "completed" && j["outputs_count"] == 1)
     );
-    let files: Value = a
-        .http
-        .get(app.at("/internal/files/output"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let files: Value = a.get_json(&app, "/internal/files/output").await;
     assert_eq!(
         files.as_array().unwrap().len(),
         2,

@@ -47,40 +47,16 @@ async fn completed_once(app: &TestApp, p: &Participant, id: &str, frames: &[Valu
             .count(),
         1
     );
-    let job: Value = p
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = p.get_json(app, &format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "completed");
     assert_eq!(job["outputs_count"], 1);
-    let files: Value = p
-        .http
-        .get(app.at("/internal/files/output"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let files: Value = p.get_json(app, "/internal/files/output").await;
     assert_eq!(
         files.as_array().unwrap().len(),
         1,
         "one file in the user's outputs: {files}"
     );
-    let all: Value = p
-        .http
-        .get(app.at("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = p.get_json(app, "/api/jobs").await;
     assert_eq!(all["pagination"]["total"], 1, "nothing duplicated");
 }
 
@@ -150,15 +126,7 @@ async fn a_400_at_dispatch_fails_the_job_with_the_reason() {
         message.contains("refused this prompt") && message.contains("no such model"),
         "{message}"
     );
-    let job: Value = a
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = a.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "failed");
     assert_eq!(job["execution_error"]["exception_message"], message);
     assert_eq!(
@@ -194,15 +162,7 @@ async fn a_job_finished_while_the_socket_was_down_is_collected_from_history() {
         .await
         .unwrap();
     assert_eq!(bytes.as_ref(), b"\x89PNG-fake");
-    let job: Value = a
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = a.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "completed");
     assert_eq!(fake.prompts(), 1, "not run again");
 }
@@ -242,15 +202,7 @@ async fn a_backend_killed_mid_job_hands_it_to_another() {
     );
     let saved: Vec<&Value> = frames.iter().filter(|f| f["type"] == "executed").collect();
     assert_eq!(saved.len(), 1, "one SaveImage output");
-    let job: Value = a
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = a.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "completed");
     let backends = app.state.dispatcher.backends();
     assert_eq!(
@@ -292,15 +244,7 @@ async fn a_job_no_backend_can_run_fails_after_the_attempts() {
             .unwrap()
             .contains("could not run this prompt")
     );
-    let job: Value = a
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = a.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "failed");
     assert_eq!(fake.prompts(), 2);
 }
@@ -333,15 +277,7 @@ async fn a_cold_backend_is_waited_for() {
         notifications(&frames)
     );
     completed_once(&app, &a, &id, &frames).await;
-    let job: Value = a
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = a.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert!(job.get("execution_error").is_none());
 }
 

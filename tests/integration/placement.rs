@@ -48,15 +48,7 @@ async fn a_job_goes_only_where_its_nodes_exist() {
     assert_eq!(fake.prompts(), 0, "never sent where KSampler is missing");
     assert_eq!(backend_of(&app, &id).await, "sim");
     // The union of the backends' nodes is what participants see.
-    let info: Value = a
-        .http
-        .get(app.at("/api/object_info/KSampler"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = a.get_json(&app, "/api/object_info/KSampler").await;
     assert!(info.get("KSampler").is_some());
 }
 

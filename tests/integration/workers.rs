@@ -88,26 +88,10 @@ async fn a_job_runs_through_a_worker() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(&r.bytes().await.unwrap()[..4], b"\x89PNG");
-    let job: Value = a
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = a.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "completed");
     // The node catalogue came through the worker too.
-    let info: Value = a
-        .http
-        .get(app.at("/api/object_info/KSampler"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = a.get_json(&app, "/api/object_info/KSampler").await;
     assert!(info.get("KSampler").is_some());
 }
 
@@ -190,15 +174,7 @@ async fn a_load_balancer_spreading_requests_over_two_workers_loses_nothing() {
     frames_until_done(&mut b.ws, &ids[1]).await;
     frames_until_done(&mut b.ws, &ids[3]).await;
     for (p, id) in [(&a, &ids[0]), (&b, &ids[1]), (&a, &ids[2]), (&b, &ids[3])] {
-        let job: Value = p
-            .http
-            .get(app.at(&format!("/api/jobs/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job: Value = p.get_json(&app, &format!("/api/jobs/{id}")).await;
         assert_eq!(job["status"], "completed", "{job}");
         assert_eq!(job["outputs_count"], 1);
     }
@@ -284,15 +260,7 @@ async fn stop_reaches_a_job_running_on_a_worker() {
         .unwrap();
     let frames = frames_until_done(&mut a.ws, &id).await;
     assert!(frames.iter().any(|f| f["type"] == "execution_interrupted"));
-    let job: Value = a
-        .http
-        .get(app.at(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = a.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "cancelled");
     // The worker stopped the prompt on its ComfyUI.
     let http = reqwest::Client::new();

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::body::Body;
+
 use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use crate::app::AppState;
@@ -106,25 +106,5 @@ pub async fn view(
         .await?;
     let dest = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
     let serve_as = view_serve_as(&target.file_name, dest);
-    let bytes = tokio::fs::read(&target.path)
-        .await
-        .map_err(|_| ApiError::not_found())?;
-    let mut r = Response::new(Body::from(bytes));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(serve_as.content_type),
-    );
-    if let Ok(v) = HeaderValue::from_bytes(serve_as.content_disposition.as_bytes()) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if serve_as.vary_sec_fetch_dest {
-        h.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    Ok(r)
+    super::serve_file(&target.path, &serve_as).await
 }

@@ -81,3 +81,34 @@ pub fn server_features(state: &AppState) -> Value {
         "assets": false,
     })
 }
+
+/// A user's file with the headers ComfyUI sends for it: the chosen content
+/// type and disposition, `nosniff`, and, when the type depended on
+/// `Sec-Fetch-Dest`, `Vary` and `no-store` so no cache replays it elsewhere.
+async fn serve_file(
+    path: &std::path::Path,
+    serve_as: &crate::workspace::ServeAs,
+) -> Result<axum::response::Response, crate::http::error::ApiError> {
+    use axum::http::{HeaderValue, header};
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|_| crate::http::error::ApiError::not_found())?;
+    let mut r = axum::response::Response::new(axum::body::Body::from(bytes));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(serve_as.content_type),
+    );
+    if let Ok(v) = HeaderValue::from_bytes(serve_as.content_disposition.as_bytes()) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if serve_as.vary_sec_fetch_dest {
+        h.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(r)
+}

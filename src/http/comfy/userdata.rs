@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -63,23 +63,7 @@ pub async fn read(
 ) -> Result<Response, ApiError> {
     let file = parse_userdata_path(&file)?;
     let found = state.workspaces.user(&user.name).read(&file).await?;
-    let bytes = tokio::fs::read(&found.path)
-        .await
-        .map_err(|_| ApiError::not_found())?;
-    let mut r = Response::new(Body::from(bytes));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(found.serve_as.content_type),
-    );
-    if let Ok(v) = HeaderValue::from_bytes(found.serve_as.content_disposition.as_bytes()) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    Ok(r)
+    super::serve_file(&found.path, &found.serve_as).await
 }
 
 pub async fn write(
