@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts stock ComfyUI on loopback and `comfyume worker` in front of it, and
+# Starts stock ComfyUI on loopback and `comfyume-worker` in front of it, and
 # keeps the container alive exactly as long as both run.
 #
 # On SIGTERM (a platform scaling down) the worker stops first: it stops
@@ -27,7 +27,7 @@ comfyui_dir="${COMFYUI_DIR:-/opt/ComfyUI}"
 python "${comfyui_dir}/main.py" --listen 127.0.0.1 --port 8188 ${COMFYUI_ARGS:-} &
 comfyui_pid=$!
 
-comfyume worker \
+comfyume-worker \
     --comfyui http://127.0.0.1:8188 \
     --listen "${WORKER_LISTEN:-0.0.0.0:9188}" \
     --max-jobs "${WORKER_MAX_JOBS:-1}" \

@@ -1,0 +1,170 @@
+//! `AppState`: everything a request handler or background task needs, built
+//! once from the configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{Accounts, LoginLimiter, SessionUser};
+use crate::backend::Backend;
+use crate::catalogue::Catalogue;
+use crate::config::{AuthMode, Config};
+use crate::dispatch::{Dispatcher, Shared};
+use crate::frontend::{Frontend, FrontendError};
+use crate::hub::Hub;
+use crate::jobs::Jobs;
+use crate::store::{Store, StoreError};
+use crate::templates::Templates;
+use crate::workspace::Workspaces;
+use comfyume_domain::{Password, Role, UserName};
+
+/// Cheap to clone; handlers take it as axum state.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub accounts: Accounts,
+    pub workspaces: Workspaces,
+    pub catalogue: Arc<Catalogue>,
+    pub hub: Arc<Hub>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub jobs: Jobs,
+    pub frontend: Frontend,
+    pub templates: Templates,
+    /// In `auth = "none"` mode, the one user everybody is.
+    pub local_user: Option<SessionUser>,
+    /// Flips to true when the server starts shutting down, so long-lived
+    /// sockets close instead of holding the graceful shutdown open.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the local user: {0}")]
+    LocalUser(String),
+    #[error("workshop templates: {0}")]
+    Templates(String),
+    #[error("warm-up prompt {path}: {reason}")]
+    Warmup { path: String, reason: String },
+}
+
+impl AppState {
+    /// Opens the store, checks the frontend and wires the services.
+    /// `backends` are the ones to use (the configured ones, or the
+    /// built-in simulators). Nothing starts running here: `server::run`
+    /// starts the background work.
+    pub async fn build(config: Config, backends: Vec<Backend>) -> Result<AppState, StartError> {
+        let frontend = Frontend::open(&config.frontend_dir)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = Store::connect(config.database_url().expose()).await?;
+        let limiter = LoginLimiter::new(
+            config.auth.login_failures_per_user,
+            config.auth.login_failures_per_ip,
+            Duration::from_secs(config.auth.login_window_seconds),
+        );
+        let accounts = Accounts::new(
+            store.clone(),
+            limiter,
+            Duration::from_secs(u64::from(config.auth.session_hours) * 3600),
+        );
+        let local_user = match config.auth.mode {
+            AuthMode::Password => None,
+            AuthMode::None => Some(ensure_local_user(&accounts).await?),
+        };
+        let templates = Templates::open(config.templates_dir.as_deref())
+            .map_err(|e| StartError::Templates(e.to_string()))?;
+        let catalogue = Arc::new(Catalogue::new(
+            backends.clone(),
+            config.data_dir.join("catalogue.json"),
+        ));
+        let workspaces = Workspaces::new(config.data_dir.join("users"));
+        let hub = Arc::new(Hub::default());
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            hub: hub.clone(),
+            workspaces: workspaces.clone(),
+            catalogue: catalogue.clone(),
+        });
+        let warmup = load_warmup(config.dispatch.warmup_prompt.as_deref())?;
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                shared,
+                backends,
+                config.limits.max_running_per_user,
+                config.dispatch.clone(),
+            )
+            .with_warmup(warmup),
+        );
+        let jobs = Jobs::new(dispatcher.clone(), config.limits.clone());
+        Ok(AppState(Arc::new(App {
+            config,
+            store,
+            accounts,
+            workspaces,
+            catalogue,
+            hub,
+            dispatcher,
+            jobs,
+            frontend,
+            templates,
+            local_user,
+            closing: tokio::sync::watch::Sender::new(false),
+        })))
+    }
+}
+
+/// The `default` account of local mode, created on first start. Its password
+/// is random and never shown: in this mode nobody logs in.
+async fn ensure_local_user(accounts: &Accounts) -> Result<SessionUser, StartError> {
+    let name = UserName::parse("default").expect("a valid literal");
+    if let Some(u) = accounts.store().user_by_name(&name).await? {
+        return Ok(u.into());
+    }
+    accounts
+        .create_user(
+            &name,
+            &Password::new(crate::auth::generate_password()),
+            Role::Admin,
+        )
+        .await
+        .map_err(|e| StartError::LocalUser(e.to_string()))
+}
+
+/// Reads the configured warm-up prompt (an API-format prompt, or a
+/// `{"prompt": …}` body as ComfyUI's "Save (API)" writes it).
+fn load_warmup(path: Option<&std::path::Path>) -> Result<Option<serde_json::Value>, StartError> {
+    let Some(path) = path else { return Ok(None) };
+    let err = |reason: String| StartError::Warmup {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let prompt = value.get("prompt").cloned().unwrap_or(value);
+    if !prompt.is_object() {
+        return Err(err(
+            "not an API-format prompt (a JSON object of nodes)".into()
+        ));
+    }
+    Ok(Some(prompt))
+}

@@ -1,0 +1,155 @@
+//! Accounts and login: password hashing, session tokens, login rate limits
+//! and the credential sheets an instructor prints.
+//!
+//! [`Accounts`] is the service the HTTP layer and the CLI share; it knows the
+//! store but nothing about cookies or HTTP.
+
+mod credentials;
+mod password;
+mod rate_limit;
+mod token;
+
+pub use credentials::{CredentialRow, generate_password, write_credentials_csv};
+pub use rate_limit::LoginLimiter;
+pub use token::SessionToken;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::clock::now_ms;
+use crate::store::{Store, StoreError, UserRecord};
+use comfyume_domain::{Password, Role, UserId, UserName};
+
+/// The user a request acts for, as the rest of the server sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUser {
+    pub id: UserId,
+    pub name: UserName,
+    pub role: Role,
+}
+
+impl From<UserRecord> for SessionUser {
+    fn from(u: UserRecord) -> Self {
+        SessionUser {
+            id: u.id,
+            name: u.name,
+            role: u.role,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("Wrong user name or password.")]
+    InvalidCredentials,
+    #[error("Too many failed logins. Try again in {} minute(s), or ask your instructor.", .retry_after.as_secs().div_ceil(60))]
+    RateLimited { retry_after: Duration },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Login, logout and session lookup.
+#[derive(Clone)]
+pub struct Accounts {
+    store: Store,
+    limiter: LoginLimiter,
+    session_ttl: Duration,
+}
+
+impl Accounts {
+    pub fn new(store: Store, limiter: LoginLimiter, session_ttl: Duration) -> Self {
+        Self {
+            store,
+            limiter,
+            session_ttl,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates an account (CLI and demo set-up).
+    pub async fn create_user(
+        &self,
+        name: &UserName,
+        password: &Password,
+        role: Role,
+    ) -> Result<SessionUser, AuthError> {
+        let hash = password::hash(password).await;
+        Ok(self
+            .store
+            .create_user(name, &hash, role, now_ms())
+            .await?
+            .into())
+    }
+
+    pub async fn set_password(
+        &self,
+        name: &UserName,
+        password: &Password,
+    ) -> Result<(), AuthError> {
+        let hash = password::hash(password).await;
+        Ok(self.store.set_password(name, &hash).await?)
+    }
+
+    /// Checks a login and opens a session. Unknown users cost the same hash
+    /// verification as known ones, so timing does not reveal which names
+    /// exist; failures count against both the name and the address.
+    pub async fn login(
+        &self,
+        raw_name: &str,
+        password: &Password,
+        client: IpAddr,
+    ) -> Result<(SessionUser, SessionToken), AuthError> {
+        let name_key = raw_name.trim().to_ascii_lowercase();
+        if let Err(retry_after) = self.limiter.check(&name_key, client) {
+            return Err(AuthError::RateLimited { retry_after });
+        }
+        let record = match UserName::parse(raw_name) {
+            Ok(name) => self.store.user_by_name(&name).await?,
+            Err(_) => None,
+        };
+        let hash = record.as_ref().map(|u| u.password_hash.clone());
+        let ok = password::verify(password, hash).await;
+        match record {
+            Some(user) if ok && !user.disabled => {
+                self.limiter.forget(&name_key);
+                let token = SessionToken::generate();
+                let now = now_ms();
+                let ttl = i64::try_from(self.session_ttl.as_millis()).unwrap_or(i64::MAX);
+                self.store
+                    .create_session(&token.hash(), user.id, now, now.saturating_add(ttl))
+                    .await?;
+                Ok((user.into(), token))
+            }
+            _ => {
+                self.limiter.record_failure(&name_key, client);
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// The user behind a session cookie value, if it is live.
+    pub async fn session_user(&self, token: &str) -> Result<Option<SessionUser>, AuthError> {
+        let hash = SessionToken::hash_of(token);
+        Ok(self
+            .store
+            .session_user(&hash, now_ms())
+            .await?
+            .map(SessionUser::from))
+    }
+
+    /// Deletes expired sessions; returns how many. The server runs this
+    /// periodically so the table does not grow with every login.
+    pub async fn sweep_expired_sessions(&self) -> Result<u64, AuthError> {
+        Ok(self.store.sweep_sessions(now_ms()).await?)
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
+        Ok(self
+            .store
+            .delete_session(&SessionToken::hash_of(token))
+            .await?)
+    }
+}

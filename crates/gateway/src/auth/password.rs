@@ -1,0 +1,50 @@
+//! Argon2id password hashing, off the async threads (each hash costs tens of
+//! milliseconds of CPU).
+
+use comfyume_domain::Password;
+
+use std::sync::OnceLock;
+
+/// A hash with the same parameters as real ones, verified against when the
+/// user does not exist so that the failure takes as long as a real one.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| password_auth::generate_hash("comfyume-no-such-user"))
+}
+
+pub async fn hash(password: &Password) -> String {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || password_auth::generate_hash(password.expose()))
+        .await
+        .expect("password hashing task panicked")
+}
+
+/// True when `password` matches `stored`; with no stored hash, burns the
+/// same time and answers false.
+pub async fn verify(password: &Password, stored: Option<String>) -> bool {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || match stored.as_deref() {
+        Some(hash) => password_auth::verify_password(password.expose(), hash).is_ok(),
+        None => {
+            let _ = password_auth::verify_password(password.expose(), dummy_hash());
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip() {
+        let p = Password::new("correct horse");
+        let h = hash(&p).await;
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify(&p, Some(h.clone())).await);
+        assert!(!verify(&Password::new("wrong"), Some(h)).await);
+        assert!(!verify(&p, None).await);
+    }
+}

@@ -1,0 +1,149 @@
+//! The configured GPU backends and the one way a job runs on any of them.
+//!
+//! A backend is reached through one of two links: a stock ComfyUI (or the
+//! simulator) spoken to directly, or a `comfyume worker` that carries each
+//! job in one streamed request. This module is the only code that tells
+//! them apart: the dispatcher sees a [`Backend`] and, for each job, a
+//! [`BackendSession`] (see `session`), whatever the link.
+
+mod comfy;
+mod session;
+mod worker;
+
+pub use comfyume_protocol::{BackendError, JobStatus, OutputFile};
+pub use session::{BackendSession, Session, SessionError, SessionEvent, Submission};
+
+use comfyume_protocol::worker::WorkerClient;
+use comfyume_protocol::{ComfyClient, Secret};
+use serde_json::{Map, Value};
+
+use crate::config::{BackendConfig, BackendKind};
+
+/// One configured backend.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub name: String,
+    pub kind: BackendKind,
+    pub slots: u32,
+    pub group: Option<String>,
+    url: String,
+    link: Link,
+}
+
+#[derive(Clone, Debug)]
+enum Link {
+    /// Stock ComfyUI or the simulator.
+    Comfy(ComfyClient),
+    /// A `comfyume worker`: `api` answers `/v1/health` and `/v1/object_info`
+    /// (with the token), `runs` streams the jobs.
+    Worker {
+        api: ComfyClient,
+        runs: WorkerClient,
+    },
+}
+
+impl Backend {
+    /// `http` is the shared client for short requests; a worker's job
+    /// streams get a client of their own (no overall time-out).
+    pub fn new(config: &BackendConfig, http: reqwest::Client) -> Result<Self, BackendError> {
+        let api = ComfyClient::new(&config.name, &config.url, config.token.clone(), http);
+        let link = match config.kind {
+            BackendKind::Comfyui | BackendKind::Sim => Link::Comfy(api),
+            BackendKind::Worker => {
+                let streams =
+                    WorkerClient::http_client().map_err(|e| BackendError::Unreachable {
+                        backend: config.name.clone(),
+                        reason: format!("could not build the HTTP client for job streams: {e}"),
+                    })?;
+                let token = config.token.clone().unwrap_or_else(|| Secret::new(""));
+                let runs = WorkerClient::new(&config.url, token, streams);
+                Link::Worker { api, runs }
+            }
+        };
+        Ok(Self {
+            name: config.name.clone(),
+            kind: config.kind,
+            slots: config.slots,
+            group: config.group.clone(),
+            url: config.url.trim_end_matches('/').to_string(),
+            link,
+        })
+    }
+
+    /// The shared HTTP client: explicit timeouts so a hung backend cannot
+    /// hang a participant's page load.
+    pub fn http_client() -> reqwest::Client {
+        ComfyClient::http_client()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether the backend answers (and is not still loading): ComfyUI's
+    /// `/system_stats`, or a worker's `/v1/health`. A worker whose ComfyUI
+    /// is still cold counts as up: on a scale-to-zero platform only a job's
+    /// request starts it, and the worker reports the wait while it runs.
+    pub async fn check(&self) -> Result<(), BackendError> {
+        match &self.link {
+            Link::Comfy(comfy) => comfy.system_stats().await.map(drop),
+            Link::Worker { api, .. } => api.get_json("/v1/health").await.map(drop),
+        }
+    }
+
+    /// The backend's node catalogue.
+    pub async fn object_info(&self) -> Result<Map<String, Value>, BackendError> {
+        match &self.link {
+            Link::Comfy(comfy) => comfy.object_info().await,
+            Link::Worker { api, .. } => api.object_info_at("/v1/object_info").await,
+        }
+    }
+
+    /// The backend's GPUs as ComfyUI's `/system_stats` lists them; `None`
+    /// for a worker, whose protocol does not report them.
+    pub async fn devices(&self) -> Result<Option<Vec<Value>>, BackendError> {
+        match &self.link {
+            Link::Comfy(comfy) => {
+                let stats = comfy.system_stats().await?;
+                Ok(Some(
+                    stats
+                        .get("devices")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                ))
+            }
+            Link::Worker { .. } => Ok(None),
+        }
+    }
+
+    /// Makes sure the backend no longer runs `prompt_id` (after the run
+    /// gave up on it). Best effort: the backend may be gone.
+    pub async fn forget(&self, prompt_id: &str) {
+        match &self.link {
+            Link::Comfy(client) => {
+                if let Err(e) = comfyume_protocol::session::cancel_prompt(client, prompt_id).await {
+                    tracing::debug!(backend = %self.name, error = %e, "could not take back a lost job");
+                }
+            }
+            // Its stream ended with the run, which made the worker cancel it.
+            Link::Worker { .. } => {}
+        }
+    }
+
+    /// A session for one job, under the prompt id `prompt_id`, as client
+    /// `client_id` (a slot's own: ComfyUI sends a prompt's events to the
+    /// client that queued it).
+    pub fn session(&self, client_id: &str, prompt_id: &str) -> Session {
+        match &self.link {
+            Link::Comfy(client) => Session::Comfy(comfy::ComfyJob::new(
+                client.clone(),
+                client_id.to_string(),
+                prompt_id.to_string(),
+            )),
+            Link::Worker { runs, .. } => {
+                Session::Worker(worker::WorkerJob::new(runs.clone(), prompt_id.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The `comfyume` command line. Each subcommand parses its arguments into
+//! domain types and calls the same library functions the server uses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::app::AppState;
+use crate::auth::{
+    Accounts, CredentialRow, LoginLimiter, generate_password, write_credentials_csv,
+};
+use crate::backend::Backend;
+use crate::config::{BackendConfig, BackendKind, Config, Overrides};
+use crate::store::Store;
+use comfyume_domain::{Password, Role, UserName};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "comfyume",
+    version,
+    about = "Run hands-on ComfyUI workshops: every participant gets their own real ComfyUI; one fair queue shares the GPUs."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). See `comfyume config example`.
+    #[arg(long, global = true, env = "COMFYUME_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the database and participants' files live.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL (default: an SQLite file in the data directory).
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the workshop: participants' ComfyUI, login, and the API.
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Run the GPU simulator: a ComfyUI-protocol server for demos and tests.
+    SimBackend {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8189")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        options: comfyume_sim::SimOptions,
+    },
+    /// Run the sidecar for serverless and load-balanced GPUs, next to a
+    /// stock ComfyUI: one streaming HTTP request per job.
+    Worker(comfyume_worker::WorkerArgs),
+    /// See and steer the GPU backends of a running server (admin API).
+    Backends(BackendsArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args, Debug)]
+struct BackendsArgs {
+    /// The server (default: http://<listen> from the configuration).
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// The admin token (default: `admin_token` from the configuration).
+    #[arg(
+        long,
+        global = true,
+        env = "COMFYUME_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: BackendsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum BackendsCommand {
+    /// Every backend with its state (ready, busy, starting, unreachable,
+    /// disabled, draining) and running jobs.
+    List,
+    /// Put a backend back in service.
+    Enable { name: String },
+    /// Take a backend out of service (its running jobs finish).
+    Disable { name: String },
+    /// Let a backend finish its running jobs and take no new ones.
+    Drain { name: String },
+    /// Send new work only to the backends of GROUP (`all`: every backend).
+    Use { group: String },
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8188).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The frontend's static folder (comfyui_frontend_package/static).
+    #[arg(long, value_name = "DIR")]
+    frontend_dir: Option<PathBuf>,
+    /// Folder of workshop workflow templates.
+    #[arg(long, value_name = "DIR")]
+    templates_dir: Option<PathBuf>,
+    /// Demo mode: create (or reset) an admin and three participant accounts,
+    /// print their passwords, and allow session cookies over plain HTTP.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Create an account. Prints a generated password unless one is given.
+    Add {
+        name: String,
+        /// Make the account an instructor (admin).
+        #[arg(long)]
+        admin: bool,
+        /// The password (default: a generated memorable one).
+        #[arg(long, env = "COMFYUME_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// List accounts.
+    List,
+    /// Set a new password (ends the user's sessions).
+    Passwd {
+        name: String,
+        #[arg(long, env = "COMFYUME_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Delete an account (its files stay in the data directory).
+    Remove { name: String },
+    /// Create numbered participant accounts with generated passwords and
+    /// write a printable credential sheet.
+    Import {
+        /// How many accounts.
+        #[arg(long)]
+        count: u32,
+        /// Name prefix: `user` gives user001, user002, …
+        #[arg(long, default_value = "user")]
+        prefix: String,
+        /// Where to write the credential sheet (CSV).
+        #[arg(long, default_value = "credentials.csv")]
+        out: PathBuf,
+        /// The address participants open, printed on the sheet (default:
+        /// http://<listen>).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print a commented example configuration.
+    Example,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        database_url: cli.database_url.clone(),
+        ..Default::default()
+    };
+    match cli.command {
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", crate::config::EXAMPLE);
+            Ok(())
+        }
+        Command::SimBackend { listen, options } => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!(
+                "ComfyUME GPU simulator listening on http://{}",
+                listener.local_addr()?
+            );
+            comfyume_sim::run_with(listener, options, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Serve(args) => {
+            overrides.listen = args.listen;
+            overrides.frontend_dir = args.frontend_dir;
+            overrides.templates_dir = args.templates_dir;
+            let mut config = Config::load(cli.config.as_deref(), &overrides)?;
+            if args.demo {
+                // The demo is reached over plain HTTP on this machine.
+                config.auth.secure_cookies = false;
+            }
+            serve(config, args.demo).await
+        }
+        Command::Worker(args) => {
+            let listen = args.listen;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!(
+                "ComfyUME worker listening on http://{}",
+                listener.local_addr()?
+            );
+            comfyume_worker::run(listener, args, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Backends(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            backends(&config, args).await
+        }
+        Command::Users(cmd) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            users(config, cmd).await
+        }
+    }
+}
+
+/// How many simulators `serve` starts when no backend is configured: two,
+/// so the demo shows the queue spreading work over several GPUs.
+const BUILT_IN_SIMULATORS: usize = 2;
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let (stop_sims, sims_stopped) = tokio::sync::watch::channel(false);
+    let mut sims = tokio::task::JoinSet::new();
+    let http = Backend::http_client();
+    let backends = if config.backends.is_empty() {
+        let mut backends = Vec::new();
+        for n in 1..=BUILT_IN_SIMULATORS {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let mut stopped = sims_stopped.clone();
+            sims.spawn(async move {
+                let stop = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = comfyume_sim::run(listener, stop).await {
+                    tracing::error!(error = %e, "a built-in GPU simulator stopped");
+                }
+            });
+            tracing::info!(%addr, "no backends configured: started a built-in GPU simulator");
+            let sim = BackendConfig {
+                name: format!("sim-{n}"),
+                kind: BackendKind::Sim,
+                url: format!("http://{addr}"),
+                slots: 1,
+                group: None,
+                token: None,
+            };
+            backends.push(Backend::new(&sim, http.clone())?);
+        }
+        backends
+    } else {
+        config
+            .backends
+            .iter()
+            .map(|b| Backend::new(b, http.clone()))
+            .collect::<Result<_, _>>()?
+    };
+
+    let listen = config.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let state = AppState::build(config, backends).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    if demo {
+        print_demo_accounts(&state, &url).await?;
+    }
+    println!("ComfyUME is serving on {url}");
+    let served = crate::server::run(listener, state.clone(), shutdown_signal()).await;
+    let _ = stop_sims.send(true);
+    while sims.join_next().await.is_some() {}
+    state.store.close().await;
+    served?;
+    Ok(())
+}
+
+async fn print_demo_accounts(state: &AppState, url: &str) -> anyhow::Result<()> {
+    let accounts = [
+        ("admin", Role::Admin),
+        ("alice", Role::Participant),
+        ("bob", Role::Participant),
+        ("carol", Role::Participant),
+    ];
+    println!("\nDemo accounts (passwords are new on every demo start):");
+    for (name, role) in accounts {
+        let name = UserName::parse(name).expect("valid literal");
+        let password = Password::new(generate_password());
+        match state.store.user_by_name(&name).await? {
+            Some(_) => state.accounts.set_password(&name, &password).await?,
+            None => {
+                state.accounts.create_user(&name, &password, role).await?;
+            }
+        }
+        println!("  {:<8} {:<28} ({role})", name.as_str(), password.expose());
+    }
+    println!("Open {url} and log in with one of them.\n");
+    Ok(())
+}
+
+async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = Store::connect(config.database_url().expose()).await?;
+    let accounts = Accounts::new(
+        store.clone(),
+        LoginLimiter::new(1, 1, std::time::Duration::ZERO),
+        std::time::Duration::ZERO,
+    );
+    let result = users_command(&config, &accounts, cmd).await;
+    store.close().await;
+    result
+}
+
+async fn users_command(
+    config: &Config,
+    accounts: &Accounts,
+    cmd: UsersCommand,
+) -> anyhow::Result<()> {
+    match cmd {
+        UsersCommand::Add {
+            name,
+            admin,
+            password,
+        } => {
+            let name = UserName::parse(&name)?;
+            let (password, generated) = match password {
+                Some(p) => (Password::new(p), false),
+                None => (Password::new(generate_password()), true),
+            };
+            let role = if admin {
+                Role::Admin
+            } else {
+                Role::Participant
+            };
+            accounts.create_user(&name, &password, role).await?;
+            if generated {
+                println!(
+                    "created {role} '{name}' with password: {}",
+                    password.expose()
+                );
+            } else {
+                println!("created {role} '{name}'");
+            }
+        }
+        UsersCommand::List => {
+            let users = accounts.store().list_users().await?;
+            println!("{:<24} {:<12} {:<8}", "NAME", "ROLE", "STATUS");
+            for u in users {
+                println!(
+                    "{:<24} {:<12} {:<8}",
+                    u.name.as_str(),
+                    u.role.as_str(),
+                    if u.disabled { "disabled" } else { "active" }
+                );
+            }
+        }
+        UsersCommand::Passwd { name, password } => {
+            let name = UserName::parse(&name)?;
+            let (password, generated) = match password {
+                Some(p) => (Password::new(p), false),
+                None => (Password::new(generate_password()), true),
+            };
+            accounts.set_password(&name, &password).await?;
+            if generated {
+                println!("new password for '{name}': {}", password.expose());
+            } else {
+                println!("password of '{name}' changed");
+            }
+        }
+        UsersCommand::Remove { name } => {
+            let name = UserName::parse(&name)?;
+            accounts.store().remove_user(&name).await?;
+            println!(
+                "removed '{name}' (their files stay in {})",
+                config.data_dir.join("users").display()
+            );
+        }
+        UsersCommand::Import {
+            count,
+            prefix,
+            out,
+            url,
+        } => {
+            import(config, accounts, count, &prefix, &out, url).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn import(
+    config: &Config,
+    accounts: &Accounts,
+    count: u32,
+    prefix: &str,
+    out: &Path,
+    url: Option<String>,
+) -> anyhow::Result<()> {
+    if count == 0 || count > 9999 {
+        bail!("--count must be between 1 and 9999");
+    }
+    let width = if count < 1000 { 3 } else { 4 };
+    let names = (1..=count)
+        .map(|i| UserName::parse(&format!("{prefix}{i:0width$}")))
+        .collect::<Result<Vec<_>, _>>()
+        .context("the prefix makes invalid user names")?;
+    // Check first, so an import either creates every account or none.
+    for name in &names {
+        if accounts.store().user_by_name(name).await?.is_some() {
+            bail!(
+                "user '{name}' already exists; choose another --prefix or remove the old accounts first"
+            );
+        }
+    }
+    let mut rows = Vec::with_capacity(names.len());
+    for name in names {
+        let password = generate_password();
+        accounts
+            .create_user(&name, &Password::new(password.clone()), Role::Participant)
+            .await?;
+        rows.push(CredentialRow {
+            user: name.to_string(),
+            password,
+            role: Role::Participant.to_string(),
+        });
+    }
+    let url = url.unwrap_or_else(|| format!("http://{}", config.listen));
+    write_credentials_csv(out, &rows, &url)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "created {} accounts; credential sheet written to {}",
+        rows.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+async fn backends(config: &Config, args: BackendsArgs) -> anyhow::Result<()> {
+    let base = args
+        .url
+        .unwrap_or_else(|| format!("http://{}", config.listen))
+        .trim_end_matches('/')
+        .to_string();
+    let token = args
+        .token
+        .or_else(|| config.admin_token.as_ref().map(|t| t.expose().to_string()))
+        .context("no admin token: pass --token, set COMFYUME_ADMIN_TOKEN, or set admin_token in the configuration")?;
+    let (method, path) = match &args.command {
+        BackendsCommand::List => (reqwest::Method::GET, "/admin/api/backends".to_string()),
+        BackendsCommand::Enable { name } => (
+            reqwest::Method::POST,
+            format!("/admin/api/backends/{name}/enable"),
+        ),
+        BackendsCommand::Disable { name } => (
+            reqwest::Method::POST,
+            format!("/admin/api/backends/{name}/disable"),
+        ),
+        BackendsCommand::Drain { name } => (
+            reqwest::Method::POST,
+            format!("/admin/api/backends/{name}/drain"),
+        ),
+        BackendsCommand::Use { group } => (
+            reqwest::Method::POST,
+            format!("/admin/api/groups/{group}/use"),
+        ),
+    };
+    let response = Backend::http_client()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {base}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .context("the server's answer is not JSON")?;
+    if !status.is_success() {
+        bail!(
+            "{}",
+            body.get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("the server refused")
+        );
+    }
+    let list = body.get("backends").unwrap_or(&body);
+    println!(
+        "{:<16} {:<8} {:<10} {:<12} {:>7} {:<32}",
+        "NAME", "KIND", "GROUP", "STATE", "RUNNING", "URL"
+    );
+    for b in list.as_array().into_iter().flatten() {
+        let text = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let group = if b.get("active").and_then(|v| v.as_bool()).unwrap_or(true) {
+            text("group")
+        } else {
+            format!("{} (off)", text("group"))
+        };
+        println!(
+            "{:<16} {:<8} {:<10} {:<12} {:>3}/{:<3} {:<32}",
+            text("name"),
+            text("kind"),
+            group,
+            text("state"),
+            b.get("running").and_then(|v| v.as_u64()).unwrap_or(0),
+            b.get("slots").and_then(|v| v.as_u64()).unwrap_or(0),
+            text("url")
+        );
+    }
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (how a terminal or a service manager stops us).
+pub use comfyume_worker::shutdown_signal;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

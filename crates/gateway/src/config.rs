@@ -1,0 +1,355 @@
+//! Configuration: built-in defaults, then the TOML file, then `COMFYUME_*`
+//! environment variables, then command-line flags, each layer overriding the
+//! one before. Unknown keys are refused with their name, so a typo never
+//! silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use comfyume_protocol::Secret;
+
+/// The commented example printed by `comfyume config example`.
+pub const EXAMPLE: &str = include_str!("../../../config/comfyume.example.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Defaults to `sqlite://<data_dir>/comfyume.db`.
+    pub database_url: Option<Secret>,
+    pub frontend_dir: PathBuf,
+    pub templates_dir: Option<PathBuf>,
+    pub auth: AuthConfig,
+    /// A bearer token for the admin API (what `comfyume backends …` uses);
+    /// without one, only logged-in instructors reach it.
+    pub admin_token: Option<Secret>,
+    pub limits: Limits,
+    pub dispatch: DispatchConfig,
+    pub backends: Vec<BackendConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8188)),
+            data_dir: PathBuf::from("comfyume-data"),
+            database_url: None,
+            frontend_dir: PathBuf::from("frontend/comfyui_frontend_package/static"),
+            templates_dir: None,
+            auth: AuthConfig::default(),
+            admin_token: None,
+            limits: Limits::default(),
+            dispatch: DispatchConfig::default(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Accounts with passwords and a session cookie.
+    Password,
+    /// No login: everyone is the single user `default`.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    pub secure_cookies: bool,
+    pub session_hours: u32,
+    pub login_failures_per_user: u32,
+    pub login_failures_per_ip: u32,
+    pub login_window_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Password,
+            secure_cookies: true,
+            session_hours: 24,
+            login_failures_per_user: 10,
+            login_failures_per_ip: 100,
+            login_window_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_upload_bytes: u64,
+    pub max_pending_per_user: u32,
+    pub max_running_per_user: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 100 * 1024 * 1024,
+            max_pending_per_user: 10,
+            max_running_per_user: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Runs a job gets before it fails for good when backends keep losing
+    /// it.
+    pub max_attempts: u32,
+    /// The longest one run may take, from dispatch to its last event.
+    pub job_timeout_seconds: u64,
+    /// An API-format prompt (JSON file) each backend runs when it comes
+    /// up, before any participant's job, to load the workshop's model.
+    pub warmup_prompt: Option<PathBuf>,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            job_timeout_seconds: 1800,
+            warmup_prompt: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A stock ComfyUI server.
+    Comfyui,
+    /// `comfyume sim-backend`, the CPU simulator.
+    Sim,
+    /// `comfyume worker` in front of a ComfyUI (serverless and
+    /// load-balanced GPUs): one streaming request per job.
+    Worker,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    pub kind: BackendKind,
+    pub url: String,
+    #[serde(default = "one")]
+    pub slots: u32,
+    /// A label such as `h200` or `local`; `comfyume backends use GROUP`
+    /// switches the room to one group at runtime.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The bearer token of a `worker` backend.
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+impl BackendConfig {
+    pub fn new(
+        name: impl Into<String>,
+        kind: BackendKind,
+        url: impl Into<String>,
+        slots: u32,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            url: url.into(),
+            slots,
+            group: None,
+            token: None,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Flag values that override the file and the environment. `None` leaves
+/// the lower layers alone.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frontend_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub templates_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is optional; when given it
+    /// must exist.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            // COMFYUME_CONFIG names the file itself, and COMFYUME_LOG the log
+            // filter; neither is a configuration key.
+            .merge(
+                Env::prefixed("COMFYUME_")
+                    .ignore(&["config", "log"])
+                    .split("__"),
+            )
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for b in &self.backends {
+            if !names.insert(b.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "two backends are named '{}'",
+                    b.name
+                )));
+            }
+            if b.slots == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "backend '{}' has 0 slots",
+                    b.name
+                )));
+            }
+            if b.kind == BackendKind::Worker && b.token.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "backend '{}' is a worker and needs a token",
+                    b.name
+                )));
+            }
+            if !(b.url.starts_with("http://") || b.url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "backend '{}': url must start with http:// or https://",
+                    b.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to an SQLite file in the data directory.
+    pub fn database_url(&self) -> Secret {
+        self.database_url.clone().unwrap_or_else(|| {
+            Secret::new(format!(
+                "sqlite://{}",
+                self.data_dir.join("comfyume.db").display()
+            ))
+        })
+    }
+}
+
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        Config::load(Some(f.path()), &Overrides::default())
+    }
+
+    #[test]
+    fn the_example_parses_to_the_defaults() {
+        let c = load_str(EXAMPLE).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.auth.mode, AuthMode::Password);
+        assert_eq!(c.limits.max_pending_per_user, 10);
+        assert!(c.backends.is_empty());
+    }
+
+    #[test]
+    fn the_default_frontend_is_where_the_fetch_script_puts_it() {
+        let script = include_str!("../../../scripts/fetch-frontend.sh");
+        assert!(
+            script.contains("DEST=frontend")
+                && script.contains("$DEST/comfyui_frontend_package/static/index.html")
+        );
+        assert_eq!(
+            Config::default().frontend_dir,
+            PathBuf::from("frontend/comfyui_frontend_package/static")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load_str("listne = \"0.0.0.0:1\"").unwrap_err().to_string();
+        assert!(err.contains("listne"), "{err}");
+        let err = load_str("[auth]\nmood = \"none\"").unwrap_err().to_string();
+        assert!(err.contains("mood"), "{err}");
+    }
+
+    #[test]
+    fn backends_and_flags() {
+        let c = load_str(
+            "[[backends]]\nname='a'\nkind='comfyui'\nurl='http://127.0.0.1:1'\n[[backends]]\nname='b'\nkind='sim'\nurl='http://127.0.0.1:2'\nslots=2",
+        )
+        .unwrap();
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.backends[0].slots, 1);
+        assert_eq!(c.backends[1].slots, 2);
+        let err = load_str("[[backends]]\nname='a'\nkind='comfyui'\nurl='ftp://x'").unwrap_err();
+        assert!(err.to_string().contains("http://"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"listen = \"127.0.0.1:9000\"").unwrap();
+        let o = Overrides {
+            listen: Some("127.0.0.1:9001".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(Some(f.path()), &o).unwrap().listen.port(),
+            9001
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = Config {
+            database_url: Some(Secret::new("postgres://u:hunter2@h/db")),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

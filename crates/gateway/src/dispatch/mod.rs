@@ -1,0 +1,751 @@
+//! The dispatcher: keeps every backend slot busy while eligible work is
+//! queued. A coordinator asks the scheduler which pending jobs go to which
+//! free slots, claims each job in the store (compare-and-set, so a job never
+//! starts twice), and runs it on its slot in a task of its own; when a run
+//! ends the slot is free again and the coordinator looks once more.
+
+mod health;
+mod run;
+mod warmup;
+
+pub use health::{Admission, BackendState};
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::backend::Backend;
+use crate::catalogue::{Catalogue, Requirements, Snapshot};
+use crate::clock::now_ms;
+use crate::config::DispatchConfig;
+use crate::hub::{Hub, Outbound};
+use crate::store::{PendingRow, Store, StoreError};
+use crate::workspace::Workspaces;
+use comfyume_domain::{Job, JobId, UserId, UserName};
+use comfyume_scheduler::{
+    self as scheduler, BackendId, FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage,
+};
+
+/// What runs need from the rest of the server.
+pub struct Shared {
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub workspaces: Workspaces,
+    pub catalogue: Arc<Catalogue>,
+}
+
+impl Shared {
+    /// A ComfyUI `notification` toast on every socket of `user`.
+    pub fn notify(&self, user: UserId, text: &str, id: &str) {
+        let msg = json!({"type": "notification", "data": {"value": text, "id": id}});
+        self.hub.send_to_user(user, Outbound::Text(msg.to_string()));
+    }
+
+    /// Sends `user` their own queue status (`queue_remaining` = their
+    /// pending plus running jobs) on every socket they have open.
+    pub async fn send_status(&self, user: UserId) {
+        match self.store.active_counts(user).await {
+            Ok((pending, running)) => {
+                let msg = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": pending + running}}}});
+                self.hub.send_to_user(user, Outbound::Text(msg.to_string()));
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count a user's jobs for their status"),
+        }
+    }
+}
+
+/// A job on a slot right now.
+#[derive(Debug, Clone)]
+struct Running {
+    owner: UserId,
+    backend: usize,
+    slot: Slot,
+    /// Fired when the owner cancels the job; its run stops it.
+    cancel: Arc<Notify>,
+}
+
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    backends: Vec<Backend>,
+    cap: u32,
+    policy: DispatchConfig,
+    /// The prompt each backend runs when it comes up, if configured.
+    warmup: Option<serde_json::Value>,
+    wake: Notify,
+    state: Mutex<State>,
+    /// Every task the dispatcher starts (job runs, warm-ups, clean-ups):
+    /// `shutdown` stops and waits for them. `None` once shut down.
+    tasks: Mutex<Option<JoinSet<()>>>,
+}
+
+#[derive(Default)]
+struct State {
+    running: HashMap<JobId, Running>,
+    share: FairShare,
+    /// Per backend, in configuration order.
+    health: Vec<health::Health>,
+    /// Jobs whose owners were told that every GPU is still starting.
+    told_waiting: std::collections::HashSet<JobId>,
+    /// The group the room uses (`None`: every backend).
+    active_group: Option<String>,
+    /// Per backend: the model files of the last job it started, which
+    /// ComfyUI keeps loaded.
+    loaded: Vec<std::collections::BTreeSet<String>>,
+}
+
+/// How long a running job's backend may stay silent before it is asked
+/// about the job.
+const SILENCE_CHECK: Duration = Duration::from_secs(60);
+
+/// How often a backend that is not busy is probed.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// One backend as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub kind: crate::config::BackendKind,
+    pub url: String,
+    pub slots: u32,
+    pub group: Option<String>,
+    /// In the active group (or no group is selected).
+    pub active: bool,
+    pub running: u32,
+    pub state: BackendState,
+    pub last_error: Option<String>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        shared: Arc<Shared>,
+        backends: Vec<Backend>,
+        cap: u32,
+        policy: DispatchConfig,
+    ) -> Self {
+        let health = vec![health::Health::default(); backends.len()];
+        let loaded = vec![Default::default(); backends.len()];
+        Self {
+            shared,
+            backends,
+            cap: cap.max(1),
+            warmup: None,
+            policy,
+            wake: Notify::new(),
+            state: Mutex::new(State {
+                health,
+                loaded,
+                ..State::default()
+            }),
+            tasks: Mutex::new(Some(JoinSet::new())),
+        }
+    }
+
+    /// Sets the warm-up prompt (API format) run on each backend that comes up.
+    pub fn with_warmup(mut self, prompt: Option<serde_json::Value>) -> Self {
+        self.warmup = prompt;
+        self
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Prepares the queue after a (re)start. A job that was running when
+    /// the gateway stopped is picked up again on its backend (re-attached,
+    /// or collected if it finished meanwhile); one whose backend is no
+    /// longer configured goes back to the queue in its old place. Fair
+    /// shares are rebuilt from the recorded GPU time.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
+        for job in self.shared.store.in_progress_jobs().await? {
+            let place = job
+                .backend
+                .as_ref()
+                .and_then(|name| self.backends.iter().position(|b| &b.name == name));
+            match (place, job.slot) {
+                (Some(backend), Some(index)) if index < self.backends[backend].slots => {
+                    let Some(owner) = self.shared.store.user_by_id(job.owner).await? else {
+                        continue;
+                    };
+                    let slot =
+                        Slot::new(BackendId::new(self.backends[backend].name.clone()), index);
+                    self.lock().running.insert(
+                        job.id,
+                        Running {
+                            owner: job.owner,
+                            backend,
+                            slot: slot.clone(),
+                            cancel: Arc::default(),
+                        },
+                    );
+                    self.spawn(self.clone().run_job(job, owner.name, backend, slot, true));
+                }
+                _ => {
+                    if self.shared.store.requeue_job(&job.id).await? {
+                        tracing::info!(job = %job.id, "re-queued a job whose backend is gone");
+                    }
+                }
+            }
+        }
+        // Fair shares reflect the current workshop session, not all history:
+        // yesterday's heavy user starts today level with everyone.
+        let session_start = now_ms() - 12 * 3600 * 1000;
+        let usage = self.shared.store.gpu_time_by_user(session_start).await?;
+        let share = FairShare::from_usage(usage.into_iter().map(|(u, ms, n)| {
+            (
+                u,
+                Usage {
+                    gpu_ms: ms.max(0) as u64,
+                    jobs: n.max(0) as u64,
+                },
+            )
+        }));
+        self.lock().share = share;
+        Ok(())
+    }
+
+    /// Something changed (a job arrived, a slot freed): look again.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs the coordinator until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.clone().run_once().await {
+                tracing::error!(error = %e, "dispatching failed; retrying");
+            }
+            // The timeout is a safety net only; every change calls `wake`.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.wake.notified()).await;
+        }
+    }
+
+    /// One round: starts every pending job the scheduler places on a free
+    /// slot. Returns the jobs that started.
+    pub async fn run_once(self: Arc<Self>) -> Result<Vec<JobId>, StoreError> {
+        let rows = self.shared.store.pending_jobs().await?;
+        if !rows.is_empty() {
+            self.probe_stale().await;
+            self.tell_if_all_starting(&rows);
+        }
+        let snapshot = self.shared.catalogue.snapshot().await.ok();
+        let needs: HashMap<JobId, (Requirements, PendingJob)> = rows
+            .iter()
+            .map(|r| {
+                let req = Requirements::of(&r.prompt);
+                let job = self.pending_job(r, &req, snapshot.as_deref());
+                (r.id, (req, job))
+            })
+            .collect();
+        let pending: Vec<PendingJob> = rows
+            .iter()
+            .filter_map(|r| needs.get(&r.id).map(|(_, j)| j.clone()))
+            .collect();
+        let assignments = {
+            let mut state = self.lock();
+            let running: RunningCounts = state.running.values().map(|r| r.owner).collect();
+            let with_work: Vec<UserId> = pending
+                .iter()
+                .map(|p| p.owner)
+                .chain(state.running.values().map(|r| r.owner))
+                .collect();
+            state.share.sync_active(with_work);
+            let free = self.free_slots(&state);
+            let mut plan = scheduler::plan(&pending, &running, &state.share, &free, self.cap);
+            self.prefer_loaded_models(&state, &mut plan, &free, &needs);
+            plan
+        };
+        let mut started = Vec::new();
+        for (job_id, slot) in assignments {
+            let Some(backend) = self
+                .backends
+                .iter()
+                .position(|b| b.name == slot.backend.as_str())
+            else {
+                continue;
+            };
+            if !self
+                .shared
+                .store
+                .claim_job(&job_id, &self.backends[backend].name, slot.index, now_ms())
+                .await?
+            {
+                continue;
+            }
+            // Claimed: from here every way out either runs the job or puts
+            // it back, so it can never sit "in progress" with nothing running it.
+            let loaded = match self.shared.store.job(&job_id).await {
+                Ok(Some(job)) => match self.shared.store.user_by_id(job.owner).await {
+                    Ok(Some(owner)) => Some((job, owner)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some((job, owner)) = loaded else {
+                tracing::error!(job = %job_id, "could not load a claimed job; putting it back in the queue");
+                self.shared.store.requeue_job(&job_id).await?;
+                continue;
+            };
+            {
+                let mut state = self.lock();
+                state.running.insert(
+                    job_id,
+                    Running {
+                        owner: job.owner,
+                        backend,
+                        slot: slot.clone(),
+                        cancel: Arc::default(),
+                    },
+                );
+                let models = Requirements::of(&job.prompt).model_files();
+                if !models.is_empty() {
+                    state.loaded[backend] = models;
+                }
+            }
+            started.push(job_id);
+            self.shared.send_status(job.owner).await;
+            self.spawn(self.clone().run_job(job, owner.name, backend, slot, false));
+        }
+        Ok(started)
+    }
+
+    /// The scheduler's view of a pending row. A job a backend failed goes
+    /// first in its owner's queue, and elsewhere when another backend exists.
+    fn pending_job(
+        &self,
+        r: &PendingRow,
+        needs: &Requirements,
+        abilities: Option<&Snapshot>,
+    ) -> PendingJob {
+        let seq = r.seq.max(0) as u64;
+        let order = if r.retry {
+            OrderKey::retry(seq)
+        } else {
+            OrderKey::new(r.number, seq)
+        };
+        let job = PendingJob::new(r.id, r.owner, r.admin, order);
+        // Only backends that have every node and model the prompt names
+        // (when that leaves any: otherwise let a backend say what is wrong).
+        let capable: Vec<&Backend> = self
+            .backends
+            .iter()
+            .filter(|b| {
+                abilities
+                    .and_then(|s| s.abilities.get(&b.name))
+                    .is_none_or(|a| a.can_run(needs))
+            })
+            .collect();
+        let mut allowed = if capable.is_empty() {
+            self.backends.iter().collect()
+        } else {
+            capable
+        };
+        if let Some(bad) = &r.avoid_backend {
+            if allowed.iter().any(|b| &b.name != bad) {
+                allowed.retain(|b| &b.name != bad);
+            }
+        }
+        if allowed.len() == self.backends.len() {
+            job
+        } else {
+            job.only_on(allowed.into_iter().map(|b| BackendId::new(b.name.clone())))
+        }
+    }
+
+    /// Moves planned jobs to slots whose backend already has their models
+    /// loaded, when a free slot there (or a swap with a job that does not
+    /// care) allows it: reloading a checkpoint costs tens of seconds.
+    fn prefer_loaded_models(
+        &self,
+        state: &State,
+        plan: &mut [(JobId, Slot)],
+        free: &[Slot],
+        needs: &HashMap<JobId, (Requirements, PendingJob)>,
+    ) {
+        let backend_of = |slot: &Slot| {
+            self.backends
+                .iter()
+                .position(|b| b.name == slot.backend.as_str())
+        };
+        let has_loaded = |slot: &Slot, models: &std::collections::BTreeSet<String>| {
+            !models.is_empty()
+                && backend_of(slot).is_some_and(|i| models.is_subset(&state.loaded[i]))
+        };
+        let mut unused: Vec<Slot> = free
+            .iter()
+            .filter(|s| !plan.iter().any(|(_, p)| p == *s))
+            .cloned()
+            .collect();
+        for i in 0..plan.len() {
+            let Some((req, job)) = needs.get(&plan[i].0) else {
+                continue;
+            };
+            let models = req.model_files();
+            if models.is_empty() || has_loaded(&plan[i].1, &models) {
+                continue;
+            }
+            if let Some(pos) = unused
+                .iter()
+                .position(|s| job.may_run_on(&s.backend) && has_loaded(s, &models))
+            {
+                let better = unused.remove(pos);
+                unused.push(std::mem::replace(&mut plan[i].1, better));
+                continue;
+            }
+            for k in 0..plan.len() {
+                if k == i || !has_loaded(&plan[k].1, &models) {
+                    continue;
+                }
+                let Some((other_req, other_job)) = needs.get(&plan[k].0) else {
+                    continue;
+                };
+                let other_models = other_req.model_files();
+                let other_loses = has_loaded(&plan[k].1, &other_models);
+                if !other_loses
+                    && job.may_run_on(&plan[k].1.backend)
+                    && other_job.may_run_on(&plan[i].1.backend)
+                {
+                    let (a, b) = (plan[i].1.clone(), plan[k].1.clone());
+                    plan[i].1 = b;
+                    plan[k].1 = a;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Runs one job on its slot, then frees the slot: a backend fault puts
+    /// the job back in the queue while attempts remain.
+    async fn run_job(
+        self: Arc<Self>,
+        job: Job,
+        owner: UserName,
+        backend: usize,
+        slot: Slot,
+        resume: bool,
+    ) {
+        let job_id = job.id;
+        let attempt = job.attempts;
+        let max_attempts = i64::from(self.policy.max_attempts.max(1));
+        let client_id = format!("comfyume-{}-{}", slot.backend.as_str(), slot.index);
+        let cancel = self
+            .lock()
+            .running
+            .get(&job_id)
+            .map(|r| r.cancel.clone())
+            .unwrap_or_default();
+        let limits = run::RunLimits {
+            job_timeout: Duration::from_secs(self.policy.job_timeout_seconds.max(1)),
+            may_retry: attempt < max_attempts,
+            resume,
+            cancel,
+            silence_check: SILENCE_CHECK,
+        };
+        let started_at = std::time::Instant::now();
+        let retry_copy = job.clone();
+        let backend_name = &self.backends[backend].name;
+        let session = self.backends[backend].session(&client_id, &job_id.to_string());
+        let span = tracing::info_span!("job", job = %job_id, user = %owner, backend = %backend_name, attempt);
+        let outcome = run::run(&self.shared, job, owner, session, limits)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        match outcome {
+            run::Outcome::Finished(_) => {}
+            run::Outcome::NotStarted { reason } => {
+                // The backend turned the job away before running it (a busy
+                // worker): it goes back unchanged, without using an attempt.
+                tracing::info!(%reason, "backend busy; job back in the queue");
+                if let Err(e) = self.shared.store.unclaim_job(&job_id, attempt).await {
+                    tracing::error!(error = %e, "could not put a job back in the queue");
+                }
+            }
+            run::Outcome::BackendFault { reason } => {
+                // Best effort: make sure the backend does not run it too,
+                // without holding up the retry if the backend is gone.
+                let gone = self.backends[backend].clone();
+                let id = job_id.to_string();
+                self.spawn(async move { gone.forget(&id).await });
+                tracing::warn!(%reason, "backend lost a job; re-queueing it");
+                // Take it out of rotation until a probe finds it well again.
+                self.record_probe(backend, health::Reachability::Down, Some(reason.clone()))
+                    .await;
+                match self
+                    .shared
+                    .store
+                    .requeue_for_retry(&job_id, attempt, backend_name)
+                    .await
+                {
+                    Ok(true) => {
+                        let elsewhere = if self.backends.len() > 1 {
+                            " on another GPU"
+                        } else {
+                            ""
+                        };
+                        let text = format!(
+                            "The GPU running your job went away; retrying{elsewhere} (attempt {} of {max_attempts}).",
+                            attempt + 1
+                        );
+                        self.shared.notify(
+                            retry_copy.owner,
+                            &text,
+                            &format!("comfyume-retry-{job_id}"),
+                        );
+                        self.shared.send_status(retry_copy.owner).await;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not re-queue a job; failing it");
+                        run::give_up(&self.shared, retry_copy, reason).await;
+                    }
+                }
+            }
+        }
+        let gpu_ms = started_at.elapsed().as_millis() as u64;
+        {
+            let mut state = self.lock();
+            if let Some(r) = state.running.remove(&job_id) {
+                state.share.charge(r.owner, gpu_ms);
+            }
+        }
+        self.wake();
+    }
+
+    /// Probes every backend whose last probe is old and which is not fully
+    /// busy (a busy backend is known to work). Probes run side by side.
+    async fn probe_stale(self: &Arc<Self>) {
+        let stale: Vec<usize> = {
+            let state = self.lock();
+            (0..self.backends.len())
+                .filter(|&i| {
+                    let running = state.running.values().filter(|r| r.backend == i).count() as u32;
+                    state.health[i].is_stale(PROBE_EVERY) && running < self.backends[i].slots
+                })
+                .collect()
+        };
+        let probes = stale
+            .iter()
+            .map(|&i| async move { (i, health::probe(&self.backends[i]).await) });
+        for (i, (reach, error)) in futures_util::future::join_all(probes).await {
+            self.record_probe(i, reach, error).await;
+        }
+    }
+
+    async fn record_probe(
+        self: &Arc<Self>,
+        i: usize,
+        reach: health::Reachability,
+        error: Option<String>,
+    ) {
+        let came_up = {
+            let mut state = self.lock();
+            let h = &mut state.health[i];
+            let was_up = h.reach == health::Reachability::Up;
+            if h.reach != reach {
+                tracing::info!(backend = %self.backends[i].name, from = ?h.reach, to = ?reach, "backend state changed");
+            }
+            h.reach = reach;
+            h.probed_at = Some(std::time::Instant::now());
+            h.last_error = error;
+            let came_up = !was_up && reach == health::Reachability::Up;
+            if came_up && self.warmup.is_some() {
+                h.warming = true;
+            }
+            came_up
+        };
+        if came_up {
+            // A backend that (re)appears may bring other nodes or models.
+            self.shared.catalogue.invalidate().await;
+            if let Some(prompt) = self.warmup.clone() {
+                self.spawn(self.clone().warm_up(i, prompt));
+            }
+        }
+    }
+
+    /// Runs the warm-up prompt on a backend that just came up, before any
+    /// participant's job, so the first participant does not wait for the
+    /// model to load. A failed warm-up is logged; the backend serves anyway.
+    async fn warm_up(self: Arc<Self>, i: usize, prompt: serde_json::Value) {
+        let backend = &self.backends[i];
+        let limit = Duration::from_secs(self.policy.job_timeout_seconds.max(1));
+        tracing::info!(backend = %backend.name, "warming up");
+        match tokio::time::timeout(limit, warmup::run(backend, &prompt)).await {
+            Ok(Ok(())) => tracing::info!(backend = %backend.name, "warm-up done"),
+            Ok(Err(e)) => {
+                tracing::warn!(backend = %backend.name, error = %e, "warm-up failed; serving anyway")
+            }
+            Err(_) => tracing::warn!(backend = %backend.name, "warm-up timed out; serving anyway"),
+        }
+        self.lock().health[i].warming = false;
+        self.wake();
+    }
+
+    /// While no backend can take work, owners of waiting jobs hear why,
+    /// once per job.
+    fn tell_if_all_starting(&self, rows: &[PendingRow]) {
+        let mut state = self.lock();
+        if state.health.iter().any(|h| h.accepts_jobs())
+            || state
+                .health
+                .iter()
+                .all(|h| h.reach == health::Reachability::Unknown)
+        {
+            return;
+        }
+        let starting = state
+            .health
+            .iter()
+            .any(|h| h.reach == health::Reachability::Starting);
+        let text = if starting {
+            "The GPUs are still starting up; your job will run as soon as one is ready."
+        } else {
+            "No GPU is available right now; your job is safe in the queue and will run as soon as one is back."
+        };
+        for r in rows {
+            if state.told_waiting.insert(r.id) {
+                self.shared
+                    .notify(r.owner, text, &format!("comfyume-waiting-{}", r.id));
+            }
+        }
+    }
+
+    /// Every backend's state, for the admin API.
+    pub fn backends(&self) -> Vec<BackendStatus> {
+        let state = self.lock();
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let running = state.running.values().filter(|r| r.backend == i).count() as u32;
+                BackendStatus {
+                    name: b.name.clone(),
+                    kind: b.kind,
+                    url: b.url().to_string(),
+                    slots: b.slots,
+                    group: b.group.clone(),
+                    active: in_group(b, &state.active_group),
+                    running,
+                    state: state.health[i].state(running, b.slots),
+                    last_error: state.health[i].last_error.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Enables, disables or drains a backend by name; `false` if there is
+    /// no such backend. Disabling or draining never touches queued work, and
+    /// lets running jobs finish.
+    pub fn set_admission(&self, name: &str, admission: Admission) -> bool {
+        let Some(i) = self.backends.iter().position(|b| b.name == name) else {
+            return false;
+        };
+        self.lock().health[i].admission = admission;
+        tracing::info!(backend = %name, ?admission, "backend admission changed");
+        self.wake();
+        true
+    }
+
+    /// Sends new work only to the backends of `group` (`None`: all).
+    /// Running jobs elsewhere finish where they are; queued work just waits
+    /// for the new group. `false` if no backend has that group.
+    pub fn use_group(&self, group: Option<String>) -> bool {
+        if let Some(g) = &group {
+            if !self
+                .backends
+                .iter()
+                .any(|b| b.group.as_deref() == Some(g.as_str()))
+            {
+                return false;
+            }
+        }
+        tracing::info!(group = ?group, "active backend group changed");
+        self.lock().active_group = group;
+        self.wake();
+        true
+    }
+
+    fn free_slots(&self, state: &State) -> Vec<Slot> {
+        let mut free = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            if !state.health[i].accepts_jobs() || !in_group(b, &state.active_group) {
+                continue;
+            }
+            for index in 0..b.slots {
+                let slot = Slot::new(BackendId::new(b.name.clone()), index);
+                if !state
+                    .running
+                    .values()
+                    .any(|r| r.backend == i && r.slot == slot)
+                {
+                    free.push(slot);
+                }
+            }
+        }
+        free
+    }
+
+    /// Asks the run of `job` to stop it; false if it is not running.
+    pub fn cancel_running(&self, job: &JobId) -> bool {
+        match self.lock().running.get(job) {
+            Some(r) => {
+                r.cancel.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts a task the dispatcher owns. After [`shutdown`](Self::shutdown)
+    /// nothing starts: the work stays in the store for the next start.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(set) = tasks.as_mut() else {
+            tracing::debug!("shutting down: a dispatcher task was not started");
+            return;
+        };
+        // Reap the finished ones, so the set holds only live tasks.
+        while let Some(done) = set.try_join_next() {
+            if let Err(e) = done {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "a dispatcher task panicked");
+                }
+            }
+        }
+        set.spawn(task.in_current_span());
+    }
+
+    /// Tasks still running (job runs, warm-ups, clean-ups).
+    pub fn tasks_left(&self) -> usize {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(set) = tasks.as_mut() else {
+            return 0;
+        };
+        while set.try_join_next().is_some() {}
+        set.len()
+    }
+
+    /// Stops every task the dispatcher started and waits until they are
+    /// gone. A job stopped mid-run stays in progress in the store: the
+    /// next start re-attaches to it on its backend, or queues it again.
+    pub async fn shutdown(&self) {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut set) = tasks {
+            set.shutdown().await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn in_group(backend: &Backend, active: &Option<String>) -> bool {
+    active
+        .as_ref()
+        .is_none_or(|g| backend.group.as_deref() == Some(g.as_str()))
+}

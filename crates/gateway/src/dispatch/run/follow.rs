@@ -1,0 +1,284 @@
+//! The run's conversation with the backend: submit (or re-attach after a
+//! restart), then follow the job's events to its end, within the time
+//! limit, answering the owner's cancel, and recovering from a broken or
+//! silent connection by asking the backend what became of the job.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use comfyume_domain::{JobState, UserName};
+use comfyume_protocol::{HistoryEntry, Outcome as BackendOutcome, OutputFile};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use super::report::Report;
+use super::{Failure, RunLimits, files};
+use crate::backend::{BackendSession, JobStatus, SessionError, SessionEvent, Submission};
+use crate::hub::Outbound;
+
+pub(super) struct JobRun<'a, S> {
+    pub report: Report<'a>,
+    pub session: S,
+    owner: UserName,
+    deadline: Instant,
+    /// The configured limit the deadline comes from (for messages).
+    limit: Duration,
+    cancel: Arc<Notify>,
+    silence_check: Duration,
+    /// The owner asked to stop the job.
+    pub cancelled: bool,
+    /// Output files a backend streamed ahead of their `executed` frame.
+    received: HashMap<OutputFile, Vec<u8>>,
+    told_cold: bool,
+    /// Time spent copying outputs into the owner's folders.
+    pub copy_time: Duration,
+}
+
+/// Why following stopped before the job's end.
+enum Stopped {
+    Lost(String),
+    /// No event for [`RunLimits::silence_check`].
+    Silent,
+    TimedOut,
+    Cancelled,
+    Failed(SessionError),
+}
+
+impl<'a, S: BackendSession> JobRun<'a, S> {
+    pub fn new(report: Report<'a>, owner: UserName, session: S, limits: &RunLimits) -> Self {
+        Self {
+            report,
+            session,
+            owner,
+            deadline: Instant::now() + limits.job_timeout,
+            limit: limits.job_timeout,
+            cancel: limits.cancel.clone(),
+            silence_check: limits.silence_check,
+            cancelled: false,
+            received: HashMap::new(),
+            told_cold: false,
+            copy_time: Duration::ZERO,
+        }
+    }
+
+    /// Sends the job to the backend and follows it to its end.
+    pub async fn execute(&mut self) -> Result<JobState, Failure> {
+        let (prompt, inputs) =
+            files::content_addressed_inputs(self.report.shared(), &self.report.job, &self.owner)
+                .instrument(tracing::info_span!("inputs"))
+                .await?;
+        let submission = Submission {
+            prompt,
+            inputs,
+            extra_data: backend_extra_data(&self.report.job.extra_data),
+            partial_execution_targets: self.report.job.partial_targets.clone(),
+        };
+        self.session
+            .submit(&submission)
+            .instrument(tracing::info_span!(
+                "submit",
+                inputs = submission.inputs.len()
+            ))
+            .await
+            .map_err(Failure::session)?;
+        self.follow_to_end()
+            .instrument(tracing::info_span!("follow"))
+            .await
+    }
+
+    /// Picks up a job this gateway submitted before it restarted: finished
+    /// meanwhile → collected from history; still queued or running there →
+    /// followed again (ComfyUI sends its events to the same client id);
+    /// unknown → lost.
+    pub async fn resume(&mut self) -> Result<JobState, Failure> {
+        self.session.reattach().await.map_err(Failure::session)?;
+        match self.session.status().await.map_err(Failure::session)? {
+            JobStatus::Finished(entry) => Ok(self.finish_from_history(&entry).await),
+            JobStatus::Queued => {
+                tracing::info!("re-attached to a job after a restart");
+                self.follow_to_end()
+                    .instrument(tracing::info_span!("follow"))
+                    .await
+            }
+            JobStatus::Unknown => Err(Failure::lost(
+                "the gateway restarted and the GPU server no longer has the job",
+            )),
+        }
+    }
+
+    /// Follows the job to its end, recovering from a dropped connection or
+    /// a silent backend through the backend's own account of the job.
+    async fn follow_to_end(&mut self) -> Result<JobState, Failure> {
+        let mut reconnected = false;
+        loop {
+            let stopped = match self.follow().await {
+                Ok(state) => {
+                    if reconnected {
+                        // Frames sent while the socket was down are gone;
+                        // history has every output.
+                        if let Ok(JobStatus::Finished(entry)) = self.session.status().await {
+                            self.catch_up(&entry).await;
+                        }
+                    }
+                    return Ok(state);
+                }
+                Err(stopped) => stopped,
+            };
+            let lost_reason = match stopped {
+                Stopped::Failed(e) => return Err(Failure::session(e)),
+                Stopped::TimedOut => {
+                    self.session.stop().await;
+                    return Err(Failure::timed_out(self.limit));
+                }
+                Stopped::Cancelled => {
+                    // The session's events now tell how the job ended.
+                    self.session.stop().await;
+                    continue;
+                }
+                Stopped::Silent => {
+                    // The connection itself is fine: ask about the job and
+                    // keep listening on it. (Reconnecting with the same
+                    // client id while it is open would make ComfyUI drop
+                    // the new socket when it closes the old one.)
+                    format!("no event for {} s", self.silence_check.as_secs())
+                }
+                Stopped::Lost(reason) => {
+                    tracing::warn!(%reason, "backend connection lost mid-job");
+                    // Listen again before asking about the job, so nothing
+                    // it does after the answer is missed.
+                    if self.session.reconnect().await.is_err() {
+                        return Err(Failure::lost(&reason));
+                    }
+                    reconnected = true;
+                    reason
+                }
+            };
+            match self.session.status().await {
+                Ok(JobStatus::Finished(entry)) => {
+                    return Ok(self.finish_from_history(&entry).await);
+                }
+                Ok(JobStatus::Queued) => continue,
+                Ok(JobStatus::Unknown) if self.cancelled => return Ok(self.report.interrupted()),
+                Ok(JobStatus::Unknown) => return Err(Failure::lost(&lost_reason)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not ask the backend about the job");
+                    return Err(Failure::lost(&lost_reason));
+                }
+            }
+        }
+    }
+
+    /// Relays the job's events until its end.
+    async fn follow(&mut self) -> Result<JobState, Stopped> {
+        loop {
+            let quiet_until = (Instant::now() + self.silence_check).min(self.deadline);
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(quiet_until.into(), self.session.next()) => next,
+                () = self.cancel.notified(), if !self.cancelled => {
+                    self.cancelled = true;
+                    return Err(Stopped::Cancelled);
+                }
+            };
+            let event = match next {
+                Err(_) if Instant::now() >= self.deadline => return Err(Stopped::TimedOut),
+                Err(_) => return Err(Stopped::Silent),
+                Ok(Err(SessionError::Lost(reason))) => return Err(Stopped::Lost(reason)),
+                Ok(Err(e)) => return Err(Stopped::Failed(e)),
+                Ok(Ok(event)) => event,
+            };
+            match event {
+                SessionEvent::Event { kind, data, raw } => self.on_event(&kind, data, raw).await,
+                SessionEvent::Binary(bytes) => self.report.send(Outbound::Binary(bytes.to_vec())),
+                SessionEvent::File { file, data } => {
+                    self.received.insert(file, data);
+                }
+                SessionEvent::ColdStart => {
+                    if !std::mem::replace(&mut self.told_cold, true) {
+                        self.report.notify(
+                            "The GPU is starting up (cold start); your job runs as soon as it is ready.",
+                            &format!("comfyume-cold-{}", self.report.job.id),
+                        );
+                    }
+                }
+                SessionEvent::Done { outcome } => {
+                    return Ok(self.report.outcome.unwrap_or(match outcome {
+                        Some(BackendOutcome::Success) => JobState::Completed,
+                        Some(BackendOutcome::Interrupted) => JobState::Cancelled,
+                        Some(BackendOutcome::Error) | None => JobState::Failed,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// One event of the job: recorded, its outputs copied, then relayed.
+    async fn on_event(&mut self, kind: &str, mut data: Value, raw: String) {
+        self.report.note(kind, &data);
+        if kind != "executed" {
+            self.report.send(Outbound::Text(raw));
+            return;
+        }
+        let Some(node) = data.get("node").and_then(Value::as_str).map(str::to_string) else {
+            // Not ComfyUI's shape: nothing to record or copy.
+            tracing::warn!("an executed event named no node");
+            self.report.send(Outbound::Text(raw));
+            return;
+        };
+        if self.report.delivered(&node) {
+            // An earlier attempt delivered this node's outputs.
+            return;
+        }
+        if let Some(output) = data.get_mut("output") {
+            let copying = Instant::now();
+            files::collect_outputs(
+                self.report.shared(),
+                &self.owner,
+                &mut self.session,
+                &mut self.received,
+                output,
+            )
+            .instrument(tracing::info_span!("outputs", %node))
+            .await;
+            self.copy_time += copying.elapsed();
+        }
+        self.report.executed(&node, data).await;
+    }
+
+    /// Ends the run from the backend's history: every frame the owner
+    /// missed, then the outcome it records.
+    async fn finish_from_history(&mut self, entry: &HistoryEntry) -> JobState {
+        self.catch_up(entry).await;
+        self.report.outcome.unwrap_or(match entry.outcome() {
+            BackendOutcome::Success => JobState::Completed,
+            BackendOutcome::Interrupted => JobState::Cancelled,
+            BackendOutcome::Error => JobState::Failed,
+        })
+    }
+
+    /// Relays, rebuilt from history, what the owner has not had yet:
+    /// start messages, outputs (copied first), how the job ended.
+    async fn catch_up(&mut self, entry: &HistoryEntry) {
+        let missed = entry.missed_frames(
+            &self.report.prompt_id(),
+            &self.report.seen_messages(),
+            &self.report.executed_nodes(),
+        );
+        for frame in missed {
+            let raw = frame.to_text();
+            self.on_event(&frame.kind, frame.data, raw).await;
+        }
+    }
+}
+
+/// What the backend gets of the job's extra data: everything but the
+/// gateway's bookkeeping of the browser's socket.
+fn backend_extra_data(extra: &Value) -> Value {
+    let mut extra = extra.clone();
+    if let Some(o) = extra.as_object_mut() {
+        o.remove("client_id");
+        o.remove("create_time");
+    }
+    extra
+}

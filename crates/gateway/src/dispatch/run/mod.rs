@@ -1,0 +1,204 @@
+//! Running one job on one backend slot, start to finish, through a
+//! [`BackendSession`]: push the job's inputs and queue it (`follow`), relay
+//! each event to the owner's socket in the backend's order (`report`), copy
+//! every output into the owner's files before telling the browser it exists
+//! (`files`), and record the outcome (`report`).
+//!
+//! When the backend fails (unreachable, an error status, garbage, a dropped
+//! socket, a run past the time limit) the run first asks the backend what
+//! became of the job: a job that finished meanwhile is collected from the
+//! backend's history (`follow`), one still running is followed again. Only
+//! a job the backend has lost is handed back to the coordinator, which
+//! queues it again for another backend.
+
+mod files;
+mod follow;
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use comfyume_domain::{Job, JobState, UserName};
+use tokio::sync::Notify;
+
+use crate::backend::{BackendSession, SessionError};
+use crate::dispatch::Shared;
+use follow::JobRun;
+use report::Report;
+
+/// How a run ended.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// The job reached a terminal state, recorded and told to the owner.
+    Finished(JobState),
+    /// The backend failed and lost the job; it can run elsewhere. Nothing
+    /// was recorded: the coordinator decides.
+    BackendFault { reason: String },
+    /// The backend turned the job away before starting it (a busy worker):
+    /// not the job's fault, and no attempt was used.
+    NotStarted { reason: String },
+}
+
+/// The limits of one run.
+pub struct RunLimits {
+    /// The whole run, from dispatch to the last frame.
+    pub job_timeout: Duration,
+    /// When false, a backend fault fails the job instead of returning
+    /// [`Outcome::BackendFault`] (the attempts are used up).
+    pub may_retry: bool,
+    /// The job was already queued on the backend before the gateway
+    /// restarted: pick it up there instead of submitting it again.
+    pub resume: bool,
+    /// Fired when the owner cancels the job.
+    pub cancel: Arc<Notify>,
+    /// How long the backend may stay silent before it is asked about the
+    /// job (a hung ComfyUI keeps its socket open but says nothing); a long
+    /// node that is still running just carries on.
+    pub silence_check: Duration,
+}
+
+/// Runs `job` of `owner` through `session` to its end.
+pub async fn run<S: BackendSession>(
+    shared: &Shared,
+    job: Job,
+    owner: UserName,
+    session: S,
+    limits: RunLimits,
+) -> Outcome {
+    let started = Instant::now();
+    // Claimed jobs have a start; the wait is what the queue cost.
+    let queue_ms = job.started_at.map_or(0, |s| (s - job.created_at).max(0));
+    let mut run = JobRun::new(Report::new(shared, job), owner, session, &limits);
+    let result = if limits.resume && run.session.can_reattach() {
+        run.resume().await
+    } else {
+        run.execute().await
+    };
+    let outcome = match result {
+        Ok(state) => Ok(state),
+        // The owner asked for the stop: whatever broke after that, the
+        // job ends as they asked, and never runs again.
+        Err(_) if run.cancelled => Ok(run.report.interrupted()),
+        Err(failure) if failure.not_started => Err(Outcome::NotStarted {
+            reason: failure.message,
+        }),
+        Err(failure) if failure.retryable && limits.may_retry => Err(Outcome::BackendFault {
+            reason: failure.message,
+        }),
+        Err(failure) => Ok(run.report.fail(&failure)),
+    };
+    let outcome = match outcome {
+        Ok(state) => {
+            run.report.finish(state).await;
+            Outcome::Finished(state)
+        }
+        Err(handed_back) => handed_back,
+    };
+    let run_ms = started.elapsed().as_millis() as u64;
+    let copy_ms = run.copy_time.as_millis() as u64;
+    match &outcome {
+        Outcome::Finished(state) => {
+            tracing::info!(%state, queue_ms, run_ms, copy_ms, "job ended")
+        }
+        Outcome::BackendFault { reason } | Outcome::NotStarted { reason } => {
+            tracing::info!(%reason, queue_ms, run_ms, copy_ms, "attempt ended without an outcome")
+        }
+    }
+    outcome
+}
+
+/// Records a job as failed after its last attempt was lost, telling the
+/// owner why (the coordinator calls this when no retry is left).
+pub async fn give_up(shared: &Shared, job: Job, message: String) {
+    let mut report = Report::new(shared, job);
+    let state = report.fail(&Failure {
+        message,
+        kind: "BackendError",
+        retryable: false,
+        not_started: false,
+    });
+    report.finish(state).await;
+}
+
+/// A reason the run could not complete normally, in words a participant
+/// understands.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Failure {
+    message: String,
+    /// The `exception_type` the browser shows.
+    kind: &'static str,
+    /// The backend's fault, not the prompt's: another backend may succeed.
+    retryable: bool,
+    /// Turned away before it started (busy): try again, no attempt used.
+    not_started: bool,
+}
+
+impl Failure {
+    fn session(e: SessionError) -> Self {
+        match e {
+            SessionError::Rejected(body) => Failure {
+                message: format!(
+                    "The GPU server refused this prompt: {}",
+                    comfyume_protocol::client::rejection_summary(&body)
+                ),
+                kind: "ValidationError",
+                retryable: false,
+                not_started: false,
+            },
+            SessionError::Busy(reason) => Failure {
+                message: reason,
+                kind: "BackendError",
+                retryable: true,
+                not_started: true,
+            },
+            SessionError::Lost(reason) => Failure::lost(&reason),
+            SessionError::Invalid(reason) => Failure::invalid(&reason),
+            SessionError::Failed(reason) => Failure::backend_side(format!(
+                "The GPU server could not run this prompt: {reason}"
+            )),
+        }
+    }
+
+    /// The backend's fault: another backend may do better.
+    fn backend_side(message: String) -> Self {
+        Failure {
+            message,
+            kind: "BackendError",
+            retryable: true,
+            not_started: false,
+        }
+    }
+
+    /// The job itself cannot run anywhere.
+    fn invalid(reason: &str) -> Self {
+        Failure {
+            message: reason.to_string(),
+            kind: "BackendError",
+            retryable: false,
+            not_started: false,
+        }
+    }
+
+    fn lost(reason: &str) -> Self {
+        Failure {
+            message: format!("The GPU server running your job went away ({reason})."),
+            kind: "ConnectionError",
+            retryable: true,
+            not_started: false,
+        }
+    }
+
+    fn timed_out(limit: Duration) -> Self {
+        Failure {
+            message: format!(
+                "Your job ran past the {}-minute limit and was stopped.",
+                (limit.as_secs() / 60).max(1)
+            ),
+            kind: "TimeoutError",
+            retryable: true,
+            not_started: false,
+        }
+    }
+}

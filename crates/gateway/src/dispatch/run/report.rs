@@ -1,0 +1,219 @@
+//! What the owner hears of a run and what the store keeps of it: each
+//! event relayed to the socket the prompt came from, the history-kept
+//! messages and outputs recorded as they come, and the closing record.
+
+use std::collections::HashSet;
+
+use comfyume_domain::{Job, JobState};
+use comfyume_protocol::frames::{self, HISTORY_MESSAGES};
+use serde_json::{Map, Value, json};
+
+use super::Failure;
+use crate::clock::now_ms;
+use crate::dispatch::Shared;
+use crate::hub::Outbound;
+use crate::store::Finish;
+
+/// The run's account of the job, shared by every phase.
+pub(super) struct Report<'a> {
+    shared: &'a Shared,
+    pub job: Job,
+    /// Outputs delivered to the owner, including by earlier attempts: a
+    /// node's outputs are never delivered twice.
+    outputs: Map<String, Value>,
+    meta: Map<String, Value>,
+    messages: Vec<Value>,
+    error: Option<Value>,
+    /// How the backend said the job ended, once it did.
+    pub outcome: Option<JobState>,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(shared: &'a Shared, job: Job) -> Self {
+        let outputs = job.outputs.clone();
+        let meta = job.meta.clone();
+        // A job picked up again after a restart keeps the messages (its
+        // `execution_start`) recorded so far; a fresh attempt has none.
+        let messages = job.messages.clone();
+        Self {
+            shared,
+            job,
+            outputs,
+            meta,
+            messages,
+            error: None,
+            outcome: None,
+        }
+    }
+
+    pub fn shared(&self) -> &'a Shared {
+        self.shared
+    }
+
+    pub fn prompt_id(&self) -> String {
+        self.job.id.to_string()
+    }
+
+    /// To the socket the prompt came from: ComfyUI addresses execution
+    /// events only to the submitting client.
+    pub fn send(&self, frame: Outbound) {
+        if let Some(sid) = self.job.extra_data.get("client_id").and_then(Value::as_str) {
+            self.shared.hub.send_to_sid(self.job.owner, sid, frame);
+        }
+    }
+
+    /// A ComfyUI `notification` toast on every socket of the owner.
+    pub fn notify(&self, text: &str, id: &str) {
+        self.shared.notify(self.job.owner, text, id);
+    }
+
+    /// Whether `node`'s outputs already reached the owner.
+    pub fn delivered(&self, node: &str) -> bool {
+        self.outputs.contains_key(node)
+    }
+
+    /// The history-kept message types the owner already had.
+    pub fn seen_messages(&self) -> HashSet<String> {
+        self.messages
+            .iter()
+            .filter_map(|m| m.get(0).and_then(Value::as_str).map(str::to_string))
+            .collect()
+    }
+
+    /// Nodes whose `executed` the owner already had.
+    pub fn executed_nodes(&self) -> HashSet<String> {
+        self.meta
+            .keys()
+            .chain(self.outputs.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps what history keeps of an event and learns how the job ended.
+    pub fn note(&mut self, kind: &str, data: &Value) {
+        if HISTORY_MESSAGES.contains(&kind) {
+            self.messages.push(json!([kind, data]));
+        }
+        match kind {
+            "execution_success" => self.outcome = Some(JobState::Completed),
+            "execution_error" => {
+                self.outcome = Some(JobState::Failed);
+                self.error = Some(data.clone());
+            }
+            "execution_interrupted" => {
+                self.outcome = Some(JobState::Cancelled);
+                self.error = Some(data.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a node's delivered outputs (their files already in the
+    /// owner's folders), then tells the owner.
+    pub async fn executed(&mut self, node: &str, data: Value) {
+        if let Some(output) = data.get("output").filter(|o| !o.is_null()) {
+            self.outputs.insert(node.to_string(), output.clone());
+        }
+        self.meta.insert(node.to_string(), frames::node_meta(&data));
+        self.record_progress().await;
+        self.send(Outbound::Text(
+            json!({"type": "executed", "data": data}).to_string(),
+        ));
+    }
+
+    /// Saves the outputs and messages so far, so a restart loses nothing.
+    async fn record_progress(&self) {
+        let store = &self.shared.store;
+        if let Err(e) = store
+            .record_progress(
+                &self.job.id,
+                self.job.attempts,
+                &self.outputs,
+                &self.meta,
+                &self.messages,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not record outputs");
+        }
+    }
+
+    /// Tells the owner why the job failed, as an `execution_error` the
+    /// frontend shows in its error dialog.
+    pub fn fail(&mut self, failure: &Failure) -> JobState {
+        let now = now_ms();
+        let prompt_id = self.prompt_id();
+        self.ensure_started(now);
+        let error = json!({
+            "prompt_id": prompt_id,
+            "node_id": "",
+            "node_type": "",
+            "executed": [],
+            "exception_message": failure.message,
+            "exception_type": failure.kind,
+            "traceback": [],
+            "current_inputs": {},
+            "current_outputs": [],
+            "timestamp": now,
+        });
+        self.messages.push(json!(["execution_error", error]));
+        self.send(Outbound::Text(
+            json!({"type": "execution_error", "data": error}).to_string(),
+        ));
+        self.error = Some(error);
+        JobState::Failed
+    }
+
+    /// Tells the owner their job was stopped, as ComfyUI does, unless the
+    /// backend already said so.
+    pub fn interrupted(&mut self) -> JobState {
+        if self.outcome != Some(JobState::Cancelled) {
+            let now = now_ms();
+            self.ensure_started(now);
+            let data = frames::interrupted_data(&self.prompt_id(), now);
+            self.note("execution_interrupted", &data);
+            self.send(Outbound::Text(
+                json!({"type": "execution_interrupted", "data": data}).to_string(),
+            ));
+        }
+        JobState::Cancelled
+    }
+
+    /// Every ending needs a start in history and in the browser.
+    fn ensure_started(&mut self, now: i64) {
+        if !self.seen_messages().contains("execution_start") {
+            let start = json!({"prompt_id": self.prompt_id(), "timestamp": now});
+            self.messages.push(json!(["execution_start", start]));
+            self.send(Outbound::Text(
+                json!({"type": "execution_start", "data": start}).to_string(),
+            ));
+        }
+    }
+
+    /// Records the outcome (so history is readable), then sends the owner's
+    /// queue status and the job's final `executing`, in ComfyUI's order.
+    pub async fn finish(&mut self, state: JobState) {
+        let finish = Finish {
+            state,
+            outputs: std::mem::take(&mut self.outputs),
+            meta: std::mem::take(&mut self.meta),
+            messages: std::mem::take(&mut self.messages),
+            error: self.error.take(),
+            finished_at: now_ms(),
+        };
+        match self
+            .shared
+            .store
+            .finish_job(&self.job.id, self.job.attempts, &finish)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("job was no longer in progress when it finished"),
+            Err(e) => tracing::error!(error = %e, "could not record the job's outcome"),
+        }
+        self.shared.send_status(self.job.owner).await;
+        let done =
+            json!({"type": "executing", "data": {"node": null, "prompt_id": self.prompt_id()}});
+        self.send(Outbound::Text(done.to_string()));
+    }
+}

@@ -1,0 +1,124 @@
+//! `/ws`: the browser's live channel, per ComfyUI's protocol (§5 of
+//! comfyui-api.md): a `status` frame carrying the socket's `sid` first, the
+//! server's feature flags in reply to the client's, then whatever the hub
+//! routes to this user.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::auth::SessionUser;
+use crate::http::comfy::server_features;
+use crate::http::session::CurrentUser;
+use crate::hub::Outbound;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    #[serde(rename = "clientId")]
+    client_id: Option<String>,
+}
+
+pub async fn upgrade(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let sid = q
+        .client_id
+        .filter(|s| is_valid_sid(s))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    ws.on_upgrade(move |socket| serve_socket(state, user, sid, socket))
+}
+
+/// The frontend stores the sid in `window.name`; anything else a client
+/// sends is replaced by a fresh one rather than echoed back.
+fn is_valid_sid(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+async fn serve_socket(state: AppState, user: SessionUser, sid: String, socket: WebSocket) {
+    let (registration, mut outbound) = state.hub.register(user.id, &sid);
+    let (mut sink, mut stream) = socket.split();
+    let mut closing = state.closing.subscribe();
+
+    let remaining = match state.jobs.queue_remaining(&user).await {
+        Ok(n) => n,
+        Err(e) => {
+            // No status is better than a wrong one: the socket closes and
+            // the frontend reconnects.
+            tracing::error!(error = %e, "could not count a user's jobs for a new socket");
+            let _ = sink.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let hello = json!({
+        "type": "status",
+        "data": {"status": {"exec_info": {"queue_remaining": remaining}}, "sid": sid},
+    });
+    if sink
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut first_frame = true;
+    loop {
+        tokio::select! {
+            msg = outbound.recv() => {
+                let Some(msg) = msg else { break };
+                let frame = match msg {
+                    Outbound::Text(t) => Message::Text(t.into()),
+                    Outbound::Binary(b) => Message::Binary(b.into()),
+                };
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            incoming = stream.next() => {
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        // Only the client's first frame means anything: its
+                        // feature flags, answered with ours.
+                        let flags = if std::mem::take(&mut first_frame) { feature_flags(&text) } else { None };
+                        if let Some(flags) = flags {
+                            let previews = flags.get("supports_preview_metadata").and_then(Value::as_bool) == Some(true);
+                            registration.set_preview_metadata(previews);
+                            let reply = json!({"type": "feature_flags", "data": server_features(&state)});
+                            if sink.send(Message::Text(reply.to_string().into())).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => first_frame = false,
+                }
+            }
+            _ = server_closing(&mut closing) => {
+                let _ = sink.send(Message::Close(None)).await;
+                break;
+            }
+        }
+    }
+}
+
+async fn server_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
+}
+
+/// The `data` of a `feature_flags` frame.
+fn feature_flags(text: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    if v.get("type").and_then(Value::as_str) != Some("feature_flags") {
+        return None;
+    }
+    Some(v.get("data").cloned().unwrap_or(Value::Null))
+}

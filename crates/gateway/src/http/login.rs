@@ -1,0 +1,176 @@
+//! The login page (server-rendered, works without JavaScript) and logout.
+
+use std::net::SocketAddr;
+
+use axum::Form;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::auth::AuthError;
+use crate::http::error::ApiError;
+use crate::http::session::{clear_cookie, cookie_name, session_cookie, session_token};
+use comfyume_domain::Password;
+
+const TEMPLATE: &str = include_str!("pages/login.html");
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Result<Response, ApiError> {
+    let next = safe_next(q.next.as_deref());
+    if state.local_user.is_some() {
+        return Ok(Redirect::to(next).into_response());
+    }
+    if let Some(token) = session_token(&headers, cookie_name(&state)) {
+        if state.accounts.session_user(token).await?.is_some() {
+            return Ok(Redirect::to(next).into_response());
+        }
+    }
+    Ok(render(StatusCode::OK, next, "", None))
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, ApiError> {
+    let next = safe_next(form.next.as_deref());
+    match state
+        .accounts
+        .login(&form.username, &Password::new(form.password), peer.ip())
+        .await
+    {
+        Ok((user, token)) => {
+            tracing::info!(user = %user.name, "login");
+            let mut r = Redirect::to(next).into_response();
+            set_cookie(&mut r, &session_cookie(&state, token.expose()));
+            Ok(r)
+        }
+        Err(e @ AuthError::InvalidCredentials) => Ok(render(
+            StatusCode::UNAUTHORIZED,
+            next,
+            &form.username,
+            Some(&e.to_string()),
+        )),
+        Err(e @ AuthError::RateLimited { retry_after }) => {
+            tracing::warn!(client = %peer.ip(), user = %form.username, "login rate limited");
+            let mut r = render(
+                StatusCode::TOO_MANY_REQUESTS,
+                next,
+                &form.username,
+                Some(&e.to_string()),
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Ok(r)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(token) = session_token(&headers, cookie_name(&state)) {
+        state.accounts.logout(token).await?;
+    }
+    let mut r = Redirect::to("/login").into_response();
+    set_cookie(&mut r, &clear_cookie(&state));
+    Ok(r)
+}
+
+fn set_cookie(r: &mut Response, cookie: &str) {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+}
+
+fn render(status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {
+    let error_html = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    let html = TEMPLATE
+        .replace("{{error}}", &error_html)
+        .replace("{{next}}", &escape(next))
+        .replace("{{username}}", &escape(username));
+    let mut r = (status, Html(html)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Only same-site paths: `next=//evil.example` or `next=https://…` would
+/// turn the login page into an open redirect.
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                // Browsers drop tabs and newlines from URLs ("/\t/evil"
+                // would become "//evil"): no whitespace or control characters.
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n
+        }
+        _ => "/",
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next(Some("/?a=1")), "/?a=1");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/ /evil.example")), "/");
+        assert_eq!(safe_next(Some("/ /evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            escape("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
+    }
+}

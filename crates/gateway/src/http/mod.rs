@@ -1,0 +1,88 @@
+//! HTTP: the route table and everything that knows axum. Handlers are thin:
+//! they parse the request into domain types, call one service, and shape
+//! the answer the way ComfyUI does.
+
+mod admin;
+mod comfy;
+mod error;
+mod guard;
+mod login;
+mod session;
+mod static_files;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::response::Response;
+use axum::routing::get;
+use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::app::AppState;
+
+pub fn router(state: AppState) -> Router {
+    // Multipart framing on top of the largest accepted file.
+    let body_limit = usize::try_from(state.config.limits.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024);
+    let comfy = comfy::routes();
+    Router::new()
+        .route("/", get(static_files::index))
+        .route("/index.html", get(static_files::index))
+        .route("/login", get(login::page).post(login::submit))
+        .route("/logout", get(login::logout).post(login::logout))
+        .route("/health", get(|| async { "ok" }))
+        .route("/admin/api/backends", get(admin::backends))
+        .route(
+            "/admin/api/backends/{name}/{action}",
+            axum::routing::post(admin::set_backend),
+        )
+        .route(
+            "/admin/api/groups/{group}/use",
+            axum::routing::post(admin::use_group),
+        )
+        // ComfyUI registers each of its routes twice: plain and under /api.
+        .merge(comfy.clone())
+        .nest("/api", comfy)
+        .merge(comfy::unprefixed_routes())
+        .fallback(static_files::file)
+        .layer(axum::middleware::from_fn(guard::same_origin))
+        .layer(DefaultBodyLimit::max(body_limit))
+        // A `request` span around each request: method, route (the
+        // pattern, so no user's file name or id lands in the log), status
+        // and latency. The answer is logged at debug level, a server error
+        // at warn.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("(files)", MatchedPath::as_str);
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        route,
+                        status = tracing::field::Empty,
+                        latency_ms = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(|response: &Response, latency: Duration, span: &Span| {
+                    span.record("status", response.status().as_u16());
+                    span.record("latency_ms", latency.as_millis() as u64);
+                    tracing::debug!("answered");
+                })
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(
+                    |failure: ServerErrorsFailureClass, latency: Duration, span: &Span| {
+                        span.record("latency_ms", latency.as_millis() as u64);
+                        tracing::warn!(%failure, "request failed");
+                    },
+                ),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,212 @@
+//! Live browser sockets, by user.
+//!
+//! Every message the server pushes goes to one user's sockets (or one of
+//! them); there is deliberately no broadcast to everyone, so one
+//! participant's events can never reach another.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use comfyume_domain::UserId;
+
+/// A frame on its way to a browser.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+struct Connection {
+    id: u64,
+    sid: String,
+    tx: mpsc::UnboundedSender<Outbound>,
+    /// The client announced `supports_preview_metadata`: previews go to it
+    /// as type-4 frames; to others as ComfyUI's plain type 1.
+    preview_metadata: bool,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    next_id: AtomicU64,
+    users: Mutex<HashMap<UserId, Vec<Connection>>>,
+}
+
+/// Removes its connection from the hub when dropped (the socket task ends).
+pub struct Registration<'a> {
+    hub: &'a Hub,
+    user: UserId,
+    id: u64,
+}
+
+impl Hub {
+    /// Adds a socket. A newer socket with the same `sid` replaces the older
+    /// one, as in ComfyUI; unlike ComfyUI, the older one closing later does
+    /// not remove the newer (removal is by connection, not by sid).
+    pub fn register(
+        &self,
+        user: UserId,
+        sid: &str,
+    ) -> (Registration<'_>, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let conns = users.entry(user).or_default();
+        conns.retain(|c| c.sid != sid);
+        conns.push(Connection {
+            id,
+            sid: sid.to_string(),
+            tx,
+            preview_metadata: false,
+        });
+        (
+            Registration {
+                hub: self,
+                user,
+                id,
+            },
+            rx,
+        )
+    }
+
+    /// Sends to every socket of `user`.
+    pub fn send_to_user(&self, user: UserId, msg: Outbound) {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        for c in users.get(&user).into_iter().flatten() {
+            let _ = c.tx.send(msg.clone());
+        }
+    }
+
+    /// Sends to the socket `sid` of `user`, if it is connected. A preview
+    /// with metadata (type 4) reaches a client that did not ask for that
+    /// form as the plain preview (type 1) stock ComfyUI would send it.
+    pub fn send_to_sid(&self, user: UserId, sid: &str, msg: Outbound) {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = users
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .find(|c| c.sid == sid)
+        {
+            let msg = match msg {
+                Outbound::Binary(bytes) if !c.preview_metadata => match plain_preview(&bytes) {
+                    Some(plain) => Outbound::Binary(plain),
+                    None => Outbound::Binary(bytes),
+                },
+                other => other,
+            };
+            let _ = c.tx.send(msg);
+        }
+    }
+
+    /// How many sockets are open, over all users.
+    pub fn connection_count(&self) -> usize {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.values().map(Vec::len).sum()
+    }
+}
+
+impl Registration<'_> {
+    /// Records the client's `supports_preview_metadata` flag.
+    pub fn set_preview_metadata(&self, on: bool) {
+        let mut users = self.hub.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = users
+            .get_mut(&self.user)
+            .into_iter()
+            .flatten()
+            .find(|c| c.id == self.id)
+        {
+            c.preview_metadata = on;
+        }
+    }
+}
+
+/// A type-4 preview (`[4][meta len][meta JSON][image]`) as type 1
+/// (`[1][1 = JPEG | 2 = PNG][image]`); `None` for any other frame.
+fn plain_preview(frame: &[u8]) -> Option<Vec<u8>> {
+    if frame.get(..4)? != 4u32.to_be_bytes() {
+        return None;
+    }
+    let len = u32::from_be_bytes(frame.get(4..8)?.try_into().ok()?) as usize;
+    let meta: serde_json::Value =
+        serde_json::from_slice(frame.get(8..8usize.checked_add(len)?)?).ok()?;
+    let image = frame.get(8 + len..)?;
+    let image_type: u32 = if meta.get("image_type").and_then(|t| t.as_str()) == Some("image/png") {
+        2
+    } else {
+        1
+    };
+    let mut out = Vec::with_capacity(8 + image.len());
+    out.extend(1u32.to_be_bytes());
+    out.extend(image_type.to_be_bytes());
+    out.extend(image);
+    Some(out)
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut users = self.hub.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(conns) = users.get_mut(&self.user) {
+            conns.retain(|c| c.id != self.id);
+            if conns.is_empty() {
+                users.remove(&self.user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_with_their_user() {
+        let hub = Hub::default();
+        let (_a, mut rx_a) = hub.register(UserId(1), "s1");
+        let (_b, mut rx_b) = hub.register(UserId(2), "s1");
+        hub.send_to_user(UserId(1), Outbound::Text("hi".into()));
+        hub.send_to_sid(UserId(2), "s1", Outbound::Text("b".into()));
+        assert_eq!(rx_a.try_recv().unwrap(), Outbound::Text("hi".into()));
+        assert!(rx_a.try_recv().is_err());
+        assert_eq!(rx_b.try_recv().unwrap(), Outbound::Text("b".into()));
+        assert!(rx_b.try_recv().is_err());
+    }
+
+    #[test]
+    fn previews_take_the_form_the_client_asked_for() {
+        let hub = Hub::default();
+        let (plain, mut rx_plain) = hub.register(UserId(1), "old-script");
+        let (meta, mut rx_meta) = hub.register(UserId(1), "frontend");
+        meta.set_preview_metadata(true);
+        let m = br#"{"node_id":"3","prompt_id":"p","image_type":"image/png"}"#;
+        let mut frame = 4u32.to_be_bytes().to_vec();
+        frame.extend((m.len() as u32).to_be_bytes());
+        frame.extend(m);
+        frame.extend(b"PNGDATA");
+        hub.send_to_sid(UserId(1), "old-script", Outbound::Binary(frame.clone()));
+        hub.send_to_sid(UserId(1), "frontend", Outbound::Binary(frame.clone()));
+        let mut expected = 1u32.to_be_bytes().to_vec();
+        expected.extend(2u32.to_be_bytes());
+        expected.extend(b"PNGDATA");
+        assert_eq!(rx_plain.try_recv().unwrap(), Outbound::Binary(expected));
+        assert_eq!(rx_meta.try_recv().unwrap(), Outbound::Binary(frame));
+        drop(plain);
+        assert!(
+            plain_preview(&[0, 0, 0, 4, 255, 255, 255, 255]).is_none(),
+            "a lying length is not trusted"
+        );
+    }
+
+    #[test]
+    fn a_replaced_socket_closing_late_keeps_the_new_one() {
+        let hub = Hub::default();
+        let (old, _rx_old) = hub.register(UserId(1), "s");
+        let (_new, mut rx_new) = hub.register(UserId(1), "s");
+        drop(old);
+        hub.send_to_sid(UserId(1), "s", Outbound::Text("x".into()));
+        assert_eq!(rx_new.try_recv().unwrap(), Outbound::Text("x".into()));
+        assert_eq!(hub.connection_count(), 1);
+    }
+}

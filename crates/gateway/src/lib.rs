@@ -1,0 +1,44 @@
+//! ComfyUME's gateway: one server that gives every workshop participant
+//! their own real ComfyUI, over a fair shared queue of GPU backends.
+//!
+//! The workspace's crates are the architecture (the README draws the
+//! graph): `comfyume-domain` (parsed types), `comfyume-protocol` (ComfyUI's
+//! wire protocol and the client session against a ComfyUI, and the worker
+//! sidecar's protocol), `comfyume-prompt` (ComfyUI's prompt validation),
+//! `comfyume-scheduler` (the fair queue's pure decisions), `comfyume-sim`
+//! (the GPU simulator) and `comfyume-worker` (the GPU sidecar). This crate
+//! is the gateway and the `comfyume` command line, outside in:
+//!
+//! - [`cli`]: the `comfyume` command line; `main.rs` only calls it.
+//! - [`config`]: the TOML + environment configuration.
+//! - [`server`]: `run(listener, state, shutdown)`, the entry point of `serve` and of the tests.
+//! - [`app`]: `AppState`, the services a request can reach, built once.
+//! - `http`: every route of the gateway (the only module that knows axum).
+//! - [`auth`]: passwords, sessions, login rate limits, credential sheets.
+//! - [`workspace`]: each user's files (userdata, settings, input/output/temp).
+//! - [`templates`]: the workshop's workflow templates.
+//! - [`frontend`]: the ComfyUI web frontend on disk.
+//! - [`catalogue`]: the node catalogue gathered from the backends.
+//! - [`backend`]: the configured GPU backends, and the one way a job runs on any of them.
+//! - [`hub`]: live browser sockets, by user.
+//! - [`jobs`]: accepting prompts; each user's queue and history.
+//! - [`dispatch`]: running jobs on backend slots and relaying their events.
+//! - [`store`]: the database (the only place with SQL).
+
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod catalogue;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dispatch;
+pub mod frontend;
+mod http;
+pub mod hub;
+pub mod jobs;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod templates;
+pub mod workspace;

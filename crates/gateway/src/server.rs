@@ -1,0 +1,79 @@
+//! `run(listener, state, shutdown)`: serves the gateway until `shutdown`
+//! resolves. `comfyume serve` and the integration tests both call it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::app::AppState;
+
+/// Serves HTTP and runs the background work until `shutdown` resolves:
+/// first the recovery of jobs a previous run left (re-attached on their
+/// backends, or queued again), then the dispatcher and the chores. Every
+/// task started here, and every job task the dispatcher started, has ended
+/// when this returns.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    state
+        .dispatcher
+        .recover()
+        .await
+        .map_err(|e| std::io::Error::other(format!("cannot recover the job queue: {e}")))?;
+    let mut background = JoinSet::new();
+    background.spawn(housekeeping(state.clone()));
+    background.spawn(state.dispatcher.clone().run());
+    let served = serve_http(listener, state.clone(), shutdown).await;
+    background.shutdown().await;
+    state.dispatcher.shutdown().await;
+    served
+}
+
+/// Serves HTTP only. Tests that drive the dispatcher step by step
+/// (`Dispatcher::recover`, `Dispatcher::run_once`) use this instead of
+/// [`run`], and shut the dispatcher down themselves.
+pub async fn serve_http(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = crate::http::router(state.clone());
+    let closing = async move {
+        shutdown.await;
+        state.closing.send_replace(true);
+    };
+    // Small frames (progress, status) go out at once: with Nagle's
+    // algorithm a burst of them waits on the peer's delayed ACK (40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(closing)
+    .await
+}
+
+/// Periodic chores, each one a `run_once` the tests can call directly.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        run_housekeeping_once(&state).await;
+    }
+}
+
+/// Removes expired sessions.
+pub async fn run_housekeeping_once(state: &AppState) {
+    match state.accounts.sweep_expired_sessions().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sessions = n, "expired sessions removed"),
+        Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
+    }
+}

@@ -1,0 +1,567 @@
+//! Job rows: insert, claim, finish, and the per-user queries behind the
+//! queue and history routes. State changes are compare-and-set on the
+//! current state, so two tasks can never both move the same job.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Store, StoreError, StoreResult};
+use comfyume_domain::{Job, JobId, JobState, Role, UserId};
+
+/// What `POST /prompt` stores.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub owner: UserId,
+    /// `None`: take the next counter value (negated for `front`).
+    pub number: Option<f64>,
+    pub front: bool,
+    pub prompt: Value,
+    pub extra_data: Value,
+    pub outputs_to_execute: Vec<String>,
+    pub partial_targets: Option<Vec<String>>,
+    pub workflow_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// A pending job as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub id: JobId,
+    pub owner: UserId,
+    pub admin: bool,
+    pub number: f64,
+    pub seq: i64,
+    /// Handed back by a failed backend: it goes first in its owner's queue.
+    pub retry: bool,
+    /// The backend that failed it, to avoid when another can take it.
+    pub avoid_backend: Option<String>,
+    /// The API-format prompt (what it needs of a backend).
+    pub prompt: Value,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub state: JobState,
+    pub outputs: serde_json::Map<String, Value>,
+    pub meta: serde_json::Map<String, Value>,
+    pub messages: Vec<Value>,
+    pub error: Option<Value>,
+    pub finished_at: i64,
+}
+
+/// The columns `job_from_row` reads, as a literal so queries stay static
+/// strings.
+macro_rules! select_jobs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT seq, id, user_id, state, number, number_is_float, prompt, extra_data, outputs_to_execute, ",
+            "partial_targets, workflow_id, attempts, backend, slot, created_at, started_at, finished_at, outputs, meta, ",
+            "messages, error FROM jobs ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    /// Inserts a pending job; returns it with its `seq` and `number`.
+    pub async fn insert_job(&self, new: NewJob) -> StoreResult<Job> {
+        // One statement, so the next `seq` is read and used under the same
+        // write lock (a read-then-write transaction can fail with
+        // SQLITE_BUSY when another writer commits in between).
+        let result = sqlx::query(
+            "INSERT INTO jobs (seq, id, user_id, state, number, number_is_float, prompt, extra_data, \
+             outputs_to_execute, partial_targets, workflow_id, created_at)
+             SELECT n, $1, $2, 'pending',
+                    CASE WHEN $3 IS NOT NULL THEN $3 WHEN $4 THEN -n ELSE n END,
+                    $3 IS NOT NULL, $5, $6, $7, $8, $9, $10
+             FROM (SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM jobs)",
+        )
+        .bind(new.id.to_string())
+        .bind(new.owner.0)
+        .bind(new.number)
+        .bind(new.front)
+        .bind(new.prompt.to_string())
+        .bind(new.extra_data.to_string())
+        .bind(json_text(&new.outputs_to_execute))
+        .bind(new.partial_targets.as_ref().map(json_text))
+        .bind(new.workflow_id.as_deref())
+        .bind(new.created_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("job {}", new.id)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.job(&new.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {}", new.id)))
+    }
+
+    pub async fn job(&self, id: &JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query(select_jobs!("WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// Every job of one user, oldest first.
+    pub async fn jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(select_jobs!("WHERE user_id = $1 ORDER BY seq"))
+            .bind(owner.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// (pending, in progress) counts of one user.
+    pub async fn active_counts(&self, owner: UserId) -> StoreResult<(u32, u32)> {
+        let row = sqlx::query(
+            "SELECT SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS p,
+                    SUM(CASE WHEN state = 'in_progress' THEN 1 ELSE 0 END) AS r
+             FROM jobs WHERE user_id = $1 AND state IN ('pending', 'in_progress')",
+        )
+        .bind(owner.0)
+        .fetch_one(&self.pool)
+        .await?;
+        let p: Option<i64> = row.try_get("p")?;
+        let r: Option<i64> = row.try_get("r")?;
+        Ok((p.unwrap_or(0) as u32, r.unwrap_or(0) as u32))
+    }
+
+    /// Every pending job, in submission order, with its owner's role.
+    pub async fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, j.prompt, u.role FROM jobs j JOIN users u ON u.id = j.user_id
+             WHERE j.state = 'pending' ORDER BY j.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("role")?;
+                Ok(PendingRow {
+                    id: parse_id(r)?,
+                    owner: UserId(r.try_get("user_id")?),
+                    admin: role == Role::Admin.as_str(),
+                    number: r.try_get("number")?,
+                    seq: r.try_get("seq")?,
+                    retry: r.try_get::<i64, _>("retry")? != 0,
+                    avoid_backend: r.try_get("avoid_backend")?,
+                    prompt: parse_json(r, "prompt")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Jobs in progress (after a crash: the ones to re-queue or re-attach).
+    pub async fn in_progress_jobs(&self) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(select_jobs!("WHERE state = 'in_progress' ORDER BY seq"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// pending → in_progress on `backend`'s `slot`; false if the job was
+    /// no longer pending (cancelled meanwhile).
+    pub async fn claim_job(
+        &self,
+        id: &JobId,
+        backend: &str,
+        slot: u32,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'in_progress', backend = $2, slot = $4, started_at = $3, attempts = attempts + 1
+             WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id.to_string())
+        .bind(backend)
+        .bind(now)
+        .bind(i64::from(slot))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// in_progress → pending, keeping its place (a gateway restart found
+    /// it running and nobody knows where it is). Outputs already delivered
+    /// are kept, so they are not delivered again.
+    pub async fn requeue_job(&self, id: &JobId) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'pending', backend = NULL, started_at = NULL, messages = '[]'
+             WHERE id = $1 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// in_progress → pending as if never claimed (its attempt handed back),
+    /// when a backend turned it away before starting it.
+    pub async fn unclaim_job(&self, id: &JobId, attempt: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'pending', backend = NULL, slot = NULL, started_at = NULL,
+                             attempts = attempts - 1
+             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// in_progress → pending at the front of its owner's queue, after
+    /// `backend` failed the run holding `attempt`.
+    pub async fn requeue_for_retry(
+        &self,
+        id: &JobId,
+        attempt: i64,
+        backend: &str,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'pending', backend = NULL, started_at = NULL, messages = '[]',
+                             retry = 1, avoid_backend = $3
+             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .bind(backend)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Records progress of a running job (outputs so far), so history shows
+    /// them even if the run is cut short. Only the run that holds `attempt`
+    /// may write: a run from before a restart can never overwrite a newer one.
+    pub async fn record_progress(
+        &self,
+        id: &JobId,
+        attempt: i64,
+        outputs: &serde_json::Map<String, Value>,
+        meta: &serde_json::Map<String, Value>,
+        messages: &[Value],
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET outputs = $3, meta = $4, messages = $5
+             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .bind(Value::Object(outputs.clone()).to_string())
+        .bind(Value::Object(meta.clone()).to_string())
+        .bind(json_text(&messages))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// in_progress → a terminal state, by the run holding `attempt`; false
+    /// if the job was not in progress under that attempt.
+    pub async fn finish_job(&self, id: &JobId, attempt: i64, f: &Finish) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $3, outputs = $4, meta = $5, messages = $6, error = $7, finished_at = $8
+             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .bind(f.state.as_str())
+        .bind(Value::Object(f.outputs.clone()).to_string())
+        .bind(Value::Object(f.meta.clone()).to_string())
+        .bind(json_text(&f.messages))
+        .bind(f.error.as_ref().map(Value::to_string))
+        .bind(f.finished_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// pending → cancelled for the owner's jobs among `ids` (all pending ones
+    /// when `ids` is `None`); returns the ids that changed.
+    pub async fn cancel_pending(
+        &self,
+        owner: UserId,
+        ids: Option<&[JobId]>,
+        now: i64,
+    ) -> StoreResult<Vec<JobId>> {
+        let rows = match ids {
+            None => {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = $2
+                     WHERE user_id = $1 AND state = 'pending' RETURNING id",
+                )
+                .bind(owner.0)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(ids) => {
+                let mut rows = Vec::new();
+                for id in ids {
+                    let row = sqlx::query(
+                        "UPDATE jobs SET state = 'cancelled', finished_at = $3
+                         WHERE id = $1 AND user_id = $2 AND state = 'pending' RETURNING id",
+                    )
+                    .bind(id.to_string())
+                    .bind(owner.0)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    rows.extend(row);
+                }
+                rows
+            }
+        };
+        rows.iter().map(parse_id).collect()
+    }
+
+    /// Deletes the owner's finished jobs among `ids` (all of them when
+    /// `None`); pending and running jobs are never deleted this way.
+    pub async fn delete_history(&self, owner: UserId, ids: Option<&[JobId]>) -> StoreResult<u64> {
+        match ids {
+            None => {
+                let r = sqlx::query(
+                    "DELETE FROM jobs WHERE user_id = $1 AND state IN ('completed', 'failed', 'cancelled')",
+                )
+                .bind(owner.0)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected())
+            }
+            Some(ids) => {
+                let mut n = 0;
+                for id in ids {
+                    let r = sqlx::query(
+                        "DELETE FROM jobs WHERE id = $1 AND user_id = $2 AND state IN ('completed', 'failed', 'cancelled')",
+                    )
+                    .bind(id.to_string())
+                    .bind(owner.0)
+                    .execute(&self.pool)
+                    .await?;
+                    n += r.rows_affected();
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// GPU milliseconds and the number of runs of each user's jobs that
+    /// finished since `since_ms`, to rebuild fair shares after a restart.
+    pub async fn gpu_time_by_user(&self, since_ms: i64) -> StoreResult<Vec<(UserId, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, SUM(finished_at - started_at) AS ms, COUNT(*) AS n FROM jobs
+             WHERE started_at IS NOT NULL AND finished_at IS NOT NULL AND finished_at >= $1
+             GROUP BY user_id",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    UserId(r.try_get("user_id")?),
+                    r.try_get::<Option<i64>, _>("ms")?.unwrap_or(0),
+                    r.try_get::<i64, _>("n")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn parse_id(r: &SqliteRow) -> StoreResult<JobId> {
+    let id: String = r.try_get("id")?;
+    JobId::parse(&id).map_err(|_| StoreError::Corrupt(format!("job id {id:?}")))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(r: &SqliteRow, col: &str) -> StoreResult<T> {
+    let text: String = r.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("jobs.{col}: {e}")))
+}
+
+fn job_from_row(r: &SqliteRow) -> StoreResult<Job> {
+    let state: String = r.try_get("state")?;
+    let partial: Option<String> = r.try_get("partial_targets")?;
+    let error: Option<String> = r.try_get("error")?;
+    Ok(Job {
+        id: parse_id(r)?,
+        seq: r.try_get("seq")?,
+        owner: UserId(r.try_get("user_id")?),
+        state: state
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("job state {state:?}")))?,
+        number: r.try_get("number")?,
+        number_is_float: r.try_get("number_is_float")?,
+        prompt: parse_json(r, "prompt")?,
+        extra_data: parse_json(r, "extra_data")?,
+        outputs_to_execute: parse_json(r, "outputs_to_execute")?,
+        partial_targets: partial
+            .map(|p| {
+                serde_json::from_str(&p)
+                    .map_err(|e| StoreError::Corrupt(format!("jobs.partial_targets: {e}")))
+            })
+            .transpose()?,
+        workflow_id: r.try_get("workflow_id")?,
+        attempts: r.try_get("attempts")?,
+        backend: r.try_get("backend")?,
+        slot: r
+            .try_get::<Option<i64>, _>("slot")?
+            .and_then(|s| u32::try_from(s).ok()),
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        outputs: parse_json(r, "outputs")?,
+        meta: parse_json(r, "meta")?,
+        messages: parse_json(r, "messages")?,
+        error: error
+            .map(|e| {
+                serde_json::from_str(&e)
+                    .map_err(|e| StoreError::Corrupt(format!("jobs.error: {e}")))
+            })
+            .transpose()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comfyume_domain::UserName;
+    use serde_json::json;
+
+    async fn setup() -> (Store, UserId, UserId) {
+        let s = Store::connect("sqlite::memory:").await.unwrap();
+        let a = s
+            .create_user(&UserName::parse("a").unwrap(), "h", Role::Participant, 0)
+            .await
+            .unwrap()
+            .id;
+        let b = s
+            .create_user(&UserName::parse("b").unwrap(), "h", Role::Admin, 0)
+            .await
+            .unwrap()
+            .id;
+        (s, a, b)
+    }
+
+    fn new_job(owner: UserId, number: Option<f64>, front: bool) -> NewJob {
+        NewJob {
+            id: JobId::new(),
+            owner,
+            number,
+            front,
+            prompt: json!({"1": {}}),
+            extra_data: json!({"create_time": 1}),
+            outputs_to_execute: vec!["1".into()],
+            partial_targets: None,
+            workflow_id: None,
+            created_at: 1,
+        }
+    }
+
+    fn finish(state: JobState) -> Finish {
+        Finish {
+            state,
+            outputs: Default::default(),
+            meta: Default::default(),
+            messages: vec![],
+            error: None,
+            finished_at: 9,
+        }
+    }
+
+    #[tokio::test]
+    async fn numbers_follow_comfyui() {
+        let (s, a, _) = setup().await;
+        let j1 = s.insert_job(new_job(a, None, false)).await.unwrap();
+        let j2 = s.insert_job(new_job(a, None, true)).await.unwrap();
+        let j3 = s.insert_job(new_job(a, Some(5.0), false)).await.unwrap();
+        assert_eq!((j1.number, j1.number_is_float), (1.0, false));
+        assert_eq!(j2.number, -2.0, "front: the counter, negated");
+        assert_eq!((j3.number, j3.number_is_float), (5.0, true));
+        assert!(matches!(
+            s.insert_job(NewJob {
+                id: j1.id,
+                ..new_job(a, None, false)
+            })
+            .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let pending = s.pending_jobs().await.unwrap();
+        assert_eq!(pending.len(), 3);
+        assert!(!pending[0].admin);
+    }
+
+    #[tokio::test]
+    async fn only_the_current_attempt_may_finish_a_job() {
+        let (s, a, _) = setup().await;
+        let j = s.insert_job(new_job(a, None, false)).await.unwrap();
+        assert!(s.claim_job(&j.id, "gpu", 0, 2).await.unwrap());
+        assert!(
+            !s.claim_job(&j.id, "gpu", 0, 2).await.unwrap(),
+            "claimed once"
+        );
+        assert!(s.requeue_job(&j.id).await.unwrap());
+        assert!(s.claim_job(&j.id, "gpu", 0, 3).await.unwrap());
+        assert!(
+            !s.finish_job(&j.id, 1, &finish(JobState::Completed))
+                .await
+                .unwrap(),
+            "a stale run cannot finish it"
+        );
+        assert!(
+            s.finish_job(&j.id, 2, &finish(JobState::Completed))
+                .await
+                .unwrap()
+        );
+        let done = s.job(&j.id).await.unwrap().unwrap();
+        assert_eq!((done.state, done.attempts), (JobState::Completed, 2));
+        assert!(
+            !s.finish_job(&j.id, 2, &finish(JobState::Failed))
+                .await
+                .unwrap(),
+            "finished once"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancel_and_delete_touch_only_the_owners_jobs() {
+        let (s, a, b) = setup().await;
+        let ja = s.insert_job(new_job(a, None, false)).await.unwrap();
+        let jb = s.insert_job(new_job(b, None, false)).await.unwrap();
+        assert!(
+            s.cancel_pending(a, Some(&[jb.id]), 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s.cancel_pending(a, None, 5).await.unwrap(), vec![ja.id]);
+        assert_eq!(
+            s.job(&jb.id).await.unwrap().unwrap().state,
+            JobState::Pending
+        );
+        assert_eq!(
+            s.delete_history(b, None).await.unwrap(),
+            0,
+            "pending jobs are not history"
+        );
+        assert_eq!(
+            s.delete_history(b, Some(&[ja.id])).await.unwrap(),
+            0,
+            "not b's"
+        );
+        assert_eq!(s.delete_history(a, Some(&[ja.id])).await.unwrap(), 1);
+        assert!(s.job(&ja.id).await.unwrap().is_none());
+    }
+}

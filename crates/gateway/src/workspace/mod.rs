@@ -1,0 +1,231 @@
+//! Each user's ComfyUI workspace on disk: the filesystem semantics behind
+//! `/userdata`, `/v2/userdata`, `/settings`, `/upload/image`, `/view` and
+//! `/internal/files`, with no HTTP knowledge.
+//!
+//! Layout, under the `root` given to [`Workspaces::new`] (`<data_dir>/users`):
+//!
+//! ```text
+//! <root>/<user>/userdata/   ComfyUI's per-user dir: comfy.settings.json, workflows/, ...
+//! <root>/<user>/input/      uploads (LoadImage's choices)
+//! <root>/<user>/output/     saved results
+//! <root>/<user>/temp/       previews
+//! <root>/<user>/.staging/   half-written files, renamed into place when complete
+//! ```
+//!
+//! Every directory is created on first write, never on a read, so a user who
+//! never saved anything has no directory at all (and ComfyUI's "not found"
+//! answers come out naturally).
+//!
+//! Paths arrive as [`SafeRelPath`](comfyume_domain::SafeRelPath), which cannot
+//! climb out of the directory it is joined to; the `parse_*` helpers here add
+//! the route-specific rules that need the raw string (URL-unquoting, `/view`'s
+//! annotations, ...).
+//!
+//! Writers (userdata, settings, uploads) take a per-user lock, so two quick
+//! requests from one browser cannot lose an update or pick the same upload
+//! name. Readers take no lock: every file is written to `.staging/` and
+//! renamed into place, so a reader sees the old or the new content, never half.
+//! The lock lives in [`Workspaces`], so build that once and clone it.
+
+mod error;
+mod files;
+mod info;
+mod mime;
+mod settings;
+mod userdata;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use comfyume_domain::{FileKind, UserName};
+
+pub use error::{Result, WorkspaceError};
+pub use files::{
+    UploadOutcome, ViewRequest, ViewTarget, parse_upload_file_name, parse_upload_subfolder,
+    parse_upload_type, parse_view_request, upload_overwrite_flag, view_serve_as,
+};
+pub use info::FileInfo;
+pub use mime::{ServeAs, is_dangerous_content_type};
+pub use userdata::{
+    ListFormat, UserdataFile, V2Entry, V2Kind, overwrite_flag, parse_userdata_dir,
+    parse_userdata_path, parse_v2_path, query_flag, render_listing, userdata_serve_as,
+};
+
+/// All users' workspaces under one root. Cheap to clone; clones share the
+/// per-user write locks, so build one and hand out clones.
+#[derive(Debug, Clone)]
+pub struct Workspaces {
+    root: PathBuf,
+    locks: Arc<StdMutex<HashMap<UserName, Arc<Mutex<()>>>>>,
+}
+
+impl Workspaces {
+    /// `root` is `<data_dir>/users`; it is created lazily like everything else.
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            locks: Arc::default(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The workspace of `name`. A `UserName` is one safe path segment by
+    /// construction (letters, digits, `-_.`, starting alphanumeric), so it
+    /// can name a directory as is.
+    pub fn user(&self, name: &UserName) -> Workspace {
+        let lock = {
+            // A panic while holding this map lock cannot leave the map half
+            // updated (one insert), so a poisoned lock is still usable.
+            let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            locks.entry(name.clone()).or_default().clone()
+        };
+        Workspace {
+            dir: self.root.join(name.as_str()),
+            lock,
+        }
+    }
+}
+
+/// One user's files. Obtained from [`Workspaces::user`].
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    dir: PathBuf,
+    lock: Arc<Mutex<()>>,
+}
+
+impl Workspace {
+    /// `<root>/<user>`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<root>/<user>/userdata`: what ComfyUI calls the user directory.
+    pub fn userdata_dir(&self) -> PathBuf {
+        self.dir.join("userdata")
+    }
+
+    /// `<root>/<user>/{input,output,temp}`.
+    pub fn kind_dir(&self, kind: FileKind) -> PathBuf {
+        self.dir.join(kind.as_str())
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.dir.join(".staging")
+    }
+
+    /// Takes the user's write lock as an owned guard, so it can move into a
+    /// blocking task and stay held until the disk work is done even if the
+    /// request future is dropped half-way.
+    async fn write_lock(&self) -> OwnedMutexGuard<()> {
+        self.lock.clone().lock_owned().await
+    }
+}
+
+/// Runs filesystem work on the blocking pool. Once started it runs to the
+/// end, which is what keeps rename-into-place sequences whole when a client
+/// disconnects.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| WorkspaceError::Io(io::Error::other(e)))?
+}
+
+/// A file being written in `.staging/`. It is removed on drop unless
+/// [`persist`](Staged::persist) renamed it into place, so no error path (or
+/// panic) leaves debris behind.
+struct Staged {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Staged {
+    fn write(staging_dir: &Path, data: &[u8]) -> io::Result<Self> {
+        fs::create_dir_all(staging_dir)?;
+        let path = staging_dir.join(format!("{}.part", uuid::Uuid::new_v4()));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let staged = Staged { path, armed: true };
+        file.write_all(data)?;
+        // Without this a crash right after the rename can leave an empty
+        // file under the final name on some filesystems.
+        file.sync_all()?;
+        Ok(staged)
+    }
+
+    /// Renames the staged file onto `dest`, replacing a file already there.
+    fn persist(mut self, dest: &Path) -> io::Result<()> {
+        fs::rename(&self.path, dest)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort: the file is ours alone, and failing to remove it
+            // only leaves a stray file in `.staging/`.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// `stat` following symlinks, with Python's `os.path.exists` semantics: any
+/// error (missing, a file used as a directory, a name too long...) means
+/// "not there".
+fn stat(path: &Path) -> Option<fs::Metadata> {
+    fs::metadata(path).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_and_shared_locks() {
+        let ws = Workspaces::new(PathBuf::from("/data/users"));
+        let alice = UserName::parse("Alice").unwrap();
+        let a1 = ws.user(&alice);
+        let a2 = ws.clone().user(&alice);
+        let bob = ws.user(&UserName::parse("bob").unwrap());
+        assert_eq!(a1.dir(), Path::new("/data/users/alice"));
+        assert_eq!(a1.userdata_dir(), Path::new("/data/users/alice/userdata"));
+        assert_eq!(
+            a1.kind_dir(FileKind::Temp),
+            Path::new("/data/users/alice/temp")
+        );
+        assert!(Arc::ptr_eq(&a1.lock, &a2.lock));
+        assert!(!Arc::ptr_eq(&a1.lock, &bob.lock));
+    }
+
+    #[test]
+    fn staged_file_is_removed_unless_persisted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = tmp.path().join(".staging");
+        let s = Staged::write(&staging, b"x").unwrap();
+        let path = s.path.clone();
+        assert!(path.exists());
+        drop(s);
+        assert!(!path.exists());
+
+        let s = Staged::write(&staging, b"y").unwrap();
+        let dest = tmp.path().join("dest");
+        s.persist(&dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"y");
+        assert_eq!(fs::read_dir(&staging).unwrap().count(), 0);
+    }
+}

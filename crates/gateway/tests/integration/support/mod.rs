@@ -1,0 +1,379 @@
+//! `TestApp`: a gateway and its simulator on ephemeral ports, with helpers
+//! to create users and log in. Dropping it signals both to stop;
+//! `restart` and `shutdown` also wait for the gateway to stop and check
+//! that it left no task running.
+
+use std::path::PathBuf;
+
+use comfyume::app::AppState;
+use comfyume::backend::Backend;
+use comfyume::config::{AuthMode, BackendConfig, BackendKind, Config};
+use comfyume_domain::{Password, Role, UserName};
+use reqwest::redirect::Policy;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub mod fake_backend;
+
+/// How long any single wait in a test may take before it fails, naming
+/// what it waited for. A bound against hangs, not a timed assertion: a
+/// healthy run waits milliseconds.
+pub const WAIT_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Awaits `fut`, failing the test if it takes longer than [`WAIT_BOUND`].
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT_BOUND, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("waited {} s for {what}", WAIT_BOUND.as_secs()),
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub sim_url: String,
+    pub state: AppState,
+    pub data_dir: PathBuf,
+    config: Config,
+    manual_dispatch: bool,
+    gateway: Option<Gateway>,
+    stop: Vec<oneshot::Sender<()>>,
+    sim_stops: Vec<Option<oneshot::Sender<()>>>,
+    _dirs: tempfile::TempDir,
+}
+
+/// How a test wants its gateway and simulator.
+#[derive(Default)]
+pub struct Options {
+    /// Serve HTTP only; the test starts jobs with `dispatch_once`.
+    pub manual_dispatch: bool,
+    pub sim: comfyume_sim::SimOptions,
+    /// A second simulator, `sim-2`, after the first.
+    pub second_sim: Option<comfyume_sim::SimOptions>,
+    /// Backends (name, url) listed before the simulators, so they get the
+    /// first job.
+    pub before: Vec<(String, String)>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_full(Options::default(), adjust).await
+    }
+
+    pub async fn spawn_full(options: Options, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        comfyume::telemetry::init_for_tests();
+        let dirs = tempfile::tempdir().unwrap();
+        let stop = Vec::new();
+        let (sim_url, stop_sim) = start_sim(options.sim).await;
+        let mut sim_stops = vec![Some(stop_sim)];
+        let mut backends: Vec<BackendConfig> = options
+            .before
+            .iter()
+            .map(|(name, url)| BackendConfig {
+                name: name.clone(),
+                kind: BackendKind::Comfyui,
+                url: url.clone(),
+                slots: 1,
+                group: None,
+                token: None,
+            })
+            .collect();
+        backends.push(BackendConfig {
+            name: "sim".into(),
+            kind: BackendKind::Sim,
+            url: sim_url.clone(),
+            slots: 1,
+            group: None,
+            token: None,
+        });
+        if let Some(second) = options.second_sim {
+            let (url, stop_second) = start_sim(second).await;
+            sim_stops.push(Some(stop_second));
+            backends.push(BackendConfig {
+                name: "sim-2".into(),
+                kind: BackendKind::Sim,
+                url,
+                slots: 1,
+                group: None,
+                token: None,
+            });
+        }
+
+        let mut config = Config {
+            data_dir: dirs.path().join("data"),
+            frontend_dir: fake_frontend(dirs.path()),
+            templates_dir: Some(templates(dirs.path())),
+            backends,
+            ..Config::default()
+        };
+        config.auth.secure_cookies = false;
+        adjust(&mut config);
+        let data_dir = config.data_dir.clone();
+        let gateway = start_gateway(&config, options.manual_dispatch).await;
+        let (state, addr) = (gateway.state.clone(), gateway.addr);
+        TestApp {
+            url: format!("http://{addr}"),
+            addr,
+            sim_url,
+            state,
+            data_dir,
+            config,
+            manual_dispatch: options.manual_dispatch,
+            gateway: Some(gateway),
+            stop,
+            sim_stops,
+            _dirs: dirs,
+        }
+    }
+
+    /// Stops simulator `i` (0: `sim`, 1: `sim-2`), as a GPU that goes away.
+    pub fn stop_sim(&mut self, i: usize) {
+        if let Some(tx) = self.sim_stops[i].take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stops the gateway and starts a new one on the same data directory
+    /// (and the same simulator), as after a restart; sessions survive, so
+    /// clients stay logged in. The new gateway listens on a new port.
+    pub async fn restart(&mut self) {
+        if let Some(old) = self.gateway.take() {
+            old.stop().await;
+        }
+        let gateway = start_gateway(&self.config, self.manual_dispatch).await;
+        self.state = gateway.state.clone();
+        self.addr = gateway.addr;
+        self.url = format!("http://{}", gateway.addr);
+        self.gateway = Some(gateway);
+    }
+
+    /// Stops the gateway and waits until it has, checking that nothing it
+    /// started is left running.
+    pub async fn shutdown(mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop().await;
+        }
+    }
+
+    /// One dispatcher round (manual-dispatch apps): starts what the
+    /// scheduler places on free slots; returns the ids that started.
+    pub async fn dispatch_once(&self) -> Vec<String> {
+        let started = self.state.dispatcher.clone().run_once().await.unwrap();
+        started.iter().map(|id| id.to_string()).collect()
+    }
+
+    pub async fn spawn_local_mode() -> TestApp {
+        Self::spawn_with(|c| c.auth.mode = AuthMode::None).await
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    pub async fn add_user(&self, name: &str, password: &str) {
+        self.add_user_with_role(name, password, Role::Participant)
+            .await;
+    }
+
+    pub async fn add_user_with_role(&self, name: &str, password: &str, role: Role) {
+        self.state
+            .accounts
+            .create_user(
+                &UserName::parse(name).unwrap(),
+                &Password::new(password),
+                role,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A client that keeps cookies and does not follow redirects, like a
+    /// browser whose navigation the test inspects step by step.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    pub async fn try_login(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        client
+            .post(self.at("/login"))
+            .form(&[("username", name), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A new user, logged in: the returned client carries their session.
+    pub async fn user(&self, name: &str) -> reqwest::Client {
+        let password = format!("{name}-secret-pw");
+        self.add_user(name, &password).await;
+        let client = self.client();
+        let r = self.try_login(&client, name, &password).await;
+        assert_eq!(r.status(), 303, "login of {name} should redirect");
+        client
+    }
+
+    /// Where a user's files live on disk.
+    pub fn user_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("users").join(name)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+}
+
+async fn start_sim(options: comfyume_sim::SimOptions) -> (String, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(comfyume_sim::run_with(listener, options, async move {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
+/// A running gateway and what it takes to stop it.
+struct Gateway {
+    state: AppState,
+    addr: std::net::SocketAddr,
+    stop: oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Gateway {
+    /// Stops the gateway as `comfyume serve` does on a signal, waits for
+    /// it, and fails the test if any task it started is still running.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let served = within("the gateway to stop", self.served).await;
+        served
+            .expect("the server task ends")
+            .expect("the server ends cleanly");
+        // A manually driven dispatcher is shut down by its driver.
+        self.state.dispatcher.shutdown().await;
+        assert_eq!(
+            self.state.dispatcher.tasks_left(),
+            0,
+            "the stopped gateway left tasks running"
+        );
+    }
+}
+
+async fn start_gateway(config: &Config, manual_dispatch: bool) -> Gateway {
+    let http = Backend::http_client();
+    let backends = config
+        .backends
+        .iter()
+        .map(|b| Backend::new(b, http.clone()).expect("a backend"))
+        .collect();
+    let state = AppState::build(config.clone(), backends)
+        .await
+        .expect("the gateway starts");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let stop = async move {
+        let _ = rx.await;
+    };
+    let served = if manual_dispatch {
+        // What `server::run` does first, without the dispatcher's loop.
+        state.dispatcher.recover().await.expect("recovery");
+        tokio::spawn(comfyume::server::serve_http(listener, state.clone(), stop))
+    } else {
+        tokio::spawn(comfyume::server::run(listener, state.clone(), stop))
+    };
+    Gateway {
+        state,
+        addr,
+        stop: tx,
+        served,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            let _ = gateway.stop.send(());
+        }
+        for tx in self.sim_stops.drain(..).flatten() {
+            let _ = tx.send(());
+        }
+        for tx in self.stop.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A stand-in for the frontend wheel: enough files to exercise the static
+/// routes without downloading the real one (the browser tests use that).
+fn fake_frontend(root: &std::path::Path) -> PathBuf {
+    let site = root.join("frontend");
+    let stat = site.join("comfyui_frontend_package/static");
+    std::fs::create_dir_all(stat.join("extensions/core")).unwrap();
+    std::fs::create_dir_all(stat.join("assets")).unwrap();
+    std::fs::create_dir_all(site.join("comfyui_frontend_package-1.48.7.dist-info")).unwrap();
+    std::fs::write(
+        stat.join("index.html"),
+        "<!doctype html><title>ComfyUI</title>",
+    )
+    .unwrap();
+    std::fs::write(stat.join("assets/index-abc123.js"), "export {}").unwrap();
+    std::fs::write(stat.join("extensions/core/groupNode.js"), "export {}").unwrap();
+    stat
+}
+
+/// A workshop template folder with one workflow and its thumbnail.
+fn templates(root: &std::path::Path) -> PathBuf {
+    let dir = root.join("templates");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("invert.json"),
+        include_str!("../../../../../demo/templates/invert-an-image.json"),
+    )
+    .unwrap();
+    dir
+}
+
+/// Sends a WebSocket upgrade with the client's cookies and returns the
+/// socket (or the HTTP status it was refused with).
+pub async fn ws_connect(
+    app: &TestApp,
+    path: &str,
+    cookie: Option<&str>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = app.ws_url(path).into_client_request().unwrap();
+    if let Some(c) = cookie {
+        req.headers_mut().insert("cookie", c.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
+}
+
+/// The session cookie a logged-in client holds, as a `Cookie:` header value.
+pub async fn session_cookie_of(app: &TestApp, name: &str) -> String {
+    let password = format!("{name}-secret-pw");
+    app.add_user(name, &password).await;
+    let r = app.try_login(&app.client(), name, &password).await;
+    let set = r.headers().get("set-cookie").unwrap().to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}

@@ -1,0 +1,394 @@
+//! `/userdata`, `/v2/userdata`: ComfyUI's exact semantics, including its
+//! `%2F` handling, 404/409/204 answers and the listing variants (compared
+//! with the captured trace in fixtures/comfyui-0.33.0).
+
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+
+async fn setup() -> (TestApp, reqwest::Client) {
+    let app = TestApp::spawn().await;
+    let c = app.user("alice").await;
+    (app, c)
+}
+
+fn sorted(v: Value) -> Vec<Value> {
+    let mut items = v.as_array().unwrap().clone();
+    items.sort_by_key(|x| x.to_string());
+    items
+}
+
+#[tokio::test]
+async fn save_list_read_move_delete_like_comfyui() {
+    let (app, c) = setup().await;
+    let api = |p: &str| app.at(&format!("/api{p}"));
+
+    let r = c.get(api("/userdata?dir=workflows")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap(), "Directory not found");
+    let r = c.get(api("/userdata")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.text().await.unwrap(), "Directory not provided");
+
+    let r = c
+        .post(api(
+            "/userdata/workflows%2Fsub%2Fa.json?overwrite=false&full_info=true",
+        ))
+        .body("{\"x\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(info["path"], "workflows/sub/a.json");
+    assert_eq!(info["size"], 7);
+    assert!(info["modified"].is_i64() && info["created"].is_i64());
+
+    let r = c
+        .post(api("/userdata/workflows%2Fb.json"))
+        .body("{\"x\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!("workflows/b.json"));
+
+    let r = c
+        .post(api("/userdata/workflows%2Fb.json?overwrite=false"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    // The frontend sometimes sends the literal "undefined": that overwrites.
+    let r = c
+        .post(api(
+            "/userdata/workflows%2Fb.json?overwrite=undefined&full_info=undefined",
+        ))
+        .body("{\"x\":2}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!("workflows/b.json"));
+
+    let plain: Value = c
+        .get(api("/userdata?dir=workflows"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plain, json!(["b.json"]));
+    let rec: Value = c
+        .get(api("/userdata?dir=workflows&recurse=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sorted(rec), [json!("b.json"), json!("sub/a.json")]);
+    let split: Value = c
+        .get(api("/userdata?dir=workflows&recurse=true&split=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(split),
+        [
+            json!(["b.json", "b.json"]),
+            json!(["sub/a.json", "sub", "a.json"])
+        ]
+    );
+    let full: Value = c
+        .get(api(
+            "/userdata?dir=workflows&recurse=true&split=true&full_info=true",
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut paths: Vec<_> = full
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["b.json", "sub/a.json"]);
+    assert!(
+        full[0]["size"].is_u64() && full[0]["modified"].is_i64() && full[0]["created"].is_i64()
+    );
+
+    let r = c
+        .get(api("/userdata/workflows%2Fb.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.text().await.unwrap(), "{\"x\":2}");
+    // A literal slash is a different route: ComfyUI answers 404.
+    assert_eq!(
+        c.get(api("/userdata/workflows/b.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.get(api("/userdata/workflows%2Fnope.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // Double-encoded separators are unquoted once more, as ComfyUI does.
+    assert_eq!(
+        c.get(api("/userdata/workflows%252Fb.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let r = c
+        .post(api(
+            "/userdata/workflows%2Fb.json/move/workflows%2Fc.json?full_info=true",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let moved: Value = r.json().await.unwrap();
+    assert_eq!(moved["path"], "workflows/c.json");
+    assert_eq!(moved["size"], 7);
+    let r = c
+        .post(api("/userdata/workflows%2Fb.json/move/workflows%2Fd.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the source is gone");
+    let r = c
+        .post(api(
+            "/userdata/workflows%2Fc.json/move/workflows%2Fsub%2Fa.json?overwrite=false",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let r = c
+        .post(api(
+            "/userdata/workflows%2Fc.json/move/workflows%2Fe.json?overwrite=false",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!("workflows/e.json"));
+
+    let r = c
+        .delete(api("/userdata/workflows%2Fe.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+    assert_eq!(
+        c.delete(api("/userdata/workflows%2Fe.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // Plain paths behave the same as /api ones.
+    let plain: Value = c
+        .get(app.at("/userdata?dir=workflows&recurse=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plain, json!(["sub/a.json"]));
+}
+
+#[tokio::test]
+async fn v2_listing_walks_the_tree() {
+    let (app, c) = setup().await;
+    c.post(app.at("/api/userdata/workflows%2Fsub%2Fa.json"))
+        .body("{\"x\":1}")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = c
+        .get(app.at("/api/v2/userdata?path=workflows"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v[0],
+        json!({"name": "sub", "path": "workflows/sub", "type": "directory"})
+    );
+    assert_eq!(v[1]["name"], "a.json");
+    assert_eq!(v[1]["path"], "workflows/sub/a.json");
+    assert_eq!(v[1]["type"], "file");
+    assert_eq!(v[1]["size"], 7);
+    assert!(v[1]["modified"].is_f64());
+    assert_eq!(
+        c.get(app.at("/api/v2/userdata?path=nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn paths_escaping_the_user_root_are_forbidden() {
+    let (app, c) = setup().await;
+    for file in [
+        "..%2Fx.json",
+        "workflows%2F..%2F..%2Fx.json",
+        "%2E%2E%2Fx.json",
+        "..%252Fx.json",
+    ] {
+        let r = c
+            .post(app.at(&format!("/api/userdata/{file}")))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "POST {file}");
+        let r = c
+            .get(app.at(&format!("/api/userdata/{file}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "GET {file}");
+        let r = c
+            .delete(app.at(&format!("/api/userdata/{file}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "DELETE {file}");
+    }
+    let r = c
+        .get(app.at("/api/userdata?dir=..%2F.."))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(!app.data_dir.join("users/x.json").exists());
+    assert!(!app.data_dir.join("x.json").exists());
+}
+
+#[tokio::test]
+async fn settings_round_trip() {
+    let (app, c) = setup().await;
+    let api = |p: &str| app.at(&format!("/api{p}"));
+    assert_eq!(
+        c.get(api("/settings"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!({})
+    );
+    assert_eq!(
+        c.post(api("/settings"))
+            .json(&json!({"a": 1, "Comfy.Locale": "en"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    c.post(api("/settings"))
+        .json(&json!({"b": {"c": [1, 2]}}))
+        .send()
+        .await
+        .unwrap();
+    let r = c
+        .post(api("/settings/Comfy.Locale"))
+        .json(&json!("fr"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        c.get(api("/settings"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!({"a": 1, "Comfy.Locale": "fr", "b": {"c": [1, 2]}})
+    );
+    assert_eq!(
+        c.get(api("/settings/Comfy.Locale"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!("fr")
+    );
+    assert_eq!(
+        c.get(api("/settings/Missing.Key"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        Value::Null
+    );
+    // Stored in ComfyUI's own file, in the user's folder.
+    let on_disk =
+        std::fs::read_to_string(app.user_dir("alice").join("userdata/comfy.settings.json"))
+            .unwrap();
+    assert!(on_disk.contains("\"fr\""));
+    // Bad JSON is a clear 400, never a crash.
+    let r = c
+        .post(api("/settings"))
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c
+        .post(api("/settings"))
+        .json(&json!([1, 2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

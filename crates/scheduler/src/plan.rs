@@ -1,0 +1,149 @@
+//! [`plan`]: which pending jobs start now, and on which free slots.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::fair_share::FairShare;
+use super::input::{PendingJob, RunningCounts, Slot};
+use comfyume_domain::{JobId, UserId};
+
+/// Assigns as many pending jobs as possible to the free slots, in the order
+/// they should start. Each slot and each job is used at most once, a user
+/// never ends up with more than `cap` running jobs (running ones plus those
+/// assigned here), and a job only goes to a backend it may run on.
+///
+/// One assignment at a time:
+/// 1. A user is *eligible* if they are below `cap` and one of their pending
+///    jobs may run on a free slot; their *candidate* is the first such job
+///    in their own queue order (instructor lane, then [`OrderKey`]).
+/// 2. The next slot goes to the eligible user whose candidate is in the
+///    instructor lane, then with the least virtual time (their
+///    [`FairShare::vtime`] plus [`FairShare::estimate_ms`] for every job
+///    they have running or were just assigned), then whose oldest pending
+///    job is oldest (submission sequence), then the lower user id.
+/// 3. The candidate takes the first free slot it may run on, in the order
+///    of `free`: the caller puts preferred slots first (spreading across
+///    backends now; backends with the job's model loaded, later).
+///
+/// It stops when no eligible user is left, so no slot stays free while a
+/// job that could use it waits below its owner's cap. Duplicate job ids or
+/// slots in the input are used once.
+///
+/// [`OrderKey`]: super::OrderKey
+pub fn plan(
+    pending: &[PendingJob],
+    running: &RunningCounts,
+    share: &FairShare,
+    free: &[Slot],
+    cap: u32,
+) -> Vec<(JobId, Slot)> {
+    let mut queues = user_queues(pending, running, share);
+    let mut slots = distinct(free);
+    let mut out = Vec::new();
+
+    loop {
+        let mut best: Option<(Pick, usize, usize, usize)> = None;
+        for (qi, queue) in queues.iter().enumerate() {
+            if queue.busy >= cap {
+                continue;
+            }
+            let Some((ji, si)) = queue.candidate(&slots) else {
+                continue;
+            };
+            let pick = Pick {
+                lane: !queue.jobs[ji].admin,
+                vtime: queue.vtime(),
+                oldest: queue.oldest,
+                user: queue.user,
+            };
+            if best.as_ref().is_none_or(|(b, ..)| pick < *b) {
+                best = Some((pick, qi, ji, si));
+            }
+        }
+        let Some((_, qi, ji, si)) = best else {
+            break;
+        };
+        let queue = &mut queues[qi];
+        queue.taken[ji] = true;
+        queue.busy += 1;
+        let slot = slots[si].take().expect("a candidate's slot is free");
+        out.push((queue.jobs[ji].id, slot.clone()));
+    }
+    out
+}
+
+/// How one eligible user ranks for the next slot; smaller goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Pick {
+    /// `false` for the instructor lane, so it sorts first.
+    lane: bool,
+    vtime: u64,
+    /// The submission sequence of the user's oldest pending job.
+    oldest: u64,
+    user: UserId,
+}
+
+/// One user's pending jobs in their own order, and what this plan did.
+struct Queue<'a> {
+    user: UserId,
+    jobs: Vec<&'a PendingJob>,
+    taken: Vec<bool>,
+    oldest: u64,
+    base_vtime: u64,
+    estimate: u64,
+    /// Running plus assigned in this plan.
+    busy: u32,
+}
+
+impl Queue<'_> {
+    fn vtime(&self) -> u64 {
+        self.base_vtime
+            .saturating_add(u64::from(self.busy).saturating_mul(self.estimate))
+    }
+
+    /// The user's first untaken job that may use a free slot, and that slot.
+    fn candidate(&self, slots: &[Option<&Slot>]) -> Option<(usize, usize)> {
+        self.jobs
+            .iter()
+            .enumerate()
+            .filter(|(ji, _)| !self.taken[*ji])
+            .find_map(|(ji, job)| {
+                slots
+                    .iter()
+                    .position(|s| s.is_some_and(|s| job.may_run_on(&s.backend)))
+                    .map(|si| (ji, si))
+            })
+    }
+}
+
+fn user_queues<'a>(
+    pending: &'a [PendingJob],
+    running: &RunningCounts,
+    share: &FairShare,
+) -> Vec<Queue<'a>> {
+    let mut seen = HashSet::new();
+    let mut by_user: BTreeMap<UserId, Vec<&PendingJob>> = BTreeMap::new();
+    for job in pending.iter().filter(|j| seen.insert(j.id)) {
+        by_user.entry(job.owner).or_default().push(job);
+    }
+    by_user
+        .into_iter()
+        .map(|(user, mut jobs)| {
+            jobs.sort_by(|a, b| a.queue_cmp(b));
+            let oldest = jobs.iter().map(|j| j.order.seq()).min().unwrap_or(0);
+            Queue {
+                user,
+                taken: vec![false; jobs.len()],
+                jobs,
+                oldest,
+                base_vtime: share.vtime(user),
+                estimate: share.estimate_ms(user),
+                busy: running.get(user),
+            }
+        })
+        .collect()
+}
+
+fn distinct(free: &[Slot]) -> Vec<Option<&Slot>> {
+    let mut seen = HashSet::new();
+    free.iter().map(|s| seen.insert(s).then_some(s)).collect()
+}

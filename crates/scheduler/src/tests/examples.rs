@@ -1,0 +1,224 @@
+//! Readable examples of the policy, most of them simulated.
+
+use super::sim::{Room, SimJob, backend, job_id, run};
+use crate::{FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage, plan};
+use comfyume_domain::UserId;
+
+const A: i64 = 1;
+const B: i64 = 2;
+const C: i64 = 3;
+const T: i64 = 9; // the teacher
+
+fn one_slot() -> Room {
+    Room {
+        backends: vec![1],
+        cap: 1,
+    }
+}
+
+fn slot(b: usize, i: u32) -> Slot {
+    Slot::new(backend(b), i)
+}
+
+/// The acceptance test.
+#[test]
+fn a_queues_ten_then_b_queues_one_b_finishes_before_as_third() {
+    let mut jobs: Vec<SimJob> = (0..10).map(|_| SimJob::new(A, 0, 10)).collect();
+    jobs.push(SimJob::new(B, 1, 10));
+    let out = run(&one_slot(), &jobs, true);
+    let b = 10;
+    assert!(out.finish[b] <= out.start[2], "{:?}", out.dispatches);
+    // In fact B goes right after A's first job.
+    assert_eq!(out.dispatches[..3], [0, b, 1]);
+    assert!(out.light_checked.contains(&b));
+}
+
+#[test]
+fn a_light_user_waits_behind_at_most_one_job_per_heavy_user() {
+    // Three heavy users queue 20 long jobs each on two single-slot GPUs;
+    // a newcomer submits one job in the middle of it.
+    let mut jobs = Vec::new();
+    for user in [A, B, C] {
+        jobs.extend((0..20).map(|_| SimJob::new(user, 0, 100)));
+    }
+    jobs.push(SimJob::new(4, 250, 5));
+    let room = Room {
+        backends: vec![1, 1],
+        cap: 1,
+    };
+    let out = run(&room, &jobs, true);
+    let light = jobs.len() - 1;
+    // Job starts, in order, from the submission to the light job's start.
+    let between: Vec<usize> = out
+        .dispatches
+        .iter()
+        .copied()
+        .filter(|j| out.start[*j] >= 250)
+        .take_while(|j| *j != light)
+        .collect();
+    assert!(between.len() <= 3, "heavy starts first: {between:?}");
+    assert!(
+        out.start[light] - 250 <= 100,
+        "waits at most one job length"
+    );
+    assert!(out.light_checked.contains(&light));
+}
+
+#[test]
+fn the_instructor_goes_first() {
+    let mut jobs: Vec<SimJob> = (0..3)
+        .flat_map(|_| [SimJob::new(A, 0, 10), SimJob::new(B, 0, 10)])
+        .collect();
+    jobs.push(SimJob::new(T, 5, 10).admin());
+    jobs.push(SimJob::new(T, 5, 10).admin());
+    let out = run(&one_slot(), &jobs, false);
+    // A's first job is running when the teacher submits; the teacher's two
+    // jobs follow it (cap 1: one at a time, nobody in between).
+    assert_eq!(out.dispatches[..3], [0, 6, 7]);
+}
+
+#[test]
+fn two_free_slots_go_to_two_users() {
+    let pending: Vec<PendingJob> = (0..4)
+        .map(|n| {
+            let owner = if n < 3 { A } else { B };
+            PendingJob::new(job_id(n), UserId(owner), false, OrderKey::back(n as u64))
+        })
+        .collect();
+    let free = [slot(0, 0), slot(0, 1)];
+    let got = plan(&pending, &RunningCounts::new(), &FairShare::new(), &free, 2);
+    assert_eq!(got, [(job_id(0), slot(0, 0)), (job_id(3), slot(0, 1))]);
+}
+
+#[test]
+fn caps_hold_even_with_slots_to_spare() {
+    let pending: Vec<PendingJob> = (0..5)
+        .map(|n| PendingJob::new(job_id(n), UserId(A), false, OrderKey::back(n as u64)))
+        .collect();
+    let free: Vec<Slot> = (0..4).map(|i| slot(0, i)).collect();
+    let running: RunningCounts = [UserId(A)].into_iter().collect();
+    let got = plan(&pending, &running, &FairShare::new(), &free, 2);
+    assert_eq!(got, [(job_id(0), slot(0, 0))]);
+    assert!(plan(&pending, &running, &FairShare::new(), &free, 1).is_empty());
+}
+
+#[test]
+fn front_reorders_only_the_owners_queue() {
+    // A queues three; B queues one; then A submits one with front: true.
+    let jobs = vec![
+        SimJob::new(A, 0, 10),
+        SimJob::new(A, 0, 10),
+        SimJob::new(A, 0, 10),
+        SimJob::new(B, 1, 10),
+        SimJob::new(A, 2, 10).front(),
+    ];
+    let out = run(&one_slot(), &jobs, false);
+    // B still goes second; A's front job comes before A's other ones.
+    assert_eq!(out.dispatches, [0, 3, 4, 1, 2]);
+}
+
+#[test]
+fn a_retried_job_goes_to_the_front_of_its_owners_queue() {
+    let mut pending: Vec<PendingJob> = (1..4)
+        .map(|n| PendingJob::new(job_id(n), UserId(A), false, OrderKey::back(n as u64)))
+        .collect();
+    // Job 0 ran, its backend died, and it is back in the queue.
+    pending.push(PendingJob::new(
+        job_id(0),
+        UserId(A),
+        false,
+        OrderKey::retry(0),
+    ));
+    pending.push(PendingJob::new(
+        job_id(9),
+        UserId(A),
+        false,
+        OrderKey::front(9),
+    ));
+    let got = plan(
+        &pending,
+        &RunningCounts::new(),
+        &FairShare::new(),
+        &[slot(0, 0)],
+        1,
+    );
+    assert_eq!(got, [(job_id(0), slot(0, 0))]);
+}
+
+#[test]
+fn jobs_only_go_where_they_are_allowed() {
+    // A's first job needs gpu1, which is busy; B's takes gpu0, and A's later
+    // job may use it too once B's is done.
+    let jobs = vec![
+        SimJob::new(A, 0, 10).only_on(&[1]),
+        SimJob::new(C, 0, 100).only_on(&[1]),
+        SimJob::new(B, 1, 10),
+        SimJob::new(A, 1, 10),
+    ];
+    let room = Room {
+        backends: vec![1, 1],
+        cap: 1,
+    };
+    let out = run(&room, &jobs, false);
+    // t=0: A's job 0 on gpu1, C's job 1 waits for gpu1. t=1: B on gpu0.
+    assert_eq!(out.start[0], 0);
+    assert_eq!(out.start[2], 1);
+    // t=10: A's job 0 ends; gpu1 goes to C; A's job 3 to gpu0 at t=11.
+    assert_eq!(out.start[1], 10);
+    assert_eq!(out.start[3], 11);
+}
+
+#[test]
+fn long_jobs_get_fewer_turns() {
+    // A's jobs take 10 ms, B's 100 ms; both always have work.
+    let mut jobs = Vec::new();
+    for _ in 0..200 {
+        jobs.push(SimJob::new(A, 0, 10));
+        jobs.push(SimJob::new(B, 0, 100));
+    }
+    let out = run(&one_slot(), &jobs, false);
+    let horizon = 2000;
+    let done = |user: i64| {
+        (0..jobs.len())
+            .filter(|j| jobs[*j].user == UserId(user) && out.finish[*j] <= horizon)
+            .count()
+    };
+    let (a, b) = (done(A), done(B));
+    assert!(
+        (95..=105).contains(&a) && (9..=11).contains(&b),
+        "A {a}, B {b}"
+    );
+}
+
+#[test]
+fn after_a_restart_usage_totals_carry_over() {
+    // Before the restart B had used a minute more than A.
+    let share = FairShare::from_usage([
+        (UserId(A), Usage { gpu_ms: 0, jobs: 0 }),
+        (
+            UserId(B),
+            Usage {
+                gpu_ms: 60_000,
+                jobs: 6,
+            },
+        ),
+    ]);
+    let pending = vec![
+        PendingJob::new(job_id(0), UserId(B), false, OrderKey::back(0)),
+        PendingJob::new(job_id(1), UserId(A), false, OrderKey::back(1)),
+    ];
+    let mut share = share;
+    share.sync_active([UserId(B), UserId(A)]);
+    let got = plan(&pending, &RunningCounts::new(), &share, &[slot(0, 0)], 1);
+    assert_eq!(got, [(job_id(1), slot(0, 0))]);
+}
+
+#[test]
+fn duplicate_jobs_and_slots_are_used_once() {
+    let job = PendingJob::new(job_id(0), UserId(A), false, OrderKey::back(0));
+    let other = PendingJob::new(job_id(1), UserId(B), false, OrderKey::back(1));
+    let pending = vec![job.clone(), job, other];
+    let free = [slot(0, 0), slot(0, 0)];
+    let got = plan(&pending, &RunningCounts::new(), &FairShare::new(), &free, 5);
+    assert_eq!(got, [(job_id(0), slot(0, 0))]);
+}
