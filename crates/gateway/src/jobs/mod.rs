@@ -17,7 +17,7 @@ use crate::catalogue::personalise;
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::dispatch::Dispatcher;
-use crate::store::{NewJob, StoreError};
+use crate::store::{Inserted, NewJob, StoreError};
 use comfyume_domain::{Job, JobId, JobState};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,13 +81,6 @@ impl Jobs {
         )
         .map_err(|e| SubmitError::Invalid(e.body))?;
 
-        let (pending, _) = shared.store.active_counts(user.id).await?;
-        if pending >= self.limits.max_pending_per_user {
-            return Err(SubmitError::QueueFull(queue_full_body(
-                self.limits.max_pending_per_user,
-            )));
-        }
-
         let now = now_ms();
         let mut extra = sub.extra_data;
         for key in SENSITIVE {
@@ -103,21 +96,32 @@ impl Jobs {
             extra.insert("client_id".into(), json!(c));
         }
         extra.insert("create_time".into(), json!(now));
-        let job = shared
+        let inserted = shared
             .store
-            .insert_job(NewJob {
-                id: sub.prompt_id.unwrap_or_default(),
-                owner: user.id,
-                number: sub.number,
-                front: sub.front,
-                prompt: sub.prompt,
-                extra_data: Value::Object(extra),
-                outputs_to_execute: validated.outputs_to_execute,
-                partial_targets: sub.partial_execution_targets,
-                workflow_id,
-                created_at: now,
-            })
+            .insert_job(
+                NewJob {
+                    id: sub.prompt_id.unwrap_or_default(),
+                    owner: user.id,
+                    number: sub.number,
+                    front: sub.front,
+                    prompt: sub.prompt,
+                    extra_data: Value::Object(extra),
+                    outputs_to_execute: validated.outputs_to_execute,
+                    partial_targets: sub.partial_execution_targets,
+                    workflow_id,
+                    created_at: now,
+                },
+                self.limits.max_pending_per_user,
+            )
             .await?;
+        let job = match inserted {
+            Inserted::Queued(job) => *job,
+            Inserted::QueueFull => {
+                return Err(SubmitError::QueueFull(queue_full_body(
+                    self.limits.max_pending_per_user,
+                )));
+            }
+        };
         shared.send_status(user.id).await;
         self.dispatcher.wake();
         Ok((job, Value::Object(validated.node_errors)))

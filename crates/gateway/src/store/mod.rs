@@ -1,20 +1,16 @@
 //! The database: the only module that holds SQL.
 //!
-//! Today the store is SQLite (WAL, a busy timeout, embedded migrations); the
-//! queries keep to the SQL subset PostgreSQL shares, so a second backend can
-//! be added behind the same methods.
+//! Callers see [`Store`]: operations on accounts, sessions and jobs, never
+//! a pool, a row or a dialect. Today's one engine is SQLite (`sqlite`); a
+//! second (PostgreSQL) is a sibling module and one more [`Engine`] variant
+//! answering the same operations. The queries that must be atomic say how
+//! in their engine (a per-user cap checked by the inserting statement, state
+//! changes compare-and-set on the current state).
 
-mod jobs;
+mod sqlite;
 
-pub use jobs::{Finish, NewJob, PendingRow};
-
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-
-use comfyume_domain::{Role, UserId, UserName};
+use comfyume_domain::{Job, JobId, JobState, Role, UserId, UserName};
+use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,275 +41,155 @@ pub struct UserRecord {
     pub disabled: bool,
 }
 
+/// What `POST /prompt` stores.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub owner: UserId,
+    /// `None`: take the next counter value (negated for `front`).
+    pub number: Option<f64>,
+    pub front: bool,
+    pub prompt: Value,
+    pub extra_data: Value,
+    pub outputs_to_execute: Vec<String>,
+    pub partial_targets: Option<Vec<String>>,
+    pub workflow_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// A pending job as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub id: JobId,
+    pub owner: UserId,
+    pub admin: bool,
+    pub number: f64,
+    pub seq: i64,
+    /// Handed back by a failed backend: it goes first in its owner's queue.
+    pub retry: bool,
+    /// The backend that failed it, to avoid when another can take it.
+    pub avoid_backend: Option<String>,
+    /// The API-format prompt (what it needs of a backend).
+    pub prompt: Value,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub state: JobState,
+    pub outputs: serde_json::Map<String, Value>,
+    pub meta: serde_json::Map<String, Value>,
+    pub messages: Vec<Value>,
+    pub error: Option<Value>,
+    pub finished_at: i64,
+}
+
+/// What [`Store::insert_job`] did.
+#[derive(Debug)]
+pub enum Inserted {
+    Queued(Box<Job>),
+    /// The owner already has the most pending jobs they may have.
+    QueueFull,
+}
+
 /// The handle every part of the server shares; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    engine: Engine,
+}
+
+/// The database engines the store can run on.
+#[derive(Clone)]
+enum Engine {
+    Sqlite(sqlite::Sqlite),
+}
+
+/// Each operation of [`Store`], answered by its engine.
+macro_rules! operations {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match &self.engine {
+                        Engine::Sqlite(db) => db.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to
-    /// date.
+    /// Opens (creating if needed) the database at `url` and brings its
+    /// schema up to date. `sqlite://PATH` and `sqlite::memory:` are known.
     pub async fn connect(url: &str) -> StoreResult<Store> {
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::UnsupportedUrl);
+        if url.starts_with("sqlite:") {
+            let engine = Engine::Sqlite(sqlite::Sqlite::connect(url).await?);
+            return Ok(Store { engine });
         }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        // An in-memory database exists once per connection: keep exactly one.
-        let max = if url.contains(":memory:") { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        Err(StoreError::UnsupportedUrl)
     }
 
-    pub async fn create_user(
-        &self,
-        name: &UserName,
-        password_hash: &str,
-        role: Role,
-        now_ms: i64,
-    ) -> StoreResult<UserRecord> {
-        let result = sqlx::query(
-            "INSERT INTO users (name, password_hash, role, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(name.as_str())
-        .bind(password_hash)
-        .bind(role.as_str())
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(r) => Ok(UserRecord {
-                id: UserId(r.last_insert_rowid()),
-                name: name.clone(),
-                password_hash: password_hash.to_string(),
-                role,
-                created_at: now_ms,
-                disabled: false,
-            }),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("user '{name}'")))
-            }
-            Err(e) => Err(e.into()),
+    /// Closes the connections, flushing what the engine buffers.
+    pub async fn close(&self) {
+        match &self.engine {
+            Engine::Sqlite(db) => db.close().await,
         }
     }
+}
 
-    pub async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(
-            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users WHERE name = $1",
-        )
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| user_from_row(&r)).transpose()
-    }
-
-    pub async fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(
-            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users WHERE id = $1",
-        )
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| user_from_row(&r)).transpose()
-    }
-
-    pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(user_from_row).collect()
-    }
-
+operations! {
+    fn create_user(&self, name: &UserName, password_hash: &str, role: Role, now_ms: i64) -> StoreResult<UserRecord>;
+    fn user_by_name(&self, name: &UserName) -> StoreResult<Option<UserRecord>>;
+    fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
+    /// Every account, by name.
+    fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     /// Replaces a password and ends every session of that user.
-    pub async fn set_password(&self, name: &UserName, password_hash: &str) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
-            .bind(password_hash)
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("user '{name}'")));
-        }
-        sqlx::query("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = $1)")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
+    fn set_password(&self, name: &UserName, password_hash: &str) -> StoreResult<()>;
     /// Removes an account and its sessions (its files are the workspace's
     /// business).
-    pub async fn remove_user(&self, name: &UserName) -> StoreResult<()> {
-        let deleted = sqlx::query("DELETE FROM users WHERE name = $1")
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("user '{name}'")));
-        }
-        Ok(())
-    }
-
-    pub async fn create_session(
-        &self,
-        token_hash: &str,
-        user: UserId,
-        now_ms: i64,
-        expires_at_ms: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token_hash)
-        .bind(user.0)
-        .bind(now_ms)
-        .bind(expires_at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
+    fn remove_user(&self, name: &UserName) -> StoreResult<()>;
+    fn create_session(&self, token_hash: &str, user: UserId, now_ms: i64, expires_at_ms: i64) -> StoreResult<()>;
     /// The active, enabled user owning an unexpired session.
-    pub async fn session_user(
-        &self,
-        token_hash: &str,
-        now_ms: i64,
-    ) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(
-            "SELECT u.id, u.name, u.password_hash, u.role, u.created_at, u.disabled_at
-             FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
-        )
-        .bind(token_hash)
-        .bind(now_ms)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| user_from_row(&r)).transpose()
-    }
-
-    pub async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
+    fn session_user(&self, token_hash: &str, now_ms: i64) -> StoreResult<Option<UserRecord>>;
+    fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
     /// Deletes expired sessions; returns how many went.
-    pub async fn sweep_sessions(&self, now_ms: i64) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
-    }
+    fn sweep_sessions(&self, now_ms: i64) -> StoreResult<u64>;
 
-    /// Closes the pool, flushing the WAL.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<UserRecord> {
-    let name: String = r.try_get("name")?;
-    let role: String = r.try_get("role")?;
-    let disabled_at: Option<i64> = r.try_get("disabled_at")?;
-    Ok(UserRecord {
-        id: UserId(r.try_get("id")?),
-        name: UserName::parse(&name)
-            .map_err(|e| StoreError::Corrupt(format!("user name {name:?}: {e}")))?,
-        password_hash: r.try_get("password_hash")?,
-        role: role.parse().map_err(StoreError::Corrupt)?,
-        created_at: r.try_get("created_at")?,
-        disabled: disabled_at.is_some(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn store() -> Store {
-        Store::connect("sqlite::memory:").await.unwrap()
-    }
-
-    fn name(s: &str) -> UserName {
-        UserName::parse(s).unwrap()
-    }
-
-    #[tokio::test]
-    async fn users_are_unique_and_listed() {
-        let s = store().await;
-        s.create_user(&name("bob"), "h1", Role::Participant, 1)
-            .await
-            .unwrap();
-        s.create_user(&name("alice"), "h2", Role::Admin, 2)
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.create_user(&name("BOB"), "h3", Role::Participant, 3)
-                .await,
-            Err(StoreError::Conflict(_))
-        ));
-        let all = s.list_users().await.unwrap();
-        assert_eq!(
-            all.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
-            ["alice", "bob"]
-        );
-        assert_eq!(all[0].role, Role::Admin);
-    }
-
-    #[tokio::test]
-    async fn sessions_expire_and_die_with_password_change() {
-        let s = store().await;
-        let u = s
-            .create_user(&name("bob"), "h1", Role::Participant, 1)
-            .await
-            .unwrap();
-        s.create_session("t1", u.id, 10, 100).await.unwrap();
-        assert_eq!(
-            s.session_user("t1", 50)
-                .await
-                .unwrap()
-                .unwrap()
-                .name
-                .as_str(),
-            "bob"
-        );
-        assert!(s.session_user("t1", 100).await.unwrap().is_none());
-        assert!(s.session_user("nope", 50).await.unwrap().is_none());
-        s.set_password(&name("bob"), "h2").await.unwrap();
-        assert!(s.session_user("t1", 50).await.unwrap().is_none());
-        s.create_session("t2", u.id, 10, 100).await.unwrap();
-        assert_eq!(s.sweep_sessions(100).await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn removing_a_user_ends_their_sessions() {
-        let s = store().await;
-        let u = s
-            .create_user(&name("bob"), "h1", Role::Participant, 1)
-            .await
-            .unwrap();
-        s.create_session("t1", u.id, 10, 100).await.unwrap();
-        s.remove_user(&name("bob")).await.unwrap();
-        assert!(s.session_user("t1", 50).await.unwrap().is_none());
-        assert!(matches!(
-            s.remove_user(&name("bob")).await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
+    /// Queues a job unless its owner already has `max_pending` waiting,
+    /// atomically: parallel submissions never exceed the cap.
+    fn insert_job(&self, new: NewJob, max_pending: u32) -> StoreResult<Inserted>;
+    fn job(&self, id: &JobId) -> StoreResult<Option<Job>>;
+    /// Every job of one user, oldest first.
+    fn jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>>;
+    /// (pending, in progress) counts of one user.
+    fn active_counts(&self, owner: UserId) -> StoreResult<(u32, u32)>;
+    /// Every pending job, in submission order, with its owner's role.
+    fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>>;
+    /// Jobs in progress (after a crash: the ones to re-queue or re-attach).
+    fn in_progress_jobs(&self) -> StoreResult<Vec<Job>>;
+    /// pending → in_progress on `backend`'s `slot`; false if the job was no
+    /// longer pending (cancelled meanwhile).
+    fn claim_job(&self, id: &JobId, backend: &str, slot: u32, now: i64) -> StoreResult<bool>;
+    /// in_progress → pending, keeping its place and its delivered outputs.
+    fn requeue_job(&self, id: &JobId) -> StoreResult<bool>;
+    /// in_progress → pending as if never claimed (its attempt handed back).
+    fn unclaim_job(&self, id: &JobId, attempt: i64) -> StoreResult<bool>;
+    /// in_progress → pending at the front of its owner's queue, after
+    /// `backend` failed the run holding `attempt`.
+    fn requeue_for_retry(&self, id: &JobId, attempt: i64, backend: &str) -> StoreResult<bool>;
+    /// Records a running job's outputs and messages so far; only the run
+    /// holding `attempt` may write.
+    fn record_progress(&self, id: &JobId, attempt: i64, outputs: &serde_json::Map<String, Value>, meta: &serde_json::Map<String, Value>, messages: &[Value]) -> StoreResult<()>;
+    /// in_progress → a terminal state, by the run holding `attempt`.
+    fn finish_job(&self, id: &JobId, attempt: i64, f: &Finish) -> StoreResult<bool>;
+    /// pending → cancelled for the owner's jobs among `ids` (all when
+    /// `None`); returns the ids that changed.
+    fn cancel_pending(&self, owner: UserId, ids: Option<&[JobId]>, now: i64) -> StoreResult<Vec<JobId>>;
+    /// Deletes the owner's finished jobs among `ids` (all when `None`).
+    fn delete_history(&self, owner: UserId, ids: Option<&[JobId]>) -> StoreResult<u64>;
+    /// GPU milliseconds and runs per user of the jobs finished since
+    /// `since_ms`.
+    fn gpu_time_by_user(&self, since_ms: i64) -> StoreResult<Vec<(UserId, i64, i64)>>;
 }

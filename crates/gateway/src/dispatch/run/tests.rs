@@ -18,7 +18,7 @@ use crate::backend::{BackendSession, JobStatus, SessionError, SessionEvent, Subm
 use crate::catalogue::Catalogue;
 use crate::dispatch::Shared;
 use crate::hub::{Hub, Outbound};
-use crate::store::{NewJob, Store};
+use crate::store::{Inserted, NewJob, Store};
 use crate::workspace::Workspaces;
 
 const SID: &str = "browser-sid";
@@ -159,22 +159,29 @@ impl Rig {
             workspaces: Workspaces::new(dir.path().join("users")),
             catalogue: Arc::new(Catalogue::new(Vec::new(), cache)),
         };
-        let job = shared
+        let inserted = shared
             .store
-            .insert_job(NewJob {
-                id: Default::default(),
-                owner: user.id,
-                number: None,
-                front: false,
-                prompt,
-                extra_data: json!({"client_id": SID, "create_time": 5, "extra_pnginfo": {}}),
-                outputs_to_execute: vec!["9".into()],
-                partial_targets: None,
-                workflow_id: None,
-                created_at: 10,
-            })
+            .insert_job(
+                NewJob {
+                    id: Default::default(),
+                    owner: user.id,
+                    number: None,
+                    front: false,
+                    prompt,
+                    extra_data: json!({"client_id": SID, "create_time": 5, "extra_pnginfo": {}}),
+                    outputs_to_execute: vec!["9".into()],
+                    partial_targets: None,
+                    workflow_id: None,
+                    created_at: 10,
+                },
+                10,
+            )
             .await
             .unwrap();
+        let Inserted::Queued(job) = inserted else {
+            panic!("queued")
+        };
+        let job = *job;
         assert!(shared.store.claim_job(&job.id, "gpu", 0, 20).await.unwrap());
         let job = shared.store.job(&job.id).await.unwrap().unwrap();
         Rig {

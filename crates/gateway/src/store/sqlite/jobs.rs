@@ -1,56 +1,14 @@
-//! Job rows: insert, claim, finish, and the per-user queries behind the
-//! queue and history routes. State changes are compare-and-set on the
-//! current state, so two tasks can never both move the same job.
+//! Job rows in SQLite: insert, claim, finish, and the per-user queries
+//! behind the queue and history routes. State changes are compare-and-set
+//! on the current state, so two tasks can never both move the same job.
 
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Store, StoreError, StoreResult};
-use comfyume_domain::{Job, JobId, JobState, Role, UserId};
-
-/// What `POST /prompt` stores.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub id: JobId,
-    pub owner: UserId,
-    /// `None`: take the next counter value (negated for `front`).
-    pub number: Option<f64>,
-    pub front: bool,
-    pub prompt: Value,
-    pub extra_data: Value,
-    pub outputs_to_execute: Vec<String>,
-    pub partial_targets: Option<Vec<String>>,
-    pub workflow_id: Option<String>,
-    pub created_at: i64,
-}
-
-/// A pending job as the scheduler sees it.
-#[derive(Debug, Clone)]
-pub struct PendingRow {
-    pub id: JobId,
-    pub owner: UserId,
-    pub admin: bool,
-    pub number: f64,
-    pub seq: i64,
-    /// Handed back by a failed backend: it goes first in its owner's queue.
-    pub retry: bool,
-    /// The backend that failed it, to avoid when another can take it.
-    pub avoid_backend: Option<String>,
-    /// The API-format prompt (what it needs of a backend).
-    pub prompt: Value,
-}
-
-/// How a job ended.
-#[derive(Debug, Clone)]
-pub struct Finish {
-    pub state: JobState,
-    pub outputs: serde_json::Map<String, Value>,
-    pub meta: serde_json::Map<String, Value>,
-    pub messages: Vec<Value>,
-    pub error: Option<Value>,
-    pub finished_at: i64,
-}
+use super::Sqlite;
+use crate::store::{Finish, Inserted, NewJob, PendingRow, StoreError, StoreResult};
+use comfyume_domain::{Job, JobId, Role, UserId};
 
 /// The columns `job_from_row` reads, as a literal so queries stay static
 /// strings.
@@ -65,41 +23,54 @@ macro_rules! select_jobs {
     };
 }
 
-impl Store {
-    /// Inserts a pending job; returns it with its `seq` and `number`.
-    pub async fn insert_job(&self, new: NewJob) -> StoreResult<Job> {
-        // One statement, so the next `seq` is read and used under the same
-        // write lock (a read-then-write transaction can fail with
-        // SQLITE_BUSY when another writer commits in between).
-        let result = sqlx::query(
-            "INSERT INTO jobs (seq, id, user_id, state, number, number_is_float, prompt, extra_data, \
+impl Sqlite {
+    /// Inserts a pending job unless its owner already has `max_pending`
+    /// waiting; returns it with its `seq` (assigned by the database) and
+    /// `number`. The cap is checked by the inserting statement itself:
+    /// SQLite runs one writing statement at a time, so two submissions can
+    /// never both take the last place.
+    pub async fn insert_job(&self, new: NewJob, max_pending: u32) -> StoreResult<Inserted> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, user_id, state, number, number_is_float, prompt, extra_data, \
              outputs_to_execute, partial_targets, workflow_id, created_at)
-             SELECT n, $1, $2, 'pending',
-                    CASE WHEN $3 IS NOT NULL THEN $3 WHEN $4 THEN -n ELSE n END,
-                    $3 IS NOT NULL, $5, $6, $7, $8, $9, $10
-             FROM (SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM jobs)",
+             SELECT $1, $2, 'pending', COALESCE($3, 0), $3 IS NOT NULL, $4, $5, $6, $7, $8, $9
+             WHERE (SELECT COUNT(*) FROM jobs WHERE user_id = $2 AND state = 'pending') < $10
+             RETURNING seq",
         )
         .bind(new.id.to_string())
         .bind(new.owner.0)
         .bind(new.number)
-        .bind(new.front)
         .bind(new.prompt.to_string())
         .bind(new.extra_data.to_string())
         .bind(json_text(&new.outputs_to_execute))
         .bind(new.partial_targets.as_ref().map(json_text))
         .bind(new.workflow_id.as_deref())
         .bind(new.created_at)
-        .execute(&self.pool)
+        .bind(i64::from(max_pending))
+        .fetch_optional(&mut *tx)
         .await;
-        match result {
-            Ok(_) => {}
+        let seq: i64 = match inserted {
+            Ok(Some(row)) => row.try_get("seq")?,
+            Ok(None) => return Ok(Inserted::QueueFull),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(format!("job {}", new.id)));
             }
             Err(e) => return Err(e.into()),
+        };
+        // Without a client-chosen number, ComfyUI's counter: the
+        // submission's place, negated for `front`.
+        if new.number.is_none() {
+            sqlx::query("UPDATE jobs SET number = $2 WHERE seq = $1")
+                .bind(seq)
+                .bind(if new.front { -seq } else { seq } as f64)
+                .execute(&mut *tx)
+                .await?;
         }
+        tx.commit().await?;
         self.job(&new.id)
             .await?
+            .map(|job| Inserted::Queued(Box::new(job)))
             .ok_or_else(|| StoreError::NotFound(format!("job {}", new.id)))
     }
 
@@ -152,7 +123,7 @@ impl Store {
                     admin: role == Role::Admin.as_str(),
                     number: r.try_get("number")?,
                     seq: r.try_get("seq")?,
-                    retry: r.try_get::<i64, _>("retry")? != 0,
+                    retry: r.try_get("retry")?,
                     avoid_backend: r.try_get("avoid_backend")?,
                     prompt: parse_json(r, "prompt")?,
                 })
@@ -437,6 +408,8 @@ fn job_from_row(r: &SqliteRow) -> StoreResult<Job> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+    use comfyume_domain::JobState;
     use comfyume_domain::UserName;
     use serde_json::json;
 
@@ -470,6 +443,13 @@ mod tests {
         }
     }
 
+    fn queued(inserted: StoreResult<Inserted>) -> Job {
+        match inserted.unwrap() {
+            Inserted::Queued(job) => *job,
+            Inserted::QueueFull => panic!("the queue is not full"),
+        }
+    }
+
     fn finish(state: JobState) -> Finish {
         Finish {
             state,
@@ -484,17 +464,20 @@ mod tests {
     #[tokio::test]
     async fn numbers_follow_comfyui() {
         let (s, a, _) = setup().await;
-        let j1 = s.insert_job(new_job(a, None, false)).await.unwrap();
-        let j2 = s.insert_job(new_job(a, None, true)).await.unwrap();
-        let j3 = s.insert_job(new_job(a, Some(5.0), false)).await.unwrap();
+        let j1 = queued(s.insert_job(new_job(a, None, false), 10).await);
+        let j2 = queued(s.insert_job(new_job(a, None, true), 10).await);
+        let j3 = queued(s.insert_job(new_job(a, Some(5.0), false), 10).await);
         assert_eq!((j1.number, j1.number_is_float), (1.0, false));
         assert_eq!(j2.number, -2.0, "front: the counter, negated");
         assert_eq!((j3.number, j3.number_is_float), (5.0, true));
         assert!(matches!(
-            s.insert_job(NewJob {
-                id: j1.id,
-                ..new_job(a, None, false)
-            })
+            s.insert_job(
+                NewJob {
+                    id: j1.id,
+                    ..new_job(a, None, false)
+                },
+                10
+            )
             .await,
             Err(StoreError::Conflict(_))
         ));
@@ -504,9 +487,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_pending_cap_holds_under_parallel_submissions() {
+        // A file, so the pool has several connections writing at once.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("cap.db").display());
+        let s = Store::connect(&url).await.unwrap();
+        let a = s
+            .create_user(&UserName::parse("a").unwrap(), "h", Role::Participant, 0)
+            .await
+            .unwrap()
+            .id;
+        let b = s
+            .create_user(&UserName::parse("b").unwrap(), "h", Role::Participant, 0)
+            .await
+            .unwrap()
+            .id;
+        let tries = (0..8).map(|_| s.insert_job(new_job(a, None, false), 3));
+        let results = futures_util::future::join_all(tries).await;
+        let queued = results
+            .into_iter()
+            .filter(|r| matches!(r, Ok(Inserted::Queued(_))))
+            .count();
+        assert_eq!(queued, 3, "never more than the cap");
+        assert!(
+            matches!(
+                s.insert_job(new_job(b, None, false), 3).await.unwrap(),
+                Inserted::Queued(_)
+            ),
+            "another user's queue is their own"
+        );
+        let first = s.pending_jobs().await.unwrap()[0].id;
+        assert!(s.claim_job(&first, "gpu", 0, 2).await.unwrap());
+        assert!(
+            matches!(
+                s.insert_job(new_job(a, None, false), 3).await.unwrap(),
+                Inserted::Queued(_)
+            ),
+            "a running job frees its place"
+        );
+        let seqs: Vec<i64> = s
+            .pending_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.seq)
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "ids from the database, in order: {seqs:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn only_the_current_attempt_may_finish_a_job() {
         let (s, a, _) = setup().await;
-        let j = s.insert_job(new_job(a, None, false)).await.unwrap();
+        let j = queued(s.insert_job(new_job(a, None, false), 10).await);
         assert!(s.claim_job(&j.id, "gpu", 0, 2).await.unwrap());
         assert!(
             !s.claim_job(&j.id, "gpu", 0, 2).await.unwrap(),
@@ -538,8 +573,8 @@ mod tests {
     #[tokio::test]
     async fn cancel_and_delete_touch_only_the_owners_jobs() {
         let (s, a, b) = setup().await;
-        let ja = s.insert_job(new_job(a, None, false)).await.unwrap();
-        let jb = s.insert_job(new_job(b, None, false)).await.unwrap();
+        let ja = queued(s.insert_job(new_job(a, None, false), 10).await);
+        let jb = queued(s.insert_job(new_job(b, None, false), 10).await);
         assert!(
             s.cancel_pending(a, Some(&[jb.id]), 5)
                 .await

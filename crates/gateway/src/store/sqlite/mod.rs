@@ -1,0 +1,284 @@
+//! The SQLite engine of the store: WAL, a busy timeout, embedded
+//! migrations. Accounts and sessions here, jobs in `jobs`.
+
+mod jobs;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use comfyume_domain::{Role, UserId, UserName};
+
+use super::{StoreError, StoreResult, UserRecord};
+
+#[derive(Clone)]
+pub(super) struct Sqlite {
+    pool: SqlitePool,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the database and brings its schema up to
+    /// date.
+    pub async fn connect(url: &str) -> StoreResult<Sqlite> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        // An in-memory database exists once per connection: keep exactly one.
+        let max = if url.contains(":memory:") { 1 } else { 4 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Sqlite { pool })
+    }
+
+    pub async fn create_user(
+        &self,
+        name: &UserName,
+        password_hash: &str,
+        role: Role,
+        now_ms: i64,
+    ) -> StoreResult<UserRecord> {
+        let result = sqlx::query(
+            "INSERT INTO users (name, password_hash, role, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(name.as_str())
+        .bind(password_hash)
+        .bind(role.as_str())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(r) => Ok(UserRecord {
+                id: UserId(r.last_insert_rowid()),
+                name: name.clone(),
+                password_hash: password_hash.to_string(),
+                role,
+                created_at: now_ms,
+                disabled: false,
+            }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("user '{name}'")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users WHERE name = $1",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    pub async fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// Replaces a password and ends every session of that user.
+    pub async fn set_password(&self, name: &UserName, password_hash: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            .bind(password_hash)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user '{name}'")));
+        }
+        sqlx::query("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = $1)")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes an account and its sessions (its files are the workspace's
+    /// business).
+    pub async fn remove_user(&self, name: &UserName) -> StoreResult<()> {
+        let deleted = sqlx::query("DELETE FROM users WHERE name = $1")
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user '{name}'")));
+        }
+        Ok(())
+    }
+
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        user: UserId,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user.0)
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The active, enabled user owning an unexpired session.
+    pub async fn session_user(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, u.password_hash, u.role, u.created_at, u.disabled_at
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes expired sessions; returns how many went.
+    pub async fn sweep_sessions(&self, now_ms: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Closes the pool, flushing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<UserRecord> {
+    let name: String = r.try_get("name")?;
+    let role: String = r.try_get("role")?;
+    let disabled_at: Option<i64> = r.try_get("disabled_at")?;
+    Ok(UserRecord {
+        id: UserId(r.try_get("id")?),
+        name: UserName::parse(&name)
+            .map_err(|e| StoreError::Corrupt(format!("user name {name:?}: {e}")))?,
+        password_hash: r.try_get("password_hash")?,
+        role: role.parse().map_err(StoreError::Corrupt)?,
+        created_at: r.try_get("created_at")?,
+        disabled: disabled_at.is_some(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    async fn store() -> Store {
+        Store::connect("sqlite::memory:").await.unwrap()
+    }
+
+    fn name(s: &str) -> UserName {
+        UserName::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn users_are_unique_and_listed() {
+        let s = store().await;
+        s.create_user(&name("bob"), "h1", Role::Participant, 1)
+            .await
+            .unwrap();
+        s.create_user(&name("alice"), "h2", Role::Admin, 2)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.create_user(&name("BOB"), "h3", Role::Participant, 3)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let all = s.list_users().await.unwrap();
+        assert_eq!(
+            all.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            ["alice", "bob"]
+        );
+        assert_eq!(all[0].role, Role::Admin);
+    }
+
+    #[tokio::test]
+    async fn sessions_expire_and_die_with_password_change() {
+        let s = store().await;
+        let u = s
+            .create_user(&name("bob"), "h1", Role::Participant, 1)
+            .await
+            .unwrap();
+        s.create_session("t1", u.id, 10, 100).await.unwrap();
+        assert_eq!(
+            s.session_user("t1", 50)
+                .await
+                .unwrap()
+                .unwrap()
+                .name
+                .as_str(),
+            "bob"
+        );
+        assert!(s.session_user("t1", 100).await.unwrap().is_none());
+        assert!(s.session_user("nope", 50).await.unwrap().is_none());
+        s.set_password(&name("bob"), "h2").await.unwrap();
+        assert!(s.session_user("t1", 50).await.unwrap().is_none());
+        s.create_session("t2", u.id, 10, 100).await.unwrap();
+        assert_eq!(s.sweep_sessions(100).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn removing_a_user_ends_their_sessions() {
+        let s = store().await;
+        let u = s
+            .create_user(&name("bob"), "h1", Role::Participant, 1)
+            .await
+            .unwrap();
+        s.create_session("t1", u.id, 10, 100).await.unwrap();
+        s.remove_user(&name("bob")).await.unwrap();
+        assert!(s.session_user("t1", 50).await.unwrap().is_none());
+        assert!(matches!(
+            s.remove_user(&name("bob")).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
