@@ -18,8 +18,25 @@ fi
 
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 
-cargo fmt --all -- --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo build --locked --all-targets
-cargo test --locked
-COMFYUME_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/comfyume" node --test e2e/
+# The Rust suite runs in a copy of the repository's own files (tracked, or
+# new and not ignored), in a folder with nothing beside it: a test that
+# reached outside the repository (say, into ../shared) fails here as it
+# would in a fresh clone. The build reuses this checkout's target folder;
+# the copy keeps its place (and the files their times) between runs, so
+# builds stay incremental.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+alone="${TMPDIR:-/tmp}/comfyume-alone/comfyume"
+rm -rf "$alone"
+mkdir -p "$alone"
+git ls-files -z --cached --others --exclude-standard \
+  | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+  | tar --null -T - -cf - | tar -xf - -C "$alone"
+(
+  cd "$alone"
+  cargo fmt --all -- --check
+  cargo clippy --locked --workspace --all-targets -- -D warnings
+  cargo build --locked --workspace --all-targets
+  cargo test --locked --workspace
+)
+
+COMFYUME_BIN="$CARGO_TARGET_DIR/debug/comfyume" node --test e2e/
