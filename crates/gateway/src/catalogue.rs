@@ -250,9 +250,25 @@ impl Catalogue {
         }
     }
 
+    /// The saved catalogue; `None` (with the reason logged, unless there is
+    /// simply none yet) when it cannot be used.
     async fn load(&self) -> Option<Snapshot> {
-        let bytes = tokio::fs::read(&self.cache_file).await.ok()?;
-        let v: Value = serde_json::from_slice(&bytes).ok()?;
+        let file = self.cache_file.display();
+        let bytes = match tokio::fs::read(&self.cache_file).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::error!(%file, error = %e, "the saved node catalogue cannot be read");
+                return None;
+            }
+        };
+        let v: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(%file, error = %e, "the saved node catalogue is corrupt");
+                return None;
+            }
+        };
         Some(Snapshot {
             abilities: Default::default(),
             nodes: v.get("nodes")?.as_object()?.clone(),

@@ -117,35 +117,72 @@ impl Templates {
     }
 
     /// Answers `/templates/<file>`; `None` is a 404.
-    pub async fn file(&self, file: &str) -> Option<TemplateFile> {
+    /// The answer to `/templates/{file}`: `None` for no such file; an error
+    /// for a listed template whose workflow can no longer be read (edited
+    /// into invalid JSON, say, during the workshop).
+    pub async fn file(&self, file: &str) -> Result<Option<TemplateFile>, TemplateUnreadable> {
+        let path = match self.lookup(file) {
+            None => return Ok(None),
+            Some(Lookup::Ready(answer)) => return Ok(Some(answer)),
+            Some(Lookup::Workflow(path)) => path,
+        };
+        let unreadable = |reason: String| TemplateUnreadable {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = tokio::fs::read_to_string(&path)
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        let workflow = serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+        Ok(Some(TemplateFile::Json(workflow)))
+    }
+
+    fn lookup(&self, file: &str) -> Option<Lookup> {
         // Localised indexes get the same list: workshop templates are written
         // in one language, and a 404 would only make the frontend log a
         // warning and ask again for index.json.
         if file == "index.json"
             || (file.starts_with("index.") && file.ends_with(".json") && file != "index_logo.json")
         {
-            return Some(TemplateFile::Json(self.index.clone()));
+            return Some(Lookup::Ready(TemplateFile::Json(self.index.clone())));
         }
         if file == "index_logo.json" {
-            return Some(TemplateFile::Json(json!({})));
+            return Some(Lookup::Ready(TemplateFile::Json(json!({}))));
         }
         let (stem, ext) = file.rsplit_once('.')?;
         if ext == "json" {
             let t = self.by_name.get(stem)?;
-            let text = tokio::fs::read_to_string(&t.workflow).await.ok()?;
-            return serde_json::from_str(&text).ok().map(TemplateFile::Json);
+            return Some(Lookup::Workflow(t.workflow.clone()));
         }
         let name = stem.strip_suffix("-1")?;
         let t = self.by_name.get(name)?;
         match &t.thumbnail {
-            Some((path, content_type)) if ext == extension_of(path) => Some(TemplateFile::File {
-                path: path.clone(),
-                content_type,
-            }),
-            None if ext == "svg" => Some(TemplateFile::Svg(title_card(&t.title))),
+            Some((path, content_type)) if ext == extension_of(path) => {
+                Some(Lookup::Ready(TemplateFile::File {
+                    path: path.clone(),
+                    content_type,
+                }))
+            }
+            None if ext == "svg" => Some(Lookup::Ready(TemplateFile::Svg(title_card(&t.title)))),
             _ => None,
         }
     }
+}
+
+/// Where a template file's answer comes from.
+enum Lookup {
+    Ready(TemplateFile),
+    /// A workflow, read from disk on each request (the instructor may
+    /// edit it during the workshop).
+    Workflow(PathBuf),
+}
+
+/// A listed template whose workflow cannot be served.
+#[derive(Debug, thiserror::Error)]
+#[error("the workshop template {path} cannot be read: {reason}")]
+pub struct TemplateUnreadable {
+    pub path: String,
+    pub reason: String,
 }
 
 fn generated_index(by_name: &BTreeMap<String, Template>) -> Value {
@@ -241,6 +278,12 @@ fn title_card(title: &str) -> String {
 mod tests {
     use super::*;
 
+    impl Templates {
+        async fn file_ok(&self, file: &str) -> Option<TemplateFile> {
+            self.file(file).await.expect("readable")
+        }
+    }
+
     fn folder() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -259,7 +302,7 @@ mod tests {
         let d = folder();
         let t = Templates::open(Some(d.path())).unwrap();
         assert_eq!(t.len(), 2);
-        let Some(TemplateFile::Json(index)) = t.file("index.json").await else {
+        let Some(TemplateFile::Json(index)) = t.file_ok("index.json").await else {
             panic!()
         };
         assert_eq!(index[0]["moduleName"], "default");
@@ -269,7 +312,7 @@ mod tests {
         assert_eq!(items[0]["mediaSubtype"], "svg");
         assert_eq!(items[1]["mediaSubtype"], "png");
         assert!(matches!(
-            t.file("index.fr.json").await,
+            t.file_ok("index.fr.json").await,
             Some(TemplateFile::Json(_))
         ));
     }
@@ -279,24 +322,24 @@ mod tests {
         let d = folder();
         let t = Templates::open(Some(d.path())).unwrap();
         assert!(matches!(
-            t.file("invert-an-image.json").await,
+            t.file_ok("invert-an-image.json").await,
             Some(TemplateFile::Json(_))
         ));
         assert!(matches!(
-            t.file("invert-an-image-1.svg").await,
+            t.file_ok("invert-an-image-1.svg").await,
             Some(TemplateFile::Svg(_))
         ));
         assert!(matches!(
-            t.file("with_thumb-1.png").await,
+            t.file_ok("with_thumb-1.png").await,
             Some(TemplateFile::File {
                 content_type: "image/png",
                 ..
             })
         ));
-        assert!(t.file("with_thumb-1.webp").await.is_none());
-        assert!(t.file("notes.txt").await.is_none());
-        assert!(t.file("nope.json").await.is_none());
-        assert!(t.file("..").await.is_none());
+        assert!(t.file_ok("with_thumb-1.webp").await.is_none());
+        assert!(t.file_ok("notes.txt").await.is_none());
+        assert!(t.file_ok("nope.json").await.is_none());
+        assert!(t.file_ok("..").await.is_none());
     }
 
     #[test]

@@ -128,11 +128,25 @@ impl ComfyClient {
             .map_err(|e| self.unreachable(e))?;
         let status = response.status();
         if status == reqwest::StatusCode::BAD_REQUEST {
-            let body = response.json().await.unwrap_or(Value::Null);
-            return Err(BackendError::Rejected {
-                backend: self.name.clone(),
-                body,
-            });
+            // ComfyUI's refusals are JSON; anything else (a proxy's page)
+            // is not a verdict on the prompt.
+            let text = response
+                .text()
+                .await
+                .map_err(|e| self.bad("/prompt", &e.to_string()))?;
+            return match serde_json::from_str::<Value>(&text) {
+                Ok(body) => Err(BackendError::Rejected {
+                    backend: self.name.clone(),
+                    body,
+                }),
+                Err(_) => Err(self.bad(
+                    "/prompt",
+                    &format!(
+                        "HTTP 400 without ComfyUI's JSON: {}",
+                        text.chars().take(200).collect::<String>()
+                    ),
+                )),
+            };
         }
         if !status.is_success() {
             return Err(self.status("/prompt", status));

@@ -301,8 +301,9 @@ impl Run<'_> {
                     continue;
                 }
                 Ok(Incoming::Done { raw }) => {
-                    if reconnected {
-                        // Whatever ran while we were away.
+                    if reconnected || self.outcome.is_none() {
+                        // Whatever ran while we were away, and how it
+                        // ended if no frame said.
                         if let Some(entry) = self.history_entry(session).await {
                             self.catch_up(session, &entry).await?;
                         }

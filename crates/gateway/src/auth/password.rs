@@ -23,15 +23,26 @@ pub async fn hash(password: &Password) -> String {
 /// same time and answers false.
 pub async fn verify(password: &Password, stored: Option<String>) -> bool {
     let password = password.clone();
-    tokio::task::spawn_blocking(move || match stored.as_deref() {
-        Some(hash) => password_auth::verify_password(password.expose(), hash).is_ok(),
+    let checked = tokio::task::spawn_blocking(move || match stored.as_deref() {
+        Some(hash) => match password_auth::verify_password(password.expose(), hash) {
+            Ok(()) => true,
+            Err(password_auth::VerifyError::PasswordInvalid) => false,
+            Err(e) => {
+                // Nobody can log in with it: the operator must reset it.
+                tracing::error!(error = %e, "a stored password hash is unreadable");
+                false
+            }
+        },
         None => {
             let _ = password_auth::verify_password(password.expose(), dummy_hash());
             false
         }
     })
-    .await
-    .unwrap_or(false)
+    .await;
+    checked.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a password check failed");
+        false
+    })
 }
 
 #[cfg(test)]

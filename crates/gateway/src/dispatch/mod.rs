@@ -281,15 +281,20 @@ impl Dispatcher {
             // it back, so it can never sit "in progress" with nothing running it.
             let loaded = match self.shared.store.job(&job_id).await {
                 Ok(Some(job)) => match self.shared.store.user_by_id(job.owner).await {
-                    Ok(Some(owner)) => Some((job, owner)),
-                    _ => None,
+                    Ok(Some(owner)) => Ok((job, owner)),
+                    Ok(None) => Err("its owner is gone".to_string()),
+                    Err(e) => Err(e.to_string()),
                 },
-                _ => None,
+                Ok(None) => Err("it is gone".to_string()),
+                Err(e) => Err(e.to_string()),
             };
-            let Some((job, owner)) = loaded else {
-                tracing::error!(job = %job_id, "could not load a claimed job; putting it back in the queue");
-                self.shared.store.requeue_job(&job_id).await?;
-                continue;
+            let (job, owner) = match loaded {
+                Ok(loaded) => loaded,
+                Err(reason) => {
+                    tracing::error!(job = %job_id, %reason, "could not load a claimed job; putting it back in the queue");
+                    self.shared.store.requeue_job(&job_id).await?;
+                    continue;
+                }
             };
             {
                 let mut state = self.lock();

@@ -17,13 +17,24 @@ use super::{Result, Staged, Workspace, WorkspaceError, blocking};
 const SETTINGS_FILE: &str = "comfy.settings.json";
 
 impl Workspace {
-    /// `GET /settings`: the stored object; `{}` when the file is missing or
-    /// unreadable, as in ComfyUI. (ComfyUI would return a stored non-object
-    /// value as is; we read it as `{}` too, since every caller expects an
-    /// object and the frontend only ever stores one.)
+    /// `GET /settings`: the stored object; `{}` when the file is missing,
+    /// or (logged) unreadable or corrupt, as in ComfyUI. (ComfyUI would
+    /// return a stored non-object value as is; we read it as `{}` too,
+    /// since every caller expects an object and the frontend only ever
+    /// stores one.)
     pub async fn settings(&self) -> Map<String, Value> {
-        let bytes = tokio::fs::read(self.settings_path()).await.ok();
-        parse_settings(bytes.as_deref())
+        let path = self.settings_path();
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => parse_settings(&bytes).unwrap_or_else(|why| {
+                tracing::error!(file = %path.display(), %why, "a user settings file is corrupt; serving it as empty");
+                Map::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "a user settings file cannot be read; serving it as empty");
+                Map::new()
+            }
+        }
     }
 
     /// `GET /settings/{id}`: the value, or `null`.
@@ -63,7 +74,7 @@ impl Workspace {
         let guard = self.write_lock().await;
         blocking(move || {
             let _guard = guard;
-            let mut settings = parse_settings(fs::read(&path).ok().as_deref());
+            let mut settings = settings_to_update(&path)?;
             change(&mut settings);
             write_settings(&path, &staging, &settings)
         })
@@ -71,14 +82,37 @@ impl Workspace {
     }
 }
 
-fn parse_settings(bytes: Option<&[u8]>) -> Map<String, Value> {
-    match bytes.map(serde_json::from_slice::<Value>) {
-        Some(Ok(Value::Object(map))) => map,
-        Some(Ok(_)) | Some(Err(_)) => {
-            tracing::warn!("a user settings file is not a JSON object; reading it as empty");
-            Map::new()
+/// The stored object, or why the file is not one.
+fn parse_settings(bytes: &[u8]) -> std::result::Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("not a JSON object".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The object an update starts from. Unlike ComfyUI, which rewrites a
+/// corrupt file with only the new key, the corrupt file is first kept
+/// beside it (`comfy.settings.json.corrupt-<ms>`), so no setting is lost
+/// without a trace; a file that cannot be read is an error, never
+/// overwritten.
+fn settings_to_update(path: &Path) -> Result<Map<String, Value>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        Err(e) => return Err(e.into()),
+    };
+    match parse_settings(&bytes) {
+        Ok(map) => Ok(map),
+        Err(why) => {
+            let millis = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let aside = path.with_extension(format!("json.corrupt-{millis}"));
+            fs::rename(path, &aside)?;
+            tracing::warn!(file = %path.display(), kept = %aside.display(), %why, "a corrupt user settings file was set aside");
+            Ok(Map::new())
         }
-        None => Map::new(),
     }
 }
 
@@ -149,7 +183,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn corrupt_file_reads_as_empty_and_is_replaced_on_write() {
+    async fn a_corrupt_file_reads_as_empty_and_is_kept_aside_on_write() {
         let (_t, _a, ws) = setup();
         fs::create_dir_all(ws.userdata_dir()).unwrap();
         let path = ws.userdata_dir().join(SETTINGS_FILE);
@@ -159,6 +193,22 @@ mod tests {
         assert!(ws.settings().await.is_empty());
         ws.set_setting("a", json!(true)).await.unwrap();
         assert_eq!(Value::Object(ws.settings().await), json!({"a": true}));
+        let kept: Vec<Vec<u8>> = fs::read_dir(ws.userdata_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+            .map(|p| fs::read(p).unwrap())
+            .collect();
+        assert_eq!(kept, [b"[1,2]".to_vec()], "nothing lost without a trace");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_file_is_never_overwritten() {
+        let (_t, _a, ws) = setup();
+        // A folder where the file should be: reading it fails, not "missing".
+        fs::create_dir_all(ws.userdata_dir().join(SETTINGS_FILE)).unwrap();
+        assert!(ws.set_setting("a", json!(1)).await.is_err());
+        assert!(ws.userdata_dir().join(SETTINGS_FILE).is_dir());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

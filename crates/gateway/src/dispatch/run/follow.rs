@@ -114,15 +114,24 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
         let mut reconnected = false;
         loop {
             let stopped = match self.follow().await {
-                Ok(state) => {
-                    if reconnected {
-                        // Frames sent while the socket was down are gone;
-                        // history has every output.
-                        if let Ok(JobStatus::Finished(entry)) = self.session.status().await {
-                            self.catch_up(&entry).await;
+                Ok(said) => {
+                    // Frames sent while the socket was down are only in
+                    // history; so is the outcome of a job whose end came
+                    // without one.
+                    if reconnected || (self.report.outcome.is_none() && said.is_none()) {
+                        match self.session.status().await {
+                            Ok(JobStatus::Finished(entry)) => self.catch_up(&entry).await,
+                            Ok(JobStatus::Queued | JobStatus::Unknown) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not ask the backend what the job did while its socket was down");
+                                self.report.notify(
+                                    "Some of your job's results may be missing: the GPU server's connection dropped while it ran.",
+                                    &format!("comfyume-missed-{}", self.report.job.id),
+                                );
+                            }
                         }
                     }
-                    return Ok(state);
+                    return self.ending(said);
                 }
                 Err(stopped) => stopped,
             };
@@ -170,8 +179,27 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
         }
     }
 
-    /// Relays the job's events until its end.
-    async fn follow(&mut self) -> Result<JobState, Stopped> {
+    /// How the job ended: as its events said, else as the backend's last
+    /// word said; an end nobody explained is a failure with a reason.
+    fn ending(&self, said: Option<BackendOutcome>) -> Result<JobState, Failure> {
+        if let Some(state) = self.report.outcome {
+            return Ok(state);
+        }
+        match said {
+            Some(BackendOutcome::Success) => Ok(JobState::Completed),
+            Some(BackendOutcome::Interrupted) => Ok(JobState::Cancelled),
+            Some(BackendOutcome::Error) => Err(Failure::unexplained(
+                "The GPU server reported an error it did not describe.",
+            )),
+            None => Err(Failure::unexplained(
+                "The GPU server ended the job without saying how it went.",
+            )),
+        }
+    }
+
+    /// Relays the job's events until its end; returns how the backend's
+    /// last frame said it ended, if it said.
+    async fn follow(&mut self) -> Result<Option<BackendOutcome>, Stopped> {
         loop {
             let quiet_until = (Instant::now() + self.silence_check).min(self.deadline);
             let next = tokio::select! {
@@ -202,13 +230,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
                         );
                     }
                 }
-                SessionEvent::Done { outcome } => {
-                    return Ok(self.report.outcome.unwrap_or(match outcome {
-                        Some(BackendOutcome::Success) => JobState::Completed,
-                        Some(BackendOutcome::Interrupted) => JobState::Cancelled,
-                        Some(BackendOutcome::Error) | None => JobState::Failed,
-                    }));
-                }
+                SessionEvent::Done { outcome } => return Ok(outcome),
             }
         }
     }

@@ -181,6 +181,17 @@ impl Failure {
         }
     }
 
+    /// The job ended on the backend, but nothing says how: not to be run
+    /// again.
+    fn unexplained(message: &str) -> Self {
+        Failure {
+            message: message.to_string(),
+            kind: "BackendError",
+            retryable: false,
+            not_started: false,
+        }
+    }
+
     fn lost(reason: &str) -> Self {
         Failure {
             message: format!("The GPU server running your job went away ({reason})."),

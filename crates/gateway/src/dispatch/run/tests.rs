@@ -878,3 +878,32 @@ async fn a_missing_input_file_fails_the_job_without_a_backend() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn an_end_without_an_outcome_is_looked_up_in_history() {
+    let rig = Rig::new(save_prompt()).await;
+    let session = Scripted::new(vec![rig.start(), done()]).statuses(vec![Ok(rig.history(
+        json!([["execution_success", {"prompt_id": rig.id()}]]),
+        json!({}),
+        "success",
+    ))]);
+    assert_eq!(
+        rig.run(session, rig.limits()).await,
+        Outcome::Finished(JobState::Completed)
+    );
+}
+
+#[tokio::test]
+async fn an_end_nobody_explains_fails_with_a_reason() {
+    let rig = Rig::new(save_prompt()).await;
+    let session = Scripted::new(vec![rig.start(), done()]).statuses(vec![Ok(JobStatus::Unknown)]);
+    assert_eq!(
+        rig.run(session, rig.limits()).await,
+        Outcome::Finished(JobState::Failed)
+    );
+    let error = rig.stored().await.error.unwrap();
+    assert_eq!(
+        error["exception_message"],
+        "The GPU server ended the job without saying how it went."
+    );
+}

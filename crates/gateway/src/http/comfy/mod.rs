@@ -90,9 +90,14 @@ async fn serve_file(
     serve_as: &crate::workspace::ServeAs,
 ) -> Result<axum::response::Response, crate::http::error::ApiError> {
     use axum::http::{HeaderValue, header};
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|_| crate::http::error::ApiError::not_found())?;
+    // Found a moment ago; gone since is a 404, anything else our fault.
+    let bytes = tokio::fs::read(path).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            crate::http::error::ApiError::not_found()
+        } else {
+            crate::http::error::ApiError::internal(format!("{}: {e}", path.display()))
+        }
+    })?;
     let mut r = axum::response::Response::new(axum::body::Body::from(bytes));
     let h = r.headers_mut();
     h.insert(

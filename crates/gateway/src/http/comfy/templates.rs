@@ -20,13 +20,14 @@ pub async fn file(
         .templates
         .file(&file)
         .await
+        .map_err(ApiError::internal)?
         .ok_or_else(ApiError::not_found)?;
     let mut response = match found {
         TemplateFile::Json(v) => Json(v).into_response(),
         TemplateFile::File { path, content_type } => {
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|_| ApiError::not_found())?;
+            let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                ApiError::internal(format!("template file {}: {e}", path.display()))
+            })?;
             ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
         }
         TemplateFile::Svg(svg) => (
