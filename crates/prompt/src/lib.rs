@@ -45,8 +45,9 @@ pub struct PromptRequest {
     pub prompt_id: Option<JobId>,
     /// `partial_execution_targets`: run only these output nodes.
     pub partial_execution_targets: Option<Vec<String>>,
-    /// The browser socket that gets the prompt's events.
-    pub client_id: Option<String>,
+    /// The browser socket that gets the prompt's events, as sent: ComfyUI
+    /// keeps any JSON value here, and only a string can name a socket.
+    pub client_id: Option<Value>,
     pub extra_data: Map<String, Value>,
     /// A client-chosen queue position (`float(number)` in ComfyUI).
     pub number: Option<f64>,
@@ -66,18 +67,18 @@ impl PromptRequest {
 
     /// Reads a `POST /prompt` body in the order ComfyUI's `post_prompt`
     /// does: `number` (a number, or a string `float()` accepts; anything
-    /// else is `invalid_prompt` where ComfyUI answers 500), then a body
-    /// without `prompt` is `no_prompt`, then a `prompt_id` that is present,
-    /// not null, and not a canonical lowercase hyphenated UUID is
-    /// `invalid_prompt_id`.
+    /// else is `invalid_prompt` where ComfyUI answers 500, and so is a
+    /// number that is not finite, which ComfyUI would queue at infinity),
+    /// then a body without `prompt` is `no_prompt`, then a `prompt_id` that
+    /// is present, not null, and not a canonical lowercase hyphenated UUID
+    /// is `invalid_prompt_id`.
     ///
     /// `partial_execution_targets` is matched with Python's `in`: a list
     /// selects its string items (ids are strings, so nothing else can
     /// match), a string selects the node ids it contains as substrings, an
     /// object its keys, and `null` selects all outputs. Other values make
-    /// ComfyUI fail with a 500; here they are `invalid_prompt`, as are an
-    /// `extra_data` that is not an object and a `client_id` that is not a
-    /// string (no socket could be named by it).
+    /// ComfyUI fail with a 500; here they are `invalid_prompt`, as is an
+    /// `extra_data` that is not an object.
     pub fn from_body(body: &Value) -> Result<Self, PromptError> {
         let Some(fields) = body.as_object() else {
             return Err(invalid_prompt_error(
@@ -135,11 +136,7 @@ impl PromptRequest {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Err(invalid_prompt_error("extra_data must be an object")),
         };
-        let client_id = match fields.get("client_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(invalid_prompt_error("client_id must be a string")),
-        };
+        let client_id = fields.get("client_id").filter(|c| !c.is_null()).cloned();
         Ok(PromptRequest {
             prompt: prompt.clone(),
             prompt_id,

@@ -114,7 +114,10 @@ impl ComfyJob {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        if let Ok(JobStatus::Unknown) = session.status().await {
+        // Asked twice: a job that ends between the history and the queue
+        // answers looks unknown once.
+        let unknown = |answer| matches!(answer, Ok(JobStatus::Unknown));
+        if unknown(session.status().await) && unknown(session.status().await) {
             let data = frames::interrupted_data(&self.prompt_id, crate::clock::now_ms());
             let raw = json!({"type": "execution_interrupted", "data": data}).to_string();
             self.after_stop.push_back(SessionEvent::Event {

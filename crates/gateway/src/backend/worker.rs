@@ -158,9 +158,7 @@ impl WorkerJob {
                     self.stream = None;
                     return Err(match rejected {
                         Some(body) => SessionError::Rejected(body),
-                        None => SessionError::Failed(format!(
-                            "the GPU worker could not run this prompt: {message}"
-                        )),
+                        None => SessionError::Failed(format!("the worker reported: {message}")),
                     });
                 }
             }
@@ -173,9 +171,16 @@ impl WorkerJob {
         ))
     }
 
-    /// A worker cannot be asked about a job outside its stream.
+    /// A worker cannot be asked about a job outside its stream, so the
+    /// stream is the answer: open, the worker holds the job (it sends a
+    /// heartbeat every 15 s, and a stream silent for 90 s breaks); closed,
+    /// the job is gone with it.
     pub async fn status(&mut self) -> Result<JobStatus, SessionError> {
-        Ok(JobStatus::Unknown)
+        Ok(if self.stream.is_some() {
+            JobStatus::Queued
+        } else {
+            JobStatus::Unknown
+        })
     }
 
     pub async fn fetch_output(&mut self, file: &OutputFile) -> Result<Vec<u8>, SessionError> {
@@ -207,8 +212,49 @@ fn worker_error(e: WorkerError) -> SessionError {
     match e {
         WorkerError::Busy => SessionError::Busy(e.to_string()),
         WorkerError::BadRequest(_) => {
-            SessionError::Invalid(format!("the GPU worker could not run this prompt: {e}"))
+            SessionError::Invalid(format!("The GPU worker could not run this prompt: {e}"))
         }
-        other => SessionError::Failed(format!("the GPU worker could not run this prompt: {other}")),
+        other => SessionError::Failed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use comfyume_protocol::Secret;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The stream is the worker's only account of the job: open, the job is
+    /// held (a silent stretch is a long node, not a loss); stopped, gone.
+    #[tokio::test]
+    async fn the_open_stream_is_the_jobs_status() {
+        let client = WorkerClient::new(
+            "http://127.0.0.1:9",
+            Secret::new("t"),
+            reqwest::Client::new(),
+        );
+        let mut job = WorkerJob::new(client, uuid::Uuid::new_v4().to_string());
+        assert_eq!(job.status().await, Ok(JobStatus::Unknown), "not sent yet");
+        let submission = Submission {
+            prompt: json!({"1": {"class_type": "SaveImage", "inputs": {}}}),
+            inputs: Vec::new(),
+            extra_data: json!({}),
+            partial_execution_targets: None,
+        };
+        job.submit(&submission).await.unwrap();
+        assert_eq!(job.status().await, Ok(JobStatus::Queued));
+        job.stop().await;
+        assert_eq!(job.status().await, Ok(JobStatus::Unknown));
+        assert!(matches!(
+            job.next().await,
+            Ok(SessionEvent::Event { kind, .. }) if kind == "execution_interrupted"
+        ));
+        assert_eq!(
+            job.next().await,
+            Ok(SessionEvent::Done {
+                outcome: Some(Outcome::Interrupted)
+            })
+        );
     }
 }

@@ -92,8 +92,8 @@ impl Jobs {
             .and_then(|w| w.get("id"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        if let Some(c) = &sub.client_id {
-            extra.insert("client_id".into(), json!(c));
+        if let Some(c) = sub.client_id {
+            extra.insert("client_id".into(), c);
         }
         extra.insert("create_time".into(), json!(now));
         let inserted = shared

@@ -973,7 +973,7 @@ fn the_rest_of_the_request_is_read_once() {
         .as_bytes(),
     )
     .unwrap();
-    assert_eq!(req.client_id.as_deref(), Some("abc"));
+    assert_eq!(req.client_id, Some(json!("abc")));
     assert_eq!(req.extra_data["extra_pnginfo"]["workflow"]["id"], "w");
     assert_eq!(req.number, Some(5.0));
     assert!(!req.front, "an empty list is falsy in Python");
@@ -990,11 +990,13 @@ fn the_rest_of_the_request_is_read_once() {
         json!({"prompt": prompt, "number": "many"}),
         json!({"prompt": prompt, "number": [1]}),
         json!({"prompt": prompt, "extra_data": []}),
-        json!({"prompt": prompt, "client_id": 7}),
         json!([prompt]),
     ] {
         assert_eq!(refused(bad.clone()).error_type(), "invalid_prompt", "{bad}");
     }
+    // Kept as sent, as ComfyUI does (it names no socket).
+    let odd = PromptRequest::from_body(&json!({"prompt": prompt, "client_id": 7})).unwrap();
+    assert_eq!(odd.client_id, Some(json!(7)));
     // ComfyUI looks for the prompt before it looks at its id.
     assert_eq!(
         refused(json!({"prompt_id": "not-a-uuid"})).error_type(),

@@ -36,6 +36,16 @@ pub(super) struct JobRun<'a, S> {
     pub copy_time: Duration,
 }
 
+/// When frames rebuilt from history reach the owner.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Late {
+    /// Instead of the live end: they are all the owner gets.
+    InPlace,
+    /// After the live end came on a reopened socket: only what the browser
+    /// can still use (outputs, the outcome) is sent.
+    AfterEnd,
+}
+
 /// Why following stopped before the job's end.
 enum Stopped {
     Lost(String),
@@ -120,7 +130,9 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
                     // without one.
                     if reconnected || (self.report.outcome.is_none() && said.is_none()) {
                         match self.session.status().await {
-                            Ok(JobStatus::Finished(entry)) => self.catch_up(&entry).await,
+                            Ok(JobStatus::Finished(entry)) => {
+                                self.catch_up(&entry, Late::AfterEnd).await
+                            }
                             Ok(JobStatus::Queued | JobStatus::Unknown) => {}
                             Err(e) => {
                                 tracing::warn!(error = %e, "could not ask the backend what the job did while its socket was down");
@@ -271,7 +283,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
     /// Ends the run from the backend's history: every frame the owner
     /// missed, then the outcome it records.
     async fn finish_from_history(&mut self, entry: &HistoryEntry) -> JobState {
-        self.catch_up(entry).await;
+        self.catch_up(entry, Late::InPlace).await;
         self.report.outcome.unwrap_or(match entry.outcome() {
             BackendOutcome::Success => JobState::Completed,
             BackendOutcome::Interrupted => JobState::Cancelled,
@@ -281,13 +293,20 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
 
     /// Relays, rebuilt from history, what the owner has not had yet:
     /// start messages, outputs (copied first), how the job ended.
-    async fn catch_up(&mut self, entry: &HistoryEntry) {
+    async fn catch_up(&mut self, entry: &HistoryEntry, late: Late) {
         let missed = entry.missed_frames(
             &self.report.prompt_id(),
             &self.report.seen_messages(),
             &self.report.executed_nodes(),
         );
         for frame in missed {
+            let is_start = matches!(frame.kind.as_str(), "execution_start" | "execution_cached");
+            if is_start && late == Late::AfterEnd {
+                // The browser has seen the run go by; a start now would
+                // begin it again there. History still gets it, in place.
+                self.report.note_missed_start(&frame.kind, &frame.data);
+                continue;
+            }
             let raw = frame.to_text();
             self.on_event(&frame.kind, frame.data, raw).await;
         }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use comfyume_domain::{Job, JobState, UserName};
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 use crate::backend::{BackendSession, SessionError};
@@ -76,6 +77,11 @@ pub async fn run<S: BackendSession>(
     } else {
         run.execute().await
     };
+    // A cancel that came while the run was not listening for it (during
+    // the submit, a reconnect, a question to the backend) still counts.
+    if result.is_err() && limits.cancel.notified().now_or_never().is_some() {
+        run.cancelled = true;
+    }
     let outcome = match result {
         Ok(state) => Ok(state),
         // The owner asked for the stop: whatever broke after that, the

@@ -108,6 +108,22 @@ impl<'a> Report<'a> {
         }
     }
 
+    /// Records a start message the owner missed, among the other start
+    /// messages at the front of the history, without sending it.
+    pub fn note_missed_start(&mut self, kind: &str, data: &Value) {
+        let place = self
+            .messages
+            .iter()
+            .take_while(|m| {
+                matches!(
+                    m.get(0).and_then(Value::as_str),
+                    Some("execution_start" | "execution_cached")
+                )
+            })
+            .count();
+        self.messages.insert(place, json!([kind, data]));
+    }
+
     /// Records a node's delivered outputs (their files already in the
     /// owner's folders), then tells the owner.
     pub async fn executed(&mut self, node: &str, data: Value) {

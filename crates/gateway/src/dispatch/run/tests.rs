@@ -907,3 +907,64 @@ async fn an_end_nobody_explains_fails_with_a_reason() {
         "The GPU server ended the job without saying how it went."
     );
 }
+
+#[tokio::test]
+async fn a_start_missed_while_the_socket_was_down_is_kept_but_not_replayed() {
+    let rig = Rig::new(save_prompt()).await;
+    let (_reg, mut rx) = rig.listen();
+    let start = json!({"prompt_id": rig.id(), "timestamp": 1});
+    let success = json!({"prompt_id": rig.id(), "timestamp": 3});
+    let session = Scripted::new(vec![
+        Step::Fail(SessionError::Lost("reset before the start".into())),
+        rig.executed("9", "x_00001_.png"),
+        rig.success(),
+        done(),
+    ])
+    .statuses(vec![
+        Ok(JobStatus::Queued),
+        Ok(rig.history(
+            json!([["execution_start", start], ["execution_success", success]]),
+            json!({"9": {"images": [{"filename": "x_00001_.png", "subfolder": "", "type": "output"}]}}),
+            "success",
+        )),
+    ]);
+    assert_eq!(
+        rig.run(session, rig.limits()).await,
+        Outcome::Finished(JobState::Completed)
+    );
+    assert_eq!(
+        received(&mut rx),
+        [
+            "executed:9",
+            "execution_success",
+            "status",
+            "executing:null"
+        ],
+        "no start after the end"
+    );
+    let kinds: Vec<String> = rig
+        .stored()
+        .await
+        .messages
+        .iter()
+        .map(|m| m[0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["execution_start", "execution_success"],
+        "history in order"
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_during_a_failing_submit_is_not_retried() {
+    let rig = Rig::new(save_prompt()).await;
+    let mut session = Scripted::new(vec![]);
+    session.submit = Err(SessionError::Failed("connection reset".into()));
+    let limits = rig.limits();
+    limits.cancel.notify_one();
+    assert_eq!(
+        rig.run(session, limits).await,
+        Outcome::Finished(JobState::Cancelled)
+    );
+}
