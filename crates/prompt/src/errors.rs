@@ -64,6 +64,13 @@ impl std::fmt::Display for PromptError {
 
 impl std::error::Error for PromptError {}
 
+/// A top-level `POST /prompt` error body in ComfyUI's shape, with empty
+/// `extra_info` and `node_errors`: for refusals of the gateway's own (a
+/// full queue, no backend) that the frontend shows like ComfyUI's.
+pub fn error_body(kind: &str, message: &str, details: &str) -> Value {
+    PromptError::top(kind, message, details, json!({}), Map::new()).body
+}
+
 /// The body has no `prompt` key (server.py `post_prompt`).
 pub fn no_prompt_error() -> PromptError {
     PromptError::top(

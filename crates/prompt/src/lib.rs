@@ -33,7 +33,9 @@ use serde_json::{Map, Value};
 
 use comfyume_domain::JobId;
 
-pub use errors::{PromptError, invalid_prompt_error, invalid_prompt_id_error, no_prompt_error};
+pub use errors::{
+    PromptError, error_body, invalid_prompt_error, invalid_prompt_id_error, no_prompt_error,
+};
 pub use validate::{MAX_DEPTH, MAX_OUTPUTS_TIMES_NODES, Validated, validate};
 
 /// A `POST /prompt` body, read once at the edge: the only parser of it.

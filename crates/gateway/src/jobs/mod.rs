@@ -239,13 +239,11 @@ impl Jobs {
 }
 
 fn queue_full_body(limit: u32) -> Value {
-    json!({
-        "error": {
-            "type": "queue_full",
-            "message": format!("You already have {limit} prompts waiting. Wait for one of them to start before queueing another."),
-            "details": format!("Each participant may have at most {limit} prompts waiting in the shared queue."),
-            "extra_info": {},
-        },
-        "node_errors": {},
-    })
+    comfyume_prompt::error_body(
+        "queue_full",
+        &format!(
+            "You already have {limit} prompts waiting. Wait for one of them to start before queueing another."
+        ),
+        &format!("Each participant may have at most {limit} prompts waiting in the shared queue."),
+    )
 }

@@ -23,7 +23,7 @@ use comfyume_prompt::PromptRequest;
 fn top_level_error(kind: &str, message: &str, details: &str) -> ApiError {
     ApiError::Json(
         StatusCode::BAD_REQUEST,
-        json!({"error": {"type": kind, "message": message, "details": details, "extra_info": {}}, "node_errors": {}}),
+        comfyume_prompt::error_body(kind, message, details),
     )
 }
 
@@ -46,7 +46,11 @@ pub async fn submit(
         }
         Err(SubmitError::NoCatalogue(reason)) => Err(ApiError::Json(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": {"type": "no_backend", "message": "No GPU server is reachable right now; try again in a moment.", "details": reason, "extra_info": {}}, "node_errors": {}}),
+            comfyume_prompt::error_body(
+                "no_backend",
+                "No GPU server is reachable right now; try again in a moment.",
+                &reason,
+            ),
         )),
         Err(SubmitError::Store(crate::store::StoreError::Conflict(_))) => Err(top_level_error(
             "invalid_prompt_id",
