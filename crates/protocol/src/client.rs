@@ -35,6 +35,25 @@ pub enum BackendError {
     },
 }
 
+/// An error with every cause under it (`outer: inner: root`): reqwest's
+/// own message names the URL but not why, which is in its sources
+/// ("connection refused", "timed out"). The text is what an operator
+/// reads in the admin console and the log.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        // Some layers repeat their source's words in their own.
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
+}
+
 /// ComfyUI's own words for why it refused a prompt (a 400 body's
 /// `error.message`, with its `details` in parentheses when there are any).
 pub fn rejection_summary(body: &Value) -> String {
@@ -133,7 +152,7 @@ impl ComfyClient {
             let text = response
                 .text()
                 .await
-                .map_err(|e| self.bad("/prompt", &e.to_string()))?;
+                .map_err(|e| self.bad("/prompt", &describe(&e)))?;
             return match serde_json::from_str::<Value>(&text) {
                 Ok(body) => Err(BackendError::Rejected {
                     backend: self.name.clone(),
@@ -154,7 +173,7 @@ impl ComfyClient {
         response
             .json()
             .await
-            .map_err(|e| self.bad("/prompt", &e.to_string()))
+            .map_err(|e| self.bad("/prompt", &describe(&e)))
     }
 
     /// Uploads an input file (`POST /upload/image`, overwriting); returns the
@@ -193,7 +212,7 @@ impl ComfyClient {
         let v: Value = response
             .json()
             .await
-            .map_err(|e| self.bad("/upload/image", &e.to_string()))?;
+            .map_err(|e| self.bad("/upload/image", &describe(&e)))?;
         v.get("name")
             .and_then(Value::as_str)
             .map(str::to_string)
@@ -224,7 +243,7 @@ impl ComfyClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| self.bad("/view", &e.to_string()))?;
+            .map_err(|e| self.bad("/view", &describe(&e)))?;
         Ok(bytes.to_vec())
     }
 
@@ -283,7 +302,7 @@ impl ComfyClient {
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(e)) => Err(BackendError::Unreachable {
                 backend: self.name.clone(),
-                reason: e.to_string(),
+                reason: describe(&e),
             }),
             Err(_) => Err(BackendError::Unreachable {
                 backend: self.name.clone(),
@@ -295,7 +314,7 @@ impl ComfyClient {
     fn unreachable(&self, e: reqwest::Error) -> BackendError {
         BackendError::Unreachable {
             backend: self.name.clone(),
-            reason: e.to_string(),
+            reason: describe(&e),
         }
     }
 
@@ -318,7 +337,7 @@ impl ComfyClient {
             .await
             .map_err(|e| BackendError::Unreachable {
                 backend: self.name.clone(),
-                reason: e.to_string(),
+                reason: describe(&e),
             })?;
         let status = response.status();
         if !status.is_success() {
@@ -331,7 +350,7 @@ impl ComfyClient {
         response
             .json()
             .await
-            .map_err(|e| self.bad(path, &e.to_string()))
+            .map_err(|e| self.bad(path, &describe(&e)))
     }
 
     fn bad(&self, path: &str, reason: &str) -> BackendError {
@@ -358,5 +377,28 @@ mod tests {
         let body = json!({"error": {"message": "Prompt has no outputs", "details": ""}});
         assert_eq!(rejection_summary(&body), "Prompt has no outputs");
         assert_eq!(rejection_summary(&json!(null)), "invalid prompt");
+    }
+
+    /// An operator reads why a backend is unreachable, not only its URL.
+    #[tokio::test]
+    async fn an_unreachable_backend_says_why() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = ComfyClient::new(
+            "gpu-1",
+            &format!("http://127.0.0.1:{port}"),
+            None,
+            ComfyClient::http_client(),
+        );
+        let e = client.system_stats().await.unwrap_err().to_string();
+        assert!(e.starts_with("backend 'gpu-1' is unreachable: "), "{e}");
+        assert!(
+            e.to_lowercase().contains("refused"),
+            "the cause is named: {e}"
+        );
     }
 }

@@ -118,7 +118,7 @@ impl WorkerClient {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| WorkerError::Unreachable(e.to_string()))?;
+            .map_err(|e| WorkerError::Unreachable(crate::client::describe(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(WorkerError::Status {
@@ -129,7 +129,7 @@ impl WorkerClient {
         response
             .json()
             .await
-            .map_err(|e| WorkerError::Broken(e.to_string()))
+            .map_err(|e| WorkerError::Broken(crate::client::describe(&e)))
     }
 
     /// Runs `request`: the frames of the job as they arrive. The stream
@@ -153,7 +153,12 @@ async fn step(mut state: State) -> Option<(Result<Frame, WorkerError>, State)> {
         state = match state {
             State::Done => return None,
             State::Start(builder) => match builder.send().await {
-                Err(e) => return Some((Err(WorkerError::Unreachable(e.to_string())), State::Done)),
+                Err(e) => {
+                    return Some((
+                        Err(WorkerError::Unreachable(crate::client::describe(&e))),
+                        State::Done,
+                    ));
+                }
                 Ok(response) => match accept(response).await {
                     Err(e) => return Some((Err(e), State::Done)),
                     Ok(response) => State::Reading {
@@ -191,7 +196,12 @@ async fn step(mut state: State) -> Option<(Result<Frame, WorkerError>, State)> {
                         let e = decoder.finish().err().unwrap_or(DecodeError::NoEnd);
                         return Some((Err(e.into()), State::Done));
                     }
-                    Err(e) => return Some((Err(WorkerError::Broken(e.to_string())), State::Done)),
+                    Err(e) => {
+                        return Some((
+                            Err(WorkerError::Broken(crate::client::describe(&e))),
+                            State::Done,
+                        ));
+                    }
                 }
                 State::Reading {
                     response,
