@@ -44,7 +44,7 @@ fn admin(app: &TestApp, method: reqwest::Method, path: &str) -> reqwest::Request
         .bearer_auth(TOKEN)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_instructors_and_the_token_reach_the_admin_api() {
     let app = two_sims().await;
     let anonymous = reqwest::get(app.at("/admin/api/backends")).await.unwrap();
@@ -110,7 +110,7 @@ async fn only_instructors_and_the_token_reach_the_admin_api() {
     assert_eq!(r.status(), 404);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_disable_enable_and_groups_steer_new_work_without_losing_any() {
     let app = two_sims().await;
     let mut a = participant(&app, "alice").await;
@@ -179,7 +179,7 @@ async fn drain_disable_enable_and_groups_steer_new_work_without_losing_any() {
     assert_eq!(r.status(), 404, "no such group");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_talks_to_the_running_server() {
     let app = two_sims().await;
     // The CLI runs on a blocking thread: the server answering it lives on

@@ -3,7 +3,7 @@
 
 use crate::support::{TestApp, ws_connect};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_sets_a_session_cookie_and_opens_the_workspace() {
     let app = TestApp::spawn().await;
     app.add_user("alice", "pw-alice-1").await;
@@ -44,7 +44,7 @@ async fn login_sets_a_session_cookie_and_opens_the_workspace() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_cookies_by_default() {
     let app = TestApp::spawn_with(|c| c.auth.secure_cookies = true).await;
     app.add_user("alice", "pw").await;
@@ -56,7 +56,7 @@ async fn secure_cookies_by_default() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_unknown_user_look_the_same() {
     let app = TestApp::spawn().await;
     app.add_user("alice", "right").await;
@@ -86,7 +86,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_are_rate_limited_per_user_name() {
     let app = TestApp::spawn_with(|c| c.auth.login_failures_per_user = 3).await;
     app.add_user("alice", "right").await;
@@ -108,7 +108,7 @@ async fn repeated_failures_are_rate_limited_per_user_name() {
     assert_eq!(app.try_login(&client, "bob", "bobpw").await.status(), 303);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_are_rate_limited_per_address() {
     let app = TestApp::spawn_with(|c| c.auth.login_failures_per_ip = 4).await;
     app.add_user("alice", "right").await;
@@ -124,7 +124,7 @@ async fn repeated_failures_are_rate_limited_per_address() {
     assert_eq!(app.try_login(&client, "alice", "right").await.status(), 429);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_ends_the_session_server_side() {
     let app = TestApp::spawn().await;
     let client = app.user("alice").await;
@@ -151,7 +151,7 @@ async fn logout_ends_the_session_server_side() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stolen_cookie_dies_with_logout() {
     let app = TestApp::spawn().await;
     let cookie = crate::support::session_cookie_of(&app, "alice").await;
@@ -171,7 +171,7 @@ async fn a_stolen_cookie_dies_with_logout() {
     assert_eq!(get(&thief).await.unwrap().status(), 401);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browsers_are_sent_to_the_login_page_and_back() {
     let app = TestApp::spawn().await;
     let r = app
@@ -244,7 +244,7 @@ pub const WORKSPACE_ROUTES: &[(&str, &str)] = &[
     ("GET", "/workflow_templates"),
 ];
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_workspace_route_refuses_an_anonymous_request() {
     let app = TestApp::spawn().await;
     let client = app.client();
@@ -280,7 +280,7 @@ async fn every_workspace_route_refuses_an_anonymous_request() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_static_assets_need_no_session() {
     let app = TestApp::spawn().await;
     let client = app.client();
@@ -327,7 +327,7 @@ async fn health_and_static_assets_need_no_session() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_requests_are_refused() {
     let app = TestApp::spawn().await;
     let client = app.user("alice").await;
@@ -370,7 +370,7 @@ async fn cross_site_requests_are_refused() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_mode_needs_no_login() {
     let app = TestApp::spawn_local_mode().await;
     let client = app.client();
@@ -388,7 +388,7 @@ async fn local_mode_needs_no_login() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_sessions_are_refused_and_swept() {
     let app = TestApp::spawn_with(|c| c.auth.session_hours = 0).await;
     app.add_user("alice", "pw").await;

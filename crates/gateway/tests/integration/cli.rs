@@ -24,7 +24,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_writes_a_credential_sheet_whose_passwords_log_in() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -97,7 +97,7 @@ async fn import_writes_a_credential_sheet_whose_passwords_log_in() {
     assert_eq!(r.status(), 303);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_passwd_remove() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -14,7 +14,7 @@ async fn get_json(c: &reqwest::Client, url: String) -> Value {
     r.json().await.unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_is_single_user_form() {
     let app = TestApp::spawn().await;
     let c = app.user("alice").await;
@@ -32,7 +32,7 @@ async fn users_is_single_user_form() {
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_info_comes_from_the_backend() {
     let app = TestApp::spawn().await;
     let c = app.user("alice").await;
@@ -65,7 +65,7 @@ async fn object_info_comes_from_the_backend() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalogue_survives_a_backend_outage() {
     let app = TestApp::spawn().await;
     let c = app.user("alice").await;
@@ -91,7 +91,7 @@ async fn the_catalogue_survives_a_backend_outage() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reachable_backend_is_a_clear_503() {
     let app = TestApp::spawn_with(|cfg| cfg.backends[0].url = "http://127.0.0.1:9".into()).await;
     let c = app.user("alice").await;
@@ -106,7 +106,7 @@ async fn no_reachable_backend_is_a_clear_503() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn features_stats_extensions_and_empty_catalogues() {
     let app = TestApp::spawn().await;
     let c = app.user("alice").await;
@@ -186,7 +186,7 @@ async fn features_stats_extensions_and_empty_catalogues() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workshop_templates_in_the_frontend_format() {
     let app = TestApp::spawn().await;
     let c = app.user("alice").await;
@@ -237,7 +237,7 @@ async fn workshop_templates_in_the_frontend_format() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_comfy_user_header_is_ignored() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice").await;
@@ -274,7 +274,7 @@ where
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_socket_greets_like_comfyui() {
     let app = TestApp::spawn().await;
     let cookie = session_cookie_of(&app, "alice").await;
@@ -312,7 +312,7 @@ async fn the_socket_greets_like_comfyui() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_socket_upgrades_are_refused() {
     let app = TestApp::spawn().await;
     let cookie = session_cookie_of(&app, "alice").await;

@@ -77,7 +77,7 @@ fn serve(config: &Path) -> (Proc, String) {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_jobs_running_and_pending_then_every_job_completes_once() {
     tokio::time::timeout(Duration::from_secs(120), scenario())
         .await

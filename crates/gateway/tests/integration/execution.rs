@@ -158,7 +158,7 @@ fn types(frames: &[Value]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_runs_and_only_its_owner_sees_it() {
     let app = TestApp::spawn().await;
     let mut alice = participant(&app, "alice").await;
@@ -243,7 +243,7 @@ async fn a_prompt_runs_and_only_its_owner_sees_it() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relayed_sequence_matches_stock_comfyui() {
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
@@ -345,7 +345,7 @@ async fn the_relayed_sequence_matches_stock_comfyui() {
     assert_eq!(r.status(), 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_and_previews_are_relayed() {
     let app = TestApp::spawn().await;
     let mut alice = participant(&app, "alice").await;
@@ -363,7 +363,7 @@ async fn progress_and_previews_are_relayed() {
     assert!(frames.iter().any(|f| f["type"] == "execution_success"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_light_user_goes_before_a_heavy_users_backlog() {
     let app = TestApp::spawn_full(
         Options {
@@ -407,7 +407,7 @@ async fn a_light_user_goes_before_a_heavy_users_backlog() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_eleventh_pending_prompt_is_refused_clearly() {
     let app = TestApp::spawn_full(
         Options {
@@ -438,7 +438,7 @@ async fn the_eleventh_pending_prompt_is_refused_clearly() {
     submit_ok(&app, &b, cpu_prompt("b")).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_prompts_get_comfyuis_400_bodies() {
     let app = TestApp::spawn().await;
     let a = participant(&app, "alice").await;
@@ -503,7 +503,7 @@ async fn bad_prompts_get_comfyuis_400_bodies() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_chosen_prompt_id_is_kept_end_to_end() {
     let app = TestApp::spawn().await;
     let mut a = participant(&app, "alice").await;
@@ -536,7 +536,7 @@ async fn a_client_chosen_prompt_id_is_kept_end_to_end() {
     assert_eq!(again.status(), 400, "an id is used once");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
     let app = TestApp::spawn_full(
         Options {
@@ -688,7 +688,7 @@ async fn cancel_delete_and_interrupt_touch_only_the_callers_jobs() {
     assert!(hist.get(&running).is_none());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_jobs_survive_a_gateway_restart_and_run_once() {
     let mut app = TestApp::spawn_full(
         Options {
@@ -785,7 +785,7 @@ fn first_pixel(png_bytes: &[u8]) -> [u8; 3] {
     [buf[0], buf[1], buf[2]]
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_users_upload_reaches_the_backend_as_their_own() {
     let app = TestApp::spawn().await;
     let mut alice = participant(&app, "alice").await;
@@ -838,7 +838,7 @@ async fn each_users_upload_reaches_the_backend_as_their_own() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_preview_metadata_gets_plain_previews() {
     let app = TestApp::spawn().await;
     app.add_user("script", "script-pw").await;
@@ -877,7 +877,7 @@ async fn a_client_without_preview_metadata_gets_plain_previews() {
 /// A gateway stopped mid-job stops every task it started (the restart
 /// checks it), and leaves the job in progress: the next gateway picks it
 /// up on its backend and finishes it once, without running it again.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_gateway_leaves_no_task_behind_and_the_next_finishes_its_job() {
     let slow = comfyume_sim::SimOptions {
         step_time: std::time::Duration::from_millis(50),

@@ -80,22 +80,22 @@ async fn retried_elsewhere(behaviour: Behaviour) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_500_on_prompt_retries_on_another_backend() {
     retried_elsewhere(Behaviour::ServerError).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_answer_retries_on_another_backend() {
     retried_elsewhere(Behaviour::Garbage).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_and_a_lost_job_retry_on_another_backend() {
     retried_elsewhere(Behaviour::GarbleAndForget).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hang_past_the_time_limit_retries_on_another_backend() {
     let fake = FakeBackend::start(Behaviour::Hang).await;
     let app = behind(&fake, |c| c.dispatch.job_timeout_seconds = 1).await;
@@ -110,7 +110,7 @@ async fn a_hang_past_the_time_limit_retries_on_another_backend() {
     completed_once(&app, &a, &id, &frames).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_at_dispatch_fails_the_job_with_the_reason() {
     let fake = FakeBackend::start(Behaviour::Reject).await;
     let app = behind(&fake, |_| {}).await;
@@ -136,7 +136,7 @@ async fn a_400_at_dispatch_fails_the_job_with_the_reason() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_finished_while_the_socket_was_down_is_collected_from_history() {
     let fake = FakeBackend::start(Behaviour::FinishWhileDisconnected).await;
     let app = behind(&fake, |_| {}).await;
@@ -167,7 +167,7 @@ async fn a_job_finished_while_the_socket_was_down_is_collected_from_history() {
     assert_eq!(fake.prompts(), 1, "not run again");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_killed_mid_job_hands_it_to_another() {
     let slow = comfyume_sim::SimOptions {
         step_time: Duration::from_millis(100),
@@ -211,7 +211,7 @@ async fn a_backend_killed_mid_job_hands_it_to_another() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_no_backend_can_run_fails_after_the_attempts() {
     let fake = FakeBackend::start(Behaviour::ServerError).await;
     let app = TestApp::spawn_full(
@@ -249,7 +249,7 @@ async fn a_job_no_backend_can_run_fails_after_the_attempts() {
     assert_eq!(fake.prompts(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_backend_is_waited_for() {
     let cold = comfyume_sim::SimOptions {
         startup_delay: Duration::from_millis(1500),
@@ -281,7 +281,7 @@ async fn a_cold_backend_is_waited_for() {
     assert!(job.get("execution_error").is_none());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_keeps_the_backend_out_and_the_job_runs_elsewhere() {
     // Nothing listens on port 9.
     let app = TestApp::spawn_full(

@@ -25,7 +25,7 @@ pub async fn upload(app: &TestApp, c: &reqwest::Client, form: Form) -> reqwest::
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_reuse_identical_files_and_rename_different_ones() {
     let app = TestApp::spawn().await;
     let c = app.user("alice").await;
@@ -128,7 +128,7 @@ async fn uploads_reuse_identical_files_and_rename_different_ones() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_get_clear_errors() {
     let app = TestApp::spawn_with(|c| c.limits.max_upload_bytes = 1024).await;
     let c = app.user("alice").await;
@@ -159,7 +159,7 @@ async fn bad_uploads_get_clear_errors() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn view_serves_the_users_files_like_comfyui() {
     let app = TestApp::spawn().await;
     let c = app.user("alice").await;
@@ -251,7 +251,7 @@ async fn view_serves_the_users_files_like_comfyui() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dangerous_types_are_served_as_attachments() {
     let app = TestApp::spawn().await;
     let c = app.user("alice").await;

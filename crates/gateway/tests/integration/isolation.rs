@@ -33,7 +33,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_user_can_reach_nothing_of_alices() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice").await;

@@ -25,7 +25,7 @@ async fn backend_of(app: &TestApp, id: &str) -> String {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_goes_only_where_its_nodes_exist() {
     // The first backend lacks KSampler (and would fail anything sent to it).
     let fake = FakeBackend::start_without(Behaviour::ServerError, &["KSampler"]).await;
@@ -52,7 +52,7 @@ async fn a_job_goes_only_where_its_nodes_exist() {
     assert!(info.get("KSampler").is_some());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_prefer_the_backend_with_their_model_loaded() {
     let app = TestApp::spawn_full(
         Options {
@@ -108,7 +108,7 @@ async fn jobs_prefer_the_backend_with_their_model_loaded() {
     assert_eq!(backend_of(&app, &id).await, "sim");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_comes_up_runs_the_warm_up_prompt_first() {
     let warmup = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(

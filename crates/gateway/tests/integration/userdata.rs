@@ -18,7 +18,7 @@ fn sorted(v: Value) -> Vec<Value> {
     items
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_list_read_move_delete_like_comfyui() {
     let (app, c) = setup().await;
     let api = |p: &str| app.at(&format!("/api{p}"));
@@ -231,7 +231,7 @@ async fn save_list_read_move_delete_like_comfyui() {
     assert_eq!(plain, json!(["sub/a.json"]));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_listing_walks_the_tree() {
     let (app, c) = setup().await;
     c.post(app.at("/api/userdata/workflows%2Fsub%2Fa.json"))
@@ -266,7 +266,7 @@ async fn v2_listing_walks_the_tree() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_escaping_the_user_root_are_forbidden() {
     let (app, c) = setup().await;
     for file in [
@@ -305,7 +305,7 @@ async fn paths_escaping_the_user_root_are_forbidden() {
     assert!(!app.data_dir.join("x.json").exists());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_round_trip() {
     let (app, c) = setup().await;
     let api = |p: &str| app.at(&format!("/api{p}"));

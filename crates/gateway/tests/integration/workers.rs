@@ -53,7 +53,7 @@ fn worker_backend(name: &str, url: &str, slots: u32) -> BackendConfig {
     b
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_through_a_worker() {
     let (worker, _) = start_worker(Default::default()).await;
     let app = TestApp::spawn_full(Options::default(), |c| {
@@ -150,7 +150,7 @@ async fn round_robin(replicas: Vec<String>) -> (String, Arc<AtomicUsize>) {
     (url, next)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_balancer_spreading_requests_over_two_workers_loses_nothing() {
     let (w1, _) = start_worker(Default::default()).await;
     let (w2, _) = start_worker(Default::default()).await;
@@ -180,7 +180,7 @@ async fn a_load_balancer_spreading_requests_over_two_workers_loses_nothing() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_the_gateway_gives_up_on_is_interrupted_by_the_worker() {
     let slow = comfyume_sim::SimOptions {
         step_time: Duration::from_millis(200),
@@ -230,7 +230,7 @@ async fn a_run_the_gateway_gives_up_on_is_interrupted_by_the_worker() {
     assert!(interrupted, "ended by an interrupt");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_reaches_a_job_running_on_a_worker() {
     let slow = comfyume_sim::SimOptions {
         step_time: Duration::from_millis(100),

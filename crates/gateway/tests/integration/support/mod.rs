@@ -1,7 +1,7 @@
 //! `TestApp`: a gateway and its simulator on ephemeral ports, with helpers
-//! to create users and log in. Dropping it signals both to stop;
-//! `restart` and `shutdown` also wait for the gateway to stop and check
-//! that it left no task running.
+//! to create users and log in. Dropping it (or `restart`, or `shutdown`)
+//! stops the gateway, waits until it has, and fails the test if anything
+//! it started is still running.
 
 use std::path::PathBuf;
 
@@ -304,9 +304,19 @@ async fn start_gateway(config: &Config, manual_dispatch: bool) -> Gateway {
 }
 
 impl Drop for TestApp {
+    /// Stops the gateway and checks, before the test ends, that nothing it
+    /// started is left running. (Integration tests run on a multi-thread
+    /// runtime, which lets this wait here.)
     fn drop(&mut self) {
         if let Some(gateway) = self.gateway.take() {
-            let _ = gateway.stop.send(());
+            if std::thread::panicking() {
+                // The test failed already; a second panic would hide why.
+                let _ = gateway.stop.send(());
+            } else {
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(gateway.stop())
+                });
+            }
         }
         for tx in self.sim_stops.drain(..).flatten() {
             let _ = tx.send(());
