@@ -228,6 +228,8 @@ describe('a participant workspace in the real ComfyUI frontend', { concurrency: 
     if (done.has(S1)) {
       aliceWatcher.beginNavigation();
       await alice.goto(`${suite.ws.url}/logout`);
+      await alice.getByRole('button', { name: 'Log out' }).click();
+      await alice.waitForURL((url) => url.pathname === '/login');
       assert.equal(new URL(alice.url()).pathname, '/login', `after /logout alice ended on ${alice.url()}`);
       aliceWatcher.beginNavigation();
       await alice.goto(`${suite.ws.url}/`);

@@ -11,5 +11,5 @@ mod user;
 
 pub use file_kind::FileKind;
 pub use job::{Job, JobId, JobIdError, JobState};
-pub use path::{PathError, SafeRelPath};
+pub use path::{MAX_PATH_BYTES, MAX_SEGMENT_BYTES, PathError, SafeRelPath};
 pub use user::{Password, Role, UserId, UserName, UserNameError};

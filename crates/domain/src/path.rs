@@ -24,7 +24,15 @@ pub enum PathError {
     Escapes,
     #[error("path contains a forbidden character")]
     BadCharacter,
+    #[error("path is too long")]
+    TooLong,
 }
+
+/// The longest name one segment may have, in bytes (Linux's `NAME_MAX`).
+pub const MAX_SEGMENT_BYTES: usize = 255;
+/// The longest relative path accepted, in bytes: well inside `PATH_MAX`
+/// once under a data directory.
+pub const MAX_PATH_BYTES: usize = 1024;
 
 impl SafeRelPath {
     /// The root itself.
@@ -39,6 +47,9 @@ impl SafeRelPath {
         if raw.contains('\0') {
             return Err(PathError::BadCharacter);
         }
+        if raw.len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong);
+        }
         if raw.starts_with('/') || raw.starts_with('\\') || looks_like_drive(raw) {
             return Err(PathError::Absolute);
         }
@@ -51,6 +62,7 @@ impl SafeRelPath {
                         return Err(PathError::Escapes);
                     }
                 }
+                s if s.len() > MAX_SEGMENT_BYTES => return Err(PathError::TooLong),
                 s => parts.push(s),
             }
         }
@@ -153,6 +165,15 @@ mod tests {
         );
         assert_eq!(SafeRelPath::parse("C:/x"), Err(PathError::Absolute));
         assert_eq!(SafeRelPath::parse("a\0b"), Err(PathError::BadCharacter));
+        let long = "x".repeat(MAX_SEGMENT_BYTES + 1);
+        assert_eq!(SafeRelPath::parse(&long), Err(PathError::TooLong));
+        assert_eq!(
+            SafeRelPath::parse(&format!("a/{long}/b")),
+            Err(PathError::TooLong)
+        );
+        let deep = vec!["abc"; MAX_PATH_BYTES / 3].join("/");
+        assert_eq!(SafeRelPath::parse(&deep), Err(PathError::TooLong));
+        assert!(SafeRelPath::parse(&"x".repeat(MAX_SEGMENT_BYTES)).is_ok());
     }
 
     #[test]

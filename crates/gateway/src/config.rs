@@ -199,9 +199,14 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// `COMFYUME_*` variables that belong to the command line, not to the
+/// configuration (lower case, without the prefix).
+const NOT_CONFIG_KEYS: [&str; 4] = ["config", "log", "new_password", "worker_token"];
+
 impl Config {
-    /// Loads the layered configuration. `file` is optional; when given it
-    /// must exist.
+    /// Loads the layered configuration: built-in defaults, then `file`
+    /// (optional; when given it must exist), then `COMFYUME_*` variables
+    /// (`__` separates nesting), then the flags in `overrides`.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
@@ -211,11 +216,12 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment
-            // COMFYUME_CONFIG names the file itself, and COMFYUME_LOG the log
-            // filter; neither is a configuration key.
+            // Variables of the command line, not configuration keys: the
+            // file itself, the log filter, a new account's password, the
+            // worker's token.
             .merge(
                 Env::prefixed("COMFYUME_")
-                    .ignore(&["config", "log"])
+                    .ignore(&NOT_CONFIG_KEYS)
                     .split("__"),
             )
             .merge(Serialized::defaults(overrides));

@@ -103,9 +103,12 @@ impl Accounts {
         client: IpAddr,
     ) -> Result<(SessionUser, SessionToken), AuthError> {
         let name_key = raw_name.trim().to_ascii_lowercase();
-        if let Err(retry_after) = self.limiter.check(&name_key, client) {
-            return Err(AuthError::RateLimited { retry_after });
-        }
+        // Counted before the password is checked, so parallel guesses
+        // cannot all start before the first one fails.
+        let attempt = self
+            .limiter
+            .begin(&name_key, client)
+            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
         let record = match UserName::parse(raw_name) {
             Ok(name) => self.store.user_by_name(&name).await?,
             Err(_) => None,
@@ -114,7 +117,7 @@ impl Accounts {
         let ok = password::verify(password, hash).await;
         match record {
             Some(user) if ok && !user.disabled => {
-                self.limiter.forget(&name_key);
+                self.limiter.succeeded(attempt);
                 let token = SessionToken::generate();
                 let now = now_ms();
                 let ttl = i64::try_from(self.session_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -124,7 +127,7 @@ impl Accounts {
                 Ok((user.into(), token))
             }
             _ => {
-                self.limiter.record_failure(&name_key, client);
+                drop(attempt); // counted as a failure
                 Err(AuthError::InvalidCredentials)
             }
         }

@@ -1,6 +1,8 @@
-//! Login throttling: failed attempts are counted per user name and per
-//! client address in a sliding window; past the limit, further attempts are
-//! refused until the oldest failure ages out.
+//! Login throttling: attempts are counted per user name and per client
+//! address in a sliding window, from the moment they begin (so a burst of
+//! parallel guesses cannot all slip in before the first is counted); a
+//! successful one is taken back. Past the limit, further attempts are
+//! refused until the oldest one ages out.
 //!
 //! In memory: one gateway process serves a workshop, and a restart forgiving
 //! everyone is harmless.
@@ -34,13 +36,13 @@ impl LoginLimiter {
         }
     }
 
-    /// `Err(retry_after)` when either the name or the address is over its
-    /// limit.
-    pub fn check(&self, user: &str, ip: IpAddr) -> Result<(), Duration> {
-        self.check_at(user, ip, Instant::now())
+    /// Starts an attempt: `Err(retry_after)` when the name or the
+    /// address is over its limit, else the attempt, counted already.
+    pub fn begin(&self, user: &str, ip: IpAddr) -> Result<Attempt, Duration> {
+        self.begin_at(user, ip, Instant::now())
     }
 
-    fn check_at(&self, user: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    fn begin_at(&self, user: &str, ip: IpAddr, now: Instant) -> Result<Attempt, Duration> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.window;
         let user_wait = inner
@@ -51,18 +53,9 @@ impl LoginLimiter {
             .by_ip
             .get_mut(&ip)
             .and_then(|q| wait(q, self.per_ip, window, now));
-        match user_wait.max(ip_wait) {
-            Some(d) => Err(d),
-            None => Ok(()),
+        if let Some(d) = user_wait.max(ip_wait) {
+            return Err(d);
         }
-    }
-
-    pub fn record_failure(&self, user: &str, ip: IpAddr) {
-        self.record_failure_at(user, ip, Instant::now());
-    }
-
-    fn record_failure_at(&self, user: &str, ip: IpAddr, now: Instant) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner
             .by_user
             .entry(user.to_string())
@@ -71,18 +64,38 @@ impl LoginLimiter {
         inner.by_ip.entry(ip).or_default().push_back(now);
         // Keep memory bounded under a flood of made-up names.
         if inner.by_user.len() > 10_000 {
-            let window = self.window;
             inner
                 .by_user
                 .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
+        Ok(Attempt {
+            user: user.to_string(),
+            ip,
+            at: now,
+        })
     }
 
-    /// A successful login clears that name's failures (not the address's).
-    pub fn forget(&self, user: &str) {
+    /// The attempt succeeded: the name's failures are forgiven, and the
+    /// attempt no longer counts against the address (a room behind one
+    /// address logs in together).
+    pub fn succeeded(&self, attempt: Attempt) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.by_user.remove(user);
+        inner.by_user.remove(&attempt.user);
+        if let Some(q) = inner.by_ip.get_mut(&attempt.ip) {
+            if let Some(i) = q.iter().rposition(|t| *t == attempt.at) {
+                q.remove(i);
+            }
+        }
     }
+}
+
+/// A login attempt under way, counted until it succeeds.
+#[derive(Debug)]
+#[must_use = "an attempt counts as failed unless it is reported as succeeded"]
+pub struct Attempt {
+    user: String,
+    ip: IpAddr,
+    at: Instant,
 }
 
 /// Drops failures older than the window; if `limit` remain, how long until
@@ -119,37 +132,41 @@ mod tests {
         let l = LoginLimiter::new(3, 100, Duration::from_secs(60));
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(l.check_at("bob", A, t0).is_ok());
-            l.record_failure_at("bob", A, t0);
+            assert!(l.begin_at("bob", A, t0).is_ok());
         }
         assert!(
-            l.check_at("bob", B, t0).is_err(),
+            l.begin_at("bob", B, t0).is_err(),
             "the name is locked from any address"
         );
         assert!(
-            l.check_at("alice", A, t0).is_ok(),
+            l.begin_at("alice", A, t0).is_ok(),
             "other names are unaffected"
         );
-        assert!(l.check_at("bob", A, t0 + Duration::from_secs(61)).is_ok());
+        assert!(l.begin_at("bob", A, t0 + Duration::from_secs(61)).is_ok());
     }
 
     #[test]
     fn per_ip_limit() {
         let l = LoginLimiter::new(100, 2, Duration::from_secs(60));
         let t0 = Instant::now();
-        l.record_failure_at("a", A, t0);
-        l.record_failure_at("b", A, t0);
-        let wait = l.check_at("c", A, t0).unwrap_err();
+        let _ = l.begin_at("a", A, t0).unwrap();
+        let _ = l.begin_at("b", A, t0).unwrap();
+        let wait = l.begin_at("c", A, t0).unwrap_err();
         assert!(wait <= Duration::from_secs(60));
-        assert!(l.check_at("c", B, t0).is_ok());
+        assert!(l.begin_at("c", B, t0).is_ok());
     }
 
     #[test]
-    fn success_clears_the_name() {
-        let l = LoginLimiter::new(1, 100, Duration::from_secs(60));
-        l.record_failure("bob", A);
-        assert!(l.check("bob", A).is_err());
-        l.forget("bob");
-        assert!(l.check("bob", A).is_ok());
+    fn success_is_taken_back() {
+        let l = LoginLimiter::new(2, 2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let _ = l.begin_at("bob", A, t0).unwrap();
+        let ok = l.begin_at("bob", A, t0).unwrap();
+        assert!(
+            l.begin_at("carol", A, t0).is_err(),
+            "the address is at its limit"
+        );
+        l.succeeded(ok);
+        assert!(l.begin_at("bob", A, t0).is_ok(), "the name is forgiven");
     }
 }

@@ -15,6 +15,7 @@ use crate::http::session::{clear_cookie, cookie_name, session_cookie, session_to
 use comfyume_domain::Password;
 
 const TEMPLATE: &str = include_str!("pages/login.html");
+const LOGOUT_PAGE: &str = include_str!("pages/logout.html");
 
 #[derive(Deserialize)]
 pub struct NextQuery {
@@ -85,6 +86,17 @@ pub async fn submit(
     }
 }
 
+/// `GET /logout`: asks first. Logging out changes state, so it is a
+/// same-origin POST (the origin guard refuses it from other sites); a GET
+/// that logged out would let any page log a participant out with an image.
+pub async fn logout_page() -> Response {
+    let mut r = Html(LOGOUT_PAGE).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `POST /logout`: ends the session and goes to the login page.
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,

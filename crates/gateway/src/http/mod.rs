@@ -32,7 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(static_files::index))
         .route("/index.html", get(static_files::index))
         .route("/login", get(login::page).post(login::submit))
-        .route("/logout", get(login::logout).post(login::logout))
+        .route("/logout", get(login::logout_page).post(login::logout))
         .route("/health", get(|| async { "ok" }))
         .route("/admin/api/backends", get(admin::backends))
         .route(

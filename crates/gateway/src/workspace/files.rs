@@ -13,7 +13,7 @@ use super::error::FILE_NOT_FOUND;
 use super::mime::{self, OCTET_STREAM, ServeAs};
 use super::userdata::sorted_entries;
 use super::{Result, Staged, Workspace, WorkspaceError, blocking, stat};
-use comfyume_domain::{FileKind, SafeRelPath};
+use comfyume_domain::{FileKind, PathError, SafeRelPath};
 
 /// What `POST /upload/image` answers: `{"name","subfolder","type"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,15 +45,24 @@ pub fn parse_upload_type(raw: Option<&str>) -> Result<FileKind> {
 /// The upload's `subfolder` field: absent or empty is the folder itself; one
 /// that climbs out is 400 (as in ComfyUI).
 pub fn parse_upload_subfolder(raw: Option<&str>) -> Result<SafeRelPath> {
-    SafeRelPath::parse(raw.unwrap_or(""))
-        .map_err(|_| WorkspaceError::BadRequest("Invalid subfolder".into()))
+    SafeRelPath::parse(raw.unwrap_or("")).map_err(|e| match e {
+        PathError::TooLong => WorkspaceError::BadRequest("Subfolder too long".into()),
+        _ => WorkspaceError::BadRequest("Invalid subfolder".into()),
+    })
 }
+
+/// The longest upload file name, in bytes.
+const MAX_UPLOAD_NAME_BYTES: usize = comfyume_domain::MAX_SEGMENT_BYTES - 20;
 
 /// The upload part's file name: exactly one path segment, stored as given.
 /// Empty, `.`, `..`, or anything with a separator or NUL is 400. (ComfyUI
 /// joins the name onto the folder, so `a/b.png` would land in a
 /// subdirectory; browsers never send that, and `subfolder` exists for it.)
 pub fn parse_upload_file_name(raw: &str) -> Result<String> {
+    // Room left for the " (n)" a same-named upload gets.
+    if raw.len() > MAX_UPLOAD_NAME_BYTES {
+        return Err(WorkspaceError::BadRequest("File name too long".into()));
+    }
     match SafeRelPath::parse_file_name(raw) {
         Ok(p) if p.as_str() == raw => Ok(raw.to_owned()),
         _ => Err(WorkspaceError::BadRequest("Invalid file name".into())),

@@ -108,6 +108,25 @@ async fn repeated_failures_are_rate_limited_per_user_name() {
     assert_eq!(app.try_login(&client, "bob", "bobpw").await.status(), 303);
 }
 
+/// Parallel guesses are counted as they start: no more than the limit get
+/// their password checked, however many arrive at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_passwords_reach_the_limit() {
+    let app = TestApp::spawn_with(|c| c.auth.login_failures_per_user = 5).await;
+    app.add_user("alice", "right").await;
+    let tries = (0..40).map(|_| async {
+        let client = app.client();
+        app.try_login(&client, "alice", "wrong")
+            .await
+            .status()
+            .as_u16()
+    });
+    let statuses = futures_util::future::join_all(tries).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((checked, refused), (5, 35), "{statuses:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_are_rate_limited_per_address() {
     let app = TestApp::spawn_with(|c| c.auth.login_failures_per_ip = 4).await;
@@ -122,6 +141,23 @@ async fn repeated_failures_are_rate_limited_per_address() {
         );
     }
     assert_eq!(app.try_login(&client, "alice", "right").await.status(), 429);
+}
+
+/// Successful logins from one address (a room behind one NAT) do not use
+/// up that address's allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_behind_one_address_logs_in() {
+    let app = TestApp::spawn_with(|c| c.auth.login_failures_per_ip = 3).await;
+    for i in 0..6 {
+        let name = format!("user{i}");
+        app.add_user(&name, "pw-for-all").await;
+        let client = app.client();
+        assert_eq!(
+            app.try_login(&client, &name, "pw-for-all").await.status(),
+            303,
+            "{name}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,6 +184,39 @@ async fn logout_ends_the_session_server_side() {
             .unwrap()
             .status(),
         401
+    );
+}
+
+/// A page on another site that loads `/logout` (an image, a link) logs
+/// nobody out: GET only asks, and a cross-site POST is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_is_a_same_origin_post() {
+    let app = TestApp::spawn().await;
+    let client = app.user("alice").await;
+    let settings = |c: &reqwest::Client| c.get(app.at("/api/settings")).send();
+    let page = client.get(app.at("/logout")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"<form method="post" action="/logout">"#),
+        "{html}"
+    );
+    assert_eq!(
+        settings(&client).await.unwrap().status(),
+        200,
+        "still logged in"
+    );
+    let cross = client
+        .post(app.at("/logout"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    assert_eq!(
+        settings(&client).await.unwrap().status(),
+        200,
+        "still logged in"
     );
 }
 

@@ -191,3 +191,32 @@ fn config_example_and_errors() {
         assert!(help.contains(cmd), "--help lists {cmd}");
     }
 }
+
+/// The README's way to give a new account its password without putting it
+/// on the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_password_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_comfyume"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["users", "add", "frank"])
+        .env_remove("COMFYUME_CONFIG")
+        .env("COMFYUME_NEW_PASSWORD", "from-the-env-1")
+        .output()
+        .expect("the comfyume binary runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("from-the-env-1"),
+        "a password given is not printed"
+    );
+    let data_for_app = data.clone();
+    let app = TestApp::spawn_with(move |c| c.data_dir = data_for_app).await;
+    assert_eq!(
+        app.try_login(&app.client(), "frank", "from-the-env-1")
+            .await
+            .status(),
+        303
+    );
+}

@@ -157,6 +157,17 @@ async fn bad_uploads_get_clear_errors() {
     assert!(
         !app.data_dir.join("users/evil.png").exists() && !app.data_dir.join("evil.png").exists()
     );
+    // Names longer than a file system takes: a clear 400, not a 500.
+    let long = format!("{}.png", "n".repeat(300));
+    let r = upload(&app, &c, image_form(&long, b"x")).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.text().await.unwrap(), "File name too long");
+    let deep = vec!["folder"; 800].join("/");
+    let r = upload(&app, &c, image_form("g.png", b"x").text("subfolder", deep)).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.text().await.unwrap(), "Subfolder too long");
+    let r = upload(&app, &c, image_form("ok.png", b"x")).await;
+    assert_eq!(r.status(), 200, "the server still answers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
