@@ -86,7 +86,16 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// An uploaded file (`/upload/image`, `/upload/mask`).
     pub max_upload_bytes: u64,
+    /// A `POST /prompt` body (the prompt and its workflow).
+    pub max_prompt_bytes: u64,
+    /// A file written under `/userdata` (workflows, subgraphs, …).
+    pub max_userdata_bytes: u64,
+    /// A participant's settings: each request, and the stored file.
+    pub max_settings_bytes: u64,
+    /// Any other request body (login, queue and history changes, …).
+    pub max_body_bytes: u64,
     pub max_pending_per_user: u32,
     pub max_running_per_user: u32,
 }
@@ -95,9 +104,20 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_upload_bytes: 100 * 1024 * 1024,
+            max_prompt_bytes: 32 * 1024 * 1024,
+            max_userdata_bytes: 32 * 1024 * 1024,
+            max_settings_bytes: 1024 * 1024,
+            max_body_bytes: 1024 * 1024,
             max_pending_per_user: 10,
             max_running_per_user: 1,
         }
+    }
+}
+
+impl Limits {
+    /// A limit in bytes as the HTTP layer takes it.
+    pub fn bytes(limit: u64) -> usize {
+        usize::try_from(limit).unwrap_or(usize::MAX)
     }
 }
 

@@ -118,6 +118,7 @@ impl From<crate::workspace::WorkspaceError> for ApiError {
             W::Conflict => ApiError::Text(StatusCode::CONFLICT, e.to_string()),
             W::Forbidden(m) => ApiError::Text(StatusCode::FORBIDDEN, m.to_string()),
             W::BadRequest(m) => ApiError::Text(StatusCode::BAD_REQUEST, m),
+            W::TooLarge(m) => ApiError::Text(StatusCode::PAYLOAD_TOO_LARGE, m),
             W::Io(io) => ApiError::internal(io),
         }
     }

@@ -21,13 +21,11 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::app::AppState;
+use crate::config::Limits;
 
 pub fn router(state: AppState) -> Router {
-    // Multipart framing on top of the largest accepted file.
-    let body_limit = usize::try_from(state.config.limits.max_upload_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_add(64 * 1024);
-    let comfy = comfy::routes();
+    let limits = &state.config.limits;
+    let comfy = comfy::routes(limits);
     Router::new()
         .route("/", get(static_files::index))
         .route("/index.html", get(static_files::index))
@@ -49,7 +47,8 @@ pub fn router(state: AppState) -> Router {
         .merge(comfy::unprefixed_routes())
         .fallback(static_files::file)
         .layer(axum::middleware::from_fn(guard::same_origin))
-        .layer(DefaultBodyLimit::max(body_limit))
+        // Routes that take more say so themselves (comfy::routes).
+        .layer(DefaultBodyLimit::max(Limits::bytes(limits.max_body_bytes)))
         // A `request` span around each request: method, route (the
         // pattern, so no user's file name or id lands in the log), status
         // and latency. The answer is logged at debug level, a server error

@@ -22,6 +22,9 @@ pub enum WorkspaceError {
     /// ComfyUI: 400.
     #[error("{0}")]
     BadRequest(String),
+    /// Over one of the gateway's own size limits: 413 (ComfyUI has none).
+    #[error("{0}")]
+    TooLarge(String),
     /// ComfyUI: 500 (an unexpected filesystem failure).
     #[error("workspace I/O error: {0}")]
     Io(#[from] std::io::Error),

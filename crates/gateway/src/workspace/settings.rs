@@ -9,7 +9,6 @@
 use std::fs;
 use std::path::Path;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{Result, Staged, Workspace, WorkspaceError, blocking};
@@ -44,18 +43,19 @@ impl Workspace {
 
     /// `POST /settings`: merges `new` into the stored object (new keys are
     /// appended, existing ones keep their place and take the new value).
-    pub async fn merge_settings(&self, new: Map<String, Value>) -> Result<()> {
-        self.update_settings(move |settings| settings.extend(new))
+    /// The stored file may not grow past `max_bytes`.
+    pub async fn merge_settings(&self, new: Map<String, Value>, max_bytes: u64) -> Result<()> {
+        self.update_settings(max_bytes, move |settings| settings.extend(new))
             .await
     }
 
     /// `POST /settings/{id}`: stores one value. An empty id is 400.
-    pub async fn set_setting(&self, id: &str, value: Value) -> Result<()> {
+    pub async fn set_setting(&self, id: &str, value: Value, max_bytes: u64) -> Result<()> {
         if id.is_empty() {
             return Err(WorkspaceError::BadRequest("Setting id not provided".into()));
         }
         let id = id.to_owned();
-        self.update_settings(move |settings| {
+        self.update_settings(max_bytes, move |settings| {
             settings.insert(id, value);
         })
         .await
@@ -65,7 +65,7 @@ impl Workspace {
         self.userdata_dir().join(SETTINGS_FILE)
     }
 
-    async fn update_settings<F>(&self, change: F) -> Result<()>
+    async fn update_settings<F>(&self, max_bytes: u64, change: F) -> Result<()>
     where
         F: FnOnce(&mut Map<String, Value>) + Send + 'static,
     {
@@ -76,7 +76,7 @@ impl Workspace {
             let _guard = guard;
             let mut settings = settings_to_update(&path)?;
             change(&mut settings);
-            write_settings(&path, &staging, &settings)
+            write_settings(&path, &staging, &settings, max_bytes)
         })
         .await
     }
@@ -116,14 +116,21 @@ fn settings_to_update(path: &Path) -> Result<Map<String, Value>> {
     }
 }
 
-/// Writes the object as ComfyUI does (`json.dumps(indent=4)`), atomically.
-fn write_settings(path: &Path, staging: &Path, settings: &Map<String, Value>) -> Result<()> {
-    let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
-    settings
-        .serialize(&mut ser)
-        .map_err(|e| WorkspaceError::Io(e.into()))?;
+/// Writes the object compactly (ComfyUI indents it, which only makes every
+/// later read slower), atomically, unless it grew past `max_bytes`.
+fn write_settings(
+    path: &Path,
+    staging: &Path,
+    settings: &Map<String, Value>,
+    max_bytes: u64,
+) -> Result<()> {
+    let out = serde_json::to_vec(settings).map_err(|e| WorkspaceError::Io(e.into()))?;
+    if out.len() as u64 > max_bytes {
+        return Err(WorkspaceError::TooLarge(format!(
+            "Settings would take {} bytes; the limit is {max_bytes}.",
+            out.len()
+        )));
+    }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -137,6 +144,8 @@ mod tests {
     use crate::workspace::Workspaces;
     use comfyume_domain::UserName;
     use serde_json::json;
+
+    const LIMIT: u64 = 1024 * 1024;
 
     fn setup() -> (tempfile::TempDir, Workspaces, Workspace) {
         let tmp = tempfile::tempdir().unwrap();
@@ -157,21 +166,23 @@ mod tests {
     #[tokio::test]
     async fn set_get_and_the_file_format() {
         let (_t, _a, ws) = setup();
-        ws.set_setting("Comfy.Test", json!("hello")).await.unwrap();
+        ws.set_setting("Comfy.Test", json!("hello"), LIMIT)
+            .await
+            .unwrap();
         assert_eq!(ws.get_setting("Comfy.Test").await, json!("hello"));
         let text = fs::read_to_string(ws.userdata_dir().join(SETTINGS_FILE)).unwrap();
-        assert_eq!(text, "{\n    \"Comfy.Test\": \"hello\"\n}");
-        let err = ws.set_setting("", json!(1)).await.unwrap_err();
+        assert_eq!(text, r#"{"Comfy.Test":"hello"}"#, "compact");
+        let err = ws.set_setting("", json!(1), LIMIT).await.unwrap_err();
         assert!(matches!(err, WorkspaceError::BadRequest(_)));
     }
 
     #[tokio::test]
     async fn merge_keeps_order_and_overrides() {
         let (_t, _a, ws) = setup();
-        ws.set_setting("a", json!(1)).await.unwrap();
-        ws.set_setting("b", json!(2)).await.unwrap();
+        ws.set_setting("a", json!(1), LIMIT).await.unwrap();
+        ws.set_setting("b", json!(2), LIMIT).await.unwrap();
         let new = json!({"c": 3, "a": {"nested": true}});
-        ws.merge_settings(new.as_object().unwrap().clone())
+        ws.merge_settings(new.as_object().unwrap().clone(), LIMIT)
             .await
             .unwrap();
         let all = ws.settings().await;
@@ -191,7 +202,7 @@ mod tests {
         assert!(ws.settings().await.is_empty());
         fs::write(&path, b"[1,2]").unwrap();
         assert!(ws.settings().await.is_empty());
-        ws.set_setting("a", json!(true)).await.unwrap();
+        ws.set_setting("a", json!(true), LIMIT).await.unwrap();
         assert_eq!(Value::Object(ws.settings().await), json!({"a": true}));
         let kept: Vec<Vec<u8>> = fs::read_dir(ws.userdata_dir())
             .unwrap()
@@ -203,11 +214,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn settings_may_not_grow_past_the_limit() {
+        let (_t, _a, ws) = setup();
+        ws.set_setting("small", json!("x"), 64).await.unwrap();
+        let err = ws
+            .set_setting("big", json!("y".repeat(100)), 64)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkspaceError::TooLarge(_)), "{err}");
+        assert_eq!(
+            Value::Object(ws.settings().await),
+            json!({"small": "x"}),
+            "unchanged"
+        );
+    }
+
+    #[tokio::test]
     async fn an_unreadable_file_is_never_overwritten() {
         let (_t, _a, ws) = setup();
         // A folder where the file should be: reading it fails, not "missing".
         fs::create_dir_all(ws.userdata_dir().join(SETTINGS_FILE)).unwrap();
-        assert!(ws.set_setting("a", json!(1)).await.is_err());
+        assert!(ws.set_setting("a", json!(1), LIMIT).await.is_err());
         assert!(ws.userdata_dir().join(SETTINGS_FILE).is_dir());
     }
 
@@ -221,11 +248,11 @@ mod tests {
             let ws = all.user(&name);
             tasks.push(tokio::spawn(async move {
                 if i % 2 == 0 {
-                    ws.set_setting(&format!("k{i}"), json!(i)).await
+                    ws.set_setting(&format!("k{i}"), json!(i), LIMIT).await
                 } else {
                     let mut m = Map::new();
                     m.insert(format!("k{i}"), json!(i));
-                    ws.merge_settings(m).await
+                    ws.merge_settings(m, LIMIT).await
                 }
             }));
         }
@@ -243,7 +270,10 @@ mod tests {
     async fn settings_are_per_user() {
         let (_t, all, alice) = setup();
         let bob = all.user(&UserName::parse("bob").unwrap());
-        alice.set_setting("theme", json!("dark")).await.unwrap();
+        alice
+            .set_setting("theme", json!("dark"), LIMIT)
+            .await
+            .unwrap();
         assert_eq!(bob.get_setting("theme").await, Value::Null);
     }
 }

@@ -392,3 +392,74 @@ async fn settings_round_trip() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// Every body is bounded per route, with a 413: settings and other small
+/// JSON small, workflows and prompts larger, uploads by their own limit.
+/// Refused bodies change nothing, and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_are_bounded_per_route() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.max_settings_bytes = 4 * 1024;
+        c.limits.max_userdata_bytes = 64 * 1024;
+        c.limits.max_prompt_bytes = 64 * 1024;
+        c.limits.max_body_bytes = 2 * 1024;
+    })
+    .await;
+    let c = app.user("alice").await;
+    let post = |path: &str, body: Vec<u8>| c.post(app.at(path)).body(body).send();
+    assert_eq!(
+        post("/api/settings/Comfy.Theme", br#""dark""#.to_vec())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A participant trying to fill the server's memory: four at once.
+    let huge = format!(r#"{{"k": "{}"}}"#, "x".repeat(512 * 1024)).into_bytes();
+    let floods = (0..4).map(|_| post("/api/settings", huge.clone()));
+    for r in futures_util::future::join_all(floods).await {
+        assert_eq!(r.unwrap().status(), 413);
+    }
+    // Each request is small, but the stored file may not grow past it.
+    let mut grown = 413;
+    for i in 0..8 {
+        let value = format!(r#""{}""#, "y".repeat(1000));
+        let status = post(&format!("/api/settings/k{i}"), value.into_bytes())
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status != 200 {
+            grown = status;
+            break;
+        }
+    }
+    assert_eq!(grown, 413, "the settings file is bounded");
+    let settings: Value = c
+        .get(app.at("/api/settings"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["Comfy.Theme"], "dark", "nothing lost");
+
+    let workflow = format!(r#"{{"nodes": "{}"}}"#, "w".repeat(32 * 1024)).into_bytes();
+    let r = post("/api/userdata/workflows%2Fbig.json", workflow)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a workflow may be larger than a setting");
+    let too_big = vec![b'x'; 128 * 1024];
+    let r = post("/api/userdata/workflows%2Fhuge.json", too_big.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = post("/api/prompt", too_big.clone()).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r = post("/api/queue", vec![b' '; 4 * 1024]).await.unwrap();
+    assert_eq!(r.status(), 413, "any other body is small");
+    let r = c.get(app.at("/api/settings")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the server still answers");
+}

@@ -12,36 +12,56 @@ mod userdata;
 mod ws;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+use crate::config::Limits;
 
 /// The routes ComfyUI registers both at their plain path and under `/api`.
-pub fn routes() -> Router<AppState> {
+/// Bodies are bounded per route: small by default (the router's limit),
+/// larger where `limits` allows.
+pub fn routes(limits: &Limits) -> Router<AppState> {
+    let settings = DefaultBodyLimit::max(Limits::bytes(limits.max_settings_bytes));
+    let userdata = DefaultBodyLimit::max(Limits::bytes(limits.max_userdata_bytes));
+    let prompt = DefaultBodyLimit::max(Limits::bytes(limits.max_prompt_bytes));
+    // Multipart framing on top of the largest accepted file.
+    let upload =
+        DefaultBodyLimit::max(Limits::bytes(limits.max_upload_bytes).saturating_add(64 * 1024));
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/users", get(info::users).post(info::create_user))
-        .route("/settings", get(settings::all).post(settings::merge))
-        .route("/settings/{id}", get(settings::one).post(settings::set_one))
+        .route(
+            "/settings",
+            get(settings::all).post(settings::merge).layer(settings),
+        )
+        .route(
+            "/settings/{id}",
+            get(settings::one).post(settings::set_one).layer(settings),
+        )
         .route("/userdata", get(userdata::list))
         .route("/v2/userdata", get(userdata::list_v2))
         .route(
             "/userdata/{file}",
             get(userdata::read)
                 .post(userdata::write)
-                .delete(userdata::delete),
+                .delete(userdata::delete)
+                .layer(userdata),
         )
         .route("/userdata/{file}/move/{dest}", post(userdata::rename))
-        .route("/upload/image", post(files::upload))
-        .route("/upload/mask", post(files::upload))
+        .route("/upload/image", post(files::upload).layer(upload))
+        .route("/upload/mask", post(files::upload).layer(upload))
         .route("/view", get(files::view))
         .route("/object_info", get(info::object_info))
         .route("/object_info/{node_class}", get(info::object_info_one))
         .route("/extensions", get(info::extensions))
         .route("/features", get(info::features))
         .route("/system_stats", get(info::system_stats))
-        .route("/prompt", get(queue::queue_status).post(queue::submit))
+        .route(
+            "/prompt",
+            get(queue::queue_status).post(queue::submit).layer(prompt),
+        )
         .route("/queue", get(queue::queue).post(queue::queue_update))
         .route("/history", get(queue::history).post(queue::history_update))
         .route("/history/{prompt_id}", get(queue::history_one))

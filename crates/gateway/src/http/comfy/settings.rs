@@ -36,7 +36,7 @@ pub async fn merge(
     state
         .workspaces
         .user(&user.name)
-        .merge_settings(values)
+        .merge_settings(values, state.config.limits.max_settings_bytes)
         .await?;
     Ok(StatusCode::OK)
 }
@@ -51,7 +51,7 @@ pub async fn set_one(
     state
         .workspaces
         .user(&user.name)
-        .set_setting(&id, value)
+        .set_setting(&id, value, state.config.limits.max_settings_bytes)
         .await?;
     Ok(StatusCode::OK)
 }
