@@ -96,6 +96,8 @@ pub struct Limits {
     pub max_settings_bytes: u64,
     /// Any other request body (login, queue and history changes, …).
     pub max_body_bytes: u64,
+    /// Live sockets (browser tabs) one participant may hold at once.
+    pub max_sockets_per_user: u32,
     pub max_pending_per_user: u32,
     pub max_running_per_user: u32,
 }
@@ -108,6 +110,7 @@ impl Default for Limits {
             max_userdata_bytes: 32 * 1024 * 1024,
             max_settings_bytes: 1024 * 1024,
             max_body_bytes: 1024 * 1024,
+            max_sockets_per_user: 16,
             max_pending_per_user: 10,
             max_running_per_user: 1,
         }

@@ -5,8 +5,8 @@
 //! participant's events can never reach another.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
@@ -32,6 +32,27 @@ struct Connection {
 pub struct Hub {
     next_id: AtomicU64,
     users: Mutex<HashMap<UserId, Vec<Connection>>>,
+    /// Sockets admitted per user (upgrading or open).
+    admitted: Mutex<HashMap<UserId, u32>>,
+}
+
+/// One admitted socket of a user, held for the socket's whole life
+/// (from before its upgrade): dropping it frees the place.
+pub struct SocketPermit {
+    hub: Arc<Hub>,
+    user: UserId,
+}
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        let mut admitted = self.hub.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = admitted.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                admitted.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Removes its connection from the hub when dropped (the socket task ends).
@@ -42,6 +63,22 @@ pub struct Registration<'a> {
 }
 
 impl Hub {
+    /// A place for one more socket of `user`, unless they already have
+    /// `max` (every browser tab holds one; thousands would only eat
+    /// memory).
+    pub fn admit(self: &Arc<Self>, user: UserId, max: u32) -> Option<SocketPermit> {
+        let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        let n = admitted.entry(user).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SocketPermit {
+            hub: self.clone(),
+            user,
+        })
+    }
+
     /// Adds a socket. A newer socket with the same `sid` replaces the older
     /// one, as in ComfyUI; unlike ComfyUI, the older one closing later does
     /// not remove the newer (removal is by connection, not by sid).

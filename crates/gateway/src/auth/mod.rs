@@ -44,8 +44,20 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("Too many failed logins. Try again in {} minute(s), or ask your instructor.", .retry_after.as_secs().div_ceil(60))]
     RateLimited { retry_after: Duration },
+    #[error("A password is at most {} bytes long.", password::MAX_PASSWORD_BYTES)]
+    PasswordTooLong,
     #[error("{0}")]
     Store(#[from] StoreError),
+}
+
+/// The limiter's key for every name no account can have.
+const NOT_A_NAME: &str = "(not a user name)";
+
+fn check_length(password: &Password) -> Result<(), AuthError> {
+    if password.expose().len() > password::MAX_PASSWORD_BYTES {
+        return Err(AuthError::PasswordTooLong);
+    }
+    Ok(())
 }
 
 /// Login, logout and session lookup.
@@ -76,6 +88,7 @@ impl Accounts {
         password: &Password,
         role: Role,
     ) -> Result<SessionUser, AuthError> {
+        check_length(password)?;
         let hash = password::hash(password).await;
         Ok(self
             .store
@@ -89,6 +102,7 @@ impl Accounts {
         name: &UserName,
         password: &Password,
     ) -> Result<(), AuthError> {
+        check_length(password)?;
         let hash = password::hash(password).await;
         Ok(self.store.set_password(name, &hash).await?)
     }
@@ -102,17 +116,23 @@ impl Accounts {
         password: &Password,
         client: IpAddr,
     ) -> Result<(SessionUser, SessionToken), AuthError> {
-        let name_key = raw_name.trim().to_ascii_lowercase();
+        let name = UserName::parse(raw_name).ok();
+        // Names that cannot be accounts share one key, so made-up names of
+        // any length cost the limiter nothing.
+        let name_key = name.as_ref().map_or(NOT_A_NAME, UserName::as_str);
         // Counted before the password is checked, so parallel guesses
         // cannot all start before the first one fails.
         let attempt = self
             .limiter
-            .begin(&name_key, client)
+            .begin(name_key, client)
             .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
-        let record = match UserName::parse(raw_name) {
-            Ok(name) => self.store.user_by_name(&name).await?,
-            Err(_) => None,
+        let Some(name) = name.filter(|_| check_length(password).is_ok()) else {
+            // Nothing to hide by timing: no account has such a name or
+            // such a password.
+            drop(attempt);
+            return Err(AuthError::InvalidCredentials);
         };
+        let record = self.store.user_by_name(&name).await?;
         let hash = record.as_ref().map(|u| u.password_hash.clone());
         let ok = password::verify(password, hash).await;
         match record {

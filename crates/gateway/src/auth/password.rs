@@ -1,9 +1,30 @@
 //! Argon2id password hashing, off the async threads (each hash costs tens of
-//! milliseconds of CPU).
+//! milliseconds of CPU and some memory). At most one hash per core runs at
+//! a time: a flood of logins waits its turn instead of starting a thread
+//! and an Argon2 buffer each.
 
 use comfyume_domain::Password;
 
 use std::sync::OnceLock;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// The longest password accepted, in bytes: a passphrase fits; a megabyte
+/// sent to make hashing slow does not.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// One hash at a time per core.
+async fn turn() -> SemaphorePermit<'static> {
+    static HASHING: OnceLock<Semaphore> = OnceLock::new();
+    let hashing = HASHING.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Semaphore::new(cores)
+    });
+    hashing
+        .acquire()
+        .await
+        .expect("the hashing semaphore is never closed")
+}
 
 /// A hash with the same parameters as real ones, verified against when the
 /// user does not exist so that the failure takes as long as a real one.
@@ -13,6 +34,7 @@ fn dummy_hash() -> &'static str {
 }
 
 pub async fn hash(password: &Password) -> String {
+    let _turn = turn().await;
     let password = password.clone();
     tokio::task::spawn_blocking(move || password_auth::generate_hash(password.expose()))
         .await
@@ -22,6 +44,7 @@ pub async fn hash(password: &Password) -> String {
 /// True when `password` matches `stored`; with no stored hash, burns the
 /// same time and answers false.
 pub async fn verify(password: &Password, stored: Option<String>) -> bool {
+    let _turn = turn().await;
     let password = password.clone();
     let checked = tokio::task::spawn_blocking(move || match stored.as_deref() {
         Some(hash) => match password_auth::verify_password(password.expose(), hash) {

@@ -480,3 +480,41 @@ async fn expired_sessions_are_refused_and_swept() {
         "the sweep removed it"
     );
 }
+
+/// A flood of logins with made-up, oversized names and passwords: each is
+/// answered (never a 5xx), none is hashed for nothing, and a participant
+/// still logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_with_made_up_names_is_answered_and_harmless() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "right-one").await;
+    let long_name = "n".repeat(100 * 1024);
+    let long_password = "p".repeat(100 * 1024);
+    let app = &app;
+    let tries = (0..40).map(|i| {
+        let (name, password) = if i % 2 == 0 {
+            (format!("{long_name}{i}"), "x".to_string())
+        } else {
+            (format!("made-up-{i}"), long_password.clone())
+        };
+        async move {
+            let client = app.client();
+            app.try_login(&client, &name, &password)
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(tries).await;
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        app.try_login(&app.client(), "alice", "right-one")
+            .await
+            .status(),
+        303,
+        "the real participant is not locked out"
+    );
+}

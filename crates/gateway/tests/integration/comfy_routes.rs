@@ -326,3 +326,44 @@ async fn cross_site_socket_upgrades_are_refused() {
         other => panic!("expected a 403, got {:?}", other.map(|_| ())),
     }
 }
+
+/// One participant cannot hold thousands of sockets: past the limit the
+/// upgrade is refused with a reason, a closed socket frees its place, and
+/// other participants are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_per_participant_are_bounded() {
+    let app = TestApp::spawn_with(|c| c.limits.max_sockets_per_user = 3).await;
+    let alice = session_cookie_of(&app, "alice").await;
+    let bob = session_cookie_of(&app, "bob").await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut ws = ws_connect(&app, "/ws", Some(&alice)).await.unwrap();
+        assert_eq!(next_json(&mut ws).await["type"], "status");
+        open.push(ws);
+    }
+    assert_eq!(
+        ws_connect(&app, "/ws", Some(&alice)).await.err(),
+        Some(429),
+        "one more is refused"
+    );
+    let mut other = ws_connect(&app, "/ws", Some(&bob)).await.unwrap();
+    assert_eq!(
+        next_json(&mut other).await["type"],
+        "status",
+        "bob is unaffected"
+    );
+
+    let mut closed = open.pop().unwrap();
+    closed.close(None).await.unwrap();
+    // The place frees once the server has seen the close: wait for it.
+    crate::support::within("the closed socket's place to free", async {
+        loop {
+            match ws_connect(&app, "/ws", Some(&alice)).await {
+                Ok(ws) => return ws,
+                Err(429) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                Err(other) => panic!("unexpected refusal {other}"),
+            }
+        }
+    })
+    .await;
+}

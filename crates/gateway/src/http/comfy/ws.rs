@@ -5,7 +5,8 @@
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,7 +33,18 @@ pub async fn upgrade(
         .client_id
         .filter(|s| is_valid_sid(s))
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    ws.on_upgrade(move |socket| serve_socket(state, user, sid, socket))
+    let max = state.config.limits.max_sockets_per_user;
+    let Some(permit) = state.hub.admit(user.id, max) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("This account already has {max} ComfyUI tabs open; close one and reload."),
+        )
+            .into_response();
+    };
+    ws.on_upgrade(move |socket| async move {
+        let _permit = permit;
+        serve_socket(state, user, sid, socket).await
+    })
 }
 
 /// The frontend stores the sid in `window.name`; anything else a client
