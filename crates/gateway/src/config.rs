@@ -98,6 +98,11 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Live sockets (browser tabs) one participant may hold at once.
     pub max_sockets_per_user: u32,
+    /// A request's headers must arrive within this; an idle keep-alive
+    /// connection closes after it.
+    pub header_read_timeout_seconds: u64,
+    /// A whole request, body included, is read and answered within this.
+    pub request_timeout_seconds: u64,
     pub max_pending_per_user: u32,
     pub max_running_per_user: u32,
 }
@@ -111,6 +116,8 @@ impl Default for Limits {
             max_settings_bytes: 1024 * 1024,
             max_body_bytes: 1024 * 1024,
             max_sockets_per_user: 16,
+            header_read_timeout_seconds: 30,
+            request_timeout_seconds: 300,
             max_pending_per_user: 10,
             max_running_per_user: 1,
         }

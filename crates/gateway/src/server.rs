@@ -2,7 +2,6 @@
 //! resolves. `comfyume serve` and the integration tests both call it.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -42,22 +41,7 @@ pub async fn serve_http(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = crate::http::router(state.clone());
-    let closing = async move {
-        shutdown.await;
-        state.closing.send_replace(true);
-    };
-    // Small frames (progress, status) go out at once: with Nagle's
-    // algorithm a burst of them waits on the peer's delayed ACK (40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(closing)
-    .await
+    crate::http::serve(listener, state, shutdown).await
 }
 
 /// Periodic chores, each one a `run_once` the tests can call directly.

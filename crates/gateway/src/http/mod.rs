@@ -7,8 +7,11 @@ mod comfy;
 mod error;
 mod guard;
 mod login;
+mod serve;
 mod session;
 mod static_files;
+
+pub use serve::serve;
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::response::Response;
 use axum::routing::get;
 use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
@@ -49,6 +53,16 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(guard::same_origin))
         // Routes that take more say so themselves (comfy::routes).
         .layer(DefaultBodyLimit::max(Limits::bytes(limits.max_body_bytes)))
+        // A request, body included, is read and answered in bounded time
+        // (408 beyond): a body sent a byte at a time holds nothing forever.
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(limits.request_timeout_seconds),
+        ))
+        // A request refused before its body was read leaves that body on
+        // the connection: say the connection ends, so no client sends its
+        // next request into it.
+        .layer(axum::middleware::map_response(close_after_unread_body))
         // A `request` span around each request: method, route (the
         // pattern, so no user's file name or id lands in the log), status
         // and latency. The answer is logged at debug level, a server error
@@ -84,4 +98,19 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .with_state(state)
+}
+
+/// `Connection: close` on answers given before the request's body was read
+/// (too large, too slow).
+async fn close_after_unread_body(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    if matches!(
+        response.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
