@@ -68,6 +68,10 @@ pub struct AuthConfig {
     pub login_failures_per_user: u32,
     pub login_failures_per_ip: u32,
     pub login_window_seconds: u64,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` header names
+    /// the client (for the per-address login limit); from anyone else the
+    /// header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for AuthConfig {
@@ -79,6 +83,7 @@ impl Default for AuthConfig {
             login_failures_per_user: 10,
             login_failures_per_ip: 100,
             login_window_seconds: 300,
+            trusted_proxies: Vec::new(),
         }
     }
 }

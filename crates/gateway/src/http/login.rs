@@ -1,15 +1,14 @@
 //! The login page (server-rendered, works without JavaScript) and logout.
 
-use std::net::SocketAddr;
-
 use axum::Form;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::auth::AuthError;
+use crate::http::client_addr::ClientAddr;
 use crate::http::error::ApiError;
 use crate::http::session::{clear_cookie, cookie_name, session_cookie, session_token};
 use comfyume_domain::Password;
@@ -48,13 +47,13 @@ pub async fn page(
 
 pub async fn submit(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
     let next = safe_next(form.next.as_deref());
     match state
         .accounts
-        .login(&form.username, &Password::new(form.password), peer.ip())
+        .login(&form.username, &Password::new(form.password), client)
         .await
     {
         Ok((user, token)) => {
@@ -70,7 +69,7 @@ pub async fn submit(
             Some(&e.to_string()),
         )),
         Err(e @ AuthError::RateLimited { retry_after }) => {
-            tracing::warn!(client = %peer.ip(), user = %form.username, "login rate limited");
+            tracing::warn!(%client, user = %form.username, "login rate limited");
             let mut r = render(
                 StatusCode::TOO_MANY_REQUESTS,
                 next,

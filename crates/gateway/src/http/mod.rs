@@ -3,6 +3,7 @@
 //! the answer the way ComfyUI does.
 
 mod admin;
+mod client_addr;
 mod comfy;
 mod error;
 mod guard;

@@ -518,3 +518,55 @@ async fn a_login_flood_with_made_up_names_is_answered_and_harmless() {
         "the real participant is not locked out"
     );
 }
+
+/// Behind a trusted reverse proxy, the per-address limit applies to each
+/// participant's machine; the same header from anyone else is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let login = |app: &TestApp, from: &'static str| {
+        let client = app.client();
+        let url = app.at("/login");
+        async move {
+            client
+                .post(url)
+                .header("x-forwarded-for", from)
+                .form(&[("username", "nobody"), ("password", "x"), ("next", "/")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let behind_proxy = TestApp::spawn_with(|c| {
+        c.auth.login_failures_per_ip = 2;
+        c.auth.login_failures_per_user = 100;
+        c.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(login(&behind_proxy, "203.0.113.1").await, 401);
+    assert_eq!(login(&behind_proxy, "203.0.113.1").await, 401);
+    assert_eq!(
+        login(&behind_proxy, "203.0.113.1").await,
+        429,
+        "that machine is limited"
+    );
+    assert_eq!(
+        login(&behind_proxy, "203.0.113.2").await,
+        401,
+        "its neighbour is not"
+    );
+
+    let no_proxy = TestApp::spawn_with(|c| {
+        c.auth.login_failures_per_ip = 2;
+        c.auth.login_failures_per_user = 100;
+    })
+    .await;
+    assert_eq!(login(&no_proxy, "203.0.113.1").await, 401);
+    assert_eq!(login(&no_proxy, "203.0.113.2").await, 401);
+    assert_eq!(
+        login(&no_proxy, "203.0.113.3").await,
+        429,
+        "a forged header does not buy new addresses"
+    );
+}

@@ -1,0 +1,169 @@
+//! Who is asking, by address: the TCP peer, unless the peer is one of the
+//! configured `auth.trusted_proxies`, whose `X-Forwarded-For` (or
+//! `Forwarded`) header then names the client. A header from anyone else is
+//! ignored: it is what an attacker would send to dodge the per-address
+//! login limit or to pin it on someone else.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+
+/// The client's address, as far as the trusted proxies say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ConnectInfo(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+            .ok_or_else(|| ApiError::internal("the connection's peer address is unknown"))?;
+        Ok(ClientAddr(client_of(
+            peer.ip(),
+            &parts.headers,
+            &state.config.auth.trusted_proxies,
+        )))
+    }
+}
+
+/// The nearest address in the forwarding chain that is not a trusted proxy
+/// (proxies append; only the hops after the last untrusted one are ours).
+pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut chain = forwarded_chain(headers);
+    while let Some(hop) = chain.pop() {
+        if !trusted.contains(&hop) {
+            return hop;
+        }
+    }
+    peer
+}
+
+/// The addresses of `Forwarded: for=…` or, without it, `X-Forwarded-For`,
+/// first hop first. A chain with an unreadable hop is not believed past it.
+fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
+    let forwarded: Vec<&str> = headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|element| {
+            element.split(';').find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                key.eq_ignore_ascii_case("for").then_some(value)
+            })
+        })
+        .collect();
+    let hops: Vec<&str> = if forwarded.is_empty() {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect()
+    } else {
+        forwarded
+    };
+    let mut chain = Vec::new();
+    // Read from the nearest hop backwards; stop at the first that is not
+    // an address (everything before it is the client's to invent).
+    for hop in hops.iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) => chain.push(ip),
+            None => break,
+        }
+    }
+    chain.reverse();
+    chain
+}
+
+/// `1.2.3.4`, `1.2.3.4:80`, `"[2001:db8::1]:4711"`, `2001:db8::1`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')?
+        .split_once(']')
+        .and_then(|(ip, _)| ip.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    const PROXY: &str = "10.0.0.1";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_trusted_proxies_are_believed() {
+        let xff = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        assert_eq!(
+            client_of(ip("198.51.100.2"), &xff, &[ip(PROXY)]),
+            ip("198.51.100.2")
+        );
+        assert_eq!(client_of(ip(PROXY), &xff, &[ip(PROXY)]), ip("203.0.113.7"));
+        assert_eq!(
+            client_of(ip(PROXY), &HeaderMap::new(), &[ip(PROXY)]),
+            ip(PROXY)
+        );
+    }
+
+    #[test]
+    fn a_forged_first_hop_is_not_believed() {
+        // The client sent "1.1.1.1" itself; the proxy appended the real one.
+        let xff = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.7")]);
+        assert_eq!(client_of(ip(PROXY), &xff, &[ip(PROXY)]), ip("203.0.113.7"));
+        // Two trusted proxies in a row.
+        let xff = headers(&[("x-forwarded-for", "203.0.113.7, 10.0.0.2")]);
+        assert_eq!(
+            client_of(ip(PROXY), &xff, &[ip(PROXY), ip("10.0.0.2")]),
+            ip("203.0.113.7")
+        );
+        // Garbage stops the walk: nothing before it is believed.
+        let xff = headers(&[("x-forwarded-for", "203.0.113.9, nonsense, 10.0.0.2")]);
+        assert_eq!(
+            client_of(ip(PROXY), &xff, &[ip(PROXY), ip("10.0.0.2")]),
+            ip(PROXY)
+        );
+    }
+
+    #[test]
+    fn forwarded_is_read_too() {
+        let f = headers(&[(
+            "forwarded",
+            r#"for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711""#,
+        )]);
+        assert_eq!(
+            client_of(ip(PROXY), &f, &[ip(PROXY)]),
+            ip("2001:db8:cafe::17")
+        );
+    }
+}
