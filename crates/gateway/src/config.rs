@@ -110,6 +110,10 @@ pub struct Limits {
     pub request_timeout_seconds: u64,
     pub max_pending_per_user: u32,
     pub max_running_per_user: u32,
+    /// The room's upper bounds on numeric node inputs, by input name
+    /// (`steps`, `width`, …), on top of each node's own: a prompt over one
+    /// is refused before it is queued.
+    pub prompt_caps: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for Limits {
@@ -125,6 +129,15 @@ impl Default for Limits {
             request_timeout_seconds: 300,
             max_pending_per_user: 10,
             max_running_per_user: 1,
+            prompt_caps: [
+                ("steps", 200.0),
+                ("width", 4096.0),
+                ("height", 4096.0),
+                ("batch_size", 16.0),
+            ]
+            .into_iter()
+            .map(|(input, cap)| (input.to_string(), cap))
+            .collect(),
         }
     }
 }

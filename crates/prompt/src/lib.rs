@@ -36,7 +36,9 @@ use comfyume_domain::JobId;
 pub use errors::{
     PromptError, error_body, invalid_prompt_error, invalid_prompt_id_error, no_prompt_error,
 };
-pub use validate::{MAX_DEPTH, MAX_OUTPUTS_TIMES_NODES, Validated, validate};
+pub use validate::{
+    MAX_DEPTH, MAX_OUTPUTS_TIMES_NODES, RoomCaps, Validated, validate, validate_in_room,
+};
 
 /// A `POST /prompt` body, read once at the edge: the only parser of it.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -60,6 +60,25 @@ pub fn validate(
     partial_execution_targets: Option<&[String]>,
     catalogue: &Map<String, Value>,
 ) -> Result<Validated, PromptError> {
+    validate_in_room(
+        prompt,
+        partial_execution_targets,
+        catalogue,
+        &RoomCaps::default(),
+    )
+}
+
+/// [`validate`], with the room's own bounds on numeric inputs on top of
+/// the catalogue's (see [`RoomCaps`]), and `filename_prefix` kept inside
+/// the output folder: what ComfyUI would only refuse once a GPU ran the
+/// job is refused before it is queued, in the shape of ComfyUI's own
+/// input errors so the frontend marks the input.
+pub fn validate_in_room(
+    prompt: &Value,
+    partial_execution_targets: Option<&[String]>,
+    catalogue: &Map<String, Value>,
+    caps: &RoomCaps,
+) -> Result<Validated, PromptError> {
     let Value::Object(nodes) = prompt else {
         return Err(errors::invalid_prompt_error(format!(
             "The prompt must be an object of nodes keyed by node id, not {}",
@@ -129,6 +148,7 @@ pub fn validate(
     let mut ctx = Ctx {
         prompt: nodes,
         catalogue,
+        caps,
         validated: Validations::default(),
     };
     let mut good = Vec::new();
@@ -241,7 +261,30 @@ impl Validations {
 struct Ctx<'a> {
     prompt: &'a Map<String, Value>,
     catalogue: &'a Map<String, Value>,
+    caps: &'a RoomCaps,
     validated: Validations,
+}
+
+/// A room's own upper bounds on numeric inputs, by input name, on top of
+/// the catalogue's: a workshop's GPUs are shared, and a `steps` of 10,000
+/// or a 16384-pixel latent would hold one for the whole session. A cap
+/// applies to that input of every node, when given as a number (a linked
+/// value is the linked node's business).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoomCaps {
+    by_input: std::collections::BTreeMap<String, f64>,
+}
+
+impl RoomCaps {
+    pub fn new(caps: impl IntoIterator<Item = (String, f64)>) -> Self {
+        Self {
+            by_input: caps.into_iter().collect(),
+        }
+    }
+
+    fn cap(&self, input: &str) -> Option<f64> {
+        self.by_input.get(input).copied()
+    }
 }
 
 /// What validating one node produced so far.
@@ -554,6 +597,50 @@ impl<'a> Frame<'a> {
                     &max.str(),
                 ));
                 return Ok(None);
+            }
+        }
+        if let Some(cap) = ctx
+            .caps
+            .cap(x)
+            .filter(|_| matches!(value, Py::Int(_) | Py::Float(_)))
+        {
+            // Shown as ComfyUI shows its own limits: 150, not 150.0.
+            let cap = if cap.fract() == 0.0 && cap.abs() < 9.0e15 {
+                Value::from(cap as i64)
+            } else {
+                Value::from(cap)
+            };
+            let cap = Py::from(&cap);
+            if value.compare(">", &cap)? {
+                self.errors.push(errors::value_bigger_than_max(
+                    x,
+                    &config,
+                    &value.to_json(),
+                    &value.str(),
+                    &cap.str(),
+                ));
+                return Ok(None);
+            }
+        }
+        if x == "filename_prefix" {
+            if let Py::Str(prefix) = &value {
+                use comfyume_domain::PathError;
+                let refused = match comfyume_domain::SafeRelPath::parse(prefix) {
+                    Ok(_) => None,
+                    // ComfyUI's words when SaveImage refuses it at run time.
+                    Err(PathError::Absolute | PathError::Escapes) => {
+                        Some("Saving image outside the output folder is not allowed.")
+                    }
+                    Err(PathError::TooLong) => Some("The file name prefix is too long."),
+                    Err(PathError::BadCharacter) => {
+                        Some("The file name prefix holds a character no file name can.")
+                    }
+                };
+                if let Some(reason) = refused {
+                    self.errors
+                        .push(errors::custom_validation_failed(x, reason));
+                    return Ok(None);
+                }
             }
         }
         if let Some(options) = d.combo_options() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::auth::SessionUser;
-use comfyume_prompt::PromptRequest;
+use comfyume_prompt::{PromptRequest, RoomCaps};
 
 use crate::catalogue::personalise;
 use crate::clock::now_ms;
@@ -44,11 +44,17 @@ const SENSITIVE: [&str; 2] = ["auth_token_comfy_org", "api_key_comfy_org"];
 pub struct Jobs {
     dispatcher: Arc<Dispatcher>,
     limits: Limits,
+    room_caps: RoomCaps,
 }
 
 impl Jobs {
     pub fn new(dispatcher: Arc<Dispatcher>, limits: Limits) -> Self {
-        Self { dispatcher, limits }
+        let room_caps = RoomCaps::new(limits.prompt_caps.clone());
+        Self {
+            dispatcher,
+            limits,
+            room_caps,
+        }
     }
 
     pub fn dispatcher(&self) -> &Arc<Dispatcher> {
@@ -74,10 +80,11 @@ impl Jobs {
             .iter()
             .map(|(class, info)| (class.clone(), personalise(info, &inputs)))
             .collect();
-        let validated = comfyume_prompt::validate(
+        let validated = comfyume_prompt::validate_in_room(
             &sub.prompt,
             sub.partial_execution_targets.as_deref(),
             &catalogue,
+            &self.room_caps,
         )
         .map_err(|e| SubmitError::Invalid(e.body))?;
 

@@ -923,3 +923,40 @@ async fn a_stopped_gateway_leaves_no_task_behind_and_the_next_finishes_its_job()
     assert_eq!(stored.attempts, 1, "ran once");
     app.shutdown().await;
 }
+
+/// What would hold a shared GPU for the whole session, or write outside the
+/// participant's folder, is refused before it is queued, on the input that
+/// is wrong, and nothing is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_over_the_rooms_bounds_are_refused_before_queueing() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.prompt_caps.insert("steps".into(), 50.0);
+    })
+    .await;
+    let a = participant(&app, "alice").await;
+    let r = submit(&app, &a, txt2img_prompt(1, 10_000)).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    let error = &body["node_errors"]["5"]["errors"][0];
+    assert_eq!(error["type"], "value_bigger_than_max");
+    assert_eq!(error["message"], "Value 10000 bigger than max of 50");
+
+    let mut huge = txt2img_prompt(1, 20);
+    huge["4"]["inputs"]["width"] = json!(16384);
+    huge["4"]["inputs"]["batch_size"] = json!(4096);
+    let r = submit(&app, &a, huge).await;
+    assert_eq!(r.status(), 400, "the room's default caps");
+
+    let mut outside = txt2img_prompt(1, 20);
+    outside["7"]["inputs"]["filename_prefix"] = json!("../../tmp/x");
+    let r = submit(&app, &a, outside).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["node_errors"]["7"]["errors"][0]["details"],
+        "filename_prefix - Saving image outside the output folder is not allowed."
+    );
+    let queue: Value = a.get_json(&app, "/api/queue").await;
+    assert_eq!(queue["queue_pending"], json!([]), "nothing queued");
+    assert_eq!(queue["queue_running"], json!([]));
+}

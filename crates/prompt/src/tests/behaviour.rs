@@ -1019,3 +1019,41 @@ fn the_rest_of_the_request_is_read_once() {
         "{not_json}"
     );
 }
+
+// --- the room's own bounds ------------------------------------------------------
+
+#[test]
+fn room_caps_tighten_numeric_inputs_in_comfyuis_shape() {
+    let caps = super::super::RoomCaps::new([("width".to_string(), 1024.0)]);
+    let prompt = chain(empty_image(json!(16384)));
+    let body = super::super::validate_in_room(&prompt, None, catalogue(), &caps)
+        .unwrap_err()
+        .body;
+    let error = &body["node_errors"]["1"]["errors"][0];
+    assert_eq!(error["type"], "value_bigger_than_max");
+    assert_eq!(error["message"], "Value 16384 bigger than max of 1024");
+    assert_eq!(error["details"], "width");
+    assert_eq!(body["node_errors"]["1"]["dependent_outputs"], json!(["3"]));
+    // Within the cap, and without caps, the same prompt passes.
+    let fine = chain(empty_image(json!(512)));
+    assert!(super::super::validate_in_room(&fine, None, catalogue(), &caps).is_ok());
+    assert!(validate(&prompt, None, catalogue()).is_ok());
+}
+
+#[test]
+fn a_filename_prefix_outside_the_output_folder_is_refused_up_front() {
+    for bad in ["../../tmp/x", "/etc/x", "a/../../x"] {
+        let mut prompt = chain(empty_image(json!(64)));
+        prompt["3"]["inputs"]["filename_prefix"] = json!(bad);
+        let body = err(&prompt);
+        let error = &body["node_errors"]["3"]["errors"][0];
+        assert_eq!(error["type"], "custom_validation_failed", "{bad}");
+        assert_eq!(
+            error["details"],
+            "filename_prefix - Saving image outside the output folder is not allowed."
+        );
+    }
+    let mut prompt = chain(empty_image(json!(64)));
+    prompt["3"]["inputs"]["filename_prefix"] = json!("portraits/alice/try");
+    ok(&prompt);
+}
