@@ -16,6 +16,22 @@ use comfyume_domain::Password;
 const TEMPLATE: &str = include_str!("pages/login.html");
 const LOGOUT_PAGE: &str = include_str!("pages/logout.html");
 
+/// Our own pages run no script and load nothing but the favicon: a
+/// policy that says so, so an injected tag could do nothing either.
+const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+                           form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn our_page(html: impl Into<String>, status: StatusCode) -> Response {
+    let mut r = (status, Html(html.into())).into_response();
+    let headers = r.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    r
+}
+
 #[derive(Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
@@ -89,10 +105,7 @@ pub async fn submit(
 /// same-origin POST (the origin guard refuses it from other sites); a GET
 /// that logged out would let any page log a participant out with an image.
 pub async fn logout_page() -> Response {
-    let mut r = Html(LOGOUT_PAGE).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    our_page(LOGOUT_PAGE, StatusCode::OK)
 }
 
 /// `POST /logout`: ends the session and goes to the login page.
@@ -122,10 +135,7 @@ fn render(status: StatusCode, next: &str, username: &str, error: Option<&str>) -
         .replace("{{error}}", &error_html)
         .replace("{{next}}", &escape(next))
         .replace("{{username}}", &escape(username));
-    let mut r = (status, Html(html)).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    our_page(html, status)
 }
 
 /// Only same-site paths: `next=//evil.example` or `next=https://…` would

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::get;
 use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -64,6 +66,19 @@ pub fn router(state: AppState) -> Router {
         // the connection: say the connection ends, so no client sends its
         // next request into it.
         .layer(axum::middleware::map_response(close_after_unread_body))
+        // Every answer: never framed by another site (clickjacking), no
+        // address of ours leaked to others. (Not a global nosniff: the
+        // frontend's page links a `user.css` that is a plain-text 404
+        // everywhere, which nosniff turns into console errors; files get
+        // nosniff where ComfyUI sends it.)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
         // A `request` span around each request: method, route (the
         // pattern, so no user's file name or id lands in the log), status
         // and latency. The answer is logged at debug level, a server error

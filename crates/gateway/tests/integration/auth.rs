@@ -570,3 +570,22 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         "a forged header does not buy new addresses"
     );
 }
+
+/// Every answer carries the headers a public site needs; our own pages a
+/// policy that lets them run no script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_carry_security_headers() {
+    let app = TestApp::spawn().await;
+    let client = app.user("alice").await;
+    for path in ["/", "/api/settings", "/login", "/logout"] {
+        let r = client.get(app.at(path)).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
+    }
+    let login = app.client().get(app.at("/login")).send().await.unwrap();
+    let policy = login.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(!policy.contains("script-src"), "no script at all: {policy}");
+}
