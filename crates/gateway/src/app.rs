@@ -97,7 +97,8 @@ impl AppState {
             backends.clone(),
             config.data_dir.join("catalogue.json"),
         ));
-        let workspaces = Workspaces::new(config.data_dir.join("users"));
+        let workspaces = Workspaces::new(config.data_dir.join("users"))
+            .with_quota(config.limits.max_user_disk_bytes);
         let hub = Arc::new(Hub::default());
         let shared = Arc::new(Shared {
             store: store.clone(),

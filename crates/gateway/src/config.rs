@@ -101,6 +101,9 @@ pub struct Limits {
     pub max_settings_bytes: u64,
     /// Any other request body (login, queue and history changes, …).
     pub max_body_bytes: u64,
+    /// What one participant's files (uploads, outputs, workflows) may take
+    /// on disk together.
+    pub max_user_disk_bytes: u64,
     /// Live sockets (browser tabs) one participant may hold at once.
     pub max_sockets_per_user: u32,
     /// A request's headers must arrive within this; an idle keep-alive
@@ -124,6 +127,7 @@ impl Default for Limits {
             max_userdata_bytes: 32 * 1024 * 1024,
             max_settings_bytes: 1024 * 1024,
             max_body_bytes: 1024 * 1024,
+            max_user_disk_bytes: 2 * 1024 * 1024 * 1024,
             max_sockets_per_user: 16,
             header_read_timeout_seconds: 30,
             request_timeout_seconds: 300,

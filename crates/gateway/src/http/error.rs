@@ -119,6 +119,7 @@ impl From<crate::workspace::WorkspaceError> for ApiError {
             W::Forbidden(m) => ApiError::Text(StatusCode::FORBIDDEN, m.to_string()),
             W::BadRequest(m) => ApiError::Text(StatusCode::BAD_REQUEST, m),
             W::TooLarge(m) => ApiError::Text(StatusCode::PAYLOAD_TOO_LARGE, m),
+            W::QuotaExceeded(m) => ApiError::Text(StatusCode::INSUFFICIENT_STORAGE, m),
             W::Io(io) => ApiError::internal(io),
         }
     }

@@ -25,6 +25,9 @@ pub enum WorkspaceError {
     /// Over one of the gateway's own size limits: 413 (ComfyUI has none).
     #[error("{0}")]
     TooLarge(String),
+    /// Over the user's disk quota: 507 (ComfyUI has none).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// ComfyUI: 500 (an unexpected filesystem failure).
     #[error("workspace I/O error: {0}")]
     Io(#[from] std::io::Error),

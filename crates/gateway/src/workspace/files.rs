@@ -235,8 +235,11 @@ impl Workspace {
         let dir = subfolder.under(&self.kind_dir(kind));
         let staging = self.staging_dir();
         let guard = self.write_lock().await;
+        let me = self.clone();
         let name = blocking(move || {
             let _guard = guard;
+            let replacing = overwrite.then(|| dir.join(&file_name));
+            me.ensure_room(data.len() as u64, replacing.as_deref())?;
             fs::create_dir_all(&dir)?;
             if overwrite {
                 Staged::write(&staging, &data)?.persist(&dir.join(&file_name))?;

@@ -62,6 +62,8 @@ pub use userdata::{
 pub struct Workspaces {
     root: PathBuf,
     locks: Arc<StdMutex<HashMap<UserName, Arc<Mutex<()>>>>>,
+    /// The most a user's files may take, in bytes (`None`: no limit).
+    quota: Option<u64>,
 }
 
 impl Workspaces {
@@ -70,7 +72,15 @@ impl Workspaces {
         Self {
             root,
             locks: Arc::default(),
+            quota: None,
         }
+    }
+
+    /// Bounds what each user's files (inputs, outputs, temp, userdata)
+    /// may take together: one participant cannot fill the room's disk.
+    pub fn with_quota(mut self, bytes: u64) -> Self {
+        self.quota = Some(bytes);
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -90,6 +100,7 @@ impl Workspaces {
         Workspace {
             dir: self.root.join(name.as_str()),
             lock,
+            quota: self.quota,
         }
     }
 }
@@ -99,6 +110,7 @@ impl Workspaces {
 pub struct Workspace {
     dir: PathBuf,
     lock: Arc<Mutex<()>>,
+    quota: Option<u64>,
 }
 
 impl Workspace {
@@ -182,6 +194,58 @@ impl Drop for Staged {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+impl Workspace {
+    /// Whether `incoming` more bytes fit in the user's quota, `replacing`
+    /// (a file the write overwrites) freed. Runs under the write lock, on a
+    /// blocking thread: it walks the user's folders.
+    fn ensure_room(&self, incoming: u64, replacing: Option<&Path>) -> Result<()> {
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        let freed = replacing
+            .and_then(|p| fs::symlink_metadata(p).ok())
+            .filter(fs::Metadata::is_file)
+            .map_or(0, |md| md.len());
+        let used = folder_size(&self.dir)?.saturating_sub(freed);
+        if used.saturating_add(incoming) > quota {
+            return Err(WorkspaceError::QuotaExceeded(format!(
+                "Your files take {} of the {} you may use here; delete some of them (outputs in the Queue panel, uploads, workflows) to save more.",
+                megabytes(used),
+                megabytes(quota)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the regular files under `dir` (links not followed; staging
+/// included: it holds writes under way).
+fn folder_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let md = entry.metadata()?;
+            if md.is_dir() {
+                pending.push(entry.path());
+            } else if md.is_file() {
+                total += md.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
 /// `stat` following symlinks, with Python's `os.path.exists` semantics: any

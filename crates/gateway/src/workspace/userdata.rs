@@ -219,11 +219,13 @@ impl Workspace {
         let staging = self.staging_dir();
         let rel = file.as_str().to_owned();
         let guard = self.write_lock().await;
+        let me = self.clone();
         blocking(move || {
             let _guard = guard;
             if !overwrite && stat(&target).is_some() {
                 return Err(WorkspaceError::Conflict);
             }
+            me.ensure_room(data.len() as u64, Some(&target))?;
             create_parent(&target)?;
             let staged = Staged::write(&staging, &data)?;
             // ComfyUI answers 400 with this reason for any OSError while

@@ -304,3 +304,47 @@ async fn dangerous_types_are_served_as_attachments() {
         "an <img> may show an SVG"
     );
 }
+
+/// One participant cannot fill the room's disk: past their quota a save is
+/// refused with 507 and a reason; freeing space lets them save again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participants_files_are_bounded_by_a_quota() {
+    let app = TestApp::spawn_with(|c| c.limits.max_user_disk_bytes = 10_000).await;
+    let c = app.user("alice").await;
+    let r = upload(&app, &c, image_form("a.png", &[1u8; 4000])).await;
+    assert_eq!(r.status(), 200);
+    let save = |name: &str, len: usize| {
+        c.post(app.at(&format!("/api/userdata/workflows%2F{name}")))
+            .body(vec![b'w'; len])
+            .send()
+    };
+    assert_eq!(save("one.json", 4000).await.unwrap().status(), 200);
+    let r = upload(&app, &c, image_form("b.png", &[2u8; 4000])).await;
+    assert_eq!(r.status(), 507);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("delete some of them"), "{text}");
+    assert_eq!(save("two.json", 4000).await.unwrap().status(), 507);
+    // Overwriting a file counts only the difference.
+    let r = c
+        .post(app.at("/api/userdata/workflows%2Fone.json?overwrite=true"))
+        .body(vec![b'v'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .delete(app.at("/api/userdata/workflows%2Fone.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        save("two.json", 4000).await.unwrap().status(),
+        200,
+        "room again"
+    );
+    // Another participant has a quota of their own.
+    let b = app.user("bob").await;
+    let r = upload(&app, &b, image_form("a.png", &[1u8; 4000])).await;
+    assert_eq!(r.status(), 200);
+}

@@ -89,14 +89,16 @@ pub(super) fn content_name(rel: &SafeRelPath, bytes: &[u8]) -> String {
 /// and points the output at the copy's name (which differs when the user
 /// already has a different file by that name). A file that cannot be
 /// fetched or stored is dropped from the output, so the browser never
-/// shows an older file of the same name instead.
+/// shows an older file of the same name instead. Returns what the owner
+/// must hear of (a full quota).
 pub(super) async fn collect_outputs<S: BackendSession>(
     shared: &Shared,
     owner: &UserName,
     session: &mut S,
     received: &mut HashMap<OutputFile, Vec<u8>>,
     output: &mut Value,
-) {
+) -> Vec<String> {
+    let mut tell_owner = Vec::new();
     let workspace = shared.workspaces.user(owner);
     for file in frames::output_files(output) {
         let fetched = match received.remove(&file) {
@@ -138,10 +140,16 @@ pub(super) async fn collect_outputs<S: BackendSession>(
                     frames::rewrite_output(output, &file, &to);
                 }
             }
+            Err(crate::workspace::WorkspaceError::QuotaExceeded(why)) => {
+                tracing::warn!(file = %file.filename, "an output does not fit in its owner's quota");
+                frames::remove_output(output, &file);
+                tell_owner.push(format!("Your output {} was not kept. {why}", file.filename));
+            }
             Err(e) => {
                 tracing::error!(file = %file.filename, error = %e, "could not store an output");
                 frames::remove_output(output, &file);
             }
         }
     }
+    tell_owner
 }

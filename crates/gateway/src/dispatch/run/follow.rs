@@ -266,7 +266,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
         }
         if let Some(output) = data.get_mut("output") {
             let copying = Instant::now();
-            files::collect_outputs(
+            let problems = files::collect_outputs(
                 self.report.shared(),
                 &self.owner,
                 &mut self.session,
@@ -276,6 +276,10 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
             .instrument(tracing::info_span!("outputs", %node))
             .await;
             self.copy_time += copying.elapsed();
+            for problem in problems {
+                self.report
+                    .notify(&problem, &format!("comfyume-quota-{}", self.report.job.id));
+            }
         }
         self.report.executed(&node, data).await;
     }

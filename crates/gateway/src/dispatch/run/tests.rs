@@ -968,3 +968,31 @@ async fn a_cancel_during_a_failing_submit_is_not_retried() {
         Outcome::Finished(JobState::Cancelled)
     );
 }
+
+#[tokio::test]
+async fn an_output_over_the_owners_quota_is_dropped_and_the_owner_told() {
+    let mut rig = Rig::new(save_prompt()).await;
+    rig.shared.workspaces = Workspaces::new(rig._dir.path().join("users")).with_quota(5);
+    let (_reg, mut rx) = rig.listen();
+    let session = Scripted::new(vec![
+        rig.start(),
+        rig.executed("9", "x_00001_.png"),
+        rig.success(),
+        done(),
+    ]);
+    assert_eq!(
+        rig.run(session, rig.limits()).await,
+        Outcome::Finished(JobState::Completed)
+    );
+    assert_eq!(rig.stored().await.outputs["9"]["images"], json!([]));
+    assert!(!rig.output_file("x_00001_.png").exists());
+    let mut told = Vec::new();
+    while let Ok(Outbound::Text(t)) = rx.try_recv() {
+        let v: Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "notification" {
+            told.push(v["data"]["value"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("x_00001_.png was not kept"), "{told:?}");
+}
