@@ -50,6 +50,14 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// A successful login.
+pub struct LoggedIn {
+    pub user: SessionUser,
+    pub session: SessionToken,
+    /// The browser's device cookie from now on (see `rate_limit`).
+    pub device: SessionToken,
+}
+
 /// The limiter's key for every name no account can have.
 const NOT_A_NAME: &str = "(not a user name)";
 
@@ -109,13 +117,16 @@ impl Accounts {
 
     /// Checks a login and opens a session. Unknown users cost the same hash
     /// verification as known ones, so timing does not reveal which names
-    /// exist; failures count against both the name and the address.
+    /// exist; failures count against the name (or the `device` that logged
+    /// in as it before) and the address. On success, also the device
+    /// cookie the browser keeps for its next login.
     pub async fn login(
         &self,
         raw_name: &str,
         password: &Password,
         client: IpAddr,
-    ) -> Result<(SessionUser, SessionToken), AuthError> {
+        device: Option<&str>,
+    ) -> Result<LoggedIn, AuthError> {
         let name = UserName::parse(raw_name).ok();
         // Names that cannot be accounts share one key, so made-up names of
         // any length cost the limiter nothing.
@@ -124,7 +135,7 @@ impl Accounts {
         // cannot all start before the first one fails.
         let attempt = self
             .limiter
-            .begin(name_key, client)
+            .begin(name_key, client, device)
             .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
         let Some(name) = name.filter(|_| check_length(password).is_ok()) else {
             // Nothing to hide by timing: no account has such a name or
@@ -137,14 +148,19 @@ impl Accounts {
         let ok = password::verify(password, hash).await;
         match record {
             Some(user) if ok && !user.disabled => {
-                self.limiter.succeeded(attempt);
+                let device = SessionToken::generate();
+                self.limiter.succeeded(attempt, device.expose());
                 let token = SessionToken::generate();
                 let now = now_ms();
                 let ttl = i64::try_from(self.session_ttl.as_millis()).unwrap_or(i64::MAX);
                 self.store
                     .create_session(&token.hash(), user.id, now, now.saturating_add(ttl))
                     .await?;
-                Ok((user.into(), token))
+                Ok(LoggedIn {
+                    user: user.into(),
+                    session: token,
+                    device,
+                })
             }
             _ => {
                 drop(attempt); // counted as a failure

@@ -4,6 +4,11 @@
 //! successful one is taken back. Past the limit, further attempts are
 //! refused until the oldest one ages out.
 //!
+//! A name under attack does not lock out its owner: a browser that logged
+//! in as that name before holds a device cookie (OWASP's "device cookies"),
+//! and its attempts are counted against the device, not the name. Whoever
+//! guesses without one is stopped by the name's limit.
+//!
 //! In memory: one gateway process serves a workshop, and a restart forgiving
 //! everyone is harmless.
 
@@ -24,7 +29,19 @@ pub struct LoginLimiter {
 struct Inner {
     by_user: HashMap<String, VecDeque<Instant>>,
     by_ip: HashMap<IpAddr, VecDeque<Instant>>,
+    /// Per device (the SHA-256 of its cookie), the name it logged in as
+    /// and its recent attempts.
+    devices: HashMap<String, Device>,
 }
+
+struct Device {
+    user: String,
+    attempts: VecDeque<Instant>,
+}
+
+/// Devices remembered at most, oldest forgotten first (a device that is
+/// forgotten is only treated as a stranger again).
+const MAX_DEVICES: usize = 10_000;
 
 impl LoginLimiter {
     pub fn new(per_user: u32, per_ip: u32, window: Duration) -> Self {
@@ -36,19 +53,35 @@ impl LoginLimiter {
         }
     }
 
-    /// Starts an attempt: `Err(retry_after)` when the name or the
-    /// address is over its limit, else the attempt, counted already.
-    pub fn begin(&self, user: &str, ip: IpAddr) -> Result<Attempt, Duration> {
-        self.begin_at(user, ip, Instant::now())
+    /// Starts an attempt: `Err(retry_after)` when the name (or, for a
+    /// device that logged in as it before, that device) or the address is
+    /// over its limit, else the attempt, counted already.
+    pub fn begin(&self, user: &str, ip: IpAddr, device: Option<&str>) -> Result<Attempt, Duration> {
+        self.begin_at(user, ip, device, Instant::now())
     }
 
-    fn begin_at(&self, user: &str, ip: IpAddr, now: Instant) -> Result<Attempt, Duration> {
+    fn begin_at(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        device: Option<&str>,
+        now: Instant,
+    ) -> Result<Attempt, Duration> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.window;
-        let user_wait = inner
-            .by_user
-            .get_mut(user)
-            .and_then(|q| wait(q, self.per_user, window, now));
+        let known = device
+            .map(device_key)
+            .filter(|key| inner.devices.get(key).is_some_and(|d| d.user == user));
+        let user_wait = match &known {
+            Some(key) => inner
+                .devices
+                .get_mut(key)
+                .and_then(|d| wait(&mut d.attempts, self.per_user, window, now)),
+            None => inner
+                .by_user
+                .get_mut(user)
+                .and_then(|q| wait(q, self.per_user, window, now)),
+        };
         let ip_wait = inner
             .by_ip
             .get_mut(&ip)
@@ -56,11 +89,18 @@ impl LoginLimiter {
         if let Some(d) = user_wait.max(ip_wait) {
             return Err(d);
         }
-        inner
-            .by_user
-            .entry(user.to_string())
-            .or_default()
-            .push_back(now);
+        match &known {
+            Some(key) => {
+                if let Some(d) = inner.devices.get_mut(key) {
+                    d.attempts.push_back(now);
+                }
+            }
+            None => inner
+                .by_user
+                .entry(user.to_string())
+                .or_default()
+                .push_back(now),
+        }
         inner.by_ip.entry(ip).or_default().push_back(now);
         // Keep memory bounded under a flood of made-up names.
         if inner.by_user.len() > 10_000 {
@@ -72,13 +112,15 @@ impl LoginLimiter {
             user: user.to_string(),
             ip,
             at: now,
+            device: known,
         })
     }
 
     /// The attempt succeeded: the name's failures are forgiven, and the
     /// attempt no longer counts against the address (a room behind one
     /// address logs in together).
-    pub fn succeeded(&self, attempt: Attempt) {
+    /// `device` is the cookie the browser gets (or keeps) for the name.
+    pub fn succeeded(&self, attempt: Attempt, device: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.by_user.remove(&attempt.user);
         if let Some(q) = inner.by_ip.get_mut(&attempt.ip) {
@@ -86,7 +128,35 @@ impl LoginLimiter {
                 q.remove(i);
             }
         }
+        if let Some(old) = attempt.device {
+            inner.devices.remove(&old);
+        }
+        if inner.devices.len() >= MAX_DEVICES {
+            let oldest = inner
+                .devices
+                .iter()
+                .min_by_key(|(_, d)| d.attempts.back().copied())
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                inner.devices.remove(&oldest);
+            }
+        }
+        inner.devices.insert(
+            device_key(device),
+            Device {
+                user: attempt.user,
+                attempts: VecDeque::from([attempt.at]),
+            },
+        );
     }
+}
+
+fn device_key(cookie: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(cookie.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A login attempt under way, counted until it succeeds.
@@ -96,6 +166,8 @@ pub struct Attempt {
     user: String,
     ip: IpAddr,
     at: Instant,
+    /// The known device it came from.
+    device: Option<String>,
 }
 
 /// Drops failures older than the window; if `limit` remain, how long until
@@ -132,41 +204,74 @@ mod tests {
         let l = LoginLimiter::new(3, 100, Duration::from_secs(60));
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(l.begin_at("bob", A, t0).is_ok());
+            assert!(l.begin_at("bob", A, None, t0).is_ok());
         }
         assert!(
-            l.begin_at("bob", B, t0).is_err(),
+            l.begin_at("bob", B, None, t0).is_err(),
             "the name is locked from any address"
         );
         assert!(
-            l.begin_at("alice", A, t0).is_ok(),
+            l.begin_at("alice", A, None, t0).is_ok(),
             "other names are unaffected"
         );
-        assert!(l.begin_at("bob", A, t0 + Duration::from_secs(61)).is_ok());
+        assert!(
+            l.begin_at("bob", A, None, t0 + Duration::from_secs(61))
+                .is_ok()
+        );
     }
 
     #[test]
     fn per_ip_limit() {
         let l = LoginLimiter::new(100, 2, Duration::from_secs(60));
         let t0 = Instant::now();
-        let _ = l.begin_at("a", A, t0).unwrap();
-        let _ = l.begin_at("b", A, t0).unwrap();
-        let wait = l.begin_at("c", A, t0).unwrap_err();
+        let _ = l.begin_at("a", A, None, t0).unwrap();
+        let _ = l.begin_at("b", A, None, t0).unwrap();
+        let wait = l.begin_at("c", A, None, t0).unwrap_err();
         assert!(wait <= Duration::from_secs(60));
-        assert!(l.begin_at("c", B, t0).is_ok());
+        assert!(l.begin_at("c", B, None, t0).is_ok());
     }
 
     #[test]
     fn success_is_taken_back() {
         let l = LoginLimiter::new(2, 2, Duration::from_secs(60));
         let t0 = Instant::now();
-        let _ = l.begin_at("bob", A, t0).unwrap();
-        let ok = l.begin_at("bob", A, t0).unwrap();
+        let _ = l.begin_at("bob", A, None, t0).unwrap();
+        let ok = l.begin_at("bob", A, None, t0).unwrap();
         assert!(
-            l.begin_at("carol", A, t0).is_err(),
+            l.begin_at("carol", A, None, t0).is_err(),
             "the address is at its limit"
         );
-        l.succeeded(ok);
-        assert!(l.begin_at("bob", A, t0).is_ok(), "the name is forgiven");
+        l.succeeded(ok, "device-1");
+        assert!(
+            l.begin_at("bob", A, None, t0).is_ok(),
+            "the name is forgiven"
+        );
+    }
+
+    #[test]
+    fn a_known_device_is_not_locked_out_with_its_name() {
+        let l = LoginLimiter::new(2, 100, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let first = l.begin_at("bob", A, None, t0).unwrap();
+        l.succeeded(first, "bobs-laptop");
+        // Someone else guesses bob's password until the name locks.
+        let _ = l.begin_at("bob", B, None, t0).unwrap();
+        let _ = l.begin_at("bob", B, None, t0).unwrap();
+        assert!(
+            l.begin_at("bob", B, None, t0).is_err(),
+            "the guesser is stopped"
+        );
+        assert!(
+            l.begin_at("bob", A, Some("bobs-laptop"), t0).is_ok(),
+            "bob's own browser still gets in"
+        );
+        assert!(
+            l.begin_at("bob", B, Some("forged-cookie"), t0).is_err(),
+            "an unknown device is a stranger"
+        );
+        assert!(
+            l.begin_at("carol", A, Some("bobs-laptop"), t0).is_ok(),
+            "a device counts only for its own name"
+        );
     }
 }

@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, LoggedIn};
 use crate::http::client_addr::ClientAddr;
 use crate::http::error::ApiError;
 use crate::http::session::{clear_cookie, cookie_name, session_cookie, session_token};
@@ -64,18 +64,30 @@ pub async fn page(
 pub async fn submit(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
     let next = safe_next(form.next.as_deref());
+    let device = session_token(&headers, DEVICE_COOKIE);
     match state
         .accounts
-        .login(&form.username, &Password::new(form.password), client)
+        .login(
+            &form.username,
+            &Password::new(form.password),
+            client,
+            device,
+        )
         .await
     {
-        Ok((user, token)) => {
+        Ok(LoggedIn {
+            user,
+            session,
+            device,
+        }) => {
             tracing::info!(user = %user.name, "login");
             let mut r = Redirect::to(next).into_response();
-            set_cookie(&mut r, &session_cookie(&state, token.expose()));
+            set_cookie(&mut r, &session_cookie(&state, session.expose()));
+            append_cookie(&mut r, &device_cookie(&state, device.expose()));
             Ok(r)
         }
         Err(e @ AuthError::InvalidCredentials) => Ok(render(
@@ -125,6 +137,27 @@ fn set_cookie(r: &mut Response, cookie: &str) {
     if let Ok(v) = HeaderValue::from_str(cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
+}
+
+fn append_cookie(r: &mut Response, cookie: &str) {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// The browser's device cookie: sent only to `/login`, kept for 30 days.
+const DEVICE_COOKIE: &str = "comfyume_device";
+
+fn device_cookie(state: &AppState, value: &str) -> String {
+    let secure = if state.config.auth.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{DEVICE_COOKIE}={value}; Path=/login; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        30 * 24 * 3600
+    )
 }
 
 fn render(status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {

@@ -589,3 +589,40 @@ async fn pages_carry_security_headers() {
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert!(!policy.contains("script-src"), "no script at all: {policy}");
 }
+
+/// Someone guessing a participant's password locks the name for strangers
+/// only: the participant's own browser, which logged in before, still gets
+/// in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_logs_in_while_their_name_is_under_attack() {
+    let app = TestApp::spawn_with(|c| c.auth.login_failures_per_user = 3).await;
+    app.add_user("alice", "her-own-pw").await;
+    let her_browser = app.client();
+    assert_eq!(
+        app.try_login(&her_browser, "alice", "her-own-pw")
+            .await
+            .status(),
+        303
+    );
+    let attacker = app.client();
+    for _ in 0..3 {
+        assert_eq!(
+            app.try_login(&attacker, "alice", "guess").await.status(),
+            401
+        );
+    }
+    assert_eq!(
+        app.try_login(&attacker, "alice", "her-own-pw")
+            .await
+            .status(),
+        429,
+        "the name is locked for strangers"
+    );
+    assert_eq!(
+        app.try_login(&her_browser, "alice", "her-own-pw")
+            .await
+            .status(),
+        303,
+        "her browser is not a stranger"
+    );
+}
