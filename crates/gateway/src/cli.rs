@@ -61,6 +61,17 @@ enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check a setup before a workshop: configuration, data directory and
+    /// free disk, frontend, each GPU backend, and the templates' nodes on
+    /// them. One line per check; exits 1 if any fails.
+    Doctor {
+        /// The frontend's static folder (comfyui_frontend_package/static).
+        #[arg(long, value_name = "DIR")]
+        frontend_dir: Option<PathBuf>,
+        /// Folder of workshop workflow templates.
+        #[arg(long, value_name = "DIR")]
+        templates_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +201,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(ConfigCommand::Example) => {
             print!("{}", crate::config::EXAMPLE);
+            Ok(())
+        }
+        Command::Doctor {
+            frontend_dir,
+            templates_dir,
+        } => {
+            overrides.frontend_dir = frontend_dir;
+            overrides.templates_dir = templates_dir;
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            println!(
+                "ok    {:<22} {}",
+                "configuration",
+                cli.config
+                    .as_deref()
+                    .map_or("built-in defaults".to_string(), |p| p.display().to_string())
+            );
+            let http = Backend::http_client();
+            let backends = config
+                .backends
+                .iter()
+                .map(|b| Backend::new(b, http.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = crate::doctor::examine(&config, &backends).await;
+            for line in &report {
+                println!("{line}");
+            }
+            let failed = report
+                .iter()
+                .filter(|f| f.verdict == crate::doctor::Verdict::Fail)
+                .count();
+            if failed > 0 {
+                anyhow::bail!("{failed} check(s) failed");
+            }
             Ok(())
         }
         Command::SimBackend { listen, options } => {

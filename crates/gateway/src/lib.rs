@@ -24,6 +24,7 @@
 //! - [`jobs`]: accepting prompts; each user's queue and history.
 //! - [`dispatch`]: running jobs on backend slots and relaying their events.
 //! - [`store`]: the database (the only place with SQL).
+//! - [`doctor`]: `comfyume doctor`, the pre-workshop checks.
 
 pub mod app;
 pub mod auth;
@@ -33,6 +34,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod doctor;
 pub mod frontend;
 mod http;
 pub mod hub;

@@ -108,6 +108,13 @@ impl Templates {
         Ok(Templates { index, by_name })
     }
 
+    /// Each template's name and workflow file.
+    pub fn workflows(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.by_name
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.workflow.as_path()))
+    }
+
     pub fn len(&self) -> usize {
         self.by_name.len()
     }

@@ -80,6 +80,15 @@ impl Backend {
         &self.url
     }
 
+    /// The kind as the configuration names it.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            BackendKind::Comfyui => "comfyui",
+            BackendKind::Sim => "sim",
+            BackendKind::Worker => "worker",
+        }
+    }
+
     /// Whether the backend answers (and is not still loading): ComfyUI's
     /// `/system_stats`, or a worker's `/v1/health`. A worker whose ComfyUI
     /// is still cold counts as up: on a scale-to-zero platform only a job's

@@ -220,3 +220,88 @@ async fn a_new_password_can_come_from_the_environment() {
         303
     );
 }
+
+/// `comfyume doctor` passes a healthy setup line by line, and names what is
+/// wrong with a broken one (exit status 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_a_healthy_and_a_broken_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_url = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(comfyume_sim::run(listener, async move {
+        let _ = stopped.await;
+    }));
+    let frontend = crate::support::fake_frontend(dir.path());
+    let templates = crate::support::templates(dir.path());
+    let config = |backend_url: &str| {
+        let path = dir.path().join("doctor.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = {:?}\n[[backends]]\nname = \"gpu-1\"\nkind = \"sim\"\nurl = \"{backend_url}\"\n",
+                dir.path().join("data").display().to_string()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let doctor = |config: &Path, frontend: &Path| {
+        let cfg = config.to_path_buf();
+        let (frontend, templates) = (frontend.to_path_buf(), templates.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_comfyume"))
+                .arg("--config")
+                .arg(&cfg)
+                .arg("doctor")
+                .arg("--frontend-dir")
+                .arg(&frontend)
+                .arg("--templates-dir")
+                .arg(&templates)
+                .output()
+                .expect("the comfyume binary runs")
+        })
+    };
+
+    let healthy = doctor(&config(&sim_url), &frontend).await.unwrap();
+    let text = stdout(&healthy);
+    assert!(healthy.status.success(), "{text}\n{}", stderr(&healthy));
+    for line in [
+        "configuration",
+        "data directory",
+        "frontend",
+        "backend gpu-1",
+        "template ",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ok") && l.contains(line)),
+            "no ok line for {line}:\n{text}"
+        );
+    }
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let broken = doctor(&config(&dead_url), &dir.path().join("nowhere"))
+        .await
+        .unwrap();
+    let text = stdout(&broken);
+    assert!(!broken.status.success());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("frontend")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL")
+            && l.contains("backend gpu-1")
+            && l.contains("unreachable")),
+        "{text}"
+    );
+    assert!(
+        stderr(&broken).contains("check(s) failed"),
+        "{}",
+        stderr(&broken)
+    );
+}

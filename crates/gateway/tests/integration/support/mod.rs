@@ -329,7 +329,7 @@ impl Drop for TestApp {
 
 /// A stand-in for the frontend wheel: enough files to exercise the static
 /// routes without downloading the real one (the browser tests use that).
-fn fake_frontend(root: &std::path::Path) -> PathBuf {
+pub fn fake_frontend(root: &std::path::Path) -> PathBuf {
     let site = root.join("frontend");
     let stat = site.join("comfyui_frontend_package/static");
     std::fs::create_dir_all(stat.join("extensions/core")).unwrap();
@@ -346,7 +346,7 @@ fn fake_frontend(root: &std::path::Path) -> PathBuf {
 }
 
 /// A workshop template folder with one workflow and its thumbnail.
-fn templates(root: &std::path::Path) -> PathBuf {
+pub fn templates(root: &std::path::Path) -> PathBuf {
     let dir = root.join("templates");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
