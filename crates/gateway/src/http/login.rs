@@ -13,16 +13,19 @@ use crate::http::error::ApiError;
 use crate::http::session::{clear_cookie, cookie_name, session_cookie, session_token};
 use comfyume_domain::Password;
 
-const TEMPLATE: &str = include_str!("pages/login.html");
-const LOGOUT_PAGE: &str = include_str!("pages/logout.html");
+/// Our pages' shared frame (`{{title}}`, `{{main}}`) and their bodies.
+const PAGE: &str = include_str!("pages/page.html");
+const LOGIN: &str = include_str!("pages/login.html");
+const LOGOUT: &str = include_str!("pages/logout.html");
 
 /// Our own pages run no script and load nothing but the favicon: a
 /// policy that says so, so an injected tag could do nothing either.
 const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
                            form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-fn our_page(html: impl Into<String>, status: StatusCode) -> Response {
-    let mut r = (status, Html(html.into())).into_response();
+fn our_page(title: &str, main: &str, status: StatusCode) -> Response {
+    let html = PAGE.replace("{{title}}", title).replace("{{main}}", main);
+    let mut r = (status, Html(html)).into_response();
     let headers = r.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
@@ -117,7 +120,7 @@ pub async fn submit(
 /// same-origin POST (the origin guard refuses it from other sites); a GET
 /// that logged out would let any page log a participant out with an image.
 pub async fn logout_page() -> Response {
-    our_page(LOGOUT_PAGE, StatusCode::OK)
+    our_page("Log out", LOGOUT, StatusCode::OK)
 }
 
 /// `POST /logout`: ends the session and goes to the login page.
@@ -164,11 +167,11 @@ fn render(status: StatusCode, next: &str, username: &str, error: Option<&str>) -
     let error_html = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
-    let html = TEMPLATE
+    let main = LOGIN
         .replace("{{error}}", &error_html)
         .replace("{{next}}", &escape(next))
         .replace("{{username}}", &escape(username));
-    our_page(html, status)
+    our_page("Log in", &main, status)
 }
 
 /// Only same-site paths: `next=//evil.example` or `next=https://…` would
