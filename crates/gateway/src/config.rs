@@ -68,8 +68,7 @@ pub struct AuthConfig {
     pub login_failures_per_user: u32,
     pub login_failures_per_ip: u32,
     pub login_window_seconds: u64,
-    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` header names
-    /// the client (for the per-address login limit); from anyone else the
+    /// Reverse proxies whose `X-Forwarded-For` header names the client (for the per-address login limit); from anyone else the
     /// header is ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
@@ -285,6 +284,32 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        let positive = [
+            (
+                "auth.login_failures_per_user",
+                u64::from(self.auth.login_failures_per_user),
+            ),
+            (
+                "auth.login_failures_per_ip",
+                u64::from(self.auth.login_failures_per_ip),
+            ),
+            ("auth.login_window_seconds", self.auth.login_window_seconds),
+            (
+                "limits.header_read_timeout_seconds",
+                self.limits.header_read_timeout_seconds,
+            ),
+            (
+                "limits.request_timeout_seconds",
+                self.limits.request_timeout_seconds,
+            ),
+            (
+                "limits.max_sockets_per_user",
+                u64::from(self.limits.max_sockets_per_user),
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+        }
         let mut names = std::collections::HashSet::new();
         for b in &self.backends {
             if !names.insert(b.name.as_str()) {
@@ -365,6 +390,18 @@ mod tests {
             Config::default().frontend_dir,
             PathBuf::from("frontend/comfyui_frontend_package/static")
         );
+    }
+
+    #[test]
+    fn limits_that_would_break_every_request_are_refused() {
+        for bad in [
+            "[limits]\nheader_read_timeout_seconds = 0",
+            "[limits]\nrequest_timeout_seconds = 0",
+            "[auth]\nlogin_failures_per_user = 0",
+        ] {
+            let err = load_str(bad).unwrap_err().to_string();
+            assert!(err.contains("must be at least 1"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -7,21 +7,26 @@ use comfyume_domain::Password;
 
 use std::sync::OnceLock;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The longest password accepted, in bytes: a passphrase fits; a megabyte
 /// sent to make hashing slow does not.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// One hash at a time per core.
-async fn turn() -> SemaphorePermit<'static> {
-    static HASHING: OnceLock<Semaphore> = OnceLock::new();
+/// One hash at a time per core. The turn moves into the hashing thread, so
+/// a request abandoned while its hash runs still holds it until the hash
+/// ends.
+async fn turn() -> OwnedSemaphorePermit {
+    static HASHING: OnceLock<Arc<Semaphore>> = OnceLock::new();
     let hashing = HASHING.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Semaphore::new(cores)
+        Arc::new(Semaphore::new(cores))
     });
     hashing
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .expect("the hashing semaphore is never closed")
 }
@@ -34,19 +39,34 @@ fn dummy_hash() -> &'static str {
 }
 
 pub async fn hash(password: &Password) -> String {
-    let _turn = turn().await;
+    let turn = turn().await;
     let password = password.clone();
-    tokio::task::spawn_blocking(move || password_auth::generate_hash(password.expose()))
-        .await
-        .expect("password hashing task panicked")
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        password_auth::generate_hash(password.expose())
+    })
+    .await
+    .expect("password hashing task panicked")
 }
 
 /// True when `password` matches `stored`; with no stored hash, burns the
 /// same time and answers false.
 pub async fn verify(password: &Password, stored: Option<String>) -> bool {
-    let _turn = turn().await;
+    let turn = turn().await;
     let password = password.clone();
-    let checked = tokio::task::spawn_blocking(move || match stored.as_deref() {
+    let checked = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        verify_now(&password, stored.as_deref())
+    })
+    .await;
+    checked.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a password check failed");
+        false
+    })
+}
+
+fn verify_now(password: &Password, stored: Option<&str>) -> bool {
+    match stored {
         Some(hash) => match password_auth::verify_password(password.expose(), hash) {
             Ok(()) => true,
             Err(password_auth::VerifyError::PasswordInvalid) => false,
@@ -60,12 +80,7 @@ pub async fn verify(password: &Password, stored: Option<String>) -> bool {
             let _ = password_auth::verify_password(password.expose(), dummy_hash());
             false
         }
-    })
-    .await;
-    checked.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "a password check failed");
-        false
-    })
+    }
 }
 
 #[cfg(test)]

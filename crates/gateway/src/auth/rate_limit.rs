@@ -102,10 +102,16 @@ impl LoginLimiter {
                 .push_back(now),
         }
         inner.by_ip.entry(ip).or_default().push_back(now);
-        // Keep memory bounded under a flood of made-up names.
+        // Keep memory bounded under a flood of made-up names or addresses:
+        // entries whose attempts all aged out go.
         if inner.by_user.len() > 10_000 {
             inner
                 .by_user
+                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        }
+        if inner.by_ip.len() > 10_000 {
+            inner
+                .by_ip
                 .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
         Ok(Attempt {
@@ -122,7 +128,10 @@ impl LoginLimiter {
     /// `device` is the cookie the browser gets (or keeps) for the name.
     pub fn succeeded(&self, attempt: Attempt, device: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.by_user.remove(&attempt.user);
+        if attempt.device.is_none() {
+            // The owner's own device does not forgive a stranger's guesses.
+            inner.by_user.remove(&attempt.user);
+        }
         if let Some(q) = inner.by_ip.get_mut(&attempt.ip) {
             if let Some(i) = q.iter().rposition(|t| *t == attempt.at) {
                 q.remove(i);
@@ -272,6 +281,22 @@ mod tests {
         assert!(
             l.begin_at("carol", A, Some("bobs-laptop"), t0).is_ok(),
             "a device counts only for its own name"
+        );
+    }
+
+    #[test]
+    fn the_owners_login_does_not_forgive_a_guesser() {
+        let l = LoginLimiter::new(2, 100, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let first = l.begin_at("bob", A, None, t0).unwrap();
+        l.succeeded(first, "bobs-laptop");
+        let _ = l.begin_at("bob", B, None, t0).unwrap();
+        let _ = l.begin_at("bob", B, None, t0).unwrap();
+        let again = l.begin_at("bob", A, Some("bobs-laptop"), t0).unwrap();
+        l.succeeded(again, "bobs-laptop-2");
+        assert!(
+            l.begin_at("bob", B, None, t0).is_err(),
+            "bob's own login gives the guesser no new tries"
         );
     }
 }

@@ -1,8 +1,10 @@
 //! Who is asking, by address: the TCP peer, unless the peer is one of the
-//! configured `auth.trusted_proxies`, whose `X-Forwarded-For` (or
-//! `Forwarded`) header then names the client. A header from anyone else is
-//! ignored: it is what an attacker would send to dodge the per-address
-//! login limit or to pin it on someone else.
+//! configured `auth.trusted_proxies`, whose `X-Forwarded-For` header then
+//! names the client. A header from anyone else is ignored: it is what an
+//! attacker would send to dodge the per-address login limit or to pin it
+//! on someone else. Only `X-Forwarded-For` is read, the header nginx and
+//! Caddy append to; a `Forwarded` header they pass through untouched would
+//! be the client's own words.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -36,50 +38,38 @@ impl FromRequestParts<AppState> for ClientAddr {
 
 /// The nearest address in the forwarding chain that is not a trusted proxy
 /// (proxies append; only the hops after the last untrusted one are ours).
+/// Addresses are compared in canonical form (`::ffff:127.0.0.1` is
+/// `127.0.0.1`), as a dual-stack listener reports IPv4 peers mapped.
 pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
+    if !is_trusted(&peer) {
         return peer;
     }
     let mut chain = forwarded_chain(headers);
     while let Some(hop) = chain.pop() {
-        if !trusted.contains(&hop) {
+        if !is_trusted(&hop) {
             return hop;
         }
     }
     peer
 }
 
-/// The addresses of `Forwarded: for=…` or, without it, `X-Forwarded-For`,
-/// first hop first. A chain with an unreadable hop is not believed past it.
+/// The addresses of `X-Forwarded-For`, first hop first. A chain with an
+/// unreadable hop is not believed past it.
 fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (key, value) = pair.trim().split_once('=')?;
-                key.eq_ignore_ascii_case("for").then_some(value)
-            })
-        })
         .collect();
-    let hops: Vec<&str> = if forwarded.is_empty() {
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .collect()
-    } else {
-        forwarded
-    };
     let mut chain = Vec::new();
     // Read from the nearest hop backwards; stop at the first that is not
     // an address (everything before it is the client's to invent).
     for hop in hops.iter().rev() {
         match parse_hop(hop) {
-            Some(ip) => chain.push(ip),
+            Some(ip) => chain.push(ip.to_canonical()),
             None => break,
         }
     }
@@ -156,14 +146,20 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_is_read_too() {
-        let f = headers(&[(
-            "forwarded",
-            r#"for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711""#,
-        )]);
+    fn a_forwarded_header_from_the_client_is_not_believed() {
+        let both = headers(&[
+            ("forwarded", "for=198.51.100.99"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]);
+        assert_eq!(client_of(ip(PROXY), &both, &[ip(PROXY)]), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn mapped_addresses_are_the_same_address() {
+        let xff = headers(&[("x-forwarded-for", "[2001:db8::1]:4711, ::ffff:203.0.113.7")]);
         assert_eq!(
-            client_of(ip(PROXY), &f, &[ip(PROXY)]),
-            ip("2001:db8:cafe::17")
+            client_of(ip("::ffff:10.0.0.1"), &xff, &[ip(PROXY)]),
+            ip("203.0.113.7")
         );
     }
 }

@@ -238,11 +238,11 @@ impl Workspace {
         let me = self.clone();
         let name = blocking(move || {
             let _guard = guard;
-            let replacing = overwrite.then(|| dir.join(&file_name));
-            me.ensure_room(data.len() as u64, replacing.as_deref())?;
             fs::create_dir_all(&dir)?;
             if overwrite {
-                Staged::write(&staging, &data)?.persist(&dir.join(&file_name))?;
+                let target = dir.join(&file_name);
+                me.ensure_room(data.len() as u64, Some(&target))?;
+                Staged::write(&staging, &data)?.persist(&target)?;
                 return Ok(file_name);
             }
             let (stem, ext) = split_ext(&file_name);
@@ -252,6 +252,9 @@ impl Workspace {
                 let target = dir.join(&name);
                 match fs::symlink_metadata(&target) {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // Only a new file needs room: the same content
+                        // already stored is reused below.
+                        me.ensure_room(data.len() as u64, None)?;
                         Staged::write(&staging, &data)?.persist(&target)?;
                         return Ok(name);
                     }

@@ -211,7 +211,7 @@ impl Workspace {
         let used = folder_size(&self.dir)?.saturating_sub(freed);
         if used.saturating_add(incoming) > quota {
             return Err(WorkspaceError::QuotaExceeded(format!(
-                "Your files take {} of the {} you may use here; delete some of them (outputs in the Queue panel, uploads, workflows) to save more.",
+                "Your files take {} of the {} you may keep here. Delete workflows you no longer need, or ask your instructor to make room.",
                 megabytes(used),
                 megabytes(quota)
             )));
@@ -220,10 +220,13 @@ impl Workspace {
     }
 }
 
-/// Bytes of the regular files under `dir` (links not followed; staging
-/// included: it holds writes under way).
+/// Bytes of the regular files under a user's `dir` (links not followed;
+/// staging included: it holds writes under way). Their `temp` folder is
+/// not counted: previews are the backend's passing by-products, which the
+/// participant cannot delete.
 fn folder_size(dir: &Path) -> io::Result<u64> {
     let mut total = 0;
+    let temp = dir.join(FileKind::Temp.as_str());
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let entries = match fs::read_dir(&dir) {
@@ -235,7 +238,9 @@ fn folder_size(dir: &Path) -> io::Result<u64> {
             let entry = entry?;
             let md = entry.metadata()?;
             if md.is_dir() {
-                pending.push(entry.path());
+                if entry.path() != temp {
+                    pending.push(entry.path());
+                }
             } else if md.is_file() {
                 total += md.len();
             }

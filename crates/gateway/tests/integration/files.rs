@@ -322,7 +322,7 @@ async fn a_participants_files_are_bounded_by_a_quota() {
     let r = upload(&app, &c, image_form("b.png", &[2u8; 4000])).await;
     assert_eq!(r.status(), 507);
     let text = r.text().await.unwrap();
-    assert!(text.contains("delete some of them"), "{text}");
+    assert!(text.contains("ask your instructor to make room"), "{text}");
     assert_eq!(save("two.json", 4000).await.unwrap().status(), 507);
     // Overwriting a file counts only the difference.
     let r = c

@@ -148,6 +148,10 @@ pub(super) async fn collect_outputs<S: BackendSession>(
             Err(e) => {
                 tracing::error!(file = %file.filename, error = %e, "could not store an output");
                 frames::remove_output(output, &file);
+                tell_owner.push(format!(
+                    "Your output {} could not be kept: {e}",
+                    file.filename
+                ));
             }
         }
     }
