@@ -172,6 +172,29 @@ const FRONTEND_ONLY: [&str; 5] = [
     "GroupNode",
 ];
 
+/// The node types a workflow (in the frontend's format) asks of a backend:
+/// those of its top-level nodes and of the nodes inside its subgraph
+/// definitions, but not the subgraphs' own ids (a node whose type is a
+/// subgraph id stands for the nodes inside it) nor frontend-only nodes.
+fn node_types(workflow: &Value) -> std::collections::BTreeSet<&str> {
+    let subgraphs: Vec<&Value> = workflow
+        .pointer("/definitions/subgraphs")
+        .and_then(Value::as_array)
+        .map(|s| s.iter().collect())
+        .unwrap_or_default();
+    let subgraph_ids: std::collections::HashSet<&str> = subgraphs
+        .iter()
+        .filter_map(|s| s.get("id").and_then(Value::as_str))
+        .collect();
+    std::iter::once(workflow)
+        .chain(subgraphs.iter().copied())
+        .filter_map(|graph| graph.get("nodes").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|n| n.get("type").and_then(Value::as_str))
+        .filter(|t| !FRONTEND_ONLY.contains(t) && !subgraph_ids.contains(t))
+        .collect()
+}
+
 /// Whether each template's nodes exist on every reachable backend.
 fn templates(
     config: &Config,
@@ -201,14 +224,7 @@ fn templates(
                 continue;
             }
         };
-        let needs: std::collections::BTreeSet<&str> = workflow
-            .get("nodes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.get("type").and_then(Value::as_str))
-            .filter(|t| !FRONTEND_ONLY.contains(t))
-            .collect();
+        let needs = node_types(&workflow);
         let lacking: Vec<String> = catalogues
             .iter()
             .filter_map(|(backend, nodes)| {
@@ -237,4 +253,26 @@ fn templates(
         });
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_templates_node_types_include_its_subgraphs_insides() {
+        let workflow = json!({
+            "nodes": [
+                {"id": 1, "type": "LoadImage"},
+                {"id": 2, "type": "5f3c-subgraph"},
+                {"id": 3, "type": "Note"},
+            ],
+            "definitions": {"subgraphs": [
+                {"id": "5f3c-subgraph", "nodes": [{"id": 1, "type": "ImageInvert"}, {"id": 2, "type": "Reroute"}]},
+            ]},
+        });
+        let types: Vec<&str> = node_types(&workflow).into_iter().collect();
+        assert_eq!(types, ["ImageInvert", "LoadImage"]);
+    }
 }
