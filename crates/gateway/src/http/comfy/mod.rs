@@ -1,6 +1,6 @@
 //! ComfyUI's own routes, answered for the logged-in user only, with the
 //! exact paths, status codes and JSON shapes of ComfyUI v0.33 (see
-//! ../shared/docs/comfyui-api.md). Identity always comes from the session,
+//! docs/comfyui-protocol.md). Identity always comes from the session,
 //! never from the `Comfy-User` header the frontend also sends.
 
 mod files;
