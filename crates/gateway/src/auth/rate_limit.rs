@@ -160,12 +160,9 @@ impl LoginLimiter {
     }
 }
 
+/// Devices are remembered by their cookie's hash, as sessions are.
 fn device_key(cookie: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(cookie.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::SessionToken::hash_of(cookie)
 }
 
 /// A login attempt under way, counted until it succeeds.

@@ -6,10 +6,7 @@
 use std::collections::VecDeque;
 
 use comfyume_protocol::session::cancel_prompt;
-use comfyume_protocol::{
-    ComfyClient, ComfySession, Incoming, JobStatus, Outcome, OutputFile, frames,
-};
-use serde_json::json;
+use comfyume_protocol::{ComfyClient, ComfySession, Incoming, JobStatus, OutputFile};
 
 use super::session::{SessionError, SessionEvent, Submission};
 
@@ -118,16 +115,8 @@ impl ComfyJob {
         // answers looks unknown once.
         let unknown = |answer| matches!(answer, Ok(JobStatus::Unknown));
         if unknown(session.status().await) && unknown(session.status().await) {
-            let data = frames::interrupted_data(&self.prompt_id, crate::clock::now_ms());
-            let raw = json!({"type": "execution_interrupted", "data": data}).to_string();
-            self.after_stop.push_back(SessionEvent::Event {
-                kind: "execution_interrupted".into(),
-                data,
-                raw,
-            });
-            self.after_stop.push_back(SessionEvent::Done {
-                outcome: Some(Outcome::Interrupted),
-            });
+            self.after_stop
+                .extend(SessionEvent::interrupted(&self.prompt_id));
         }
     }
 }

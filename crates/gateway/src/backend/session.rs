@@ -44,6 +44,26 @@ pub enum SessionEvent {
     Done { outcome: Option<Outcome> },
 }
 
+impl SessionEvent {
+    /// The end of a job stopped where the backend will not say so itself
+    /// (taken out of a queue, or its stream dropped): ComfyUI's
+    /// `execution_interrupted` for `prompt_id`, then the end.
+    pub fn interrupted(prompt_id: &str) -> [SessionEvent; 2] {
+        let data = comfyume_protocol::frames::interrupted_data(prompt_id, crate::clock::now_ms());
+        let raw = serde_json::json!({"type": "execution_interrupted", "data": data}).to_string();
+        [
+            SessionEvent::Event {
+                kind: "execution_interrupted".into(),
+                data,
+                raw,
+            },
+            SessionEvent::Done {
+                outcome: Some(Outcome::Interrupted),
+            },
+        ]
+    }
+}
+
 /// Why a session could not go on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SessionError {

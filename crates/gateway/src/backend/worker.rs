@@ -12,10 +12,8 @@ use comfyume_protocol::worker::stream::Frame;
 use comfyume_protocol::worker::{InputFile, RunRequest, WorkerClient, WorkerError};
 use comfyume_protocol::{JobStatus, Outcome, OutputFile};
 use futures_util::{Stream, StreamExt};
-use serde_json::json;
 
 use super::session::{SessionError, SessionEvent, Submission};
-use crate::clock::now_ms;
 
 type Frames = Pin<Box<dyn Stream<Item = Result<Frame, WorkerError>> + Send>>;
 
@@ -192,16 +190,8 @@ impl WorkerJob {
 
     pub async fn stop(&mut self) {
         if self.stream.take().is_some() {
-            let data = frames::interrupted_data(&self.prompt_id, now_ms());
-            let raw = json!({"type": "execution_interrupted", "data": data}).to_string();
-            self.after_stop.push_back(SessionEvent::Event {
-                kind: "execution_interrupted".into(),
-                data,
-                raw,
-            });
-            self.after_stop.push_back(SessionEvent::Done {
-                outcome: Some(Outcome::Interrupted),
-            });
+            self.after_stop
+                .extend(SessionEvent::interrupted(&self.prompt_id));
         }
     }
 }

@@ -220,13 +220,11 @@ impl Workspace {
     }
 }
 
-/// Bytes of the regular files under a user's `dir` (links not followed;
-/// staging included: it holds writes under way). Their `temp` folder is
-/// not counted: previews are the backend's passing by-products, which the
-/// participant cannot delete.
+/// Bytes of the regular files under a user's `dir`, every folder counted
+/// (`temp` too: a participant can upload there), links not followed;
+/// staging included: it holds writes under way.
 fn folder_size(dir: &Path) -> io::Result<u64> {
     let mut total = 0;
-    let temp = dir.join(FileKind::Temp.as_str());
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let entries = match fs::read_dir(&dir) {
@@ -238,9 +236,7 @@ fn folder_size(dir: &Path) -> io::Result<u64> {
             let entry = entry?;
             let md = entry.metadata()?;
             if md.is_dir() {
-                if entry.path() != temp {
-                    pending.push(entry.path());
-                }
+                pending.push(entry.path());
             } else if md.is_file() {
                 total += md.len();
             }

@@ -324,6 +324,17 @@ async fn a_participants_files_are_bounded_by_a_quota() {
     let text = r.text().await.unwrap();
     assert!(text.contains("ask your instructor to make room"), "{text}");
     assert_eq!(save("two.json", 4000).await.unwrap().status(), 507);
+    let r = upload(
+        &app,
+        &c,
+        image_form("t.png", &[3u8; 4000]).text("type", "temp"),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        507,
+        "the temp folder is no way around the quota"
+    );
     // Overwriting a file counts only the difference.
     let r = c
         .post(app.at("/api/userdata/workflows%2Fone.json?overwrite=true"))
