@@ -9,11 +9,17 @@ cd "$(dirname "$0")/.."
 
 scripts/fetch-frontend.sh
 
-if [ ! -x /usr/bin/chromium ]; then
+# Debian packages: Chromium for the browser tests, systemd-analyze for the
+# unit file's check, CA certificates for the static binary's smoke test.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  echo "Installing Debian's Chromium for the browser tests..." >&2
+  echo "Installing Debian's ${missing[*]} for the tests..." >&2
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
@@ -39,4 +45,81 @@ git ls-files -z --cached --others --exclude-standard \
   cargo test --locked --workspace
 )
 
-COMFYUME_BIN="$CARGO_TARGET_DIR/debug/comfyume" node --test e2e/
+# Fuzzing (fuzz/README.md), also in the copy: each cargo-fuzz target runs
+# for a bounded time from a corpus seeded afresh from the recorded traffic
+# in fixtures/. A crash fails the suite and leaves its input in the copy's
+# fuzz/artifacts/<target>/.
+fuzz_seconds="${COMFYUME_FUZZ_SECONDS:-60}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
+  corpus="${TMPDIR:-/tmp}/comfyume-fuzz-corpus"
+  rm -rf "$corpus"
+  (
+    cd "$alone/fuzz"
+    cargo fmt -- --check
+    python3 seed.py "$corpus"
+    cargo fetch --locked
+    cargo fuzz build -s none --target-dir "$CARGO_TARGET_DIR/fuzz"
+    for target in $(cargo fuzz list); do
+      echo "Fuzzing $target for ${fuzz_seconds}s..." >&2
+      dict=()
+      [ -f "$corpus/$target.dict" ] && dict=("-dict=$corpus/$target.dict")
+      log="$corpus/$target.log"
+      if ! cargo fuzz run -s none --target-dir "$CARGO_TARGET_DIR/fuzz" "$target" "$corpus/$target" -- \
+          -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "fuzz target $target failed; its input is in $alone/fuzz/artifacts/$target/" >&2
+        exit 1
+      fi
+      grep -E '^(Done|stat::peak_rss_mb)' "$log" >&2 || true
+    done
+  )
+fi
+
+# The package: the static binary (scripts/build-static.sh checks that it
+# needs no shared library), started where nothing else exists (a chroot
+# holding only it and the frontend) to answer /health; then the browser
+# tests run against it, as an operator would ship it.
+static_bin=$(cd "$alone" && scripts/build-static.sh)
+if [ "$(id -u)" = 0 ]; then
+  jail=$(mktemp -d)
+  trap 'rm -rf "$jail"' EXIT
+  mkdir -m 1777 "$jail/tmp"
+  # What the gateway image adds beside the binary (deploy/gateway/Dockerfile).
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$jail/etc/ssl/certs/ca-certificates.crt"
+  cp "$static_bin" "$jail/comfyume"
+  cp -r frontend/comfyui_frontend_package/static "$jail/frontend"
+  exec 3< <(exec chroot "$jail" /comfyume serve --demo --data-dir /data --frontend-dir /frontend \
+    --listen 127.0.0.1:0 2>&1)
+  serve_pid=$!
+  url=""
+  while IFS= read -r line <&3; do
+    echo "$line" >>"$jail/serve.log"
+    if [[ $line =~ "ComfyUME is serving on "(http://[^ ]+) ]]; then url=${BASH_REMATCH[1]}; break; fi
+  done
+  cat <&3 >>"$jail/serve.log" &
+  if [ -z "$url" ] || ! curl -fsS "$url/health"; then
+    cat "$jail/serve.log" >&2
+    echo "the static binary did not serve /health in an empty chroot" >&2
+    exit 1
+  fi
+  echo " (the static binary, alone in a chroot)" >&2
+  kill "$serve_pid"
+  wait "$serve_pid" || { cat "$jail/serve.log" >&2; echo "the static binary did not stop cleanly" >&2; exit 1; }
+else
+  echo "Not root: the static binary's empty-chroot smoke test is skipped (the browser tests still run it)." >&2
+fi
+
+# The systemd unit (deploy/systemd/), pointed at the static binary, through
+# systemd's own checker; a warning (an unknown key, say) fails too.
+unit_dir=$(mktemp -d)
+sed "s|/usr/local/bin/comfyume|$static_bin|" deploy/systemd/comfyume.service >"$unit_dir/comfyume.service"
+if ! systemd-analyze verify "$unit_dir/comfyume.service" >"$unit_dir/verify.log" 2>&1 \
+  || [ -s "$unit_dir/verify.log" ]; then
+  cat "$unit_dir/verify.log" >&2
+  echo "deploy/systemd/comfyume.service does not pass systemd-analyze verify" >&2
+  exit 1
+fi
+rm -rf "$unit_dir"
+
+COMFYUME_BIN="$static_bin" node --test e2e/

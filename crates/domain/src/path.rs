@@ -66,6 +66,11 @@ impl SafeRelPath {
                 s => parts.push(s),
             }
         }
+        // `./C:/x` folds to `C:/x`: refused like the raw form, so what
+        // parses always parses again to itself.
+        if parts.first().is_some_and(|first| looks_like_drive(first)) {
+            return Err(PathError::Absolute);
+        }
         Ok(Self(parts.join("/")))
     }
 
@@ -164,6 +169,10 @@ mod tests {
             Err(PathError::Absolute)
         );
         assert_eq!(SafeRelPath::parse("C:/x"), Err(PathError::Absolute));
+        // Found by fuzzing (fuzz/fuzz_targets/paths.rs): a drive letter
+        // left first once `./` is folded.
+        assert_eq!(SafeRelPath::parse("./b:/jo."), Err(PathError::Absolute));
+        assert_eq!(SafeRelPath::parse("x/../b:"), Err(PathError::Absolute));
         assert_eq!(SafeRelPath::parse("a\0b"), Err(PathError::BadCharacter));
         let long = "x".repeat(MAX_SEGMENT_BYTES + 1);
         assert_eq!(SafeRelPath::parse(&long), Err(PathError::TooLong));

@@ -144,7 +144,7 @@ fn main() {
         };
         config.auth.secure_cookies = false;
         config.limits.max_pending_per_user = 1_000_000;
-        let http = Backend::http_client();
+        let http = Backend::http_client().expect("an HTTP client");
         let backends = config.backends.iter().map(|b| Backend::new(b, http.clone()).unwrap()).collect();
         let state = AppState::build(config, backends).await.unwrap();
         let name = UserName::parse("bench").unwrap();

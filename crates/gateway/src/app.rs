@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{Accounts, LoginLimiter, SessionUser};
+use crate::auth::{Accounts, LoginLimiter, SessionUser, Slowdown};
 use crate::backend::Backend;
 use crate::catalogue::Catalogue;
 use crate::config::{AuthMode, Config};
@@ -81,6 +81,10 @@ impl AppState {
             config.auth.login_failures_per_user,
             config.auth.login_failures_per_ip,
             Duration::from_secs(config.auth.login_window_seconds),
+            Slowdown {
+                first: Duration::from_secs(config.auth.login_first_delay_seconds),
+                max: Duration::from_secs(config.auth.login_max_delay_seconds),
+            },
         );
         let accounts = Accounts::new(
             store.clone(),
@@ -153,7 +157,9 @@ async fn ensure_local_user(accounts: &Accounts) -> Result<SessionUser, StartErro
 
 /// Reads the configured warm-up prompt (an API-format prompt, or a
 /// `{"prompt": …}` body as ComfyUI's "Save (API)" writes it).
-fn load_warmup(path: Option<&std::path::Path>) -> Result<Option<serde_json::Value>, StartError> {
+pub(crate) fn load_warmup(
+    path: Option<&std::path::Path>,
+) -> Result<Option<serde_json::Value>, StartError> {
     let Some(path) = path else { return Ok(None) };
     let err = |reason: String| StartError::Warmup {
         path: path.display().to_string(),

@@ -62,8 +62,9 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Check a setup before a workshop: configuration, data directory and
-    /// free disk, frontend, each GPU backend, and the templates' nodes on
-    /// them. One line per check; exits 1 if any fails.
+    /// free disk, frontend, each GPU backend, the templates' nodes on them,
+    /// the warm-up prompt on each backend (timed), and whether the slots
+    /// carry the room. One line per check; exits 1 if any fails.
     Doctor {
         /// The frontend's static folder (comfyui_frontend_package/static).
         #[arg(long, value_name = "DIR")]
@@ -71,6 +72,13 @@ enum Command {
         /// Folder of workshop workflow templates.
         #[arg(long, value_name = "DIR")]
         templates_dir: Option<PathBuf>,
+        /// Participants the capacity estimate is for (default: the
+        /// participant accounts in the database).
+        #[arg(long, value_name = "N")]
+        participants: Option<u32>,
+        /// Jobs each participant queues at once.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        jobs_each: u32,
     },
 }
 
@@ -206,6 +214,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor {
             frontend_dir,
             templates_dir,
+            participants,
+            jobs_each,
         } => {
             overrides.frontend_dir = frontend_dir;
             overrides.templates_dir = templates_dir;
@@ -217,13 +227,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .as_deref()
                     .map_or("built-in defaults".to_string(), |p| p.display().to_string())
             );
-            let http = Backend::http_client();
+            let http = Backend::http_client()?;
             let backends = config
                 .backends
                 .iter()
                 .map(|b| Backend::new(b, http.clone()))
                 .collect::<Result<Vec<_>, _>>()?;
-            let report = crate::doctor::examine(&config, &backends).await;
+            let participants = match participants {
+                Some(n) => n,
+                None => participant_accounts(&config).await?,
+            };
+            let room = crate::doctor::Room {
+                participants,
+                jobs_each,
+            };
+            let report = crate::doctor::examine(&config, &backends, room).await;
             for line in &report {
                 println!("{line}");
             }
@@ -281,6 +299,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The active participant accounts in the room's database (none when it
+/// does not exist yet).
+async fn participant_accounts(config: &Config) -> anyhow::Result<u32> {
+    if !config.data_dir.exists() {
+        return Ok(0);
+    }
+    let store = Store::connect(config.database_url().expose()).await?;
+    let users = store.list_users().await?;
+    store.close().await;
+    let count = users
+        .iter()
+        .filter(|u| u.role == Role::Participant && !u.disabled)
+        .count();
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
 /// How many simulators `serve` starts when no backend is configured: two,
 /// so the demo shows the queue spreading work over several GPUs.
 const BUILT_IN_SIMULATORS: usize = 2;
@@ -288,7 +322,7 @@ const BUILT_IN_SIMULATORS: usize = 2;
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let (stop_sims, sims_stopped) = tokio::sync::watch::channel(false);
     let mut sims = tokio::task::JoinSet::new();
-    let http = Backend::http_client();
+    let http = Backend::http_client()?;
     let backends = if config.backends.is_empty() {
         let mut backends = Vec::new();
         for n in 1..=BUILT_IN_SIMULATORS {
@@ -374,7 +408,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
     let store = Store::connect(config.database_url().expose()).await?;
     let accounts = Accounts::new(
         store.clone(),
-        LoginLimiter::new(1, 1, std::time::Duration::ZERO),
+        LoginLimiter::new(1, 1, std::time::Duration::ZERO, Default::default()),
         std::time::Duration::ZERO,
     );
     let result = users_command(&config, &accounts, cmd).await;
@@ -534,7 +568,7 @@ async fn backends(config: &Config, args: BackendsArgs) -> anyhow::Result<()> {
             format!("/admin/api/groups/{group}/use"),
         ),
     };
-    let response = Backend::http_client()
+    let response = Backend::http_client()?
         .request(method, format!("{base}{path}"))
         .bearer_auth(token)
         .send()

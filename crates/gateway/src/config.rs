@@ -68,6 +68,10 @@ pub struct AuthConfig {
     pub login_failures_per_user: u32,
     pub login_failures_per_ip: u32,
     pub login_window_seconds: u64,
+    /// Past a limit, the wait before the next attempt: this many seconds,
+    /// doubling after each attempt let through, up to the maximum.
+    pub login_first_delay_seconds: u64,
+    pub login_max_delay_seconds: u64,
     /// Reverse proxies whose `X-Forwarded-For` header names the client (for the per-address login limit); from anyone else the
     /// header is ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -82,6 +86,8 @@ impl Default for AuthConfig {
             login_failures_per_user: 10,
             login_failures_per_ip: 100,
             login_window_seconds: 300,
+            login_first_delay_seconds: 1,
+            login_max_delay_seconds: 60,
             trusted_proxies: Vec::new(),
         }
     }
@@ -295,6 +301,14 @@ impl Config {
             ),
             ("auth.login_window_seconds", self.auth.login_window_seconds),
             (
+                "auth.login_first_delay_seconds",
+                self.auth.login_first_delay_seconds,
+            ),
+            (
+                "auth.login_max_delay_seconds",
+                self.auth.login_max_delay_seconds,
+            ),
+            (
                 "limits.header_read_timeout_seconds",
                 self.limits.header_read_timeout_seconds,
             ),
@@ -377,6 +391,19 @@ mod tests {
         assert_eq!(c.auth.mode, AuthMode::Password);
         assert_eq!(c.limits.max_pending_per_user, 10);
         assert!(c.backends.is_empty());
+    }
+
+    /// deploy/compose's configuration, with what its image and compose
+    /// files add from the environment.
+    #[test]
+    fn the_compose_example_parses() {
+        let c = load_str(include_str!("../../../deploy/compose/comfyume.toml")).unwrap();
+        assert!(!c.auth.secure_cookies);
+        assert_eq!(c.backends.len(), 1);
+        assert_eq!(c.backends[0].kind, BackendKind::Sim);
+        assert_eq!(c.backends[0].url, "http://gpu-sim:8189");
+        let compose = include_str!("../../../deploy/compose/compose.yaml");
+        assert!(compose.contains("sim-backend\", \"--listen\", \"0.0.0.0:8189\""));
     }
 
     #[test]

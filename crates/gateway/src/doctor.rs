@@ -1,11 +1,14 @@
 //! `comfyume doctor`: before a workshop, checks what the room will need and
 //! says, line by line, what is fine, what deserves a look and what will
 //! fail: the configuration, the data directory and its free disk, the
-//! frontend files and their version, each GPU backend, and whether every
-//! workshop template's nodes exist on the backends that will run it.
+//! frontend files and their version, each GPU backend, whether every
+//! workshop template's nodes exist on the backends that will run it, the
+//! warm-up prompt on each backend (timed cold, then warm), and whether the
+//! slots can carry the room.
 
 use std::fmt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -53,8 +56,22 @@ fn finding(verdict: Verdict, what: &str, detail: impl Into<String>) -> Finding {
 const DISK_FAIL_BYTES: u64 = 1 << 30;
 const DISK_WARN_BYTES: u64 = 10 << 30;
 
+/// The room the capacity estimate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub participants: u32,
+    /// Jobs each participant queues at once (everyone presses Run
+    /// together: the moment a workshop waits longest).
+    pub jobs_each: u32,
+}
+
+/// How long the last participant may wait for a round of jobs before the
+/// estimate warns, and fails.
+const ROUND_WARN: Duration = Duration::from_secs(120);
+const ROUND_FAIL: Duration = Duration::from_secs(600);
+
 /// Every check, in order. `backends` are the ones `serve` would use.
-pub async fn examine(config: &Config, backends: &[Backend]) -> Vec<Finding> {
+pub async fn examine(config: &Config, backends: &[Backend], room: Room) -> Vec<Finding> {
     let mut report = vec![data_dir(&config.data_dir)];
     report.push(frontend(&config.frontend_dir));
     let mut catalogues = Vec::new();
@@ -69,6 +86,7 @@ pub async fn examine(config: &Config, backends: &[Backend]) -> Vec<Finding> {
             comfyume_sim::catalogue(),
         ));
     }
+    let mut reachable = Vec::new();
     for backend in backends {
         let what = format!("backend {}", backend.name);
         match backend.check().await {
@@ -86,13 +104,143 @@ pub async fn examine(config: &Config, backends: &[Backend]) -> Vec<Finding> {
                         ),
                     ));
                     catalogues.push((backend.name.clone(), nodes));
+                    reachable.push(backend);
                 }
                 Err(e) => report.push(finding(Verdict::Fail, &what, e.to_string())),
             },
         }
     }
     report.extend(templates(config, &catalogues));
+    if backends.is_empty() {
+        return report;
+    }
+    let timings = warmups(config, &reachable, &mut report).await;
+    report.push(capacity(room, &timings));
     report
+}
+
+/// One backend's measured pace: its slots, and a warm job's duration.
+struct Pace {
+    slots: u32,
+    per_job: Duration,
+}
+
+/// Runs the warm-up prompt twice on each reachable backend: the first run
+/// loads the model (what `serve` does when a backend comes up), the second
+/// is the time a job takes once warm.
+async fn warmups(config: &Config, backends: &[&Backend], report: &mut Vec<Finding>) -> Vec<Pace> {
+    let prompt = match crate::app::load_warmup(config.dispatch.warmup_prompt.as_deref()) {
+        Err(e) => {
+            report.push(finding(Verdict::Fail, "warm-up", e.to_string()));
+            return Vec::new();
+        }
+        Ok(None) => {
+            report.push(finding(
+                Verdict::Warn,
+                "warm-up",
+                "no dispatch.warmup_prompt: the first job on each GPU waits for its model \
+                 to load, and no job can be timed",
+            ));
+            return Vec::new();
+        }
+        Ok(Some(prompt)) => prompt,
+    };
+    let limit = Duration::from_secs(config.dispatch.job_timeout_seconds);
+    let mut paces = Vec::new();
+    for backend in backends {
+        let what = format!("warm-up {}", backend.name);
+        let timed = async {
+            let cold = timed_run(backend, &prompt).await?;
+            let warm = timed_run(backend, &prompt).await?;
+            Ok::<_, String>((cold, warm))
+        };
+        match tokio::time::timeout(limit * 2, timed).await {
+            Err(_) => report.push(finding(
+                Verdict::Fail,
+                &what,
+                format!(
+                    "did not finish within 2 × {}s (dispatch.job_timeout_seconds)",
+                    limit.as_secs()
+                ),
+            )),
+            Ok(Err(reason)) => report.push(finding(Verdict::Fail, &what, reason)),
+            Ok(Ok((cold, warm))) => {
+                report.push(finding(
+                    Verdict::Ok,
+                    &what,
+                    format!("ran in {} cold, {} warm", seconds(cold), seconds(warm)),
+                ));
+                paces.push(Pace {
+                    slots: backend.slots,
+                    per_job: warm,
+                });
+            }
+        }
+    }
+    paces
+}
+
+async fn timed_run(backend: &Backend, prompt: &Value) -> Result<Duration, String> {
+    let started = Instant::now();
+    crate::dispatch::warmup::run(backend, prompt).await?;
+    Ok(started.elapsed())
+}
+
+/// Whether the slots carry the room: how long after everyone presses Run
+/// together the last job is done, taking each slot to run jobs one after
+/// another at its backend's warm pace.
+fn capacity(room: Room, paces: &[Pace]) -> Finding {
+    let what = "capacity";
+    if paces.is_empty() {
+        return finding(
+            Verdict::Warn,
+            what,
+            "unknown: no backend ran a timed warm-up prompt",
+        );
+    }
+    if room.participants == 0 {
+        return finding(
+            Verdict::Warn,
+            what,
+            "no participant accounts yet: add them, or pass --participants N",
+        );
+    }
+    let jobs_per_second: f64 = paces
+        .iter()
+        .map(|p| f64::from(p.slots) / p.per_job.as_secs_f64().max(1e-3))
+        .sum();
+    let jobs = f64::from(room.participants) * f64::from(room.jobs_each);
+    let round = Duration::from_secs_f64(jobs / jobs_per_second);
+    let slots: u32 = paces.iter().map(|p| p.slots).sum();
+    let verdict = if round > ROUND_FAIL {
+        Verdict::Fail
+    } else if round > ROUND_WARN {
+        Verdict::Warn
+    } else {
+        Verdict::Ok
+    };
+    finding(
+        verdict,
+        what,
+        format!(
+            "{} participants × {} job{} on {slots} slot{} ({jobs_per_second:.2} jobs/s warm): \
+             the last is done {} after everyone presses Run",
+            room.participants,
+            room.jobs_each,
+            if room.jobs_each == 1 { "" } else { "s" },
+            if slots == 1 { "" } else { "s" },
+            seconds(round),
+        ),
+    )
+}
+
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
 }
 
 fn data_dir(dir: &Path) -> Finding {
@@ -259,6 +407,46 @@ fn templates(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn pace(slots: u32, ms: u64) -> Pace {
+        Pace {
+            slots,
+            per_job: Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn capacity_adds_up_every_slot_at_its_own_pace() {
+        let room = Room {
+            participants: 40,
+            jobs_each: 1,
+        };
+        // 2 jobs/s + 1 job/s: 40 jobs in 13.3 s.
+        let f = capacity(room, &[pace(2, 1000), pace(1, 1000)]);
+        assert_eq!(f.verdict, Verdict::Ok, "{f}");
+        assert!(f.detail.contains("3 slots (3.00 jobs/s warm)"), "{f}");
+        assert!(f.detail.contains("done 13.3 s after"), "{f}");
+
+        // 40 × 2 jobs of 10 s on one slot: 800 s.
+        let slow = capacity(
+            Room {
+                jobs_each: 2,
+                ..room
+            },
+            &[pace(1, 10_000)],
+        );
+        assert_eq!(slow.verdict, Verdict::Fail, "{slow}");
+        assert!(slow.detail.contains("13m20s"), "{slow}");
+        let tight = capacity(room, &[pace(1, 5_000)]);
+        assert_eq!(tight.verdict, Verdict::Warn, "{tight}");
+
+        assert_eq!(capacity(room, &[]).verdict, Verdict::Warn);
+        let empty = Room {
+            participants: 0,
+            ..room
+        };
+        assert_eq!(capacity(empty, &[pace(1, 10)]).verdict, Verdict::Warn);
+    }
 
     #[test]
     fn a_templates_node_types_include_its_subgraphs_insides() {

@@ -44,3 +44,6 @@ pub mod store;
 pub mod telemetry;
 pub mod templates;
 pub mod workspace;
+
+#[cfg(feature = "fuzzing")]
+pub use http::fuzzing;

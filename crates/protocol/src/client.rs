@@ -102,14 +102,14 @@ impl ComfyClient {
     }
 
     /// The shared HTTP client: explicit timeouts so a hung backend cannot hang
-    /// a participant's page load.
-    pub fn http_client() -> reqwest::Client {
+    /// a participant's page load. Fails when the system's CA certificates
+    /// cannot be loaded (HTTPS needs them).
+    pub fn http_client() -> reqwest::Result<reqwest::Client> {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("comfyume/", env!("CARGO_PKG_VERSION")))
             .build()
-            .expect("building the HTTP client")
     }
 
     pub fn url(&self) -> &str {
@@ -392,7 +392,7 @@ mod tests {
             "gpu-1",
             &format!("http://127.0.0.1:{port}"),
             None,
-            ComfyClient::http_client(),
+            ComfyClient::http_client().unwrap(),
         );
         let e = client.system_stats().await.unwrap_err().to_string();
         assert!(e.starts_with("backend 'gpu-1' is unreachable: "), "{e}");

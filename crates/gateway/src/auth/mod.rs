@@ -10,7 +10,7 @@ mod rate_limit;
 mod token;
 
 pub use credentials::{CredentialRow, generate_password, write_credentials_csv};
-pub use rate_limit::LoginLimiter;
+pub use rate_limit::{LoginLimiter, Slowdown};
 pub use token::SessionToken;
 
 use std::net::IpAddr;

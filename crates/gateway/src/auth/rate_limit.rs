@@ -1,8 +1,11 @@
 //! Login throttling: attempts are counted per user name and per client
 //! address in a sliding window, from the moment they begin (so a burst of
 //! parallel guesses cannot all slip in before the first is counted); a
-//! successful one is taken back. Past the limit, further attempts are
-//! refused until the oldest one ages out.
+//! successful one is taken back. Past the limit, attempts slow down rather
+//! than lock out: each further one must wait twice as long after the one
+//! before (by default 1 s, 2 s, 4 s, … up to a minute), so a guesser gets a
+//! handful of tries a window while the real owner waits seconds, not the
+//! window.
 //!
 //! A name under attack does not lock out its owner: a browser that logged
 //! in as that name before holds a device cookie (OWASP's "device cookies"),
@@ -23,6 +26,36 @@ pub struct LoginLimiter {
     per_user: usize,
     per_ip: usize,
     window: Duration,
+    slowdown: Slowdown,
+}
+
+/// The delays past the limit: `first`, doubling after each attempt let
+/// through, never more than `max` (nor the window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slowdown {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for Slowdown {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Slowdown {
+    /// The wait after the latest attempt once `over` attempts past the
+    /// limit were let through.
+    fn delay(self, over: usize, window: Duration) -> Duration {
+        let doublings = u32::try_from(over).unwrap_or(u32::MAX).min(30);
+        self.first
+            .saturating_mul(1 << doublings)
+            .min(self.max)
+            .min(window)
+    }
 }
 
 #[derive(Default)]
@@ -44,12 +77,13 @@ struct Device {
 const MAX_DEVICES: usize = 10_000;
 
 impl LoginLimiter {
-    pub fn new(per_user: u32, per_ip: u32, window: Duration) -> Self {
+    pub fn new(per_user: u32, per_ip: u32, window: Duration, slowdown: Slowdown) -> Self {
         Self {
             inner: Arc::default(),
             per_user: per_user as usize,
             per_ip: per_ip as usize,
             window,
+            slowdown,
         }
     }
 
@@ -68,7 +102,7 @@ impl LoginLimiter {
         now: Instant,
     ) -> Result<Attempt, Duration> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let window = self.window;
+        let (window, slowdown) = (self.window, self.slowdown);
         let known = device
             .map(device_key)
             .filter(|key| inner.devices.get(key).is_some_and(|d| d.user == user));
@@ -76,16 +110,16 @@ impl LoginLimiter {
             Some(key) => inner
                 .devices
                 .get_mut(key)
-                .and_then(|d| wait(&mut d.attempts, self.per_user, window, now)),
+                .and_then(|d| wait(&mut d.attempts, self.per_user, window, slowdown, now)),
             None => inner
                 .by_user
                 .get_mut(user)
-                .and_then(|q| wait(q, self.per_user, window, now)),
+                .and_then(|q| wait(q, self.per_user, window, slowdown, now)),
         };
         let ip_wait = inner
             .by_ip
             .get_mut(&ip)
-            .and_then(|q| wait(q, self.per_ip, window, now));
+            .and_then(|q| wait(q, self.per_ip, window, slowdown, now));
         if let Some(d) = user_wait.max(ip_wait) {
             return Err(d);
         }
@@ -176,26 +210,26 @@ pub struct Attempt {
     device: Option<String>,
 }
 
-/// Drops failures older than the window; if `limit` remain, how long until
-/// the oldest expires.
+/// Drops failures older than the window; past `limit`, how long until
+/// the next attempt may begin (the growing delay after the latest one).
 fn wait(
     q: &mut VecDeque<Instant>,
     limit: usize,
     window: Duration,
+    slowdown: Slowdown,
     now: Instant,
 ) -> Option<Duration> {
     while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
         q.pop_front();
     }
-    if q.len() >= limit {
-        q.front().map(|t| {
-            window
-                .saturating_sub(now.duration_since(*t))
-                .max(Duration::from_secs(1))
-        })
-    } else {
-        None
+    if q.len() < limit {
+        return None;
     }
+    let latest = *q.back()?;
+    let ready = latest + slowdown.delay(q.len() - limit, window);
+    // Retry-After is in whole seconds: round up, so a client that waits
+    // exactly that long is let in.
+    (ready > now).then(|| Duration::from_secs((ready - now).as_secs_f64().ceil() as u64))
 }
 
 #[cfg(test)]
@@ -205,9 +239,37 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
+    /// Past the limit a name slows down, it does not lock: each attempt
+    /// waits twice as long after the one before, up to a minute, however
+    /// long the window.
+    #[test]
+    fn past_the_limit_attempts_wait_a_growing_delay() {
+        let l = LoginLimiter::new(3, 1000, Duration::from_secs(3600), Slowdown::default());
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            let _ = l.begin_at("bob", A, None, now).unwrap();
+        }
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            let wait = l.begin_at("bob", B, None, now).unwrap_err();
+            assert_eq!(
+                l.begin_at("bob", B, None, now + wait - Duration::from_millis(1))
+                    .unwrap_err(),
+                Duration::from_secs(1).min(wait),
+                "one moment early is still too early"
+            );
+            now += wait;
+            let _ = l
+                .begin_at("bob", B, None, now)
+                .expect("let in once the wait is over");
+            waits.push(wait.as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
     #[test]
     fn per_user_limit_then_window_passes() {
-        let l = LoginLimiter::new(3, 100, Duration::from_secs(60));
+        let l = LoginLimiter::new(3, 100, Duration::from_secs(60), Slowdown::default());
         let t0 = Instant::now();
         for _ in 0..3 {
             assert!(l.begin_at("bob", A, None, t0).is_ok());
@@ -228,7 +290,7 @@ mod tests {
 
     #[test]
     fn per_ip_limit() {
-        let l = LoginLimiter::new(100, 2, Duration::from_secs(60));
+        let l = LoginLimiter::new(100, 2, Duration::from_secs(60), Slowdown::default());
         let t0 = Instant::now();
         let _ = l.begin_at("a", A, None, t0).unwrap();
         let _ = l.begin_at("b", A, None, t0).unwrap();
@@ -239,7 +301,7 @@ mod tests {
 
     #[test]
     fn success_is_taken_back() {
-        let l = LoginLimiter::new(2, 2, Duration::from_secs(60));
+        let l = LoginLimiter::new(2, 2, Duration::from_secs(60), Slowdown::default());
         let t0 = Instant::now();
         let _ = l.begin_at("bob", A, None, t0).unwrap();
         let ok = l.begin_at("bob", A, None, t0).unwrap();
@@ -256,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_known_device_is_not_locked_out_with_its_name() {
-        let l = LoginLimiter::new(2, 100, Duration::from_secs(60));
+        let l = LoginLimiter::new(2, 100, Duration::from_secs(60), Slowdown::default());
         let t0 = Instant::now();
         let first = l.begin_at("bob", A, None, t0).unwrap();
         l.succeeded(first, "bobs-laptop");
@@ -283,7 +345,7 @@ mod tests {
 
     #[test]
     fn the_owners_login_does_not_forgive_a_guesser() {
-        let l = LoginLimiter::new(2, 100, Duration::from_secs(60));
+        let l = LoginLimiter::new(2, 100, Duration::from_secs(60), Slowdown::default());
         let t0 = Instant::now();
         let first = l.begin_at("bob", A, None, t0).unwrap();
         l.succeeded(first, "bobs-laptop");

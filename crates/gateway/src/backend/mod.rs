@@ -42,6 +42,26 @@ enum Link {
     },
 }
 
+/// The HTTP client could not be built: in practice, no CA certificates
+/// (a bare container). Said so that an operator knows what to add.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot set up HTTP(S) connections to GPU backends ({}). HTTPS needs the system's CA \
+     certificates: install them (Debian: the ca-certificates package) or give the \
+     container /etc/ssl/certs",
+    innermost(.0)
+)]
+pub struct HttpSetupError(reqwest::Error);
+
+/// reqwest says only "builder error"; the reason is its source's.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(source) = e.source() {
+        e = source;
+    }
+    e.to_string()
+}
+
 impl Backend {
     /// `http` is the shared client for short requests; a worker's job
     /// streams get a client of their own (no overall time-out).
@@ -53,7 +73,7 @@ impl Backend {
                 let streams =
                     WorkerClient::http_client().map_err(|e| BackendError::Unreachable {
                         backend: config.name.clone(),
-                        reason: format!("could not build the HTTP client for job streams: {e}"),
+                        reason: HttpSetupError(e).to_string(),
                     })?;
                 let token = config.token.clone().unwrap_or_else(|| Secret::new(""));
                 let runs = WorkerClient::new(&config.url, token, streams);
@@ -72,8 +92,8 @@ impl Backend {
 
     /// The shared HTTP client: explicit timeouts so a hung backend cannot
     /// hang a participant's page load.
-    pub fn http_client() -> reqwest::Client {
-        ComfyClient::http_client()
+    pub fn http_client() -> Result<reqwest::Client, HttpSetupError> {
+        ComfyClient::http_client().map_err(HttpSetupError)
     }
 
     pub fn url(&self) -> &str {

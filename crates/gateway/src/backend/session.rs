@@ -68,7 +68,10 @@ impl SessionEvent {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SessionError {
     /// The backend refused the prompt (HTTP 400) with ComfyUI's body.
-    #[error("the backend refused the prompt")]
+    #[error(
+        "the backend refused the prompt: {}",
+        comfyume_protocol::client::rejection_summary(.0)
+    )]
     Rejected(Value),
     /// The backend turned the job away before starting it (a busy
     /// worker): not the job's fault, and another try may succeed.

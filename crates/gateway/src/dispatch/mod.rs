@@ -6,7 +6,7 @@
 
 mod health;
 mod run;
-mod warmup;
+pub(crate) mod warmup;
 
 pub use health::{Admission, BackendState};
 

@@ -6,6 +6,8 @@ mod admin;
 mod client_addr;
 mod comfy;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod guard;
 mod login;
 mod serve;

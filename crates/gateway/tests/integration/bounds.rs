@@ -99,3 +99,80 @@ async fn a_body_sent_a_byte_at_a_time_is_refused() {
         "nothing half-written"
     );
 }
+
+/// The process's resident memory, in bytes (Linux).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
+
+/// The attack that once took 22 GB: four parallel `POST /api/settings` of
+/// 96 MB each, at full size, streamed (the test holds one 64 KiB chunk).
+/// Each gets its 413 once the route's limit is read, the process grows by
+/// far less than one such body would take (the bound is generous: other
+/// tests run in this process too), and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_flood_at_full_size_stays_small() {
+    const BODY: usize = 96 * 1024 * 1024;
+    const BOUND: u64 = 64 * 1024 * 1024;
+    let app = TestApp::spawn().await;
+    let cookie = session_cookie_of(&app, "alice").await;
+    let before = resident_bytes();
+    let flood = (0..4).map(|_| {
+        let cookie = cookie.clone();
+        let addr = app.addr;
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /api/settings HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {BODY}\r\n\r\n"
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            let (mut read, mut write) = tcp.into_split();
+            let send = async move {
+                let chunk = vec![b' '; 64 * 1024];
+                for _ in 0..BODY / chunk.len() {
+                    if write.write_all(&chunk).await.is_err() {
+                        break; // the server closed: it had heard enough
+                    }
+                }
+            };
+            let answer = async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                String::from_utf8_lossy(&seen).into_owned()
+            };
+            let ((), answer) = tokio::join!(send, answer);
+            answer
+        }
+    });
+    let answers = within("the flood", futures_util::future::join_all(flood)).await;
+    for answer in &answers {
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        grown < BOUND,
+        "memory grew by {} MB under the flood",
+        grown / (1024 * 1024)
+    );
+    let r = app
+        .client()
+        .get(app.at("/api/settings"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the server still answers");
+}

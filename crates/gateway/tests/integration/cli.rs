@@ -192,6 +192,40 @@ fn config_example_and_errors() {
     }
 }
 
+/// A bare container with no CA certificates: `serve` says what is missing
+/// and exits, instead of panicking (found by the static binary's chroot
+/// smoke test in scripts/test.sh).
+#[test]
+fn serve_without_ca_certificates_says_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let frontend = dir.path().join("static");
+    std::fs::create_dir(&frontend).unwrap();
+    std::fs::write(frontend.join("index.html"), "<html>").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_comfyume"))
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--frontend-dir",
+        ])
+        .arg(&frontend)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .env_remove("COMFYUME_CONFIG")
+        .env("SSL_CERT_FILE", dir.path().join("no-such-bundle.pem"))
+        .env("SSL_CERT_DIR", dir.path().join("no-such-dir"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("CA certificates") && err.contains("ca-certificates package"),
+        "{err}"
+    );
+}
+
 /// The README's way to give a new account its password without putting it
 /// on the command line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,13 +268,24 @@ async fn doctor_checks_a_healthy_and_a_broken_setup() {
     }));
     let frontend = crate::support::fake_frontend(dir.path());
     let templates = crate::support::templates(dir.path());
-    let config = |backend_url: &str| {
+    let warmup = |class_type: &str| {
+        let path = dir.path().join(format!("warmup-{class_type}.json"));
+        let prompt = serde_json::json!({
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+            "2": {"class_type": class_type, "inputs": {"images": ["1", 0], "filename_prefix": "warmup"}},
+        });
+        std::fs::write(&path, prompt.to_string()).unwrap();
+        path
+    };
+    let config = |backend_url: &str, warmup: &Path| {
         let path = dir.path().join("doctor.toml");
         std::fs::write(
             &path,
             format!(
-                "data_dir = {:?}\n[[backends]]\nname = \"gpu-1\"\nkind = \"sim\"\nurl = \"{backend_url}\"\n",
-                dir.path().join("data").display().to_string()
+                "data_dir = {:?}\n[dispatch]\nwarmup_prompt = {:?}\n\
+                 [[backends]]\nname = \"gpu-1\"\nkind = \"sim\"\nurl = \"{backend_url}\"\nslots = 2\n",
+                dir.path().join("data").display().to_string(),
+                warmup.display().to_string(),
             ),
         )
         .unwrap();
@@ -258,12 +303,16 @@ async fn doctor_checks_a_healthy_and_a_broken_setup() {
                 .arg(&frontend)
                 .arg("--templates-dir")
                 .arg(&templates)
+                .args(["--participants", "30"])
                 .output()
                 .expect("the comfyume binary runs")
         })
     };
 
-    let healthy = doctor(&config(&sim_url), &frontend).await.unwrap();
+    let good_warmup = warmup("SaveImage");
+    let healthy = doctor(&config(&sim_url, &good_warmup), &frontend)
+        .await
+        .unwrap();
     let text = stdout(&healthy);
     assert!(healthy.status.success(), "{text}\n{}", stderr(&healthy));
     for line in [
@@ -272,6 +321,8 @@ async fn doctor_checks_a_healthy_and_a_broken_setup() {
         "frontend",
         "backend gpu-1",
         "template ",
+        "warm-up gpu-1",
+        "capacity",
     ] {
         assert!(
             text.lines()
@@ -283,9 +334,17 @@ async fn doctor_checks_a_healthy_and_a_broken_setup() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let broken = doctor(&config(&dead_url), &dir.path().join("nowhere"))
-        .await
-        .unwrap();
+    assert!(
+        text.contains("30 participants × 1 job on 2 slots"),
+        "{text}"
+    );
+
+    let broken = doctor(
+        &config(&dead_url, &good_warmup),
+        &dir.path().join("nowhere"),
+    )
+    .await
+    .unwrap();
     let text = stdout(&broken);
     assert!(!broken.status.success());
     assert!(
@@ -303,5 +362,24 @@ async fn doctor_checks_a_healthy_and_a_broken_setup() {
         stderr(&broken).contains("check(s) failed"),
         "{}",
         stderr(&broken)
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("WARN")
+            && l.contains("capacity")
+            && l.contains("no backend ran")),
+        "{text}"
+    );
+
+    // A warm-up prompt the backend refuses fails its line, by name.
+    let refused = doctor(&config(&sim_url, &warmup("NoSuchNode")), &frontend)
+        .await
+        .unwrap();
+    let text = stdout(&refused);
+    assert!(!refused.status.success());
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL")
+            && l.contains("warm-up gpu-1")
+            && l.contains("NoSuchNode")),
+        "{text}"
     );
 }

@@ -13,6 +13,8 @@ use axum::response::Response;
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
+use comfyume_domain::{FileKind, SafeRelPath};
+
 use crate::workspace::{
     UploadOutcome, parse_upload_subfolder, parse_upload_type, upload_overwrite_flag, view_serve_as,
 };
@@ -28,12 +30,39 @@ struct UploadForm {
     overwrite: Option<String>,
 }
 
+/// An upload form read off the wire, its fields parsed.
+pub(crate) struct Upload {
+    pub kind: FileKind,
+    pub subfolder: SafeRelPath,
+    /// Checked by the workspace when it stores the file.
+    pub file_name: String,
+    pub bytes: Vec<u8>,
+    pub overwrite: bool,
+}
+
 pub async fn upload(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
     mut multipart: Multipart,
 ) -> Result<Json<UploadOutcome>, ApiError> {
-    let limit = state.config.limits.max_upload_bytes;
+    let upload = read_upload(&mut multipart, state.config.limits.max_upload_bytes).await?;
+    let outcome = state
+        .workspaces
+        .user(&user.name)
+        .save_upload(
+            upload.kind,
+            &upload.subfolder,
+            &upload.file_name,
+            upload.bytes,
+            upload.overwrite,
+        )
+        .await?;
+    Ok(Json(outcome))
+}
+
+/// Reads an upload form of at most `limit` file bytes. Unknown parts are
+/// skipped, as ComfyUI does.
+pub(crate) async fn read_upload(multipart: &mut Multipart, limit: u64) -> Result<Upload, ApiError> {
     let mut form = UploadForm::default();
     while let Some(field) = multipart
         .next_field()
@@ -65,15 +94,13 @@ pub async fn upload(
     if bytes.len() as u64 > limit {
         return Err(too_large(limit));
     }
-    let kind = parse_upload_type(form.kind.as_deref())?;
-    let subfolder = parse_upload_subfolder(form.subfolder.as_deref())?;
-    let overwrite = upload_overwrite_flag(form.overwrite.as_deref());
-    let outcome = state
-        .workspaces
-        .user(&user.name)
-        .save_upload(kind, &subfolder, &file_name, bytes, overwrite)
-        .await?;
-    Ok(Json(outcome))
+    Ok(Upload {
+        kind: parse_upload_type(form.kind.as_deref())?,
+        subfolder: parse_upload_subfolder(form.subfolder.as_deref())?,
+        file_name,
+        bytes,
+        overwrite: upload_overwrite_flag(form.overwrite.as_deref()),
+    })
 }
 
 fn multipart_error(e: MultipartError, limit: u64) -> ApiError {

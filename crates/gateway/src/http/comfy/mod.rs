@@ -3,7 +3,7 @@
 //! docs/comfyui-protocol.md). Identity always comes from the session,
 //! never from the `Comfy-User` header the frontend also sends.
 
-mod files;
+pub(super) mod files;
 mod info;
 mod queue;
 mod settings;

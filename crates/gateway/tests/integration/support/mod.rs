@@ -111,6 +111,12 @@ impl TestApp {
             ..Config::default()
         };
         config.auth.secure_cookies = false;
+        // Past a login limit, the next attempt waits an hour here, not the
+        // default second: a test that expects a refusal gets it however
+        // slowly the machine runs. (The growing delay itself is tested
+        // with a clock in auth::rate_limit.)
+        config.auth.login_first_delay_seconds = 3600;
+        config.auth.login_max_delay_seconds = 3600;
         adjust(&mut config);
         let data_dir = config.data_dir.clone();
         let gateway = start_gateway(&config, options.manual_dispatch).await;
@@ -273,7 +279,7 @@ impl Gateway {
 }
 
 async fn start_gateway(config: &Config, manual_dispatch: bool) -> Gateway {
-    let http = Backend::http_client();
+    let http = Backend::http_client().expect("an HTTP client");
     let backends = config
         .backends
         .iter()
