@@ -111,6 +111,9 @@ pub struct Limits {
     pub max_user_disk_bytes: u64,
     /// Live sockets (browser tabs) one participant may hold at once.
     pub max_sockets_per_user: u32,
+    /// Open HTTP connections the server holds at once, from everyone; one
+    /// more is answered 503 and closed.
+    pub max_connections: u32,
     /// A request's headers must arrive within this; an idle keep-alive
     /// connection closes after it.
     pub header_read_timeout_seconds: u64,
@@ -134,6 +137,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_user_disk_bytes: 2 * 1024 * 1024 * 1024,
             max_sockets_per_user: 16,
+            max_connections: 10_000,
             header_read_timeout_seconds: 30,
             request_timeout_seconds: 300,
             max_pending_per_user: 10,
@@ -143,6 +147,10 @@ impl Default for Limits {
                 ("width", 4096.0),
                 ("height", 4096.0),
                 ("batch_size", 16.0),
+                ("amount", 16.0),
+                ("scale_by", 4.0),
+                ("length", 257.0),
+                ("video_frames", 64.0),
             ]
             .into_iter()
             .map(|(input, cap)| (input.to_string(), cap))
@@ -319,6 +327,10 @@ impl Config {
             (
                 "limits.max_sockets_per_user",
                 u64::from(self.limits.max_sockets_per_user),
+            ),
+            (
+                "limits.max_connections",
+                u64::from(self.limits.max_connections),
             ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {

@@ -3,6 +3,11 @@
 //! Every message the server pushes goes to one user's sockets (or one of
 //! them); there is deliberately no broadcast to everyone, so one
 //! participant's events can never reach another.
+//!
+//! Each socket's queue is bounded: a browser that stops reading (a frozen
+//! tab, a stalled link) is disconnected once [`OUTBOUND_QUEUE`] frames wait
+//! for it, instead of holding them in memory; it reconnects and collects
+//! what it missed from history, as after any network drop.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +24,14 @@ pub enum Outbound {
     Binary(Vec<u8>),
 }
 
+/// Frames that may wait for one socket (progress and previews of a few
+/// jobs: a reading browser never comes near it).
+pub const OUTBOUND_QUEUE: usize = 1024;
+
 struct Connection {
     id: u64,
     sid: String,
-    tx: mpsc::UnboundedSender<Outbound>,
+    tx: mpsc::Sender<Outbound>,
     /// The client announced `supports_preview_metadata`: previews go to it
     /// as type-4 frames; to others as ComfyUI's plain type 1.
     preview_metadata: bool,
@@ -86,8 +95,8 @@ impl Hub {
         &self,
         user: UserId,
         sid: &str,
-    ) -> (Registration<'_>, mpsc::UnboundedReceiver<Outbound>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> (Registration<'_>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         let conns = users.entry(user).or_default();
@@ -110,9 +119,9 @@ impl Hub {
 
     /// Sends to every socket of `user`.
     pub fn send_to_user(&self, user: UserId, msg: Outbound) {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        for c in users.get(&user).into_iter().flatten() {
-            let _ = c.tx.send(msg.clone());
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(conns) = users.get_mut(&user) {
+            conns.retain(|c| deliver(c, msg.clone()));
         }
     }
 
@@ -120,21 +129,23 @@ impl Hub {
     /// with metadata (type 4) reaches a client that did not ask for that
     /// form as the plain preview (type 1) stock ComfyUI would send it.
     pub fn send_to_sid(&self, user: UserId, sid: &str, msg: Outbound) {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = users
-            .get(&user)
-            .into_iter()
-            .flatten()
-            .find(|c| c.sid == sid)
-        {
-            let msg = match msg {
-                Outbound::Binary(bytes) if !c.preview_metadata => match plain_preview(&bytes) {
-                    Some(plain) => Outbound::Binary(plain),
-                    None => Outbound::Binary(bytes),
-                },
-                other => other,
-            };
-            let _ = c.tx.send(msg);
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(conns) = users.get_mut(&user) else {
+            return;
+        };
+        let Some(i) = conns.iter().position(|c| c.sid == sid) else {
+            return;
+        };
+        let c = &conns[i];
+        let msg = match msg {
+            Outbound::Binary(bytes) if !c.preview_metadata => match plain_preview(&bytes) {
+                Some(plain) => Outbound::Binary(plain),
+                None => Outbound::Binary(bytes),
+            },
+            other => other,
+        };
+        if !deliver(c, msg) {
+            conns.remove(i);
         }
     }
 
@@ -157,6 +168,23 @@ impl Registration<'_> {
         {
             c.preview_metadata = on;
         }
+    }
+}
+
+/// Queues `msg` for `c`; `false` when the socket is gone, or so far behind
+/// that it is dropped (its receiver then ends, and the socket closes).
+fn deliver(c: &Connection, msg: Outbound) -> bool {
+    match c.tx.try_send(msg) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(
+                sid = %c.sid,
+                queued = OUTBOUND_QUEUE,
+                "a socket stopped reading: disconnecting it (it reconnects and catches up from history)"
+            );
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -233,6 +261,34 @@ mod tests {
         assert!(
             plain_preview(&[0, 0, 0, 4, 255, 255, 255, 255]).is_none(),
             "a lying length is not trusted"
+        );
+    }
+
+    #[test]
+    fn a_socket_that_stops_reading_is_dropped_not_buffered() {
+        let hub = Hub::default();
+        let (_stuck, mut rx_stuck) = hub.register(UserId(1), "frozen-tab");
+        let (_reader, mut rx_reader) = hub.register(UserId(1), "live-tab");
+        for i in 0..OUTBOUND_QUEUE {
+            hub.send_to_user(UserId(1), Outbound::Text(i.to_string()));
+            // The live tab keeps up; the frozen one reads nothing.
+            assert_eq!(rx_reader.try_recv().unwrap(), Outbound::Text(i.to_string()));
+        }
+        assert_eq!(hub.connection_count(), 2, "a full queue is not yet over");
+        hub.send_to_user(UserId(1), Outbound::Text("one more".into()));
+        assert_eq!(hub.connection_count(), 1, "the frozen tab is dropped");
+        assert_eq!(
+            rx_reader.try_recv().unwrap(),
+            Outbound::Text("one more".into())
+        );
+        // What was queued for the frozen tab drains, then its queue ends,
+        // which closes its socket.
+        for _ in 0..OUTBOUND_QUEUE {
+            assert!(rx_stuck.try_recv().is_ok());
+        }
+        assert_eq!(
+            rx_stuck.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
         );
     }
 

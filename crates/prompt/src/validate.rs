@@ -268,8 +268,10 @@ struct Ctx<'a> {
 /// A room's own upper bounds on numeric inputs, by input name, on top of
 /// the catalogue's: a workshop's GPUs are shared, and a `steps` of 10,000
 /// or a 16384-pixel latent would hold one for the whole session. A cap
-/// applies to that input of every node, when given as a number (a linked
-/// value is the linked node's business).
+/// applies to that input of every node, whether the number is given
+/// there or comes through primitive nodes (`PrimitiveInt`, …), and even
+/// where a custom node's `VALIDATE_INPUTS` switches ComfyUI's own range
+/// checks off.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoomCaps {
     by_input: std::collections::BTreeMap<String, f64>,
@@ -529,6 +531,14 @@ impl<'a> Frame<'a> {
                 ));
                 return Ok(None);
             }
+            if ctx.caps.cap(x).is_some() {
+                if let Some(constant) = primitive_value(ctx.prompt, source) {
+                    if let Some(error) = over_cap(x, &config, &Py::from(constant), ctx.caps)? {
+                        self.errors.push(error);
+                        return Ok(None);
+                    }
+                }
+            }
             self.pending = Some(Pending {
                 input: x,
                 config,
@@ -569,7 +579,11 @@ impl<'a> Frame<'a> {
         };
 
         if self.validator.is_some_and(|v| v.input == x) {
-            // VALIDATE_INPUTS takes this input: ComfyUI skips the checks below.
+            // VALIDATE_INPUTS takes this input: ComfyUI skips the checks
+            // below. The room's own are ours, and still apply.
+            if let Some(error) = room_check(x, &config, &value, ctx.caps)? {
+                self.errors.push(error);
+            }
             return Ok(None);
         }
         let extra = d.extra();
@@ -599,49 +613,9 @@ impl<'a> Frame<'a> {
                 return Ok(None);
             }
         }
-        if let Some(cap) = ctx
-            .caps
-            .cap(x)
-            .filter(|_| matches!(value, Py::Int(_) | Py::Float(_)))
-        {
-            // Shown as ComfyUI shows its own limits: 150, not 150.0.
-            let cap = if cap.fract() == 0.0 && cap.abs() < 9.0e15 {
-                Value::from(cap as i64)
-            } else {
-                Value::from(cap)
-            };
-            let cap = Py::from(&cap);
-            if value.compare(">", &cap)? {
-                self.errors.push(errors::value_bigger_than_max(
-                    x,
-                    &config,
-                    &value.to_json(),
-                    &value.str(),
-                    &cap.str(),
-                ));
-                return Ok(None);
-            }
-        }
-        if x == "filename_prefix" {
-            if let Py::Str(prefix) = &value {
-                use comfyume_domain::PathError;
-                let refused = match comfyume_domain::SafeRelPath::parse(prefix) {
-                    Ok(_) => None,
-                    // ComfyUI's words when SaveImage refuses it at run time.
-                    Err(PathError::Absolute | PathError::Escapes) => {
-                        Some("Saving image outside the output folder is not allowed.")
-                    }
-                    Err(PathError::TooLong) => Some("The file name prefix is too long."),
-                    Err(PathError::BadCharacter) => {
-                        Some("The file name prefix holds a character no file name can.")
-                    }
-                };
-                if let Some(reason) = refused {
-                    self.errors
-                        .push(errors::custom_validation_failed(x, reason));
-                    return Ok(None);
-                }
-            }
+        if let Some(error) = room_check(x, &config, &value, ctx.caps)? {
+            self.errors.push(error);
+            return Ok(None);
         }
         if let Some(options) = d.combo_options() {
             let choices: Vec<Py> = options.iter().map(Py::from).collect();
@@ -826,6 +800,79 @@ fn index_tuple<'t>(items: &'t [Value], slot: &Value) -> Result<&'t Value, PyErr>
         return Err(PyErr::new("IndexError", "tuple index out of range"));
     }
     Ok(&items[i as usize])
+}
+
+/// The room's own checks of input `x` holding `value`: its cap, and a
+/// `filename_prefix` that would leave the output folder (refused as
+/// ComfyUI's SaveImage would refuse it, but before a GPU is taken).
+fn room_check(
+    x: &str,
+    config: &Value,
+    value: &Py,
+    caps: &RoomCaps,
+) -> Result<Option<Value>, PyErr> {
+    if let Some(error) = over_cap(x, config, value, caps)? {
+        return Ok(Some(error));
+    }
+    let (true, Py::Str(prefix)) = (x == "filename_prefix", value) else {
+        return Ok(None);
+    };
+    use comfyume_domain::PathError;
+    let refused = match comfyume_domain::SafeRelPath::parse(prefix) {
+        Ok(_) => return Ok(None),
+        // ComfyUI's words when SaveImage refuses it at run time.
+        Err(PathError::Absolute | PathError::Escapes) => {
+            "Saving image outside the output folder is not allowed."
+        }
+        Err(PathError::TooLong) => "The file name prefix is too long.",
+        Err(PathError::BadCharacter) => "The file name prefix holds a character no file name can.",
+    };
+    Ok(Some(errors::custom_validation_failed(x, refused)))
+}
+
+/// The room cap's error for input `x` holding `value`, if it is a number
+/// over the cap (in ComfyUI's shape for its own maximums).
+fn over_cap(x: &str, config: &Value, value: &Py, caps: &RoomCaps) -> Result<Option<Value>, PyErr> {
+    let Some(cap) = caps
+        .cap(x)
+        .filter(|_| matches!(value, Py::Int(_) | Py::Float(_)))
+    else {
+        return Ok(None);
+    };
+    // Shown as ComfyUI shows its own limits: 150, not 150.0.
+    let cap = if cap.fract() == 0.0 && cap.abs() < 9.0e15 {
+        Value::from(cap as i64)
+    } else {
+        Value::from(cap)
+    };
+    let cap = Py::from(&cap);
+    Ok(value.compare(">", &cap)?.then(|| {
+        errors::value_bigger_than_max(x, config, &value.to_json(), &value.str(), &cap.str())
+    }))
+}
+
+/// Nodes whose output is their `value` input, unchanged: the frontend's
+/// widget-to-input conversions and ComfyUI's primitive nodes. A room cap
+/// follows a link through them to the number behind it.
+const PRIMITIVES: [&str; 2] = ["PrimitiveInt", "PrimitiveFloat"];
+
+/// The number a chain of primitive nodes starting at `id` outputs, if it
+/// ends in one (a value computed by any other node is not known before it
+/// runs).
+fn primitive_value<'a>(prompt: &'a Map<String, Value>, mut id: &'a str) -> Option<&'a Value> {
+    for _ in 0..MAX_DEPTH {
+        let node = prompt.get(id)?;
+        let class = node.get("class_type")?.as_str()?;
+        if !PRIMITIVES.contains(&class) {
+            return None;
+        }
+        match node.get("inputs")?.get("value")? {
+            number @ Value::Number(_) => return Some(number),
+            Value::Array(link) if link.len() == 2 => id = link[0].as_str()?,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// comfy_execution/graph_utils.py `is_link`.

@@ -12,6 +12,9 @@
 //! and its attempts are counted against the device, not the name. Whoever
 //! guesses without one is stopped by the name's limit.
 //!
+//! IPv6 clients are counted by their /64 (one machine or home picks any
+//! address in it).
+//!
 //! In memory: one gateway process serves a workshop, and a restart forgiving
 //! everyone is harmless.
 
@@ -101,6 +104,7 @@ impl LoginLimiter {
         device: Option<&str>,
         now: Instant,
     ) -> Result<Attempt, Duration> {
+        let ip = address_key(ip);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (window, slowdown) = (self.window, self.slowdown);
         let known = device
@@ -191,6 +195,19 @@ impl LoginLimiter {
                 attempts: VecDeque::from([attempt.at]),
             },
         );
+    }
+}
+
+/// The address an attempt is counted against: an IPv6 address by its /64,
+/// the block one machine or home is given (it can pick any address in it,
+/// so counting each would count nothing); an IPv4 address as it is.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
     }
 }
 
@@ -286,6 +303,23 @@ mod tests {
             l.begin_at("bob", A, None, t0 + Duration::from_secs(61))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn an_ipv6_block_counts_as_one_address() {
+        let l = LoginLimiter::new(100, 2, Duration::from_secs(60), Slowdown::default());
+        let t0 = Instant::now();
+        let at = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _ = l.begin_at("a", at("2001:db8:1:2::1"), None, t0).unwrap();
+        let _ = l
+            .begin_at("b", at("2001:db8:1:2:ffff::9"), None, t0)
+            .unwrap();
+        assert!(
+            l.begin_at("c", at("2001:db8:1:2:abcd::3"), None, t0)
+                .is_err(),
+            "another address in the same /64 is the same client"
+        );
+        assert!(l.begin_at("c", at("2001:db8:1:3::1"), None, t0).is_ok());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! connection is closed after the same time (a trickle of bytes or a
 //! silent socket holds nothing forever); a whole request, body included,
 //! must be read and answered within `request_timeout_seconds` (the
-//! router's time-out layer). WebSocket upgrades are served too.
+//! router's time-out layer). WebSocket upgrades are served too. At most
+//! `max_connections` connections are served at once; one more is told 503
+//! and closed, so a flood of idle sockets cannot exhaust file descriptors.
 //!
 //! On shutdown it stops accepting, lets requests in flight finish (their
 //! connections close after the answer), and waits for every connection
@@ -27,6 +29,12 @@ use crate::app::AppState;
 /// How long connections may take to finish once shutdown starts.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// What a connection over the cap hears: written once, without waiting
+/// (a client too slow to take 150 bytes gets nothing, and is closed).
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nConnection: close\r\n\
+Content-Length: 45\r\n\r\nThe server is at its connection limit: retry.";
+
 /// Serves `state`'s router on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -35,8 +43,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = super::router(state.clone());
     let header_timeout = Duration::from_secs(state.config.limits.header_read_timeout_seconds);
+    let max_connections = state.config.limits.max_connections as usize;
     let (stopping, stop) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let mut at_limit = false;
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -52,6 +62,21 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Reap finished connections, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= max_connections {
+            let _ = tcp.try_write(OVER_CAPACITY);
+            // Once per spell at the limit, not once per refused socket.
+            if !at_limit {
+                tracing::warn!(
+                    max_connections,
+                    "at the connection limit: refusing new connections"
+                );
+            }
+            at_limit = true;
+            continue;
+        }
+        at_limit = false;
         // Small frames (progress, status) go out at once: with Nagle's
         // algorithm a burst of them waits on the peer's delayed ACK (40 ms).
         let _ = tcp.set_nodelay(true);
@@ -64,8 +89,6 @@ pub async fn serve(
         let stopped = async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         };
-        // Reap finished connections, so the set holds only live ones.
-        while connections.try_join_next().is_some() {}
         connections.spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -176,3 +176,43 @@ async fn a_settings_flood_at_full_size_stays_small() {
         .unwrap();
     assert_eq!(r.status(), 200, "the server still answers");
 }
+
+/// Connections from everyone are bounded: past `max_connections` a new
+/// one is told 503 and closed; once the holders leave, the server serves
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_told_503() {
+    let app = TestApp::spawn_with(|c| c.limits.max_connections = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    // The server has seen the three once it answers on one of them.
+    held[0]
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = within("an answer on a held connection", held[0].read(&mut buf))
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let mut fourth = TcpStream::connect(app.addr).await.unwrap();
+    let answer = until_closed(&mut fourth).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After"), "{answer}");
+
+    drop(held);
+    // The server notices the closed connections as it reaps them: retry
+    // until it does (bounded by `within`).
+    within("a connection served again", async {
+        loop {
+            match reqwest::get(app.at("/health")).await {
+                Ok(r) if r.status() == 200 => break,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+}

@@ -1040,6 +1040,33 @@ fn room_caps_tighten_numeric_inputs_in_comfyuis_shape() {
     assert!(validate(&prompt, None, catalogue()).is_ok());
 }
 
+/// A capped input fed by primitive nodes (the frontend's "convert to
+/// input", a chain of them) is capped on the number behind them; a value
+/// computed by any other node is not known before it runs.
+#[test]
+fn room_caps_follow_links_through_primitive_nodes() {
+    let caps = super::super::RoomCaps::new([("width".to_string(), 1024.0)]);
+    let with_width_from = |value: Value| {
+        let mut prompt = chain(empty_image(json!(["10", 0])));
+        prompt["10"] = json!({"class_type": "PrimitiveInt", "inputs": {"value": ["11", 0]}});
+        prompt["11"] = json!({"class_type": "PrimitiveInt", "inputs": {"value": value}});
+        prompt
+    };
+    let body =
+        super::super::validate_in_room(&with_width_from(json!(16384)), None, catalogue(), &caps)
+            .unwrap_err()
+            .body;
+    let error = &body["node_errors"]["1"]["errors"][0];
+    assert_eq!(error["type"], "value_bigger_than_max", "{body}");
+    assert_eq!(error["message"], "Value 16384 bigger than max of 1024");
+    assert_eq!(error["details"], "width");
+    assert!(
+        super::super::validate_in_room(&with_width_from(json!(512)), None, catalogue(), &caps)
+            .is_ok()
+    );
+    assert!(validate(&with_width_from(json!(16384)), None, catalogue()).is_ok());
+}
+
 #[test]
 fn a_filename_prefix_outside_the_output_folder_is_refused_up_front() {
     for bad in ["../../tmp/x", "/etc/x", "a/../../x"] {

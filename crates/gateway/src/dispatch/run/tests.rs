@@ -217,12 +217,7 @@ impl Rig {
         .await
     }
 
-    fn listen(
-        &self,
-    ) -> (
-        crate::hub::Registration<'_>,
-        mpsc::UnboundedReceiver<Outbound>,
-    ) {
+    fn listen(&self) -> (crate::hub::Registration<'_>, mpsc::Receiver<Outbound>) {
         self.shared.hub.register(self.job.owner, SID)
     }
 
@@ -293,7 +288,7 @@ fn save_prompt() -> Value {
 }
 
 /// The `type` of every text frame the owner got, with the node of `executed`.
-fn received(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Vec<String> {
+fn received(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
     let mut kinds = Vec::new();
     while let Ok(frame) = rx.try_recv() {
         match frame {

@@ -56,6 +56,9 @@ fn is_valid_sid(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// The longest one frame may wait for the browser to take it.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn serve_socket(state: AppState, user: SessionUser, sid: String, socket: WebSocket) {
     let (registration, mut outbound) = state.hub.register(user.id, &sid);
     let (mut sink, mut stream) = socket.split();
@@ -91,8 +94,15 @@ async fn serve_socket(state: AppState, user: SessionUser, sid: String, socket: W
                     Outbound::Text(t) => Message::Text(t.into()),
                     Outbound::Binary(b) => Message::Binary(b.into()),
                 };
-                if sink.send(frame).await.is_err() {
-                    break;
+                // A browser that takes no bytes for this long is gone
+                // (or frozen); it reconnects and catches up from history.
+                match tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        tracing::info!(%sid, "a socket took no frame for {SEND_TIMEOUT:?}: closing it");
+                        break;
+                    }
                 }
             }
             incoming = stream.next() => {
