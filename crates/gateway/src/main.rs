@@ -1,5 +1,15 @@
 //! The `comfyume` binary: everything lives in the library; see `cli`.
 
+/// mimalloc, not glibc's malloc: each password check allocates and frees a
+/// 19 MiB Argon2 buffer, and glibc (whose mmap threshold rises to the size
+/// of the largest block freed) keeps such blocks in per-thread arenas for
+/// good. Measured on 2 cores, a release build after 300 failed logins (150
+/// at a time): glibc 73 MB → 699 MB resident, never returned; mimalloc
+/// 46 MB → 73 MB. The login flood test in tests/integration/cli.rs holds
+/// the binary to a bound.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     comfyume::cli::main()
 }

@@ -383,3 +383,93 @@ async fn doctor_checks_a_healthy_and_a_broken_setup() {
         "{text}"
     );
 }
+
+/// The binary's resident memory, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// A login flood with made-up names against the real binary (its own
+/// allocator): 300 failed logins, 150 at a time, each answered, and the
+/// process holds on to a bounded amount of memory afterwards (once 22 GB
+/// and then 700 MB; the bound is generous).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_leaves_the_servers_memory_bounded() {
+    use std::io::BufRead;
+    const BOUND: u64 = 160 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let frontend = crate::support::fake_frontend(dir.path());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_comfyume"))
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--frontend-dir",
+        ])
+        .arg(&frontend)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("COMFYUME_CONFIG")
+        .env("NO_COLOR", "1")
+        // Every attempt gets its password checked: that is the load.
+        .env("COMFYUME_AUTH__LOGIN_FAILURES_PER_IP", "100000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("ComfyUME is serving on ").map(str::to_owned));
+        // Keep reading, so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        url
+    })
+    .await
+    .unwrap()
+    .expect("the server says where it serves");
+    let before = resident_bytes(server.id());
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let logins = (0..150).map(|i| {
+            let client = client.clone();
+            let url = format!("{url}/login");
+            async move {
+                client
+                    .post(url)
+                    .form(&[
+                        ("username", format!("nobody{i}")),
+                        ("password", "x".into()),
+                        ("next", "/".into()),
+                    ])
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        });
+        let statuses =
+            crate::support::within("a round of logins", futures_util::future::join_all(logins))
+                .await;
+        for status in statuses {
+            assert_eq!(status.ok(), Some(401));
+        }
+    }
+    let grown = resident_bytes(server.id()).saturating_sub(before);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        grown < BOUND,
+        "resident memory grew by {} MB",
+        grown / (1024 * 1024)
+    );
+}
