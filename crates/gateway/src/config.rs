@@ -75,6 +75,21 @@ pub struct AuthConfig {
     /// Reverse proxies whose `X-Forwarded-For` header names the client (for the per-address login limit); from anyone else the
     /// header is ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The header those proxies name the client in.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// Which header a trusted proxy names the client in. Only one is read: a
+/// proxy passes the other through from the client untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1` (nginx, Caddy, most balancers).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 impl Default for AuthConfig {
@@ -89,6 +104,7 @@ impl Default for AuthConfig {
             login_first_delay_seconds: 1,
             login_max_delay_seconds: 60,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
         }
     }
 }

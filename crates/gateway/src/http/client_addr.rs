@@ -1,10 +1,11 @@
 //! Who is asking, by address: the TCP peer, unless the peer is one of the
-//! configured `auth.trusted_proxies`, whose `X-Forwarded-For` header then
-//! names the client. A header from anyone else is ignored: it is what an
+//! configured `auth.trusted_proxies`, whose forwarding header then names
+//! the client. A header from anyone else is ignored: it is what an
 //! attacker would send to dodge the per-address login limit or to pin it
-//! on someone else. Only `X-Forwarded-For` is read, the header nginx and
-//! Caddy append to; a `Forwarded` header they pass through untouched would
-//! be the client's own words.
+//! on someone else. Only the configured header is read
+//! (`auth.forwarded_header`: `X-Forwarded-For`, which nginx and Caddy
+//! append to, or RFC 7239 `Forwarded`); a proxy passes the other through
+//! from the client untouched, so it would be the client's own words.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,6 +14,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
 use crate::app::AppState;
+use crate::config::ForwardedHeader;
 use crate::http::error::ApiError;
 
 /// The client's address, as far as the trusted proxies say.
@@ -32,6 +34,7 @@ impl FromRequestParts<AppState> for ClientAddr {
             peer.ip(),
             &parts.headers,
             &state.config.auth.trusted_proxies,
+            state.config.auth.forwarded_header,
         )))
     }
 }
@@ -40,13 +43,18 @@ impl FromRequestParts<AppState> for ClientAddr {
 /// (proxies append; only the hops after the last untrusted one are ours).
 /// Addresses are compared in canonical form (`::ffff:127.0.0.1` is
 /// `127.0.0.1`), as a dual-stack listener reports IPv4 peers mapped.
-pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+pub fn client_of(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpAddr],
+    header: ForwardedHeader,
+) -> IpAddr {
     let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
     if !is_trusted(&peer) {
         return peer;
     }
-    let mut chain = forwarded_chain(headers);
+    let mut chain = forwarded_chain(headers, header);
     while let Some(hop) = chain.pop() {
         if !is_trusted(&hop) {
             return hop;
@@ -55,14 +63,28 @@ pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
     peer
 }
 
-/// The addresses of `X-Forwarded-For`, first hop first. A chain with an
-/// unreadable hop is not believed past it.
-fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
+/// The addresses the header lists, first hop first. A chain with an
+/// unreadable hop (or, in `Forwarded`, an element without a readable
+/// `for=`: `unknown`, an obfuscated `_name`) is not believed past it.
+fn forwarded_chain(headers: &HeaderMap, header: ForwardedHeader) -> Vec<IpAddr> {
+    let name = match header {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
+    };
     let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
+        .map(|element| match header {
+            ForwardedHeader::XForwardedFor => element,
+            // `for=192.0.2.60;proto=http;by=203.0.113.43`: its `for`.
+            ForwardedHeader::Forwarded => element
+                .split(';')
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(key, _)| key.eq_ignore_ascii_case("for"))
+                .map_or("", |(_, value)| value),
+        })
         .collect();
     let mut chain = Vec::new();
     // Read from the nearest hop backwards; stop at the first that is not
@@ -107,6 +129,7 @@ mod tests {
     }
 
     const PROXY: &str = "10.0.0.1";
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -116,12 +139,15 @@ mod tests {
     fn only_trusted_proxies_are_believed() {
         let xff = headers(&[("x-forwarded-for", "203.0.113.7")]);
         assert_eq!(
-            client_of(ip("198.51.100.2"), &xff, &[ip(PROXY)]),
+            client_of(ip("198.51.100.2"), &xff, &[ip(PROXY)], XFF),
             ip("198.51.100.2")
         );
-        assert_eq!(client_of(ip(PROXY), &xff, &[ip(PROXY)]), ip("203.0.113.7"));
         assert_eq!(
-            client_of(ip(PROXY), &HeaderMap::new(), &[ip(PROXY)]),
+            client_of(ip(PROXY), &xff, &[ip(PROXY)], XFF),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_of(ip(PROXY), &HeaderMap::new(), &[ip(PROXY)], XFF),
             ip(PROXY)
         );
     }
@@ -130,17 +156,20 @@ mod tests {
     fn a_forged_first_hop_is_not_believed() {
         // The client sent "1.1.1.1" itself; the proxy appended the real one.
         let xff = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.7")]);
-        assert_eq!(client_of(ip(PROXY), &xff, &[ip(PROXY)]), ip("203.0.113.7"));
+        assert_eq!(
+            client_of(ip(PROXY), &xff, &[ip(PROXY)], XFF),
+            ip("203.0.113.7")
+        );
         // Two trusted proxies in a row.
         let xff = headers(&[("x-forwarded-for", "203.0.113.7, 10.0.0.2")]);
         assert_eq!(
-            client_of(ip(PROXY), &xff, &[ip(PROXY), ip("10.0.0.2")]),
+            client_of(ip(PROXY), &xff, &[ip(PROXY), ip("10.0.0.2")], XFF),
             ip("203.0.113.7")
         );
         // Garbage stops the walk: nothing before it is believed.
         let xff = headers(&[("x-forwarded-for", "203.0.113.9, nonsense, 10.0.0.2")]);
         assert_eq!(
-            client_of(ip(PROXY), &xff, &[ip(PROXY), ip("10.0.0.2")]),
+            client_of(ip(PROXY), &xff, &[ip(PROXY), ip("10.0.0.2")], XFF),
             ip(PROXY)
         );
     }
@@ -151,15 +180,40 @@ mod tests {
             ("forwarded", "for=198.51.100.99"),
             ("x-forwarded-for", "203.0.113.7"),
         ]);
-        assert_eq!(client_of(ip(PROXY), &both, &[ip(PROXY)]), ip("203.0.113.7"));
+        assert_eq!(
+            client_of(ip(PROXY), &both, &[ip(PROXY)], XFF),
+            ip("203.0.113.7")
+        );
     }
 
     #[test]
     fn mapped_addresses_are_the_same_address() {
         let xff = headers(&[("x-forwarded-for", "[2001:db8::1]:4711, ::ffff:203.0.113.7")]);
         assert_eq!(
-            client_of(ip("::ffff:10.0.0.1"), &xff, &[ip(PROXY)]),
+            client_of(ip("::ffff:10.0.0.1"), &xff, &[ip(PROXY)], XFF),
             ip("203.0.113.7")
         );
+    }
+
+    #[test]
+    fn rfc_7239_forwarded_when_chosen() {
+        let fwd = ForwardedHeader::Forwarded;
+        let h = headers(&[(
+            "forwarded",
+            r#"for=1.1.1.1, for="[2001:db8:cafe::17]:4711";proto=https, For=10.0.0.2;by=10.0.0.1"#,
+        )]);
+        assert_eq!(
+            client_of(ip(PROXY), &h, &[ip(PROXY), ip("10.0.0.2")], fwd),
+            ip("2001:db8:cafe::17"),
+            "the nearest untrusted hop, not the first (the client's own words)"
+        );
+        // An element with no address stops the walk.
+        let h = headers(&[("forwarded", "for=203.0.113.7, for=unknown")]);
+        assert_eq!(client_of(ip(PROXY), &h, &[ip(PROXY)], fwd), ip(PROXY));
+        let h = headers(&[("forwarded", "proto=https;for=_hidden")]);
+        assert_eq!(client_of(ip(PROXY), &h, &[ip(PROXY)], fwd), ip(PROXY));
+        // The other header is not read.
+        let h = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        assert_eq!(client_of(ip(PROXY), &h, &[ip(PROXY)], fwd), ip(PROXY));
     }
 }
