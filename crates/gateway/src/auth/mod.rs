@@ -133,19 +133,22 @@ impl Accounts {
         let name_key = name.as_ref().map_or(NOT_A_NAME, UserName::as_str);
         // Counted before the password is checked, so parallel guesses
         // cannot all start before the first one fails.
+        let limited = |retry_after| AuthError::RateLimited { retry_after };
         let attempt = self
             .limiter
             .begin(name_key, client, device)
-            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+            .map_err(limited)?;
         let Some(name) = name.filter(|_| check_length(password).is_ok()) else {
             // Nothing to hide by timing: no account has such a name or
             // such a password.
-            drop(attempt);
+            self.limiter.failed(attempt);
             return Err(AuthError::InvalidCredentials);
         };
         let record = self.store.user_by_name(&name).await?;
         let hash = record.as_ref().map(|u| u.password_hash.clone());
-        let ok = password::verify(password, hash).await;
+        let turn = password::turn().await;
+        let attempt = self.limiter.recheck(attempt).map_err(limited)?;
+        let ok = password::verify_in_turn(turn, password, hash).await;
         match record {
             Some(user) if ok && !user.disabled => {
                 let device = SessionToken::generate();
@@ -163,7 +166,7 @@ impl Accounts {
                 })
             }
             _ => {
-                drop(attempt); // counted as a failure
+                self.limiter.failed(attempt);
                 Err(AuthError::InvalidCredentials)
             }
         }

@@ -15,20 +15,29 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// sent to make hashing slow does not.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// One hash at a time per core. The turn moves into the hashing thread, so
-/// a request abandoned while its hash runs still holds it until the hash
-/// ends.
-async fn turn() -> OwnedSemaphorePermit {
+/// The right to run one hash: one at a time per core. The turn moves into
+/// the hashing thread, so a request abandoned while its hash runs still
+/// holds it until the hash ends.
+pub struct Turn {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Waits for a turn to hash (a login takes it before the last look at its
+/// address's limit, so that no more checks pass that look at once than
+/// there are turns).
+pub async fn turn() -> Turn {
     static HASHING: OnceLock<Arc<Semaphore>> = OnceLock::new();
     let hashing = HASHING.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Arc::new(Semaphore::new(cores))
     });
-    hashing
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the hashing semaphore is never closed")
+    Turn {
+        _permit: hashing
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the hashing semaphore is never closed"),
+    }
 }
 
 /// A hash with the same parameters as real ones, verified against when the
@@ -51,8 +60,13 @@ pub async fn hash(password: &Password) -> String {
 
 /// True when `password` matches `stored`; with no stored hash, burns the
 /// same time and answers false.
+#[cfg(test)]
 pub async fn verify(password: &Password, stored: Option<String>) -> bool {
-    let turn = turn().await;
+    verify_in_turn(turn().await, password, stored).await
+}
+
+/// [`verify`] in a turn the caller already holds.
+pub async fn verify_in_turn(turn: Turn, password: &Password, stored: Option<String>) -> bool {
     let password = password.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let _turn = turn;

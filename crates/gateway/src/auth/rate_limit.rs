@@ -1,7 +1,13 @@
-//! Login throttling: attempts are counted per user name and per client
-//! address in a sliding window, from the moment they begin (so a burst of
-//! parallel guesses cannot all slip in before the first is counted); a
-//! successful one is taken back. Past the limit, attempts slow down rather
+//! Login throttling, per user name and per client address, in a sliding
+//! window. A name's attempts count from the moment they begin (so a burst
+//! of parallel guesses at one name cannot all slip in before the first is
+//! counted); a successful one is taken back. An address's count is of
+//! failures only, so a whole room behind one NAT can log in at once; its
+//! limit is checked when the attempt begins and again when the attempt's
+//! turn to hash comes ([`LoginLimiter::recheck`]), and only as many hashes
+//! run at once as there are cores, so a burst of guesses at many names
+//! gets at most the limit plus a core's worth checked. Past a limit,
+//! attempts slow down rather
 //! than lock out: each further one must wait twice as long after the one
 //! before (by default 1 s, 2 s, 4 s, … up to a minute), so a guesser gets a
 //! handful of tries a window while the real owner waits seconds, not the
@@ -92,7 +98,7 @@ impl LoginLimiter {
 
     /// Starts an attempt: `Err(retry_after)` when the name (or, for a
     /// device that logged in as it before, that device) or the address is
-    /// over its limit, else the attempt, counted already.
+    /// over its limit, else the attempt, counted against the name already.
     pub fn begin(&self, user: &str, ip: IpAddr, device: Option<&str>) -> Result<Attempt, Duration> {
         self.begin_at(user, ip, device, Instant::now())
     }
@@ -139,17 +145,11 @@ impl LoginLimiter {
                 .or_default()
                 .push_back(now),
         }
-        inner.by_ip.entry(ip).or_default().push_back(now);
-        // Keep memory bounded under a flood of made-up names or addresses:
-        // entries whose attempts all aged out go.
+        // Keep memory bounded under a flood of made-up names: entries whose
+        // attempts all aged out go.
         if inner.by_user.len() > 10_000 {
             inner
                 .by_user
-                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
-        }
-        if inner.by_ip.len() > 10_000 {
-            inner
-                .by_ip
                 .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
         Ok(Attempt {
@@ -160,20 +160,58 @@ impl LoginLimiter {
         })
     }
 
-    /// The attempt succeeded: the name's failures are forgiven, and the
-    /// attempt no longer counts against the address (a room behind one
-    /// address logs in together).
+    /// The last look at the address, once the attempt's turn to hash has
+    /// come: failures that ended while it waited count. When refused, the
+    /// attempt is withdrawn (its password was never checked).
+    pub fn recheck(&self, attempt: Attempt) -> Result<Attempt, Duration> {
+        self.recheck_at(attempt, Instant::now())
+    }
+
+    fn recheck_at(&self, attempt: Attempt, now: Instant) -> Result<Attempt, Duration> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(retry_after) = inner
+            .by_ip
+            .get_mut(&attempt.ip)
+            .and_then(|q| wait(q, self.per_ip, self.window, self.slowdown, now))
+        else {
+            return Ok(attempt);
+        };
+        let queue = match &attempt.device {
+            Some(key) => inner.devices.get_mut(key).map(|d| &mut d.attempts),
+            None => inner.by_user.get_mut(&attempt.user),
+        };
+        if let Some(q) = queue {
+            if let Some(i) = q.iter().rposition(|t| *t == attempt.at) {
+                q.remove(i);
+            }
+        }
+        Err(retry_after)
+    }
+
+    /// The attempt failed: it counts against its address too.
+    pub fn failed(&self, attempt: Attempt) {
+        self.failed_at(attempt, Instant::now());
+    }
+
+    fn failed_at(&self, attempt: Attempt, now: Instant) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_ip.entry(attempt.ip).or_default().push_back(now);
+        // Bounded under a flood from many addresses, as names are.
+        if inner.by_ip.len() > 10_000 {
+            let window = self.window;
+            inner
+                .by_ip
+                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        }
+    }
+
+    /// The attempt succeeded: the name's failures are forgiven.
     /// `device` is the cookie the browser gets (or keeps) for the name.
     pub fn succeeded(&self, attempt: Attempt, device: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if attempt.device.is_none() {
             // The owner's own device does not forgive a stranger's guesses.
             inner.by_user.remove(&attempt.user);
-        }
-        if let Some(q) = inner.by_ip.get_mut(&attempt.ip) {
-            if let Some(i) = q.iter().rposition(|t| *t == attempt.at) {
-                q.remove(i);
-            }
         }
         if let Some(old) = attempt.device {
             inner.devices.remove(&old);
@@ -216,9 +254,11 @@ fn device_key(cookie: &str) -> String {
     super::SessionToken::hash_of(cookie)
 }
 
-/// A login attempt under way, counted until it succeeds.
+/// A login attempt under way: counted against its name until it succeeds;
+/// reported as [`failed`](LoginLimiter::failed) to count against its
+/// address.
 #[derive(Debug)]
-#[must_use = "an attempt counts as failed unless it is reported as succeeded"]
+#[must_use = "report the attempt as failed or succeeded"]
 pub struct Attempt {
     user: String,
     ip: IpAddr,
@@ -310,10 +350,15 @@ mod tests {
         let l = LoginLimiter::new(100, 2, Duration::from_secs(60), Slowdown::default());
         let t0 = Instant::now();
         let at = |s: &str| s.parse::<IpAddr>().unwrap();
-        let _ = l.begin_at("a", at("2001:db8:1:2::1"), None, t0).unwrap();
-        let _ = l
-            .begin_at("b", at("2001:db8:1:2:ffff::9"), None, t0)
-            .unwrap();
+        l.failed_at(
+            l.begin_at("a", at("2001:db8:1:2::1"), None, t0).unwrap(),
+            t0,
+        );
+        l.failed_at(
+            l.begin_at("b", at("2001:db8:1:2:ffff::9"), None, t0)
+                .unwrap(),
+            t0,
+        );
         assert!(
             l.begin_at("c", at("2001:db8:1:2:abcd::3"), None, t0)
                 .is_err(),
@@ -326,27 +371,70 @@ mod tests {
     fn per_ip_limit() {
         let l = LoginLimiter::new(100, 2, Duration::from_secs(60), Slowdown::default());
         let t0 = Instant::now();
-        let _ = l.begin_at("a", A, None, t0).unwrap();
-        let _ = l.begin_at("b", A, None, t0).unwrap();
+        l.failed_at(l.begin_at("a", A, None, t0).unwrap(), t0);
+        l.failed_at(l.begin_at("b", A, None, t0).unwrap(), t0);
         let wait = l.begin_at("c", A, None, t0).unwrap_err();
         assert!(wait <= Duration::from_secs(60));
         assert!(l.begin_at("c", B, None, t0).is_ok());
     }
 
     #[test]
-    fn success_is_taken_back() {
+    fn success_forgives_the_name_and_never_counts_against_the_address() {
         let l = LoginLimiter::new(2, 2, Duration::from_secs(60), Slowdown::default());
         let t0 = Instant::now();
-        let _ = l.begin_at("bob", A, None, t0).unwrap();
+        l.failed_at(l.begin_at("bob", A, None, t0).unwrap(), t0);
         let ok = l.begin_at("bob", A, None, t0).unwrap();
-        assert!(
-            l.begin_at("carol", A, None, t0).is_err(),
-            "the address is at its limit"
-        );
         l.succeeded(ok, "device-1");
         assert!(
             l.begin_at("bob", A, None, t0).is_ok(),
             "the name is forgiven"
+        );
+        assert!(
+            l.begin_at("carol", A, None, t0).is_ok(),
+            "one failure and a success leave the address under its limit"
+        );
+    }
+
+    /// A room behind one address (a NAT, the proxy) arrives at once: every
+    /// attempt in flight passes, however many; only failures count.
+    #[test]
+    fn a_room_behind_one_address_logs_in_together() {
+        let l = LoginLimiter::new(10, 5, Duration::from_secs(60), Slowdown::default());
+        let t0 = Instant::now();
+        let attempts: Vec<Attempt> = (0..200)
+            .map(|i| l.begin_at(&format!("user{i}"), A, None, t0).unwrap())
+            .collect();
+        for (i, attempt) in attempts.into_iter().enumerate() {
+            let attempt = l.recheck_at(attempt, t0).expect("no failures yet");
+            l.succeeded(attempt, &format!("device-{i}"));
+        }
+    }
+
+    /// Guesses at many names from one address: each is looked at again
+    /// when its turn to hash comes, so the address stops them once its
+    /// failures reach the limit, and a refused one is withdrawn from its
+    /// name.
+    #[test]
+    fn the_address_is_looked_at_again_before_hashing() {
+        let l = LoginLimiter::new(1, 3, Duration::from_secs(60), Slowdown::default());
+        let t0 = Instant::now();
+        let waiting: Vec<Attempt> = (0..10)
+            .map(|i| l.begin_at(&format!("guess{i}"), A, None, t0).unwrap())
+            .collect();
+        let mut checked = 0;
+        for attempt in waiting {
+            match l.recheck_at(attempt, t0) {
+                Ok(attempt) => {
+                    checked += 1;
+                    l.failed_at(attempt, t0);
+                }
+                Err(wait) => assert_eq!(wait, Duration::from_secs(1)),
+            }
+        }
+        assert_eq!(checked, 3);
+        assert!(
+            l.begin_at("guess9", B, None, t0).is_ok(),
+            "a refused attempt does not count against its name"
         );
     }
 

@@ -626,3 +626,51 @@ async fn a_participant_logs_in_while_their_name_is_under_attack() {
         "her browser is not a stranger"
     );
 }
+
+/// The start of a workshop: the whole room, behind one address (a NAT,
+/// the reverse proxy), logs in at the same moment. Only failures count
+/// against an address, so every participant gets in, however many more
+/// than the address's failure limit arrive together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_room_logs_in_at_once_from_one_address() {
+    let app = TestApp::spawn_with(|c| c.auth.login_failures_per_ip = 5).await;
+    let room: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("seat{i:02}"), format!("pw-of-seat-{i:02}")))
+        .collect();
+    for (name, password) in &room {
+        app.add_user(name, password).await;
+    }
+    let app = &app;
+    let logins = room.iter().map(|(name, password)| async move {
+        app.try_login(&app.client(), name, password)
+            .await
+            .status()
+            .as_u16()
+    });
+    let statuses = futures_util::future::join_all(logins).await;
+    assert!(statuses.iter().all(|s| *s == 303), "{statuses:?}");
+}
+
+/// Guesses at many names from one address at once: the address's limit is
+/// looked at again as each guess's turn to hash comes, so no more than the
+/// limit plus one per hashing slot (a core) get their password checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_at_many_names_reach_the_address_limit() {
+    let app = TestApp::spawn_with(|c| c.auth.login_failures_per_ip = 5).await;
+    let app = &app;
+    let guesses = (0..40).map(|i| async move {
+        app.try_login(&app.client(), &format!("someone{i}"), "guess")
+            .await
+            .status()
+            .as_u16()
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    let slots = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(checked + refused, 40, "{statuses:?}");
+    assert!(
+        (5..=5 + slots).contains(&checked),
+        "{checked} checked with {slots} hashing slots: {statuses:?}"
+    );
+}
