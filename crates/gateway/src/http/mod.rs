@@ -32,6 +32,34 @@ use tracing::Span;
 use crate::app::AppState;
 use crate::config::Limits;
 
+/// `/ready`: whether this gateway can serve a room: its database answers
+/// and it has a node catalogue (fetched from a backend, or the last one
+/// saved). 200 or 503, with each check's word, for a load balancer or an
+/// orchestrator; `/health` only says the process answers.
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let database = match state.store.ping().await {
+        Ok(()) => Ok("ok".to_string()),
+        Err(e) => Err(format!("unreachable: {e}")),
+    };
+    let catalogue = match state.catalogue.snapshot().await {
+        Ok(snapshot) => Ok(format!("{} nodes", snapshot.nodes.len())),
+        Err(e) => Err(e.to_string()),
+    };
+    let ready = database.is_ok() && catalogue.is_ok();
+    let word = |check: Result<String, String>| check.unwrap_or_else(|e| e);
+    let body = serde_json::json!({
+        "ready": ready,
+        "database": word(database),
+        "catalogue": word(catalogue),
+    });
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    axum::response::IntoResponse::into_response((status, axum::Json(body)))
+}
+
 pub fn router(state: AppState) -> Router {
     let limits = &state.config.limits;
     let comfy = comfy::routes(limits);
@@ -41,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", get(login::logout_page).post(login::logout))
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
         .route("/admin/api/backends", get(admin::backends))
         .route(
             "/admin/api/backends/{name}/{action}",

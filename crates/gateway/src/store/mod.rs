@@ -140,6 +140,8 @@ impl Store {
 }
 
 operations! {
+    /// Answers once the database does (for `/ready`).
+    fn ping(&self) -> StoreResult<()>;
     fn create_user(&self, name: &UserName, password_hash: &str, role: Role, now_ms: i64) -> StoreResult<UserRecord>;
     fn user_by_name(&self, name: &UserName) -> StoreResult<Option<UserRecord>>;
     fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>>;

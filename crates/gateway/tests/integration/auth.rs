@@ -674,3 +674,45 @@ async fn parallel_guesses_at_many_names_reach_the_address_limit() {
         "{checked} checked with {slots} hashing slots: {statuses:?}"
     );
 }
+
+/// `/ready` (no session needed, for a load balancer): 200 once the
+/// database answers and a node catalogue is at hand; 503 naming what is
+/// missing when no backend can give one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_says_whether_the_room_can_be_served() {
+    let app = TestApp::spawn().await;
+    let r = app.client().get(app.at("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["ready"], true, "{body}");
+    assert_eq!(body["database"], "ok", "{body}");
+    assert!(
+        body["catalogue"].as_str().unwrap().ends_with(" nodes"),
+        "{body}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let app = TestApp::spawn_with(move |c| {
+        c.backends = vec![comfyume::config::BackendConfig::new(
+            "gpu-gone",
+            comfyume::config::BackendKind::Comfyui,
+            dead,
+            1,
+        )];
+    })
+    .await;
+    let r = app.client().get(app.at("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["database"], "ok", "{body}");
+    assert!(
+        body["catalogue"]
+            .as_str()
+            .unwrap()
+            .contains("no GPU backend could be reached"),
+        "{body}"
+    );
+}
