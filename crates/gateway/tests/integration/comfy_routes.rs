@@ -367,3 +367,28 @@ async fn sockets_per_participant_are_bounded() {
     })
     .await;
 }
+
+/// A browser sends a few hundred bytes over its socket; a message of
+/// megabytes is refused by closing that socket, and the server (and the
+/// participant's next socket) go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_socket_message_closes_only_that_socket() {
+    let app = TestApp::spawn().await;
+    let alice = session_cookie_of(&app, "alice").await;
+    let mut ws = ws_connect(&app, "/ws", Some(&alice)).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "status");
+    let huge = "x".repeat(2 * 1024 * 1024);
+    // The send itself may already fail once the server hangs up.
+    let _ = ws.send(Message::Text(huge.into())).await;
+    crate::support::within("the server to close the socket", async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    let mut again = ws_connect(&app, "/ws", Some(&alice)).await.unwrap();
+    assert_eq!(next_json(&mut again).await["type"], "status");
+}

@@ -41,11 +41,25 @@ pub async fn upgrade(
         )
             .into_response();
     };
-    ws.on_upgrade(move |socket| async move {
-        let _permit = permit;
-        serve_socket(state, user, sid, socket).await
-    })
+    // Sized for ComfyUI's traffic, not the library's defaults (a 128 KiB
+    // read buffer per socket, 64 MiB messages): a browser sends only its
+    // feature flags, so a small read buffer and a bound on what it may
+    // send; what we send is written out frame by frame.
+    ws.read_buffer_size(SOCKET_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(MAX_INCOMING_MESSAGE)
+        .max_frame_size(MAX_INCOMING_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let _permit = permit;
+            serve_socket(state, user, sid, socket).await
+        })
 }
+
+/// Bytes read from a socket at a time.
+const SOCKET_READ_BUFFER: usize = 4 * 1024;
+/// The largest message a browser may send (ComfyUI's own limit is 4 MiB; a
+/// browser sends a few hundred bytes).
+const MAX_INCOMING_MESSAGE: usize = 1024 * 1024;
 
 /// The frontend stores the sid in `window.name`; anything else a client
 /// sends is replaced by a fresh one rather than echoed back.
