@@ -44,6 +44,17 @@ impl fmt::Display for Finding {
     }
 }
 
+/// Fail past the fail threshold, else warn past the warn one.
+fn graded(fails: bool, warns: bool) -> Verdict {
+    if fails {
+        Verdict::Fail
+    } else if warns {
+        Verdict::Warn
+    } else {
+        Verdict::Ok
+    }
+}
+
 fn finding(verdict: Verdict, what: &str, detail: impl Into<String>) -> Finding {
     Finding {
         verdict,
@@ -212,13 +223,7 @@ fn capacity(room: Room, paces: &[Pace]) -> Finding {
     let jobs = f64::from(room.participants) * f64::from(room.jobs_each);
     let round = Duration::from_secs_f64(jobs / jobs_per_second);
     let slots: u32 = paces.iter().map(|p| p.slots).sum();
-    let verdict = if round > ROUND_FAIL {
-        Verdict::Fail
-    } else if round > ROUND_WARN {
-        Verdict::Warn
-    } else {
-        Verdict::Ok
-    };
+    let verdict = graded(round > ROUND_FAIL, round > ROUND_WARN);
     finding(
         verdict,
         what,
@@ -259,13 +264,7 @@ fn data_dir(dir: &Path) -> Finding {
     match rustix::fs::statvfs(dir) {
         Ok(stats) => {
             let free = stats.f_bavail.saturating_mul(stats.f_frsize);
-            let verdict = if free < DISK_FAIL_BYTES {
-                Verdict::Fail
-            } else if free < DISK_WARN_BYTES {
-                Verdict::Warn
-            } else {
-                Verdict::Ok
-            };
+            let verdict = graded(free < DISK_FAIL_BYTES, free < DISK_WARN_BYTES);
             finding(
                 verdict,
                 what,

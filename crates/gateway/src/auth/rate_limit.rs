@@ -438,15 +438,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_known_device_is_not_locked_out_with_its_name() {
+    /// Bob logged in from his laptop (device cookie `bobs-laptop`); then
+    /// someone at address B guessed his password up to the name's limit.
+    fn bob_logged_in_then_guessed() -> (LoginLimiter, Instant) {
         let l = LoginLimiter::new(2, 100, Duration::from_secs(60), Slowdown::default());
         let t0 = Instant::now();
         let first = l.begin_at("bob", A, None, t0).unwrap();
         l.succeeded(first, "bobs-laptop");
-        // Someone else guesses bob's password until the name locks.
-        let _ = l.begin_at("bob", B, None, t0).unwrap();
-        let _ = l.begin_at("bob", B, None, t0).unwrap();
+        for _ in 0..2 {
+            let guess = l.begin_at("bob", B, None, t0).unwrap();
+            l.failed_at(guess, t0);
+        }
+        (l, t0)
+    }
+
+    #[test]
+    fn a_known_device_is_not_locked_out_with_its_name() {
+        let (l, t0) = bob_logged_in_then_guessed();
         assert!(
             l.begin_at("bob", B, None, t0).is_err(),
             "the guesser is stopped"
@@ -467,12 +475,7 @@ mod tests {
 
     #[test]
     fn the_owners_login_does_not_forgive_a_guesser() {
-        let l = LoginLimiter::new(2, 100, Duration::from_secs(60), Slowdown::default());
-        let t0 = Instant::now();
-        let first = l.begin_at("bob", A, None, t0).unwrap();
-        l.succeeded(first, "bobs-laptop");
-        let _ = l.begin_at("bob", B, None, t0).unwrap();
-        let _ = l.begin_at("bob", B, None, t0).unwrap();
+        let (l, t0) = bob_logged_in_then_guessed();
         let again = l.begin_at("bob", A, Some("bobs-laptop"), t0).unwrap();
         l.succeeded(again, "bobs-laptop-2");
         assert!(

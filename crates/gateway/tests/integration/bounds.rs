@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{TestApp, session_cookie_of, within};
+use crate::support::{TestApp, memory_bytes, session_cookie_of, within};
 
 async fn app() -> TestApp {
     TestApp::spawn_with(|c| {
@@ -100,17 +100,6 @@ async fn a_body_sent_a_byte_at_a_time_is_refused() {
     );
 }
 
-/// The process's resident memory, in bytes (Linux).
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages");
-    pages * 4096
-}
-
 /// The attack that once took 22 GB: four parallel `POST /api/settings` of
 /// 96 MB each, at full size, streamed (the test holds one 64 KiB chunk).
 /// Each gets its 413 once the route's limit is read, the process grows by
@@ -122,7 +111,7 @@ async fn a_settings_flood_at_full_size_stays_small() {
     const BOUND: u64 = 64 * 1024 * 1024;
     let app = TestApp::spawn().await;
     let cookie = session_cookie_of(&app, "alice").await;
-    let before = resident_bytes();
+    let before = memory_bytes(std::process::id(), "VmRSS");
     let flood = (0..4).map(|_| {
         let cookie = cookie.clone();
         let addr = app.addr;
@@ -161,7 +150,7 @@ async fn a_settings_flood_at_full_size_stays_small() {
     for answer in &answers {
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
-    let grown = resident_bytes().saturating_sub(before);
+    let grown = memory_bytes(std::process::id(), "VmRSS").saturating_sub(before);
     assert!(
         grown < BOUND,
         "memory grew by {} MB under the flood",

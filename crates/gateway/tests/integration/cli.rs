@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::TestApp;
+use crate::support::{TestApp, memory_bytes};
 
 fn comfyume(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_comfyume"))
@@ -424,17 +424,6 @@ async fn serve(dir: &Path, env: &[(&str, &str)]) -> (std::process::Child, String
     (server, url)
 }
 
-/// The binary's peak resident memory, in bytes.
-fn peak_resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb * 1024
-}
-
 /// A workshop's first minute: 200 participants behind one address log in
 /// at the same moment, and every one of them gets in (the server's peak
 /// memory is printed; the benchmark tracks it, the test does not judge it).
@@ -492,7 +481,7 @@ async fn a_login_storm_of_200_lets_everyone_in() {
     });
     let statuses =
         crate::support::within("the login storm", futures_util::future::join_all(logins)).await;
-    let peak = peak_resident_bytes(server.id());
+    let peak = memory_bytes(server.id(), "VmHWM");
     server.kill().unwrap();
     server.wait().unwrap();
     let admitted = statuses.iter().filter(|s| matches!(s, Ok(303))).count();
@@ -501,17 +490,6 @@ async fn a_login_storm_of_200_lets_everyone_in() {
         "login storm of 200: server peak RSS {} MB",
         peak / (1024 * 1024)
     );
-}
-
-/// The binary's resident memory, in bytes.
-fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
 }
 
 /// A login flood with made-up names against the real binary (its own
@@ -528,7 +506,7 @@ async fn a_login_flood_leaves_the_servers_memory_bounded() {
         &[("COMFYUME_AUTH__LOGIN_FAILURES_PER_IP", "100000")],
     )
     .await;
-    let before = resident_bytes(server.id());
+    let before = memory_bytes(server.id(), "VmRSS");
     let client = reqwest::Client::new();
     for _ in 0..2 {
         let logins = (0..150).map(|i| {
@@ -554,7 +532,7 @@ async fn a_login_flood_leaves_the_servers_memory_bounded() {
             assert_eq!(status.ok(), Some(401));
         }
     }
-    let grown = resident_bytes(server.id()).saturating_sub(before);
+    let grown = memory_bytes(server.id(), "VmRSS").saturating_sub(before);
     server.kill().unwrap();
     server.wait().unwrap();
     assert!(

@@ -393,3 +393,15 @@ pub async fn session_cookie_of(app: &TestApp, name: &str) -> String {
     let set = r.headers().get("set-cookie").unwrap().to_str().unwrap();
     set.split(';').next().unwrap().to_string()
 }
+
+/// A memory figure of process `pid` from `/proc/<pid>/status`, in bytes:
+/// `VmRSS` (resident now) or `VmHWM` (the peak).
+pub fn memory_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kb * 1024
+}
