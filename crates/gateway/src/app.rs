@@ -12,6 +12,7 @@ use crate::dispatch::{Dispatcher, Shared};
 use crate::frontend::{Frontend, FrontendError};
 use crate::hub::Hub;
 use crate::jobs::Jobs;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::templates::Templates;
 use crate::workspace::Workspaces;
@@ -35,6 +36,7 @@ pub struct App {
     pub workspaces: Workspaces,
     pub catalogue: Arc<Catalogue>,
     pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
     pub dispatcher: Arc<Dispatcher>,
     pub jobs: Jobs,
     pub frontend: Frontend,
@@ -104,9 +106,11 @@ impl AppState {
         let workspaces = Workspaces::new(config.data_dir.join("users"))
             .with_quota(config.limits.max_user_disk_bytes);
         let hub = Arc::new(Hub::default());
+        let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             store: store.clone(),
             hub: hub.clone(),
+            metrics: metrics.clone(),
             workspaces: workspaces.clone(),
             catalogue: catalogue.clone(),
         });
@@ -128,6 +132,7 @@ impl AppState {
             workspaces,
             catalogue,
             hub,
+            metrics,
             dispatcher,
             jobs,
             frontend,

@@ -28,6 +28,10 @@ pub struct Config {
     /// A bearer token for the admin API (what `comfyume backends …` uses);
     /// without one, only logged-in instructors reach it.
     pub admin_token: Option<Secret>,
+    /// A second address serving only `/metrics`, without a login, for a
+    /// Prometheus on a private network. On the main address `/metrics`
+    /// needs the admin token or an instructor's session.
+    pub metrics_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub dispatch: DispatchConfig,
     pub backends: Vec<BackendConfig>,
@@ -43,6 +47,7 @@ impl Default for Config {
             templates_dir: None,
             auth: AuthConfig::default(),
             admin_token: None,
+            metrics_listen: None,
             limits: Limits::default(),
             dispatch: DispatchConfig::default(),
             backends: Vec::new(),

@@ -25,6 +25,7 @@
 //! - [`dispatch`]: running jobs on backend slots and relaying their events.
 //! - [`store`]: the database (the only place with SQL).
 //! - [`doctor`]: `comfyume doctor`, the pre-workshop checks.
+//! - [`metrics`]: the counters and histograms behind `/metrics`.
 
 pub mod app;
 pub mod auth;
@@ -39,6 +40,7 @@ pub mod frontend;
 mod http;
 pub mod hub;
 pub mod jobs;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod telemetry;

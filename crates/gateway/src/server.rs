@@ -24,10 +24,38 @@ pub async fn run(
         .recover()
         .await
         .map_err(|e| std::io::Error::other(format!("cannot recover the job queue: {e}")))?;
+    let metrics_listener = match state.config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on metrics_listen {addr}: {e}"),
+            )
+        })?),
+        None => None,
+    };
     let mut background = JoinSet::new();
     background.spawn(housekeeping(state.clone()));
     background.spawn(state.dispatcher.clone().run());
+    // Closes with the main address (which flips `closing`), and is waited
+    // for after it.
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+            Some(tokio::spawn(crate::http::serve_metrics(
+                listener,
+                state.clone(),
+            )))
+        }
+        None => None,
+    };
     let served = serve_http(listener, state.clone(), shutdown).await;
+    if let Some(metrics) = metrics {
+        match metrics.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the metrics address failed"),
+            Err(e) => tracing::error!(error = %e, "the metrics address's task failed"),
+        }
+    }
     background.shutdown().await;
     state.dispatcher.shutdown().await;
     served

@@ -29,6 +29,21 @@ pub enum BackendState {
     Draining,
 }
 
+impl BackendState {
+    /// The state's word, as the admin API and `/metrics` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Unknown => "unknown",
+            BackendState::Starting => "starting",
+            BackendState::Ready => "ready",
+            BackendState::Busy => "busy",
+            BackendState::Unreachable => "unreachable",
+            BackendState::Disabled => "disabled",
+            BackendState::Draining => "draining",
+        }
+    }
+}
+
 /// The instructor's decision about a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

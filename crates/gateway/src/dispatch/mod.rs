@@ -36,6 +36,7 @@ use comfyume_scheduler::{
 pub struct Shared {
     pub store: Store,
     pub hub: Arc<Hub>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub workspaces: Workspaces,
     pub catalogue: Arc<Catalogue>,
 }

@@ -11,6 +11,7 @@ use crate::auth::{AuthError, LoggedIn};
 use crate::http::client_addr::ClientAddr;
 use crate::http::error::ApiError;
 use crate::http::session::{clear_cookie, cookie_name, session_cookie, session_token};
+use crate::metrics::LoginResult;
 use comfyume_domain::Password;
 
 /// Our pages' shared frame (`{{title}}`, `{{main}}`) and their bodies.
@@ -88,18 +89,23 @@ pub async fn submit(
             device,
         }) => {
             tracing::info!(user = %user.name, "login");
+            state.metrics.login(LoginResult::Accepted);
             let mut r = Redirect::to(next).into_response();
             set_cookie(&mut r, &session_cookie(&state, session.expose()));
             append_cookie(&mut r, &device_cookie(&state, device.expose()));
             Ok(r)
         }
-        Err(e @ AuthError::InvalidCredentials) => Ok(render(
-            StatusCode::UNAUTHORIZED,
-            next,
-            &form.username,
-            Some(&e.to_string()),
-        )),
+        Err(e @ AuthError::InvalidCredentials) => {
+            state.metrics.login(LoginResult::Refused);
+            Ok(render(
+                StatusCode::UNAUTHORIZED,
+                next,
+                &form.username,
+                Some(&e.to_string()),
+            ))
+        }
         Err(e @ AuthError::RateLimited { retry_after }) => {
+            state.metrics.login(LoginResult::RateLimited);
             tracing::warn!(%client, user = %form.username, "login rate limited");
             let mut r = render(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -10,6 +10,7 @@ mod error;
 pub mod fuzzing;
 mod guard;
 mod login;
+mod probes;
 mod serve;
 mod session;
 mod static_files;
@@ -31,34 +32,7 @@ use tracing::Span;
 
 use crate::app::AppState;
 use crate::config::Limits;
-
-/// `/ready`: whether this gateway can serve a room: its database answers
-/// and it has a node catalogue (fetched from a backend, or the last one
-/// saved). 200 or 503, with each check's word, for a load balancer or an
-/// orchestrator; `/health` only says the process answers.
-async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let database = match state.store.ping().await {
-        Ok(()) => Ok("ok".to_string()),
-        Err(e) => Err(format!("unreachable: {e}")),
-    };
-    let catalogue = match state.catalogue.snapshot().await {
-        Ok(snapshot) => Ok(format!("{} nodes", snapshot.nodes.len())),
-        Err(e) => Err(e.to_string()),
-    };
-    let ready = database.is_ok() && catalogue.is_ok();
-    let word = |check: Result<String, String>| check.unwrap_or_else(|e| e);
-    let body = serde_json::json!({
-        "ready": ready,
-        "database": word(database),
-        "catalogue": word(catalogue),
-    });
-    let status = if ready {
-        axum::http::StatusCode::OK
-    } else {
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
-    };
-    axum::response::IntoResponse::into_response((status, axum::Json(body)))
-}
+use crate::metrics::RouteGroup;
 
 pub fn router(state: AppState) -> Router {
     let limits = &state.config.limits;
@@ -69,7 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", get(login::logout_page).post(login::logout))
         .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
+        .route("/ready", get(probes::ready))
+        .route("/metrics", get(probes::metrics))
         .route("/admin/api/backends", get(admin::backends))
         .route(
             "/admin/api/backends/{name}/{action}",
@@ -85,6 +60,10 @@ pub fn router(state: AppState) -> Router {
         .merge(comfy::unprefixed_routes())
         .fallback(static_files::file)
         .layer(axum::middleware::from_fn(guard::same_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_request,
+        ))
         // Routes that take more say so themselves (comfy::routes).
         .layer(DefaultBodyLimit::max(Limits::bytes(limits.max_body_bytes)))
         // A request, body included, is read and answered in bounded time
@@ -145,6 +124,42 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .with_state(state)
+}
+
+/// Feeds `/metrics` the time each request took to answer, by route group
+/// (the matched pattern's group: never a user's path).
+async fn time_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let group = RouteGroup::of_route(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.metrics.request_answered(group, started.elapsed());
+    response
+}
+
+/// Serves the separate `metrics_listen` address: `/metrics` only, without
+/// a login (whoever can reach that address may read it), until the main
+/// address starts closing.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/metrics", get(probes::exposition))
+        .with_state(state.clone());
+    let mut closing = state.closing.subscribe();
+    let shutdown = async move {
+        let _ = closing.wait_for(|closing| *closing).await;
+    };
+    serve::serve_router(listener, router, state, shutdown).await
 }
 
 /// `Connection: close` on answers given before the request's body was read

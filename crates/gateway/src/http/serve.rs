@@ -42,6 +42,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = super::router(state.clone());
+    serve_router(listener, app, state, shutdown).await
+}
+
+/// Serves `app` on `listener` with the configured connection bounds until
+/// `shutdown` resolves, then lets open connections finish.
+pub(super) async fn serve_router(
+    listener: TcpListener,
+    app: axum::Router,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let header_timeout = Duration::from_secs(state.config.limits.header_read_timeout_seconds);
     let max_connections = state.config.limits.max_connections as usize;
     let (stopping, stop) = watch::channel(false);

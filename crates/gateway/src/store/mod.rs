@@ -167,6 +167,8 @@ operations! {
     fn jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>>;
     /// (pending, in progress) counts of one user.
     fn active_counts(&self, owner: UserId) -> StoreResult<(u32, u32)>;
+    /// (pending, in progress) counts of the whole room.
+    fn queue_counts(&self) -> StoreResult<(u64, u64)>;
     /// Every pending job, in submission order, with its owner's role.
     fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>>;
     /// Jobs in progress (after a crash: the ones to re-queue or re-attach).

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use crate::backend::{BackendSession, SessionError};
 use crate::dispatch::Shared;
+use crate::metrics::JobOutcome;
 use follow::JobRun;
 use report::Report;
 
@@ -102,22 +103,38 @@ pub async fn run<S: BackendSession>(
         }
         Err(handed_back) => handed_back,
     };
-    let run_ms = started.elapsed().as_millis() as u64;
-    let copy_ms = run.copy_time.as_millis() as u64;
-    match &outcome {
+    let run_time = started.elapsed();
+    let (run_ms, copy_ms) = (
+        run_time.as_millis() as u64,
+        run.copy_time.as_millis() as u64,
+    );
+    let counted = match &outcome {
         Outcome::Finished(state) => {
-            tracing::info!(%state, queue_ms, run_ms, copy_ms, "job ended")
+            tracing::info!(%state, queue_ms, run_ms, copy_ms, "job ended");
+            match state {
+                JobState::Completed => JobOutcome::Completed,
+                JobState::Cancelled => JobOutcome::Cancelled,
+                _ => JobOutcome::Failed,
+            }
         }
-        Outcome::BackendFault { reason } | Outcome::NotStarted { reason } => {
-            tracing::info!(%reason, queue_ms, run_ms, copy_ms, "attempt ended without an outcome")
+        Outcome::BackendFault { reason } => {
+            tracing::info!(%reason, queue_ms, run_ms, copy_ms, "attempt lost by the backend");
+            JobOutcome::Retried
         }
-    }
+        Outcome::NotStarted { reason } => {
+            tracing::info!(%reason, queue_ms, run_ms, copy_ms, "attempt turned away");
+            JobOutcome::TurnedAway
+        }
+    };
+    let queue_wait = Duration::from_millis(u64::try_from(queue_ms).unwrap_or(0));
+    shared.metrics.job_ended(counted, queue_wait, run_time);
     outcome
 }
 
 /// Records a job as failed after its last attempt was lost, telling the
 /// owner why (the coordinator calls this when no retry is left).
 pub async fn give_up(shared: &Shared, job: Job, message: String) {
+    shared.metrics.job_given_up();
     let mut report = Report::new(shared, job);
     let state = report.fail(&Failure {
         message,

@@ -156,6 +156,7 @@ impl Rig {
         let shared = Shared {
             store,
             hub: Arc::new(Hub::default()),
+            metrics: Arc::default(),
             workspaces: Workspaces::new(dir.path().join("users")),
             catalogue: Arc::new(Catalogue::new(Vec::new(), cache)),
         };

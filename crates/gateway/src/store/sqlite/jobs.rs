@@ -131,6 +131,20 @@ impl Sqlite {
             .collect()
     }
 
+    /// (pending, in progress) counts of the whole room.
+    pub async fn queue_counts(&self) -> StoreResult<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS p,
+                    SUM(CASE WHEN state = 'in_progress' THEN 1 ELSE 0 END) AS r
+             FROM jobs WHERE state IN ('pending', 'in_progress')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let p: Option<i64> = row.try_get("p")?;
+        let r: Option<i64> = row.try_get("r")?;
+        Ok((p.unwrap_or(0).max(0) as u64, r.unwrap_or(0).max(0) as u64))
+    }
+
     /// Jobs in progress (after a crash: the ones to re-queue or re-attach).
     pub async fn in_progress_jobs(&self) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query(select_jobs!("WHERE state = 'in_progress' ORDER BY seq"))
