@@ -10,9 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
-use crate::auth::{
-    Accounts, CredentialRow, LoginLimiter, generate_password, write_credentials_csv,
-};
+use crate::auth::{Accounts, LoginLimiter, generate_password, write_credentials_csv};
 use crate::backend::Backend;
 use crate::config::{BackendConfig, BackendKind, Config, Overrides};
 use crate::store::Store;
@@ -500,34 +498,7 @@ async fn import(
     out: &Path,
     url: Option<String>,
 ) -> anyhow::Result<()> {
-    if count == 0 || count > 9999 {
-        bail!("--count must be between 1 and 9999");
-    }
-    let width = if count < 1000 { 3 } else { 4 };
-    let names = (1..=count)
-        .map(|i| UserName::parse(&format!("{prefix}{i:0width$}")))
-        .collect::<Result<Vec<_>, _>>()
-        .context("the prefix makes invalid user names")?;
-    // Check first, so an import either creates every account or none.
-    for name in &names {
-        if accounts.store().user_by_name(name).await?.is_some() {
-            bail!(
-                "user '{name}' already exists; choose another --prefix or remove the old accounts first"
-            );
-        }
-    }
-    let mut rows = Vec::with_capacity(names.len());
-    for name in names {
-        let password = generate_password();
-        accounts
-            .create_user(&name, &Password::new(password.clone()), Role::Participant)
-            .await?;
-        rows.push(CredentialRow {
-            user: name.to_string(),
-            password,
-            role: Role::Participant.to_string(),
-        });
-    }
+    let rows = accounts.create_numbered(prefix, count).await?;
     let url = url.unwrap_or_else(|| format!("http://{}", config.listen));
     write_credentials_csv(out, &rows, &url)
         .with_context(|| format!("cannot write {}", out.display()))?;

@@ -47,8 +47,15 @@ pub enum AuthError {
     #[error("A password is at most {} bytes long.", password::MAX_PASSWORD_BYTES)]
     PasswordTooLong,
     #[error("{0}")]
+    BadBatch(String),
+    #[error("user '{0}' already exists; choose another prefix or remove the old accounts first")]
+    Exists(UserName),
+    #[error("{0}")]
     Store(#[from] StoreError),
 }
+
+/// The most accounts one numbered batch creates.
+pub const MAX_BATCH: u32 = 9999;
 
 /// A successful login.
 pub struct LoggedIn {
@@ -103,6 +110,51 @@ impl Accounts {
             .create_user(name, &hash, role, now_ms())
             .await?
             .into())
+    }
+
+    /// Creates `count` participant accounts `<prefix>001`, `<prefix>002`, …
+    /// (four digits past 999) with generated passwords, all or none: every
+    /// name is checked free first. Hashes run side by side, one per core.
+    pub async fn create_numbered(
+        &self,
+        prefix: &str,
+        count: u32,
+    ) -> Result<Vec<CredentialRow>, AuthError> {
+        if count == 0 || count > MAX_BATCH {
+            return Err(AuthError::BadBatch(format!(
+                "the count must be between 1 and {MAX_BATCH}"
+            )));
+        }
+        let width = if count < 1000 { 3 } else { 4 };
+        let names = (1..=count)
+            .map(|i| UserName::parse(&format!("{prefix}{i:0width$}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                AuthError::BadBatch(format!("the prefix makes invalid user names: {e}"))
+            })?;
+        for name in &names {
+            if self.store.user_by_name(name).await?.is_some() {
+                return Err(AuthError::Exists(name.clone()));
+            }
+        }
+        let hashed = futures_util::future::join_all(names.into_iter().map(|name| async move {
+            let password = generate_password();
+            let hash = password::hash(&Password::new(password.clone())).await;
+            (name, password, hash)
+        }))
+        .await;
+        let mut rows = Vec::with_capacity(hashed.len());
+        for (name, password, hash) in hashed {
+            self.store
+                .create_user(&name, &hash, Role::Participant, now_ms())
+                .await?;
+            rows.push(CredentialRow {
+                user: name.to_string(),
+                password,
+                role: Role::Participant.to_string(),
+            });
+        }
+        Ok(rows)
     }
 
     pub async fn set_password(

@@ -1,7 +1,8 @@
-//! The admin API: the backends' states and the instructor's switches
-//! (enable, disable, drain, the active group). Reached with an instructor's
-//! session or the configured `admin_token` as a bearer token; this is what
-//! `comfyume backends …` talks to.
+//! The admin API: the backends' states, the instructor's switches
+//! (enable, disable, drain, the active group) and numbered accounts.
+//! Reached with an instructor's session or the configured `admin_token` as
+//! a bearer token; this is what `comfyume backends …` and `comfyume
+//! loadtest --users` talk to.
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
@@ -83,6 +84,34 @@ pub async fn set_backend(
         ));
     }
     Ok(Json(state.dispatcher.backends()))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccounts {
+    prefix: String,
+    count: u32,
+}
+
+/// `POST /admin/api/users` `{"prefix", "count"}`: numbered participant
+/// accounts with generated passwords (what `comfyume loadtest --users`
+/// and a room's set-up use); 201 with their credentials, 409 when a name
+/// is taken (nothing created).
+pub async fn create_accounts(
+    _: Admin,
+    State(state): State<AppState>,
+    Json(new): Json<NewAccounts>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let rows = state
+        .accounts
+        .create_numbered(&new.prefix, new.count)
+        .await?;
+    tracing::info!(count = rows.len(), prefix = %new.prefix, "accounts created through the admin API");
+    let accounts: Vec<Value> = rows
+        .into_iter()
+        .map(|r| json!({"user": r.user, "password": r.password}))
+        .collect();
+    Ok((StatusCode::CREATED, Json(json!({"accounts": accounts}))))
 }
 
 pub async fn use_group(

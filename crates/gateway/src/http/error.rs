@@ -106,7 +106,14 @@ const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
-        ApiError::internal(e)
+        use crate::auth::AuthError as A;
+        match e {
+            A::BadBatch(_) | A::PasswordTooLong => {
+                ApiError::json_error(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            A::Exists(_) => ApiError::json_error(StatusCode::CONFLICT, e.to_string()),
+            _ => ApiError::internal(e),
+        }
     }
 }
 

@@ -51,6 +51,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(admin::set_backend),
         )
         .route(
+            "/admin/api/users",
+            axum::routing::post(admin::create_accounts),
+        )
+        .route(
             "/admin/api/groups/{group}/use",
             axum::routing::post(admin::use_group),
         )

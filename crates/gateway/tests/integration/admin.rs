@@ -218,3 +218,58 @@ async fn the_cli_talks_to_the_running_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid admin token"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_creates_numbered_accounts_all_or_none() {
+    let app = two_sims().await;
+    let create = |body: Value| admin(&app, reqwest::Method::POST, "/admin/api/users").json(&body);
+    let r = create(serde_json::json!({"prefix": "room-", "count": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    let accounts = body["accounts"].as_array().unwrap();
+    let names: Vec<&str> = accounts
+        .iter()
+        .map(|a| a["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["room-001", "room-002", "room-003"]);
+    for a in accounts {
+        let login = app
+            .try_login(
+                &app.client(),
+                a["user"].as_str().unwrap(),
+                a["password"].as_str().unwrap(),
+            )
+            .await;
+        assert_eq!(login.status(), 303, "{a}");
+    }
+
+    // A taken name: nothing is created, and the answer says which.
+    let again = create(serde_json::json!({"prefix": "room-", "count": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert!(again.text().await.unwrap().contains("room-001"));
+    let user = comfyume_domain::UserName::parse("room-005").unwrap();
+    assert!(app.state.store.user_by_name(&user).await.unwrap().is_none());
+
+    for bad in [
+        serde_json::json!({"prefix": "x", "count": 0}),
+        serde_json::json!({"prefix": "x", "count": 10000}),
+        serde_json::json!({"prefix": "no spaces ", "count": 1}),
+    ] {
+        let r = create(bad.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let alice = app.user("alice").await;
+    let r = alice
+        .post(app.at("/admin/api/users"))
+        .json(&serde_json::json!({"prefix": "mine-", "count": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
