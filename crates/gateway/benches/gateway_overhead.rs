@@ -120,6 +120,10 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200);
+    // `COMFYUME_LOG=comfyume::phase=debug` shows where each job's time went.
+    if std::env::var_os("COMFYUME_LOG").is_some() {
+        comfyume::telemetry::init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

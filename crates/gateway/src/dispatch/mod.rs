@@ -10,6 +10,7 @@ pub(crate) mod warmup;
 
 pub use health::{Admission, BackendState};
 
+use crate::telemetry::phase;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -100,6 +101,13 @@ struct State {
     loaded: Vec<std::collections::BTreeSet<String>>,
 }
 
+/// A job's span: every phase of its run, and whatever it logs, is inside
+/// it. `queued_ms` is the wait from submission to its slot.
+fn job_span(job: &Job, owner: &UserName, backend: &str) -> tracing::Span {
+    let queued_ms = job.started_at.map_or(0, |s| (s - job.created_at).max(0));
+    tracing::info_span!("job", job = %job.id, user = %owner, backend, attempt = job.attempts, queued_ms)
+}
+
 /// How long a running job's backend may stay silent before it is asked
 /// about the job.
 const SILENCE_CHECK: Duration = Duration::from_secs(60);
@@ -184,7 +192,11 @@ impl Dispatcher {
                             cancel: Arc::default(),
                         },
                     );
-                    self.spawn(self.clone().run_job(job, owner.name, backend, slot, true));
+                    let span = job_span(&job, &owner.name, &self.backends[backend].name);
+                    self.spawn(
+                        self.clone()
+                            .run_job(job, owner.name, backend, slot, true, span),
+                    );
                 }
                 _ => {
                     if self.shared.store.requeue_job(&job.id).await? {
@@ -270,24 +282,34 @@ impl Dispatcher {
             else {
                 continue;
             };
-            if !self
-                .shared
-                .store
-                .claim_job(&job_id, &self.backends[backend].name, slot.index, now_ms())
-                .await?
-            {
-                continue;
-            }
-            // Claimed: from here every way out either runs the job or puts
-            // it back, so it can never sit "in progress" with nothing running it.
-            let loaded = match self.shared.store.job(&job_id).await {
-                Ok(Some(job)) => match self.shared.store.user_by_id(job.owner).await {
-                    Ok(Some(owner)) => Ok((job, owner)),
-                    Ok(None) => Err("its owner is gone".to_string()),
+            let claim = phase!("claim", job = %job_id, backend = %self.backends[backend].name);
+            let claimed = async {
+                if !self
+                    .shared
+                    .store
+                    .claim_job(&job_id, &self.backends[backend].name, slot.index, now_ms())
+                    .await?
+                {
+                    return Ok(None);
+                }
+                // Claimed: from here every way out either runs the job or
+                // puts it back, so it can never sit "in progress" with
+                // nothing running it.
+                let loaded = match self.shared.store.job(&job_id).await {
+                    Ok(Some(job)) => match self.shared.store.user_by_id(job.owner).await {
+                        Ok(Some(owner)) => Ok((job, owner)),
+                        Ok(None) => Err("its owner is gone".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Ok(None) => Err("it is gone".to_string()),
                     Err(e) => Err(e.to_string()),
-                },
-                Ok(None) => Err("it is gone".to_string()),
-                Err(e) => Err(e.to_string()),
+                };
+                Ok::<_, StoreError>(Some(loaded))
+            }
+            .instrument(claim)
+            .await?;
+            let Some(loaded) = claimed else {
+                continue;
             };
             let (job, owner) = match loaded {
                 Ok(loaded) => loaded,
@@ -315,7 +337,11 @@ impl Dispatcher {
             }
             started.push(job_id);
             self.shared.send_status(job.owner).await;
-            self.spawn(self.clone().run_job(job, owner.name, backend, slot, false));
+            let span = job_span(&job, &owner.name, &self.backends[backend].name);
+            self.spawn(
+                self.clone()
+                    .run_job(job, owner.name, backend, slot, false, span),
+            );
         }
         Ok(started)
     }
@@ -434,6 +460,7 @@ impl Dispatcher {
         backend: usize,
         slot: Slot,
         resume: bool,
+        span: tracing::Span,
     ) {
         let job_id = job.id;
         let attempt = job.attempts;
@@ -456,7 +483,6 @@ impl Dispatcher {
         let retry_copy = job.clone();
         let backend_name = &self.backends[backend].name;
         let session = self.backends[backend].session(&client_id, &job_id.to_string());
-        let span = tracing::info_span!("job", job = %job_id, user = %owner, backend = %backend_name, attempt);
         let outcome = run::run(&self.shared, job, owner, session, limits)
             .instrument(span.clone())
             .await;

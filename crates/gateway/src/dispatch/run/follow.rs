@@ -3,6 +3,7 @@
 //! limit, answering the owner's cancel, and recovering from a broken or
 //! silent connection by asking the backend what became of the job.
 
+use crate::telemetry::phase;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,7 +78,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
     pub async fn execute(&mut self) -> Result<JobState, Failure> {
         let (prompt, inputs) =
             files::content_addressed_inputs(self.report.shared(), &self.report.job, &self.owner)
-                .instrument(tracing::info_span!("inputs"))
+                .instrument(phase!("inputs"))
                 .await?;
         let submission = Submission {
             prompt,
@@ -87,15 +88,10 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
         };
         self.session
             .submit(&submission)
-            .instrument(tracing::info_span!(
-                "submit",
-                inputs = submission.inputs.len()
-            ))
+            .instrument(phase!("submit", inputs = submission.inputs.len()))
             .await
             .map_err(Failure::session)?;
-        self.follow_to_end()
-            .instrument(tracing::info_span!("follow"))
-            .await
+        self.follow_to_end().instrument(phase!("follow")).await
     }
 
     /// Picks up a job this gateway submitted before it restarted: finished
@@ -108,9 +104,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
             JobStatus::Finished(entry) => Ok(self.finish_from_history(&entry).await),
             JobStatus::Queued => {
                 tracing::info!("re-attached to a job after a restart");
-                self.follow_to_end()
-                    .instrument(tracing::info_span!("follow"))
-                    .await
+                self.follow_to_end().instrument(phase!("follow")).await
             }
             JobStatus::Unknown => Err(Failure::lost(
                 "the gateway restarted and the GPU server no longer has the job",
@@ -273,7 +267,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
                 &mut self.received,
                 output,
             )
-            .instrument(tracing::info_span!("outputs", %node))
+            .instrument(phase!("output", %node))
             .await;
             self.copy_time += copying.elapsed();
             for problem in problems {

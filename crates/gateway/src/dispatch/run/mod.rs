@@ -17,12 +17,14 @@ mod report;
 #[cfg(test)]
 mod tests;
 
+use crate::telemetry::phase;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use comfyume_domain::{Job, JobState, UserName};
 use futures_util::FutureExt;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::backend::{BackendSession, SessionError};
 use crate::dispatch::Shared;
@@ -98,7 +100,10 @@ pub async fn run<S: BackendSession>(
     };
     let outcome = match outcome {
         Ok(state) => {
-            run.report.finish(state).await;
+            run.report
+                .finish(state)
+                .instrument(phase!("finish", %state))
+                .await;
             Outcome::Finished(state)
         }
         Err(handed_back) => handed_back,

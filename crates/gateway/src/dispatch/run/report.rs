@@ -124,17 +124,21 @@ impl<'a> Report<'a> {
         self.messages.insert(place, json!([kind, data]));
     }
 
-    /// Records a node's delivered outputs (their files already in the
-    /// owner's folders), then tells the owner.
+    /// Tells the owner of a node's outputs (their files already in the
+    /// owner's folders), then records them. The frame does not wait for
+    /// the database: a crash between the two re-delivers the node when
+    /// the job is picked up again, and the history the browser reads at
+    /// the end is written whole by [`finish`](Self::finish) before the
+    /// final frame.
     pub async fn executed(&mut self, node: &str, data: Value) {
+        self.send(Outbound::Text(
+            json!({"type": "executed", "data": &data}).to_string(),
+        ));
         if let Some(output) = data.get("output").filter(|o| !o.is_null()) {
             self.outputs.insert(node.to_string(), output.clone());
         }
         self.meta.insert(node.to_string(), frames::node_meta(&data));
         self.record_progress().await;
-        self.send(Outbound::Text(
-            json!({"type": "executed", "data": data}).to_string(),
-        ));
     }
 
     /// Saves the outputs and messages so far, so a restart loses nothing.

@@ -992,3 +992,48 @@ async fn an_output_over_the_owners_quota_is_dropped_and_the_owner_told() {
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].contains("x_00001_.png was not kept"), "{told:?}");
 }
+
+/// Records the phase spans that close, in order.
+#[derive(Clone, Default)]
+struct ClosedPhases(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S> tracing_subscriber::Layer<S> for ClosedPhases
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(&id) {
+            if span.metadata().target() == crate::telemetry::PHASE {
+                self.0.lock().unwrap().push(span.name().to_string());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_phase_of_a_run_is_a_span() {
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let rig = Rig::new(save_prompt()).await;
+    let (_reg, _rx) = rig.listen();
+    let session = Scripted::new(vec![
+        rig.start(),
+        rig.executed("9", "x_00001_.png"),
+        rig.success(),
+        done(),
+    ]);
+    let closed = ClosedPhases::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(closed.clone())
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    let outcome = rig
+        .run(session, rig.limits())
+        .with_subscriber(subscriber)
+        .await;
+    assert_eq!(outcome, Outcome::Finished(JobState::Completed));
+    assert_eq!(
+        *closed.0.lock().unwrap(),
+        ["inputs", "submit", "output", "follow", "finish"]
+    );
+}
