@@ -1,0 +1,727 @@
+//! A whole room at once: each figure measured against a baseline taken in
+//! the same run on the same machine, and printed as a ratio (absolute
+//! numbers only compare within one run).
+//!
+//! - `memory`: the gateway's resident memory (a `comfyume serve` process)
+//!   after 20, 200 and 1,000 participants log in at once, load what the
+//!   frontend loads at start and keep `/ws` open; baseline: the same
+//!   process idle.
+//! - `throughput`: jobs per second through one simulator slot with the
+//!   queue kept full, through the gateway; baseline: the same simulator
+//!   fed directly.
+//! - `history`: `/api/history?max_items=64` and `/api/jobs` for a
+//!   participant with 10,000 past jobs; baseline: one with 10.
+//! - `submit`: `POST /api/prompt` with 10,000 jobs pending across 1,000
+//!   participants; baseline: an empty queue. And the scheduler's pick of
+//!   the next jobs with those 10,000 pending; baseline: 100 across 10.
+//! - `startup`: start to `/ready` with 10,000 accounts and 100,000 past
+//!   jobs; baseline: an empty database.
+//!
+//! Run: `cargo bench --bench room` (every section) or
+//! `cargo bench --bench room -- memory history` (some). BENCHMARKS.md holds
+//! the latest figures.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use comfyume::app::AppState;
+use comfyume::backend::Backend;
+use comfyume::config::{BackendConfig, BackendKind, Config};
+use comfyume::store::{Finish, NewJob, Store};
+use comfyume_domain::{JobId, JobState, Password, Role, UserId, UserName};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn main() {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let runs = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        println!(
+            "machine: {} cores",
+            std::thread::available_parallelism().map_or(1, usize::from)
+        );
+        if runs("memory") {
+            memory().await;
+        }
+        if runs("throughput") {
+            throughput().await;
+        }
+        if runs("history") {
+            history().await;
+        }
+        if runs("submit") {
+            submit().await;
+        }
+        if runs("startup") {
+            startup().await;
+        }
+    });
+}
+
+// --- shared set-up --------------------------------------------------------
+
+/// A 3-node prompt; `i` changes its colour so no cache answers it.
+fn prompt(i: usize) -> Value {
+    json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": i % 0xFFFFFF}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "bench"}},
+    })
+}
+
+async fn start_sim() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(comfyume_sim::run(listener, std::future::pending()));
+    url
+}
+
+/// The one file the gateway needs of a frontend (no page is loaded here).
+fn stand_in_frontend(dir: &Path) -> PathBuf {
+    let frontend = dir.join("frontend");
+    std::fs::create_dir_all(&frontend).expect("a folder");
+    std::fs::write(frontend.join("index.html"), "<!doctype html>").expect("a file");
+    frontend
+}
+
+fn config(dir: &Path, backend_url: &str) -> Config {
+    let mut config = Config {
+        data_dir: dir.join("data"),
+        frontend_dir: stand_in_frontend(dir),
+        backends: vec![BackendConfig::new(
+            "sim",
+            BackendKind::Sim,
+            backend_url.to_string(),
+            1,
+        )],
+        ..Config::default()
+    };
+    config.auth.secure_cookies = false;
+    config.limits.max_pending_per_user = 1_000_000;
+    config
+}
+
+/// A gateway in this process; its address and state.
+async fn gateway(config: Config) -> (String, AppState) {
+    let http = Backend::http_client().expect("an HTTP client");
+    let backends = config
+        .backends
+        .iter()
+        .map(|b| Backend::new(b, http.clone()).expect("a backend"))
+        .collect();
+    let state = AppState::build(config, backends)
+        .await
+        .expect("the gateway starts");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(comfyume::server::run(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    (url, state)
+}
+
+/// Logs in; the session cookie.
+async fn login(client: &reqwest::Client, url: &str, user: &str, password: &str) -> String {
+    // Generated names and passwords are letters, digits and dashes: no
+    // escaping needed.
+    let body = format!("username={user}&password={password}");
+    let r = client
+        .post(format!("{url}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("the login answers");
+    assert_eq!(r.status(), 303, "login of {user}");
+    r.headers()["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .expect("a cookie")
+        .to_string()
+}
+
+fn with_cookie(cookie: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(
+            std::iter::once((reqwest::header::COOKIE, cookie.parse().expect("a header"))).collect(),
+        )
+        .build()
+        .expect("a client")
+}
+
+async fn open_socket(url: &str, cookie: Option<&str>) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().expect("a socket URL");
+    if let Some(c) = cookie {
+        req.headers_mut()
+            .insert("cookie", c.parse().expect("a header"));
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("the socket opens");
+    let _status = ws.next().await;
+    ws.send(Message::Text(
+        json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("the socket takes a frame");
+    let _flags = ws.next().await;
+    ws
+}
+
+/// Waits on `ws` until every prompt in `ids` has its final `executing`.
+async fn wait_all_done(ws: &mut Socket, mut left: std::collections::HashSet<String>) {
+    while !left.is_empty() {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                if v["type"] == "executing" && v["data"]["node"].is_null() {
+                    if let Some(id) = v["data"]["prompt_id"].as_str() {
+                        left.remove(id);
+                    }
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => panic!("the socket closed with {} prompts left", left.len()),
+        }
+    }
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `VmRSS` or `VmHWM` of a process, in bytes.
+fn memory_of(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .expect("the field")
+}
+
+// --- memory -----------------------------------------------------------------
+
+async fn memory() {
+    println!("\n## memory: a `comfyume serve` process after a login storm (everyone at once)");
+    let sim = start_sim().await;
+    for participants in [20usize, 200, 1000] {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let frontend = stand_in_frontend(dir.path());
+        let config_file = dir.path().join("comfyume.toml");
+        std::fs::write(
+            &config_file,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nfrontend_dir = {:?}\n\n[auth]\nsecure_cookies = false\n\n[[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = \"{sim}\"\nslots = 1\n",
+                dir.path().join("data"),
+                frontend,
+            ),
+        )
+        .expect("the config");
+        let bin = env!("CARGO_BIN_EXE_comfyume");
+        let creds = dir.path().join("creds.csv");
+        let import = std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&config_file)
+            .args([
+                "users",
+                "import",
+                "--count",
+                &participants.to_string(),
+                "--prefix",
+                "p",
+            ])
+            .arg("--out")
+            .arg(&creds)
+            .output()
+            .expect("users import runs");
+        assert!(
+            import.status.success(),
+            "{}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+        let accounts: Vec<(String, String)> = std::fs::read_to_string(&creds)
+            .expect("the sheet")
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let mut f = l.split(',');
+                (f.next().unwrap().to_string(), f.next().unwrap().to_string())
+            })
+            .collect();
+        let mut server = std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&config_file)
+            .arg("serve")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let probe = reqwest::Client::new();
+        loop {
+            if let Ok(r) = probe.get(format!("{url}/ready")).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let idle = memory_of(server.id(), "VmRSS:");
+        let started = Instant::now();
+        let arrivals = accounts.into_iter().map(|(user, password)| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .expect("a client");
+                let cookie = login(&client, &url, &user, &password).await;
+                let http = with_cookie(&cookie);
+                for path in [
+                    "/api/users",
+                    "/api/settings",
+                    "/api/object_info",
+                    "/api/userdata?dir=workflows&recurse=true&split=false&full_info=true",
+                    "/api/extensions",
+                    "/api/workflow_templates",
+                ] {
+                    let r = http
+                        .get(format!("{url}{path}"))
+                        .send()
+                        .await
+                        .expect("an answer");
+                    assert!(r.status().is_success(), "{path}: {}", r.status());
+                    let _ = r.bytes().await;
+                }
+                let ws_url = format!("{}/ws?clientId={user}-tab", url.replace("http", "ws"));
+                open_socket(&ws_url, Some(&cookie)).await
+            })
+        });
+        let sockets = futures_util::future::join_all(arrivals).await;
+        let storm = started.elapsed();
+        let after = memory_of(server.id(), "VmRSS:");
+        let peak = memory_of(server.id(), "VmHWM:");
+        println!(
+            "{participants:>5} participants: in {:.1} s; RSS idle {:.1} MiB, after {:.1} MiB ({:.2}x idle, {:.0} KiB each), peak {:.1} MiB",
+            storm.as_secs_f64(),
+            mib(idle),
+            mib(after),
+            after as f64 / idle as f64,
+            (after.saturating_sub(idle)) as f64 / 1024.0 / participants as f64,
+            mib(peak),
+        );
+        drop(sockets);
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}
+
+// --- throughput -------------------------------------------------------------
+
+async fn throughput() {
+    const JOBS: usize = 300;
+    println!("\n## throughput: {JOBS} jobs queued at once on one simulator slot");
+    let sim = start_sim().await;
+    let client = reqwest::Client::new();
+    // Direct: the simulator's own rate with its queue full.
+    let mut ws = open_socket(
+        &format!("{}/ws?clientId=direct", sim.replace("http", "ws")),
+        None,
+    )
+    .await;
+    let started = Instant::now();
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..JOBS {
+        let r: Value = client
+            .post(format!("{sim}/prompt"))
+            .json(&json!({"prompt": prompt(i), "client_id": "direct"}))
+            .send()
+            .await
+            .expect("the simulator answers")
+            .json()
+            .await
+            .expect("JSON");
+        ids.insert(r["prompt_id"].as_str().expect("a prompt id").to_string());
+    }
+    wait_all_done(&mut ws, ids).await;
+    let direct = started.elapsed();
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (url, state) = gateway(config(dir.path(), &sim)).await;
+    let name = UserName::parse("bench").expect("a name");
+    state
+        .accounts
+        .create_user(&name, &Password::new("bench-password"), Role::Participant)
+        .await
+        .expect("an account");
+    let cookie = login(
+        &reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client"),
+        &url,
+        "bench",
+        "bench-password",
+    )
+    .await;
+    let http = with_cookie(&cookie);
+    let mut ws = open_socket(
+        &format!("{}/ws?clientId=gw", url.replace("http", "ws")),
+        Some(&cookie),
+    )
+    .await;
+    let started = Instant::now();
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..JOBS {
+        let r: Value = http
+            .post(format!("{url}/api/prompt"))
+            .json(&json!({"prompt": prompt(10_000 + i), "client_id": "gw"}))
+            .send()
+            .await
+            .expect("the gateway answers")
+            .json()
+            .await
+            .expect("JSON");
+        ids.insert(
+            r["prompt_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("refused: {r}"))
+                .to_string(),
+        );
+    }
+    wait_all_done(&mut ws, ids).await;
+    let through = started.elapsed();
+    let rate = |d: Duration| JOBS as f64 / d.as_secs_f64();
+    println!(
+        "direct to the simulator: {:.0} jobs/s ({:.2} ms each); through the gateway: {:.0} jobs/s ({:.2} ms each); ratio {:.2}",
+        rate(direct),
+        ms(direct) / JOBS as f64,
+        rate(through),
+        ms(through) / JOBS as f64,
+        rate(through) / rate(direct),
+    );
+}
+
+// --- history ------------------------------------------------------------------
+
+/// `n` finished jobs of `owner`, written through the store as runs do.
+async fn past_jobs(store: &Store, owner: UserId, n: usize) {
+    for i in 0..n {
+        let id = JobId::default();
+        store
+            .insert_job(
+                NewJob {
+                    id,
+                    owner,
+                    number: None,
+                    front: false,
+                    prompt: prompt(i),
+                    extra_data: json!({"client_id": "tab", "create_time": 1}),
+                    outputs_to_execute: vec!["3".into()],
+                    partial_targets: None,
+                    workflow_id: None,
+                    created_at: 1_700_000_000_000 + i as i64,
+                },
+                u32::MAX,
+            )
+            .await
+            .expect("a job");
+        store
+            .claim_job(&id, "sim", 0, 1_700_000_000_000 + i as i64)
+            .await
+            .expect("claimed");
+        let mut outputs = serde_json::Map::new();
+        outputs.insert(
+            "3".into(),
+            json!({"images": [{"filename": format!("bench_{i:05}_.png"), "subfolder": "", "type": "output"}]}),
+        );
+        store
+            .finish_job(
+                &id,
+                1,
+                &Finish {
+                    state: JobState::Completed,
+                    outputs,
+                    meta: serde_json::Map::new(),
+                    messages: vec![
+                        json!(["execution_start", {"prompt_id": id.to_string(), "timestamp": 1}]),
+                        json!(["execution_success", {"prompt_id": id.to_string(), "timestamp": 2}]),
+                    ],
+                    error: None,
+                    finished_at: 1_700_000_000_100 + i as i64,
+                },
+            )
+            .await
+            .expect("finished");
+    }
+}
+
+async fn history() {
+    println!("\n## history: a participant's past jobs");
+    let sim = start_sim().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (url, state) = gateway(config(dir.path(), &sim)).await;
+    let mut clients = Vec::new();
+    for (name, jobs) in [("few", 10usize), ("many", 10_000)] {
+        let user = state
+            .accounts
+            .create_user(
+                &UserName::parse(name).expect("a name"),
+                &Password::new("bench-password"),
+                Role::Participant,
+            )
+            .await
+            .expect("an account");
+        past_jobs(&state.store, user.id, jobs).await;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client");
+        clients.push((
+            jobs,
+            with_cookie(&login(&client, &url, name, "bench-password").await),
+        ));
+    }
+    for path in ["/api/history?max_items=64", "/api/jobs"] {
+        let mut medians = Vec::new();
+        for (_, http) in &clients {
+            let mut times = Vec::new();
+            for _ in 0..20 {
+                let started = Instant::now();
+                let r = http
+                    .get(format!("{url}{path}"))
+                    .send()
+                    .await
+                    .expect("an answer");
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await.expect("a body");
+                times.push(started.elapsed());
+            }
+            medians.push(median(times));
+        }
+        println!(
+            "{path:<28} 10 past jobs: {:.2} ms; 10,000 past jobs: {:.2} ms; ratio {:.1}",
+            ms(medians[0]),
+            ms(medians[1]),
+            ms(medians[1]) / ms(medians[0]),
+        );
+    }
+}
+
+// --- submit and pick-next ---------------------------------------------------------
+
+async fn submit() {
+    use comfyume_scheduler::{BackendId, FairShare, OrderKey, PendingJob, RunningCounts, Slot};
+    println!("\n## submit: POST /api/prompt with the queue empty and with 10,000 pending");
+    // A backend that never answers: nothing leaves the queue while it is measured.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let nowhere = format!("http://{}", closed.local_addr().expect("an address"));
+    drop(closed);
+    let mut per_submit = Vec::new();
+    for pending in [0usize, 10_000] {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut config = config(dir.path(), &nowhere);
+        // The catalogue the simulator would give, so prompts validate.
+        let sim = start_sim().await;
+        config
+            .backends
+            .push(BackendConfig::new("catalogue", BackendKind::Sim, sim, 1));
+        config.backends[1].group = Some("off".into());
+        config.backends[0].group = Some("on".into());
+        let (url, state) = gateway(config).await;
+        // Work goes only to the backend that never answers.
+        assert!(state.dispatcher.use_group(Some("on".into())));
+        for u in 0..pending.div_ceil(10) {
+            let user = state
+                .store
+                .create_user(
+                    &UserName::parse(&format!("queued{u}")).expect("a name"),
+                    "unused-hash",
+                    Role::Participant,
+                    0,
+                )
+                .await
+                .expect("an account");
+            for j in 0..10 {
+                state
+                    .store
+                    .insert_job(
+                        NewJob {
+                            id: JobId::default(),
+                            owner: user.id,
+                            number: None,
+                            front: false,
+                            prompt: prompt(u * 10 + j),
+                            extra_data: json!({}),
+                            outputs_to_execute: vec!["3".into()],
+                            partial_targets: None,
+                            workflow_id: None,
+                            created_at: 1,
+                        },
+                        u32::MAX,
+                    )
+                    .await
+                    .expect("a job");
+            }
+        }
+        state
+            .accounts
+            .create_user(
+                &UserName::parse("bench").expect("a name"),
+                &Password::new("bench-password"),
+                Role::Participant,
+            )
+            .await
+            .expect("an account");
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client");
+        let http = with_cookie(&login(&client, &url, "bench", "bench-password").await);
+        let mut times = Vec::new();
+        for i in 0..100 {
+            let started = Instant::now();
+            let r = http
+                .post(format!("{url}/api/prompt"))
+                .json(&json!({"prompt": prompt(50_000 + i), "client_id": "tab"}))
+                .send()
+                .await
+                .expect("an answer");
+            assert_eq!(r.status(), 200);
+            let _ = r.bytes().await;
+            times.push(started.elapsed());
+        }
+        per_submit.push(median(times));
+    }
+    println!(
+        "submit median: empty queue {:.2} ms; 10,000 pending {:.2} ms; ratio {:.2}",
+        ms(per_submit[0]),
+        ms(per_submit[1]),
+        ms(per_submit[1]) / ms(per_submit[0]),
+    );
+
+    // The scheduler alone: which pending jobs go to 4 free slots.
+    let slots: Vec<Slot> = (0..4)
+        .map(|i| Slot::new(BackendId::new("gpu"), i))
+        .collect();
+    let mut picks = Vec::new();
+    for (jobs, users) in [(100usize, 10i64), (10_000, 1000)] {
+        let pending: Vec<PendingJob> = (0..jobs)
+            .map(|i| {
+                PendingJob::new(
+                    JobId::default(),
+                    UserId(i as i64 % users),
+                    false,
+                    OrderKey::new(i as f64, i as u64),
+                )
+            })
+            .collect();
+        let share = FairShare::new();
+        let running = RunningCounts::new();
+        let mut times = Vec::new();
+        for _ in 0..50 {
+            let started = Instant::now();
+            let plan = comfyume_scheduler::plan(&pending, &running, &share, &slots, 1);
+            times.push(started.elapsed());
+            assert_eq!(plan.len(), 4);
+        }
+        picks.push(median(times));
+    }
+    println!(
+        "scheduler pick-next for 4 slots: 100 pending/10 users {:.3} ms; 10,000 pending/1,000 users {:.3} ms; ratio {:.1}",
+        ms(picks[0]),
+        ms(picks[1]),
+        ms(picks[1]) / ms(picks[0]),
+    );
+}
+
+// --- startup ----------------------------------------------------------------------
+
+async fn startup() {
+    println!("\n## startup: to /ready with 10,000 accounts and 100,000 past jobs");
+    let sim = start_sim().await;
+    let mut times = Vec::new();
+    for (accounts, jobs_each) in [(0usize, 0usize), (10_000, 10)] {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = config(dir.path(), &sim);
+        {
+            std::fs::create_dir_all(&config.data_dir).expect("a folder");
+            let store = Store::connect(config.database_url().expose())
+                .await
+                .expect("a database");
+            let hash = password_hash();
+            for u in 0..accounts {
+                let user = store
+                    .create_user(
+                        &UserName::parse(&format!("p{u:05}")).expect("a name"),
+                        &hash,
+                        Role::Participant,
+                        0,
+                    )
+                    .await
+                    .expect("an account");
+                past_jobs(&store, user.id, jobs_each).await;
+            }
+            store.close().await;
+        }
+        let started = Instant::now();
+        let (url, _state) = gateway(config).await;
+        let probe = reqwest::Client::new();
+        loop {
+            let r = probe
+                .get(format!("{url}/ready"))
+                .send()
+                .await
+                .expect("an answer");
+            if r.status() == 200 {
+                break;
+            }
+        }
+        times.push(started.elapsed());
+    }
+    println!(
+        "start to ready: empty {:.1} ms; 10,000 accounts and 100,000 jobs {:.1} ms; ratio {:.2}",
+        ms(times[0]),
+        ms(times[1]),
+        ms(times[1]) / ms(times[0]),
+    );
+}
+
+/// One real hash, shared by the bulk accounts (only its shape matters).
+fn password_hash() -> String {
+    password_auth::generate_hash("bench-password")
+}
