@@ -25,6 +25,7 @@
 //! - [`dispatch`]: running jobs on backend slots and relaying their events.
 //! - [`store`]: the database (the only place with SQL).
 //! - [`doctor`]: `comfyume doctor`, the pre-workshop checks.
+//! - [`loadtest`]: `comfyume loadtest`, simulated participants against a running gateway.
 
 pub mod app;
 pub mod auth;
@@ -39,6 +40,7 @@ pub mod frontend;
 mod http;
 pub mod hub;
 pub mod jobs;
+pub mod loadtest;
 pub mod server;
 pub mod store;
 pub mod telemetry;
