@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -78,6 +79,83 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         jobs_each: u32,
     },
+    /// Load-test a running gateway: simulated participants log in, load
+    /// the frontend's start-up requests, keep its socket open, queue jobs
+    /// and fetch their outputs. Prints latency per step, errors, fairness
+    /// and the gateway's memory and CPU; exits 1 if any participant met an
+    /// error or a frame meant for someone else.
+    Loadtest(LoadtestArgs),
+}
+
+#[derive(Args, Debug)]
+struct LoadtestArgs {
+    /// The gateway, e.g. http://127.0.0.1:8188.
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// The participants' credential sheet (the CSV `comfyume users import`
+    /// writes).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "users",
+        conflicts_with = "users"
+    )]
+    accounts: Option<PathBuf>,
+    /// Instead: create N fresh participant accounts for this run through
+    /// the admin API (needs --admin-token).
+    #[arg(long, value_name = "N", requires = "admin_token", value_parser = clap::value_parser!(u32).range(1..=9999))]
+    users: Option<u32>,
+    /// The admin token: creates the --users accounts, and reads the
+    /// gateway's /metrics once a second for its memory and CPU.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "COMFYUME_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// Spread the logins evenly over this many seconds (0: all at once).
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = seconds)]
+    ramp: Duration,
+    /// Jobs each participant queues, one after another.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    jobs_per_user: u32,
+    /// Each participant's pause between its jobs (fractions allowed).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = seconds)]
+    think: Duration,
+    /// Submit nothing after this many seconds (jobs in flight finish).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    duration: Option<Duration>,
+    /// How long one request, or one job from its submit to its end, may
+    /// take before it counts as a timeout.
+    #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = positive_seconds)]
+    timeout: Duration,
+    /// An API-format workflow to queue (default: a 64x64 image, inverted
+    /// and saved, no model needed).
+    #[arg(long, value_name = "FILE")]
+    workflow: Option<PathBuf>,
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the report as a self-contained HTML page with charts to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+/// A number of seconds, fractions allowed.
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("`{text}` is not a number of seconds"))
+}
+
+/// A number of seconds above zero.
+fn positive_seconds(text: &str) -> Result<Duration, String> {
+    match seconds(text)? {
+        d if d.is_zero() => Err(format!("`{text}`: must be more than zero seconds")),
+        d => Ok(d),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -294,7 +372,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &overrides)?;
             users(config, cmd).await
         }
+        Command::Loadtest(args) => loadtest(args).await,
     }
+}
+
+async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
+    use crate::loadtest::{AccountSource, Options, Progress, html};
+    let accounts = match (args.accounts, args.users) {
+        (Some(path), _) => AccountSource::File(path),
+        (None, Some(count)) => AccountSource::Create { count },
+        (None, None) => bail!("name the participants: --accounts FILE or --users N"),
+    };
+    let options = Options {
+        url: args.url,
+        accounts,
+        admin_token: args.admin_token,
+        ramp: args.ramp,
+        jobs_per_user: args.jobs_per_user,
+        think: args.think,
+        duration: args.duration,
+        timeout: args.timeout,
+        workflow: args.workflow,
+    };
+    let report = crate::loadtest::run(options, Progress::Stderr).await?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("JSON report: {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::page(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("HTML report: {}", path.display());
+    }
+    if !report.is_clean() {
+        bail!(
+            "{} error(s) and {} misdirected frame(s)",
+            report.errors.total,
+            report.misdirected_frames.count
+        );
+    }
+    Ok(())
 }
 
 /// The active participant accounts in the room's database (none when it
@@ -593,5 +713,79 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn loadtest_help_parses() {
+        use clap::Parser;
+        let help = super::Cli::try_parse_from(["comfyume", "loadtest", "--help"]).unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(help.to_string().contains("--jobs-per-user"));
+    }
+
+    #[test]
+    fn loadtest_flags_become_options() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "comfyume",
+            "loadtest",
+            "--url",
+            "http://127.0.0.1:8188",
+            "--accounts",
+            "room.csv",
+            "--ramp",
+            "2.5",
+            "--think",
+            "0",
+            "--duration",
+            "60",
+        ])
+        .unwrap();
+        let super::Command::Loadtest(args) = cli.command else {
+            panic!("not the loadtest command");
+        };
+        assert_eq!(args.ramp, std::time::Duration::from_millis(2500));
+        assert_eq!(args.think, std::time::Duration::ZERO);
+        assert_eq!(args.duration, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(args.jobs_per_user, 3);
+        assert_eq!(args.timeout, std::time::Duration::from_secs(300));
+        // One source of participants, never both.
+        for bad in [
+            &["comfyume", "loadtest", "--url", "http://x"][..],
+            &[
+                "comfyume",
+                "loadtest",
+                "--url",
+                "http://x",
+                "--accounts",
+                "a.csv",
+                "--users",
+                "3",
+                "--admin-token",
+                "t",
+            ],
+            &[
+                "comfyume",
+                "loadtest",
+                "--url",
+                "http://x",
+                "--accounts",
+                "a.csv",
+                "--think",
+                "-1",
+            ],
+            &[
+                "comfyume",
+                "loadtest",
+                "--url",
+                "http://x",
+                "--accounts",
+                "a.csv",
+                "--timeout",
+                "0",
+            ],
+        ] {
+            assert!(super::Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

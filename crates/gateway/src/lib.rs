@@ -26,6 +26,7 @@
 //! - [`store`]: the database (the only place with SQL).
 //! - [`doctor`]: `comfyume doctor`, the pre-workshop checks.
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
+//! - [`loadtest`]: `comfyume loadtest`, simulated participants against a running gateway.
 
 pub mod app;
 pub mod auth;
@@ -40,6 +41,7 @@ pub mod frontend;
 mod http;
 pub mod hub;
 pub mod jobs;
+pub mod loadtest;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -14,6 +14,7 @@ mod execution;
 mod faults;
 mod files;
 mod isolation;
+mod loadtest;
 mod metrics;
 mod placement;
 mod userdata;
