@@ -260,3 +260,34 @@ async fn loadtest_counts_what_goes_wrong_by_kind() {
     assert_eq!(report.steps.queue_wait.count, 0);
     assert!(report.steps.queue_wait.p50_ms.is_none());
 }
+
+/// With the admin token the load test makes its own accounts through the
+/// admin API and follows the gateway's memory and CPU through `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_creates_its_room_and_reads_the_gateways_metrics() {
+    const TOKEN: &str = "loadtest-admin-token-0123456789";
+    let app = TestApp::spawn_with(|c| {
+        c.admin_token = Some(comfyume::config::Secret::new(TOKEN));
+    })
+    .await;
+    let mut options = Options::new(app.url.clone(), AccountSource::Create { count: 6 });
+    options.admin_token = Some(TOKEN.into());
+    options.jobs_per_user = 2;
+    options.think = Duration::ZERO;
+    options.timeout = WAIT_BOUND / 2;
+    let report = within(
+        "the load test",
+        comfyume::loadtest::run(options, Progress::Off),
+    )
+    .await
+    .expect("the load test runs");
+    assert_eq!(report.errors.total, 0, "{}", report.table());
+    assert_eq!(report.misdirected_frames.count, 0, "{}", report.table());
+    assert_eq!(report.jobs.completed, 12, "{}", report.table());
+    assert_eq!(report.gateway.reason, None, "{}", report.table());
+    assert!(report.gateway.samples.len() >= 2);
+    assert!(report.gateway.peak_rss_bytes.is_some_and(|b| b > 0));
+    // The accounts are real ones on the gateway.
+    let users = app.state.store.list_users().await.unwrap();
+    assert_eq!(users.len(), 6);
+}
