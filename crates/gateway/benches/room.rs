@@ -43,6 +43,10 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let runs = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    // `COMFYUME_LOG=comfyume::phase=debug` shows where each job's time went.
+    if std::env::var_os("COMFYUME_LOG").is_some() {
+        comfyume::telemetry::init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -324,7 +328,10 @@ async fn memory() {
                         .send()
                         .await
                         .expect("an answer");
-                    assert!(r.status().is_success(), "{path}: {}", r.status());
+                    // A new participant has no workflows folder yet: 404, as in ComfyUI.
+                    let fine = r.status().is_success()
+                        || (path.contains("dir=workflows") && r.status() == 404);
+                    assert!(fine, "{path}: {}", r.status());
                     let _ = r.bytes().await;
                 }
                 let ws_url = format!("{}/ws?clientId={user}-tab", url.replace("http", "ws"));

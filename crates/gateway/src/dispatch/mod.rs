@@ -99,6 +99,8 @@ struct State {
     /// Per backend: the model files of the last job it started, which
     /// ComfyUI keeps loaded.
     loaded: Vec<std::collections::BTreeSet<String>>,
+    /// What each pending job needs of a backend (see `requirements_of`).
+    requirements: HashMap<JobId, Arc<Requirements>>,
 }
 
 /// A job's span: every phase of its run, and whatever it logs, is inside
@@ -247,12 +249,13 @@ impl Dispatcher {
             self.tell_if_all_starting(&rows);
         }
         let snapshot = self.shared.catalogue.snapshot().await.ok();
-        let needs: HashMap<JobId, (Requirements, PendingJob)> = rows
+        let requirements = self.requirements_of(&rows).await?;
+        let needs: HashMap<JobId, (Arc<Requirements>, PendingJob)> = rows
             .iter()
-            .map(|r| {
-                let req = Requirements::of(&r.prompt);
+            .filter_map(|r| {
+                let req = requirements.get(&r.id)?.clone();
                 let job = self.pending_job(r, &req, snapshot.as_deref());
-                (r.id, (req, job))
+                Some((r.id, (req, job)))
             })
             .collect();
         let pending: Vec<PendingJob> = rows
@@ -346,6 +349,39 @@ impl Dispatcher {
         Ok(started)
     }
 
+    /// What each pending job needs of a backend. Worked out once per job
+    /// from its prompt and kept while the job is pending, so a round reads
+    /// only the small columns of the queue, not every prompt again.
+    async fn requirements_of(
+        &self,
+        rows: &[PendingRow],
+    ) -> Result<HashMap<JobId, Arc<Requirements>>, StoreError> {
+        let missing: Vec<JobId> = {
+            let state = self.lock();
+            rows.iter()
+                .map(|r| r.id)
+                .filter(|id| !state.requirements.contains_key(id))
+                .collect()
+        };
+        let fresh: Vec<(JobId, Arc<Requirements>)> = if missing.is_empty() {
+            Vec::new()
+        } else {
+            self.shared
+                .store
+                .prompts_of(&missing)
+                .await?
+                .into_iter()
+                .map(|(id, prompt)| (id, Arc::new(Requirements::of(&prompt))))
+                .collect()
+        };
+        let mut state = self.lock();
+        state.requirements.extend(fresh);
+        // Only pending jobs are kept: the rest started or left the queue.
+        let pending: std::collections::HashSet<JobId> = rows.iter().map(|r| r.id).collect();
+        state.requirements.retain(|id, _| pending.contains(id));
+        Ok(state.requirements.clone())
+    }
+
     /// The scheduler's view of a pending row. A job a backend failed goes
     /// first in its owner's queue, and elsewhere when another backend exists.
     fn pending_job(
@@ -397,7 +433,7 @@ impl Dispatcher {
         state: &State,
         plan: &mut [(JobId, Slot)],
         free: &[Slot],
-        needs: &HashMap<JobId, (Requirements, PendingJob)>,
+        needs: &HashMap<JobId, (Arc<Requirements>, PendingJob)>,
     ) {
         let backend_of = |slot: &Slot| {
             self.backends

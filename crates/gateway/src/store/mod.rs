@@ -69,8 +69,6 @@ pub struct PendingRow {
     pub retry: bool,
     /// The backend that failed it, to avoid when another can take it.
     pub avoid_backend: Option<String>,
-    /// The API-format prompt (what it needs of a backend).
-    pub prompt: Value,
 }
 
 /// How a job ended.
@@ -171,6 +169,8 @@ operations! {
     fn queue_counts(&self) -> StoreResult<(u64, u64)>;
     /// Every pending job, in submission order, with its owner's role.
     fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>>;
+    /// The prompts of the jobs among `ids` that exist.
+    fn prompts_of(&self, ids: &[JobId]) -> StoreResult<Vec<(JobId, Value)>>;
     /// Jobs in progress (after a crash: the ones to re-queue or re-attach).
     fn in_progress_jobs(&self) -> StoreResult<Vec<Job>>;
     /// pending → in_progress on `backend`'s `slot`; false if the job was no

@@ -993,28 +993,86 @@ async fn an_output_over_the_owners_quota_is_dropped_and_the_owner_told() {
     assert!(told[0].contains("x_00001_.png was not kept"), "{told:?}");
 }
 
-/// Records the phase spans that close, in order.
-#[derive(Clone, Default)]
-struct ClosedPhases(Arc<std::sync::Mutex<Vec<String>>>);
+/// Phase spans as they close, by the `phase_test` run they ran under:
+/// the test binary's one global subscriber (a scoped one would race other
+/// tests over tracing's global cache of which call sites are enabled).
+fn closed_phases() -> &'static std::sync::Mutex<Vec<(u64, String)>> {
+    use tracing_subscriber::layer::SubscriberExt;
 
-impl<S> tracing_subscriber::Layer<S> for ClosedPhases
+    static CLOSED: std::sync::OnceLock<std::sync::Mutex<Vec<(u64, String)>>> =
+        std::sync::OnceLock::new();
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::registry()
+            .with(PhaseRecorder)
+            .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the unit tests");
+    });
+    // A call site another test reached while the subscriber was being
+    // installed may have cached "nobody listens": look again.
+    tracing::callsite::rebuild_interest_cache();
+    CLOSED.get_or_init(Default::default)
+}
+
+struct PhaseRecorder;
+
+/// The `run` field of a `phase_test` span.
+struct TestRun(u64);
+
+impl<S> tracing_subscriber::Layer<S> for PhaseRecorder
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if let Some(span) = ctx.span(&id) {
-            if span.metadata().target() == crate::telemetry::PHASE {
-                self.0.lock().unwrap().push(span.name().to_string());
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Run(Option<u64>);
+        impl tracing::field::Visit for Run {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "run" {
+                    self.0 = Some(value);
+                }
             }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        if attrs.metadata().name() != "phase_test" {
+            return;
+        }
+        let mut run = Run(None);
+        attrs.record(&mut run);
+        if let (Some(run), Some(span)) = (run.0, ctx.span(id)) {
+            span.extensions_mut().insert(TestRun(run));
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        if span.metadata().target() != crate::telemetry::PHASE {
+            return;
+        }
+        let run = span
+            .scope()
+            .find_map(|s| s.extensions().get::<TestRun>().map(|r| r.0));
+        if let Some(run) = run {
+            closed_phases()
+                .lock()
+                .unwrap()
+                .push((run, span.name().to_string()));
         }
     }
 }
 
 #[tokio::test]
 async fn each_phase_of_a_run_is_a_span() {
-    use tracing::instrument::WithSubscriber;
-    use tracing_subscriber::layer::SubscriberExt;
+    use tracing::Instrument;
 
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let closed = closed_phases();
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let rig = Rig::new(save_prompt()).await;
     let (_reg, _rx) = rig.listen();
     let session = Scripted::new(vec![
@@ -1023,17 +1081,17 @@ async fn each_phase_of_a_run_is_a_span() {
         rig.success(),
         done(),
     ]);
-    let closed = ClosedPhases::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(closed.clone())
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
     let outcome = rig
         .run(session, rig.limits())
-        .with_subscriber(subscriber)
+        .instrument(tracing::info_span!("phase_test", run))
         .await;
     assert_eq!(outcome, Outcome::Finished(JobState::Completed));
-    assert_eq!(
-        *closed.0.lock().unwrap(),
-        ["inputs", "submit", "output", "follow", "finish"]
-    );
+    let phases: Vec<String> = closed
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, _)| *r == run)
+        .map(|(_, name)| name.clone())
+        .collect();
+    assert_eq!(phases, ["inputs", "submit", "output", "follow", "finish"]);
 }

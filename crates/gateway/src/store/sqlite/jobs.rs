@@ -109,7 +109,7 @@ impl Sqlite {
     /// Every pending job, in submission order, with its owner's role.
     pub async fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>> {
         let rows = sqlx::query(
-            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, j.prompt, u.role FROM jobs j JOIN users u ON u.id = j.user_id
+            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, u.role FROM jobs j JOIN users u ON u.id = j.user_id
              WHERE j.state = 'pending' ORDER BY j.seq",
         )
         .fetch_all(&self.pool)
@@ -125,7 +125,6 @@ impl Sqlite {
                     seq: r.try_get("seq")?,
                     retry: r.try_get("retry")?,
                     avoid_backend: r.try_get("avoid_backend")?,
-                    prompt: parse_json(r, "prompt")?,
                 })
             })
             .collect()
@@ -143,6 +142,22 @@ impl Sqlite {
         let p: Option<i64> = row.try_get("p")?;
         let r: Option<i64> = row.try_get("r")?;
         Ok((p.unwrap_or(0).max(0) as u64, r.unwrap_or(0).max(0) as u64))
+    }
+
+    /// The prompts of the jobs among `ids` that exist.
+    pub async fn prompts_of(&self, ids: &[JobId]) -> StoreResult<Vec<(JobId, Value)>> {
+        // The ids as one JSON array, unpacked by SQLite: one statement
+        // however many there are.
+        let ids = Value::from(ids.iter().map(|id| id.to_string()).collect::<Vec<_>>());
+        let rows = sqlx::query(
+            "SELECT id, prompt FROM jobs WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(ids.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((parse_id(r)?, parse_json(r, "prompt")?)))
+            .collect()
     }
 
     /// Jobs in progress (after a crash: the ones to re-queue or re-attach).
