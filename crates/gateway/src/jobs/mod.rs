@@ -134,6 +134,19 @@ impl Jobs {
         Ok((job, Value::Object(validated.node_errors)))
     }
 
+    /// The caller's finished jobs that `/history` shows, oldest first.
+    pub async fn history(
+        &self,
+        user: &SessionUser,
+        page: crate::store::HistoryPage,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.dispatcher
+            .shared()
+            .store
+            .history_of(user.id, page)
+            .await
+    }
+
     /// The caller's jobs, oldest first.
     pub async fn of(&self, user: &SessionUser) -> Result<Vec<Job>, StoreError> {
         self.dispatcher.shared().store.jobs_of(user.id).await

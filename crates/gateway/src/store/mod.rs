@@ -71,6 +71,20 @@ pub struct PendingRow {
     pub avoid_backend: Option<String>,
 }
 
+/// Which finished jobs `/history` shows, as ComfyUI's `max_items` and
+/// `offset` select them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryPage {
+    All,
+    /// The newest `n` (only `max_items`).
+    Newest(u64),
+    /// From the `offset`-th oldest on, at most `limit`.
+    From {
+        offset: u64,
+        limit: Option<u64>,
+    },
+}
+
 /// How a job ended.
 #[derive(Debug, Clone)]
 pub struct Finish {
@@ -163,6 +177,8 @@ operations! {
     fn job(&self, id: &JobId) -> StoreResult<Option<Job>>;
     /// Every job of one user, oldest first.
     fn jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>>;
+    /// The finished jobs of one user that `/history` shows, oldest first.
+    fn history_of(&self, owner: UserId, page: HistoryPage) -> StoreResult<Vec<Job>>;
     /// (pending, in progress) counts of one user.
     fn active_counts(&self, owner: UserId) -> StoreResult<(u32, u32)>;
     /// (pending, in progress) counts of the whole room.

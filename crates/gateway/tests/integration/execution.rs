@@ -977,3 +977,38 @@ async fn prompts_over_the_rooms_bounds_are_refused_before_queueing() {
     assert_eq!(queue["queue_pending"], json!([]), "nothing queued");
     assert_eq!(queue["queue_running"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_as_comfyui_does() {
+    let app = TestApp::spawn().await;
+    let mut alice = participant(&app, "alice").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id = submit_ok(&app, &alice, cpu_prompt(&format!("page{i}"))).await;
+        frames_until_done(&mut alice.ws, &id).await;
+        ids.push(id);
+    }
+    let keys = |v: Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    // Which jobs each page selects, compared as sets.
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let all = keys(alice.get_json(&app, "/api/history").await);
+    assert_eq!(sorted(all), sorted(ids.clone()));
+    let newest = keys(alice.get_json(&app, "/api/history?max_items=2").await);
+    assert_eq!(sorted(newest), sorted(ids[2..].to_vec()));
+    let middle = keys(
+        alice
+            .get_json(&app, "/api/history?offset=1&max_items=2")
+            .await,
+    );
+    assert_eq!(sorted(middle), sorted(ids[1..3].to_vec()));
+    let from = keys(alice.get_json(&app, "/api/history?offset=3").await);
+    assert_eq!(from, ids[3..].to_vec());
+    let past_end = keys(alice.get_json(&app, "/api/history?offset=9").await);
+    assert!(past_end.is_empty());
+    // Another participant's history is their own.
+    let bob = participant(&app, "bob").await;
+    assert!(keys(bob.get_json(&app, "/api/history?max_items=64").await).is_empty());
+}

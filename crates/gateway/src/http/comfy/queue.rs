@@ -2,6 +2,7 @@
 //! `/interrupt`, and the `/api/jobs` family the frontend's queue panel
 //! reads, all limited to the caller's own jobs.
 
+use crate::store::HistoryPage;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -136,21 +137,21 @@ pub async fn history(
             })
             .transpose()
     };
-    let (max_items, offset) = (int("max_items")?, int("offset")?);
-    let jobs = state.jobs.of(&user).await.map_err(ApiError::internal)?;
-    let done: Vec<_> = jobs.iter().filter(|j| has_history(j)).collect();
-    let selected: Vec<_> = match (max_items, offset) {
-        (Some(n), None) => done.iter().skip(done.len().saturating_sub(n)).collect(),
-        (n, Some(off)) => done
-            .iter()
-            .skip(off)
-            .take(n.unwrap_or(usize::MAX))
-            .collect(),
-        (None, None) => done.iter().collect(),
+    let page = match (int("max_items")?, int("offset")?) {
+        (Some(n), None) => HistoryPage::Newest(n as u64),
+        (n, Some(offset)) => HistoryPage::From {
+            offset: offset as u64,
+            limit: n.map(|n| n as u64),
+        },
+        (None, None) => HistoryPage::All,
     };
+    let jobs = state
+        .jobs
+        .history(&user, page)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(
-        selected
-            .into_iter()
+        jobs.iter()
             .map(|j| (j.id.to_string(), history_item(j)))
             .collect(),
     ))

@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::Sqlite;
-use crate::store::{Finish, Inserted, NewJob, PendingRow, StoreError, StoreResult};
+use crate::store::{Finish, HistoryPage, Inserted, NewJob, PendingRow, StoreError, StoreResult};
 use comfyume_domain::{Job, JobId, Role, UserId};
 
 /// The columns `job_from_row` reads, as a literal so queries stay static
@@ -89,6 +89,39 @@ impl Sqlite {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// The finished jobs of one user that `/history` shows, oldest first.
+    pub async fn history_of(&self, owner: UserId, page: HistoryPage) -> StoreResult<Vec<Job>> {
+        // SQLite: a negative LIMIT is no limit.
+        let (newest_first, limit, offset) = match page {
+            HistoryPage::All => (false, -1, 0),
+            HistoryPage::Newest(n) => (true, clamp(n), 0),
+            HistoryPage::From { offset, limit } => (false, limit.map_or(-1, clamp), clamp(offset)),
+        };
+        let sql = if newest_first {
+            select_jobs!(
+                "WHERE user_id = $1 AND state IN ('completed', 'failed', 'cancelled') AND started_at IS NOT NULL ORDER BY seq DESC LIMIT $2 OFFSET $3"
+            )
+        } else {
+            select_jobs!(
+                "WHERE user_id = $1 AND state IN ('completed', 'failed', 'cancelled') AND started_at IS NOT NULL ORDER BY seq LIMIT $2 OFFSET $3"
+            )
+        };
+        let rows = sqlx::query(sql)
+            .bind(owner.0)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if newest_first {
+            jobs.reverse();
+        }
+        Ok(jobs)
     }
 
     /// (pending, in progress) counts of one user.
@@ -379,6 +412,11 @@ impl Sqlite {
 
 fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// A count as SQLite's integer (no real count comes near the limit).
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn parse_id(r: &SqliteRow) -> StoreResult<JobId> {
