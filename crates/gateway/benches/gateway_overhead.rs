@@ -4,7 +4,10 @@
 //! copied included). Prints the median and p99 of both paths and their
 //! ratio, measured in one run on this machine.
 //!
-//! Run: `cargo bench --bench gateway_overhead -- [RUNS]` (default 200).
+//! Run: `cargo bench --bench gateway_overhead -- [RUNS]` (default 200),
+//! against the built-in simulator; with `COMFYUI_URL=http://127.0.0.1:PORT`
+//! against that stock ComfyUI instead (e.g. one started by
+//! `../shared/tools/comfyui-cpu start PORT`).
 
 use std::time::{Duration, Instant};
 
@@ -136,14 +139,27 @@ fn main() {
         std::fs::create_dir_all(&frontend).unwrap();
         std::fs::write(frontend.join("index.html"), "<!doctype html>").unwrap();
 
-        let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim_addr = sim_listener.local_addr().unwrap();
-        tokio::spawn(comfyume_sim::run(sim_listener, std::future::pending()));
+        // The backend: a stock ComfyUI when COMFYUI_URL names one, else the
+        // built-in simulator.
+        let (backend_addr, kind) = match std::env::var("COMFYUI_URL") {
+            Ok(url) => (
+                url.trim_start_matches("http://").trim_end_matches('/').to_string(),
+                BackendKind::Comfyui,
+            ),
+            Err(_) => {
+                let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let sim_addr = sim_listener.local_addr().unwrap();
+                tokio::spawn(comfyume_sim::run(sim_listener, std::future::pending()));
+                (sim_addr.to_string(), BackendKind::Sim)
+            }
+        };
+        let backend_name = if kind == BackendKind::Sim { "the simulator" } else { "stock ComfyUI" };
+        let sim_addr = backend_addr;
 
         let mut config = Config {
             data_dir: dir.path().join("data"),
             frontend_dir: frontend,
-            backends: vec![BackendConfig::new("sim", BackendKind::Sim, format!("http://{sim_addr}"), 1)],
+            backends: vec![BackendConfig::new("backend", kind, format!("http://{sim_addr}"), 1)],
             ..Config::default()
         };
         config.auth.secure_cookies = false;
@@ -190,7 +206,7 @@ fn main() {
             done += n;
         }
         println!("Gateway overhead: a 3-node prompt (64x64 image, one PNG saved), submit to final frame");
-        let (dm, dp) = report("direct to the simulator", direct);
+        let (dm, dp) = report(&format!("direct to {backend_name}"), direct);
         let (gm, gp) = report("through the gateway", gateway);
         println!(
             "ratio gateway/direct        median {:>8.2}x   p99 {:>8.2}x   (median overhead {:+.2} ms)",

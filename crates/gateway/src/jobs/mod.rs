@@ -75,10 +75,22 @@ impl Jobs {
             .await
             .map_err(|e| SubmitError::NoCatalogue(e.to_string()))?;
         let inputs = shared.workspaces.user(&user.name).input_images().await?;
-        let catalogue: serde_json::Map<String, Value> = snapshot
-            .nodes
-            .iter()
-            .map(|(class, info)| (class.clone(), personalise(info, &inputs)))
+        // Only the classes the prompt names: the validator looks at nothing
+        // else, and a stock ComfyUI's whole catalogue (hundreds of classes)
+        // copied per submission cost tens of milliseconds.
+        let named: std::collections::BTreeSet<&str> = sub
+            .prompt
+            .as_object()
+            .into_iter()
+            .flat_map(|nodes| nodes.values())
+            .filter_map(|node| node.get("class_type").and_then(Value::as_str))
+            .collect();
+        let catalogue: serde_json::Map<String, Value> = named
+            .into_iter()
+            .filter_map(|class| {
+                let info = snapshot.nodes.get(class)?;
+                Some((class.to_string(), personalise(info, &inputs)))
+            })
             .collect();
         let validated = comfyume_prompt::validate_in_room(
             &sub.prompt,
