@@ -159,6 +159,19 @@ impl Jobs {
             .await
     }
 
+    /// One page of the caller's jobs, and how many matched.
+    pub async fn page(
+        &self,
+        user: &SessionUser,
+        page: &crate::store::JobsPage,
+    ) -> Result<(Vec<Job>, u64), StoreError> {
+        self.dispatcher
+            .shared()
+            .store
+            .jobs_page_of(user.id, page)
+            .await
+    }
+
     /// The caller's jobs, oldest first.
     pub async fn of(&self, user: &SessionUser) -> Result<Vec<Job>, StoreError> {
         self.dispatcher.shared().store.jobs_of(user.id).await

@@ -313,6 +313,29 @@ pub fn parse_jobs_query(
     })
 }
 
+/// The store's page for `q`, when the store can sort it (by creation);
+/// `None` for the sort by duration, which [`jobs_page`] does over all jobs.
+pub fn store_page(q: &JobsQuery) -> Option<crate::store::JobsPage> {
+    (!q.by_duration).then(|| crate::store::JobsPage {
+        states: q.statuses.clone(),
+        workflow_id: q.workflow_id.clone(),
+        newest_first: q.descending,
+        offset: q.offset as u64,
+        limit: q.limit.map(|l| l as u64),
+    })
+}
+
+/// `{"jobs": [...], "pagination": {...}}` from a page the store selected
+/// (see [`store_page`]) and the number of jobs that matched.
+pub fn jobs_page_from(page: &[Job], total: u64, q: &JobsQuery) -> Value {
+    let entries: Vec<Value> = page.iter().map(|j| job_entry(j, false)).collect();
+    let has_more = q.offset as u64 + (entries.len() as u64) < total;
+    json!({
+        "jobs": entries,
+        "pagination": {"offset": q.offset, "limit": q.limit, "total": total, "has_more": has_more},
+    })
+}
+
 /// `{"jobs": [...], "pagination": {...}}` for one user's jobs.
 pub fn jobs_page(jobs: &[Job], q: &JobsQuery) -> Value {
     let mut entries: Vec<Value> = jobs
@@ -487,5 +510,102 @@ mod tests {
         );
         assert_eq!(page["jobs"][0]["create_time"], 3);
         assert_eq!(page["jobs"][1]["create_time"], 2);
+    }
+
+    /// The store's paging (SQL) answers exactly as the reference paging
+    /// over every job does, for every status set, order, offset and limit,
+    /// with jobs created in the same millisecond among them.
+    #[tokio::test]
+    async fn store_pages_match_the_reference_paging() {
+        use crate::store::{Finish, NewJob, Store};
+        use comfyume_domain::{Role, UserName};
+
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let owner = store
+            .create_user(&UserName::parse("a").unwrap(), "h", Role::Participant, 0)
+            .await
+            .unwrap()
+            .id;
+        let other = store
+            .create_user(&UserName::parse("b").unwrap(), "h", Role::Participant, 0)
+            .await
+            .unwrap()
+            .id;
+        // Creation times with ties; some finished, some failed, some
+        // pending; two workflows; another user's jobs in between.
+        for (i, created) in [5, 3, 3, 7, 1, 3, 9, 7, 2, 8].into_iter().enumerate() {
+            for user in [owner, other] {
+                let id = JobId::new();
+                store
+                    .insert_job(
+                        NewJob {
+                            id,
+                            owner: user,
+                            number: None,
+                            front: false,
+                            prompt: json!({"1": {}}),
+                            extra_data: json!({"create_time": created}),
+                            outputs_to_execute: vec!["1".into()],
+                            partial_targets: None,
+                            workflow_id: Some(if i % 3 == 0 { "w1" } else { "w2" }.into()),
+                            created_at: created,
+                        },
+                        u32::MAX,
+                    )
+                    .await
+                    .unwrap();
+                if i % 4 == 3 {
+                    continue;
+                }
+                store.claim_job(&id, "gpu", 0, created + 1).await.unwrap();
+                let state = if i % 5 == 0 {
+                    JobState::Failed
+                } else {
+                    JobState::Completed
+                };
+                let finish = Finish {
+                    state,
+                    outputs: serde_json::Map::new(),
+                    meta: serde_json::Map::new(),
+                    messages: vec![json!(["execution_start", {"timestamp": created + 1}])],
+                    error: None,
+                    finished_at: created + 2 + i as i64,
+                };
+                store.finish_job(&id, 1, &finish).await.unwrap();
+            }
+        }
+        let all = store.jobs_of(owner).await.unwrap();
+        let mut checked = 0;
+        for status in ["", "completed", "pending,failed", "in_progress"] {
+            for order in ["desc", "asc"] {
+                for workflow in ["", "w1"] {
+                    for (offset, limit) in [
+                        ("0", None),
+                        ("2", Some("3")),
+                        ("0", Some("1")),
+                        ("9", Some("5")),
+                    ] {
+                        let mut q = std::collections::HashMap::new();
+                        q.insert("status".to_string(), status.to_string());
+                        q.insert("sort_order".to_string(), order.to_string());
+                        q.insert("workflow_id".to_string(), workflow.to_string());
+                        q.insert("offset".to_string(), offset.to_string());
+                        if let Some(l) = limit {
+                            q.insert("limit".to_string(), l.to_string());
+                        }
+                        let query = parse_jobs_query(&q).unwrap();
+                        let page = store_page(&query).unwrap();
+                        let (jobs, total) = store.jobs_page_of(owner, &page).await.unwrap();
+                        assert_eq!(
+                            jobs_page_from(&jobs, total, &query),
+                            jobs_page(&all, &query),
+                            "{q:?}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 64);
     }
 }

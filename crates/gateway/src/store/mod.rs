@@ -85,6 +85,18 @@ pub enum HistoryPage {
     },
 }
 
+/// One page of a user's job list (`/api/jobs` sorted by creation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsPage {
+    pub states: Vec<JobState>,
+    pub workflow_id: Option<String>,
+    /// Newest first; jobs created in the same millisecond stay in
+    /// submission order either way, as Python's stable sort leaves them.
+    pub newest_first: bool,
+    pub offset: u64,
+    pub limit: Option<u64>,
+}
+
 /// How a job ended.
 #[derive(Debug, Clone)]
 pub struct Finish {
@@ -179,6 +191,8 @@ operations! {
     fn jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>>;
     /// The finished jobs of one user that `/history` shows, oldest first.
     fn history_of(&self, owner: UserId, page: HistoryPage) -> StoreResult<Vec<Job>>;
+    /// One page of a user's jobs, and how many match in all.
+    fn jobs_page_of(&self, owner: UserId, page: &JobsPage) -> StoreResult<(Vec<Job>, u64)>;
     /// (pending, in progress) counts of one user.
     fn active_counts(&self, owner: UserId) -> StoreResult<(u32, u32)>;
     /// (pending, in progress) counts of the whole room.

@@ -16,7 +16,8 @@ use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
 use crate::jobs::SubmitError;
 use crate::jobs::views::{
-    has_history, history_item, job_entry, jobs_page, parse_jobs_query, queue_item,
+    has_history, history_item, job_entry, jobs_page, jobs_page_from, parse_jobs_query, queue_item,
+    store_page,
 };
 use comfyume_domain::{JobId, JobState};
 use comfyume_prompt::PromptRequest;
@@ -233,6 +234,14 @@ pub async fn jobs_list(
 ) -> Result<Json<Value>, ApiError> {
     let query =
         parse_jobs_query(&q).map_err(|m| ApiError::json_error(StatusCode::BAD_REQUEST, m))?;
+    if let Some(page) = store_page(&query) {
+        let (jobs, total) = state
+            .jobs
+            .page(&user, &page)
+            .await
+            .map_err(ApiError::internal)?;
+        return Ok(Json(jobs_page_from(&jobs, total, &query)));
+    }
     let jobs = state.jobs.of(&user).await.map_err(ApiError::internal)?;
     Ok(Json(jobs_page(&jobs, &query)))
 }

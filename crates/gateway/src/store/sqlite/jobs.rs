@@ -7,7 +7,9 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::Sqlite;
-use crate::store::{Finish, HistoryPage, Inserted, NewJob, PendingRow, StoreError, StoreResult};
+use crate::store::{
+    Finish, HistoryPage, Inserted, JobsPage, NewJob, PendingRow, StoreError, StoreResult,
+};
 use comfyume_domain::{Job, JobId, Role, UserId};
 
 /// The columns `job_from_row` reads, as a literal so queries stay static
@@ -122,6 +124,52 @@ impl Sqlite {
             jobs.reverse();
         }
         Ok(jobs)
+    }
+
+    /// One page of a user's jobs, and how many match in all.
+    pub async fn jobs_page_of(
+        &self,
+        owner: UserId,
+        page: &JobsPage,
+    ) -> StoreResult<(Vec<Job>, u64)> {
+        let states = Value::from(
+            page.states
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2))
+             AND ($3 IS NULL OR workflow_id = $3)",
+        )
+        .bind(owner.0)
+        .bind(&states)
+        .bind(page.workflow_id.as_deref())
+        .fetch_one(&self.pool)
+        .await?;
+        let sql = if page.newest_first {
+            select_jobs!(
+                "WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2)) AND ($3 IS NULL OR workflow_id = $3) ORDER BY created_at DESC, seq LIMIT $4 OFFSET $5"
+            )
+        } else {
+            select_jobs!(
+                "WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2)) AND ($3 IS NULL OR workflow_id = $3) ORDER BY created_at, seq LIMIT $4 OFFSET $5"
+            )
+        };
+        let rows = sqlx::query(sql)
+            .bind(owner.0)
+            .bind(&states)
+            .bind(page.workflow_id.as_deref())
+            .bind(page.limit.map_or(-1, clamp))
+            .bind(clamp(page.offset))
+            .fetch_all(&self.pool)
+            .await?;
+        let jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((jobs, total.max(0) as u64))
     }
 
     /// (pending, in progress) counts of one user.
