@@ -1009,9 +1009,6 @@ fn closed_phases() -> &'static std::sync::Mutex<Vec<(u64, String)>> {
         tracing::subscriber::set_global_default(subscriber)
             .expect("no other global subscriber in the unit tests");
     });
-    // A call site another test reached while the subscriber was being
-    // installed may have cached "nobody listens": look again.
-    tracing::callsite::rebuild_interest_cache();
     CLOSED.get_or_init(Default::default)
 }
 
@@ -1070,27 +1067,32 @@ where
 async fn each_phase_of_a_run_is_a_span() {
     use tracing::Instrument;
 
-    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let closed = closed_phases();
-    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let rig = Rig::new(save_prompt()).await;
-    let (_reg, _rx) = rig.listen();
-    let session = Scripted::new(vec![
-        rig.start(),
-        rig.executed("9", "x_00001_.png"),
-        rig.success(),
-        done(),
-    ]);
-    let outcome = rig
-        .run(session, rig.limits())
-        .instrument(tracing::info_span!("phase_test", run))
-        .await;
-    assert_eq!(outcome, Outcome::Finished(JobState::Completed));
+    // Run 0 registers every phase's call site (another test may have been
+    // registering one while the subscriber was installed, and cached
+    // "nobody listens"); then the cache is rebuilt with every call site
+    // known, and run 1 is the one looked at.
+    for run in 0..2u64 {
+        let rig = Rig::new(save_prompt()).await;
+        let (_reg, _rx) = rig.listen();
+        let session = Scripted::new(vec![
+            rig.start(),
+            rig.executed("9", "x_00001_.png"),
+            rig.success(),
+            done(),
+        ]);
+        let outcome = rig
+            .run(session, rig.limits())
+            .instrument(tracing::info_span!("phase_test", run))
+            .await;
+        assert_eq!(outcome, Outcome::Finished(JobState::Completed));
+        tracing::callsite::rebuild_interest_cache();
+    }
     let phases: Vec<String> = closed
         .lock()
         .unwrap()
         .iter()
-        .filter(|(r, _)| *r == run)
+        .filter(|(r, _)| *r == 1)
         .map(|(_, name)| name.clone())
         .collect();
     assert_eq!(phases, ["inputs", "submit", "output", "follow", "finish"]);
