@@ -148,16 +148,14 @@ impl Sqlite {
         .bind(page.workflow_id.as_deref())
         .fetch_one(&self.pool)
         .await?;
+        // The page's ids first: sorting carries only them, not every
+        // row's prompt and history (the mixed order cannot use an index).
         let sql = if page.newest_first {
-            select_jobs!(
-                "WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2)) AND ($3 IS NULL OR workflow_id = $3) ORDER BY created_at DESC, seq LIMIT $4 OFFSET $5"
-            )
+            "SELECT id FROM jobs WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2)) AND ($3 IS NULL OR workflow_id = $3) ORDER BY created_at DESC, seq LIMIT $4 OFFSET $5"
         } else {
-            select_jobs!(
-                "WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2)) AND ($3 IS NULL OR workflow_id = $3) ORDER BY created_at, seq LIMIT $4 OFFSET $5"
-            )
+            "SELECT id FROM jobs WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2)) AND ($3 IS NULL OR workflow_id = $3) ORDER BY created_at, seq LIMIT $4 OFFSET $5"
         };
-        let rows = sqlx::query(sql)
+        let ids: Vec<String> = sqlx::query_scalar(sql)
             .bind(owner.0)
             .bind(&states)
             .bind(page.workflow_id.as_deref())
@@ -165,10 +163,17 @@ impl Sqlite {
             .bind(clamp(page.offset))
             .fetch_all(&self.pool)
             .await?;
-        let jobs = rows
+        let rows = sqlx::query(select_jobs!(
+            "WHERE id IN (SELECT value FROM json_each($1))"
+        ))
+        .bind(Value::from(ids.clone()).to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_id: std::collections::HashMap<String, Job> = rows
             .iter()
-            .map(job_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+            .map(|r| job_from_row(r).map(|job| (job.id.to_string(), job)))
+            .collect::<StoreResult<_>>()?;
+        let jobs = ids.iter().filter_map(|id| by_id.remove(id)).collect();
         Ok((jobs, total.max(0) as u64))
     }
 
