@@ -26,6 +26,7 @@
 //! - [`store`]: the database (the only place with SQL).
 //! - [`doctor`]: `comfyume doctor`, the pre-workshop checks.
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
+//! - [`markup`]: escaping text into the HTML and SVG the gateway writes.
 //! - [`loadtest`]: `comfyume loadtest`, simulated participants against a running gateway.
 
 pub mod app;
@@ -42,6 +43,7 @@ mod http;
 pub mod hub;
 pub mod jobs;
 pub mod loadtest;
+pub mod markup;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -266,16 +266,7 @@ fn title_from_name(stem: &str) -> String {
 
 /// A simple title card, for templates that come without a picture.
 fn title_card(title: &str) -> String {
-    let escaped: String = title
-        .chars()
-        .map(|c| match c {
-            '&' => "&amp;".into(),
-            '<' => "&lt;".into(),
-            '>' => "&gt;".into(),
-            '"' => "&quot;".into(),
-            c => c.to_string(),
-        })
-        .collect();
+    let escaped = crate::markup::escape_html(title);
     format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="512" height="512" viewBox="0 0 512 512"><defs><linearGradient id="g" x1="0" y1="0" x2="1" y2="1"><stop offset="0" stop-color="#2b2d42"/><stop offset="1" stop-color="#14151f"/></linearGradient></defs><rect width="512" height="512" fill="url(#g)"/><text x="256" y="236" font-family="system-ui, sans-serif" font-size="34" fill="#f0a04b" text-anchor="middle">ComfyUME</text><text x="256" y="292" font-family="system-ui, sans-serif" font-size="28" fill="#e8e8f0" text-anchor="middle">{escaped}</text></svg>"##
     )

@@ -8,21 +8,7 @@ use std::fmt::Write as _;
 
 use super::report::{Report, StepStats};
 
-/// Text made safe for HTML content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::markup::escape_html as escape;
 
 const STYLE: &str = "
 body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1000px;padding:0 1rem;color:#1d2330;background:#fbfbfd}
@@ -578,15 +564,6 @@ fn bar_chart(title: &str, bars: &[(String, f64)], colour: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_html() {
-        assert_eq!(
-            escape("<script>alert('x & \"y\"')</script>"),
-            "&lt;script&gt;alert(&#39;x &amp; &quot;y&quot;&#39;)&lt;/script&gt;"
-        );
-        assert_eq!(escape("seat-001"), "seat-001");
-    }
 
     #[test]
     fn ticks_are_round() {

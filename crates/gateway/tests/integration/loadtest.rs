@@ -15,6 +15,19 @@ use crate::support::{Options as AppOptions, TestApp, WAIT_BOUND, within};
 const PARTICIPANTS: usize = 24;
 const JOBS_EACH: u32 = 3;
 
+/// Runs a load test without pauses, its waits inside the test's own bound
+/// (a stuck job is reported, not hung on).
+async fn run(mut options: Options) -> comfyume::loadtest::Report {
+    options.think = Duration::ZERO;
+    options.timeout = WAIT_BOUND / 2;
+    within(
+        "the load test",
+        comfyume::loadtest::run(options, Progress::Off),
+    )
+    .await
+    .expect("the load test runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadtest_of_a_room_gets_every_job_back_to_its_owner() {
     let app = TestApp::spawn_full(
@@ -55,15 +68,7 @@ async fn loadtest_of_a_room_gets_every_job_back_to_its_owner() {
 
     let mut options = Options::new(app.url.clone(), AccountSource::File(sheet));
     options.jobs_per_user = JOBS_EACH;
-    options.think = Duration::ZERO;
-    // Inside the test's own bound, so a stuck job is reported, not hung on.
-    options.timeout = WAIT_BOUND / 2;
-    let report = within(
-        "the load test",
-        comfyume::loadtest::run(options, Progress::Off),
-    )
-    .await
-    .expect("the load test runs");
+    let report = run(options).await;
 
     let planned = PARTICIPANTS as u64 * u64::from(JOBS_EACH);
     assert_eq!(report.errors.total, 0, "{}", report.table());
@@ -203,14 +208,7 @@ async fn loadtest_counts_what_goes_wrong_by_kind() {
 
     let mut options = Options::new(app.url.clone(), AccountSource::File(sheet.clone()));
     options.jobs_per_user = 2;
-    options.think = Duration::ZERO;
-    options.timeout = WAIT_BOUND / 2;
-    let report = within(
-        "the load test",
-        comfyume::loadtest::run(options.clone(), Progress::Off),
-    )
-    .await
-    .unwrap();
+    let report = run(options.clone()).await;
     let kinds = &report.errors.by_kind;
     assert_eq!(kinds.get("login_refused"), Some(&1), "{}", report.table());
     assert_eq!(kinds.get("execution_error"), Some(&4), "{}", report.table());
@@ -242,12 +240,7 @@ async fn loadtest_counts_what_goes_wrong_by_kind() {
     std::fs::write(&workflow, prompt.to_string()).unwrap();
     options.workflow = Some(workflow);
     options.jobs_per_user = 1;
-    let report = within(
-        "the load test",
-        comfyume::loadtest::run(options, Progress::Off),
-    )
-    .await
-    .unwrap();
+    let report = run(options).await;
     assert_eq!(
         report
             .errors
@@ -273,14 +266,7 @@ async fn loadtest_creates_its_room_and_reads_the_gateways_metrics() {
     let mut options = Options::new(app.url.clone(), AccountSource::Create { count: 6 });
     options.admin_token = Some(TOKEN.into());
     options.jobs_per_user = 2;
-    options.think = Duration::ZERO;
-    options.timeout = WAIT_BOUND / 2;
-    let report = within(
-        "the load test",
-        comfyume::loadtest::run(options, Progress::Off),
-    )
-    .await
-    .expect("the load test runs");
+    let report = run(options).await;
     assert_eq!(report.errors.total, 0, "{}", report.table());
     assert_eq!(report.misdirected_frames.count, 0, "{}", report.table());
     assert_eq!(report.jobs.completed, 12, "{}", report.table());
