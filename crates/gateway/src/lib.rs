@@ -10,6 +10,7 @@
 //! is the gateway and the `comfyume` command line, outside in:
 //!
 //! - [`cli`]: the `comfyume` command line; `main.rs` only calls it.
+//! - [`allocator`]: the memory allocator, and when it hands memory back.
 //! - [`config`]: the TOML + environment configuration.
 //! - [`server`]: `run(listener, state, shutdown)`, the entry point of `serve` and of the tests.
 //! - [`app`]: `AppState`, the services a request can reach, built once.
@@ -29,6 +30,7 @@
 //! - [`markup`]: escaping text into the HTML and SVG the gateway writes.
 //! - [`loadtest`]: `comfyume loadtest`, simulated participants against a running gateway.
 
+pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod backend;

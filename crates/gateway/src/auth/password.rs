@@ -52,7 +52,9 @@ pub async fn hash(password: &Password) -> String {
     let password = password.clone();
     tokio::task::spawn_blocking(move || {
         let _turn = turn;
-        password_auth::generate_hash(password.expose())
+        let hash = password_auth::generate_hash(password.expose());
+        crate::allocator::release_freed();
+        hash
     })
     .await
     .expect("password hashing task panicked")
@@ -70,7 +72,9 @@ pub async fn verify_in_turn(turn: Turn, password: &Password, stored: Option<Stri
     let password = password.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let _turn = turn;
-        verify_now(&password, stored.as_deref())
+        let matched = verify_now(&password, stored.as_deref());
+        crate::allocator::release_freed();
+        matched
     })
     .await;
     checked.unwrap_or_else(|e| {
