@@ -3,8 +3,9 @@
 //! numbers only compare within one run).
 //!
 //! - `memory`: the gateway's resident memory (a `comfyume serve` process)
-//!   after 20, 200 and 1,000 participants log in at once, load what the
-//!   frontend loads at start and keep `/ws` open; baseline: the same
+//!   after 20 participants log in one at a time, and 20, 200 and 1,000 at
+//!   once, each loading what the frontend loads at start and keeping `/ws`
+//!   open; then after the 1,000 ran 2 jobs each. Baseline: the same
 //!   process idle.
 //! - `throughput`: jobs per second through one simulator slot with the
 //!   queue kept full, through the gateway; baseline: the same simulator
@@ -237,10 +238,26 @@ fn memory_of(pid: u32, field: &str) -> u64 {
 
 // --- memory -----------------------------------------------------------------
 
+/// How the participants of a memory scenario arrive.
+#[derive(Clone, Copy, PartialEq)]
+enum Arrival {
+    /// Everyone at once: the start of a workshop.
+    Storm,
+    /// One after another: the plateau of a quiet room.
+    OneAtATime,
+}
+
 async fn memory() {
-    println!("\n## memory: a `comfyume serve` process after a login storm (everyone at once)");
+    println!("\n## memory: a `comfyume serve` process as a room arrives");
     let sim = start_sim().await;
-    for participants in [20usize, 200, 1000] {
+    // (participants, how they arrive, jobs each runs after arriving)
+    let scenarios = [
+        (20usize, Arrival::OneAtATime, 0usize),
+        (20, Arrival::Storm, 0),
+        (200, Arrival::Storm, 0),
+        (1000, Arrival::Storm, 2),
+    ];
+    for (participants, arrival, jobs) in scenarios {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -307,55 +324,114 @@ async fn memory() {
         }
         let idle = memory_of(server.id(), "VmRSS:");
         let started = Instant::now();
-        let arrivals = accounts.into_iter().map(|(user, password)| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let client = reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .expect("a client");
-                let cookie = login(&client, &url, &user, &password).await;
-                let http = with_cookie(&cookie);
-                for path in [
-                    "/api/users",
-                    "/api/settings",
-                    "/api/object_info",
-                    "/api/userdata?dir=workflows&recurse=true&split=false&full_info=true",
-                    "/api/extensions",
-                    "/api/workflow_templates",
-                ] {
-                    let r = http
-                        .get(format!("{url}{path}"))
-                        .send()
-                        .await
-                        .expect("an answer");
-                    // A new participant has no workflows folder yet: 404, as in ComfyUI.
-                    let fine = r.status().is_success()
-                        || (path.contains("dir=workflows") && r.status() == 404);
-                    assert!(fine, "{path}: {}", r.status());
-                    let _ = r.bytes().await;
+        let mut sockets = Vec::new();
+        match arrival {
+            Arrival::Storm => {
+                let arrivals = accounts.into_iter().map(|(user, password)| {
+                    let url = url.clone();
+                    tokio::spawn(async move { arrive(&url, &user, &password).await })
+                });
+                for arrived in futures_util::future::join_all(arrivals).await {
+                    sockets.push(arrived.expect("a participant arrives"));
                 }
-                let ws_url = format!("{}/ws?clientId={user}-tab", url.replace("http", "ws"));
-                open_socket(&ws_url, Some(&cookie)).await
-            })
-        });
-        let sockets = futures_util::future::join_all(arrivals).await;
-        let storm = started.elapsed();
+            }
+            Arrival::OneAtATime => {
+                for (user, password) in accounts {
+                    sockets.push(arrive(&url, &user, &password).await);
+                }
+            }
+        }
+        let took = started.elapsed();
         let after = memory_of(server.id(), "VmRSS:");
         let peak = memory_of(server.id(), "VmHWM:");
+        let how = match arrival {
+            Arrival::Storm => "at once",
+            Arrival::OneAtATime => "one at a time",
+        };
         println!(
-            "{participants:>5} participants: in {:.1} s; RSS idle {:.1} MiB, after {:.1} MiB ({:.2}x idle, {:.0} KiB each), peak {:.1} MiB",
-            storm.as_secs_f64(),
+            "{participants:>5} participants {how}: in {:.1} s; RSS idle {:.1} MiB, after {:.1} MiB ({:.2}x idle, {:.0} KiB each), peak {:.1} MiB",
+            took.as_secs_f64(),
             mib(idle),
             mib(after),
             after as f64 / idle as f64,
             (after.saturating_sub(idle)) as f64 / 1024.0 / participants as f64,
             mib(peak),
         );
+        if jobs > 0 {
+            let runs = sockets.into_iter().map(|(tab, cookie, mut ws)| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let http = with_cookie(&cookie);
+                    let mut ids = std::collections::HashSet::new();
+                    for i in 0..jobs {
+                        let r: Value = http
+                            .post(format!("{url}/api/prompt"))
+                            .json(&json!({"prompt": prompt(i), "client_id": tab}))
+                            .send()
+                            .await
+                            .expect("an answer")
+                            .json()
+                            .await
+                            .expect("json");
+                        ids.insert(r["prompt_id"].as_str().expect("queued").to_string());
+                    }
+                    wait_all_done(&mut ws, ids).await;
+                    (tab, cookie, ws)
+                })
+            });
+            let ran = Instant::now();
+            sockets = futures_util::future::join_all(runs)
+                .await
+                .into_iter()
+                .map(|r| r.expect("a participant's jobs end"))
+                .collect();
+            let after_jobs = memory_of(server.id(), "VmRSS:");
+            println!(
+                "{participants:>5} participants then ran {jobs} jobs each: in {:.1} s; RSS {:.1} MiB ({:.2}x idle), peak {:.1} MiB",
+                ran.elapsed().as_secs_f64(),
+                mib(after_jobs),
+                after_jobs as f64 / idle as f64,
+                mib(memory_of(server.id(), "VmHWM:")),
+            );
+        }
         drop(sockets);
         let _ = server.kill();
         let _ = server.wait();
     }
+}
+
+/// A participant arriving: logs in, makes the frontend's start-up calls and
+/// keeps `/ws` open. Returns their tab's client id, session cookie and
+/// socket.
+async fn arrive(url: &str, user: &str, password: &str) -> (String, String, Socket) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let cookie = login(&client, url, user, password).await;
+    let http = with_cookie(&cookie);
+    for path in [
+        "/api/users",
+        "/api/settings",
+        "/api/object_info",
+        "/api/userdata?dir=workflows&recurse=true&split=false&full_info=true",
+        "/api/extensions",
+        "/api/workflow_templates",
+    ] {
+        let r = http
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .expect("an answer");
+        // A new participant has no workflows folder yet: 404, as in ComfyUI.
+        let fine =
+            r.status().is_success() || (path.contains("dir=workflows") && r.status() == 404);
+        assert!(fine, "{path}: {}", r.status());
+        let _ = r.bytes().await;
+    }
+    let ws_url = format!("{}/ws?clientId={user}-tab", url.replace("http", "ws"));
+    let ws = open_socket(&ws_url, Some(&cookie)).await;
+    (format!("{user}-tab"), cookie, ws)
 }
 
 // --- throughput -------------------------------------------------------------
