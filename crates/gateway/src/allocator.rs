@@ -8,6 +8,12 @@
 //! at a time): glibc 73 MB → 699 MB resident, never returned; mimalloc
 //! 46 MB → 73 MB.
 //!
+//! Built without transparent huge pages (mimalloc's `no_thp` feature):
+//! with them every arena region touched costs a whole 2 MiB page, 16 MiB of
+//! an idle gateway's 29 MiB. Without: 17 MiB idle, 24 MiB after 200 logins
+//! at once (BENCHMARKS.md), for password hashes ~15% slower (more page
+//! faults on the fresh Argon2 buffer).
+//!
 //! mimalloc returns freed memory to the system lazily: ten seconds after
 //! the free, and then only when some later allocation looks. A login storm
 //! would leave two or three Argon2 buffers resident for that long, so each

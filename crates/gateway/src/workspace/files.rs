@@ -241,8 +241,9 @@ impl Workspace {
             fs::create_dir_all(&dir)?;
             if overwrite {
                 let target = dir.join(&file_name);
-                me.ensure_room(data.len() as u64, Some(&target))?;
-                Staged::write(&staging, &data)?.persist(&target)?;
+                me.write_within_quota(data.len() as u64, Some(&target), || {
+                    Ok(Staged::write(&staging, &data)?.persist(&target)?)
+                })?;
                 return Ok(file_name);
             }
             let (stem, ext) = split_ext(&file_name);
@@ -254,8 +255,9 @@ impl Workspace {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         // Only a new file needs room: the same content
                         // already stored is reused below.
-                        me.ensure_room(data.len() as u64, None)?;
-                        Staged::write(&staging, &data)?.persist(&target)?;
+                        me.write_within_quota(data.len() as u64, None, || {
+                            Ok(Staged::write(&staging, &data)?.persist(&target)?)
+                        })?;
                         return Ok(name);
                     }
                     Err(e) => return Err(e.into()),

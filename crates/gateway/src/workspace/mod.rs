@@ -39,6 +39,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -61,7 +62,7 @@ pub use userdata::{
 #[derive(Debug, Clone)]
 pub struct Workspaces {
     root: PathBuf,
-    locks: Arc<StdMutex<HashMap<UserName, Arc<Mutex<()>>>>>,
+    users: Arc<StdMutex<HashMap<UserName, Arc<Writer>>>>,
     /// The most a user's files may take, in bytes (`None`: no limit).
     quota: Option<u64>,
 }
@@ -71,7 +72,7 @@ impl Workspaces {
     pub fn new(root: PathBuf) -> Self {
         Self {
             root,
-            locks: Arc::default(),
+            users: Arc::default(),
             quota: None,
         }
     }
@@ -91,25 +92,50 @@ impl Workspaces {
     /// construction (letters, digits, `-_.`, starting alphanumeric), so it
     /// can name a directory as is.
     pub fn user(&self, name: &UserName) -> Workspace {
-        let lock = {
+        let writer = {
             // A panic while holding this map lock cannot leave the map half
             // updated (one insert), so a poisoned lock is still usable.
-            let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-            locks.entry(name.clone()).or_default().clone()
+            let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+            users.entry(name.clone()).or_default().clone()
         };
         Workspace {
             dir: self.root.join(name.as_str()),
-            lock,
+            writer,
             quota: self.quota,
         }
     }
 }
 
+/// What writers to one user's files share: the lock that orders them, and
+/// the quota's count of the bytes the files take.
+#[derive(Debug, Default)]
+struct Writer {
+    lock: Arc<Mutex<()>>,
+    /// Only touched under `lock` (the std mutex is for `Sync`, never
+    /// contended). `None`: to be counted on the next write.
+    usage: StdMutex<Option<Usage>>,
+}
+
+/// The bytes a user's files take: counted by walking their folders, then
+/// kept up to date by the writes that go through the quota, so a job's
+/// output does not walk every earlier output. Counted again after
+/// [`RECOUNT_EVERY`], and after any change not tracked here (deletes,
+/// moves, settings), so files changed behind the gateway's back cannot
+/// skew it for long.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    bytes: u64,
+    counted_at: Instant,
+}
+
+/// How long a counted usage is trusted (with the tracked writes added).
+const RECOUNT_EVERY: Duration = Duration::from_secs(60);
+
 /// One user's files. Obtained from [`Workspaces::user`].
 #[derive(Debug, Clone)]
 pub struct Workspace {
     dir: PathBuf,
-    lock: Arc<Mutex<()>>,
+    writer: Arc<Writer>,
     quota: Option<u64>,
 }
 
@@ -137,7 +163,23 @@ impl Workspace {
     /// blocking task and stay held until the disk work is done even if the
     /// request future is dropped half-way.
     async fn write_lock(&self) -> OwnedMutexGuard<()> {
-        self.lock.clone().lock_owned().await
+        self.writer.lock.clone().lock_owned().await
+    }
+
+    /// The user's files changed in a way the quota's count does not track
+    /// (a delete, a move, settings): count them again on the next write.
+    /// Call under the write lock.
+    fn recount_usage(&self) {
+        *self.usage() = None;
+    }
+
+    fn usage(&self) -> std::sync::MutexGuard<'_, Option<Usage>> {
+        // Written whole under the write lock: a poisoned value is still
+        // one consistent figure (or `None`).
+        self.writer
+            .usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -197,26 +239,49 @@ impl Drop for Staged {
 }
 
 impl Workspace {
-    /// Whether `incoming` more bytes fit in the user's quota, `replacing`
-    /// (a file the write overwrites) freed. Runs under the write lock, on a
-    /// blocking thread: it walks the user's folders.
-    fn ensure_room(&self, incoming: u64, replacing: Option<&Path>) -> Result<()> {
+    /// Writes `incoming` bytes with `write` if they fit in the user's quota,
+    /// `replacing` (a file the write overwrites) freed. Runs under the
+    /// write lock, on a blocking thread: the first write (and one a minute
+    /// after) walks the user's folders; the others add to that count.
+    fn write_within_quota<T>(
+        &self,
+        incoming: u64,
+        replacing: Option<&Path>,
+        write: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let Some(quota) = self.quota else {
-            return Ok(());
+            return write();
         };
         let freed = replacing
             .and_then(|p| fs::symlink_metadata(p).ok())
             .filter(fs::Metadata::is_file)
             .map_or(0, |md| md.len());
-        let used = folder_size(&self.dir)?.saturating_sub(freed);
+        let counted = match *self.usage() {
+            Some(usage) if usage.counted_at.elapsed() < RECOUNT_EVERY => usage,
+            _ => Usage {
+                counted_at: Instant::now(),
+                bytes: folder_size(&self.dir)?,
+            },
+        };
+        let used = counted.bytes.saturating_sub(freed);
         if used.saturating_add(incoming) > quota {
+            *self.usage() = Some(counted);
             return Err(WorkspaceError::QuotaExceeded(format!(
                 "Your files take {} of the {} you may keep here. Delete workflows you no longer need, or ask your instructor to make room.",
                 megabytes(used),
                 megabytes(quota)
             )));
         }
-        Ok(())
+        let written = write();
+        *self.usage() = match written {
+            Ok(_) => Some(Usage {
+                bytes: used + incoming,
+                ..counted
+            }),
+            // Part of it may be on disk: count again.
+            Err(_) => None,
+        };
+        written
     }
 }
 
@@ -273,8 +338,34 @@ mod tests {
             a1.kind_dir(FileKind::Temp),
             Path::new("/data/users/alice/temp")
         );
-        assert!(Arc::ptr_eq(&a1.lock, &a2.lock));
-        assert!(!Arc::ptr_eq(&a1.lock, &bob.lock));
+        assert!(Arc::ptr_eq(&a1.writer, &a2.writer));
+        assert!(!Arc::ptr_eq(&a1.writer, &bob.writer));
+    }
+
+    /// The quota's running count follows the writes it lets through, and
+    /// a write that fails half-way leaves no phantom bytes in it.
+    #[tokio::test]
+    async fn the_quota_count_follows_writes_and_forgets_failed_ones() {
+        use comfyume_domain::SafeRelPath;
+        let tmp = tempfile::tempdir().unwrap();
+        let me = Workspaces::new(tmp.path().to_path_buf())
+            .with_quota(10_000)
+            .user(&UserName::parse("alice").unwrap());
+        let path = |p: &str| SafeRelPath::parse(p).unwrap();
+        me.write(&path("x"), vec![0; 4000], false).await.unwrap();
+        assert!(matches!(
+            me.write(&path("big"), vec![0; 7000], false).await,
+            Err(WorkspaceError::QuotaExceeded(_))
+        ));
+        // `x` is a file, so nothing can be written under it.
+        assert!(me.write(&path("x/y"), vec![0; 4000], false).await.is_err());
+        me.write(&path("z"), vec![0; 5000], false)
+            .await
+            .expect("4,000 + 5,000 bytes fit in 10,000");
+        me.delete(&path("x")).await.unwrap();
+        me.write(&path("w"), vec![0; 4500], false)
+            .await
+            .expect("the deleted file's room is free again");
     }
 
     #[test]

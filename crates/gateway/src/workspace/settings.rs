@@ -72,8 +72,11 @@ impl Workspace {
         let path = self.settings_path();
         let staging = self.staging_dir();
         let guard = self.write_lock().await;
+        let me = self.clone();
         blocking(move || {
             let _guard = guard;
+            // Settings are small and bounded by `max_bytes`, not the quota.
+            me.recount_usage();
             let mut settings = settings_to_update(&path)?;
             change(&mut settings);
             write_settings(&path, &staging, &settings, max_bytes)

@@ -225,15 +225,16 @@ impl Workspace {
             if !overwrite && stat(&target).is_some() {
                 return Err(WorkspaceError::Conflict);
             }
-            me.ensure_room(data.len() as u64, Some(&target))?;
-            create_parent(&target)?;
-            let staged = Staged::write(&staging, &data)?;
-            // ComfyUI answers 400 with this reason for any OSError while
-            // saving: the name is what makes a rename fail (a directory in
-            // the way, a name too long).
-            staged
-                .persist(&target)
-                .map_err(|_| WorkspaceError::BadRequest(INVALID_FILENAME.into()))?;
+            me.write_within_quota(data.len() as u64, Some(&target), || {
+                create_parent(&target)?;
+                let staged = Staged::write(&staging, &data)?;
+                // ComfyUI answers 400 with this reason for any OSError
+                // while saving: the name is what makes a rename fail (a
+                // directory in the way, a name too long).
+                staged
+                    .persist(&target)
+                    .map_err(|_| WorkspaceError::BadRequest(INVALID_FILENAME.into()))
+            })?;
             let md = fs::metadata(&target)?;
             Ok(FileInfo::new(rel, &md))
         })
@@ -245,6 +246,7 @@ impl Workspace {
     pub async fn delete(&self, file: &SafeRelPath) -> Result<()> {
         let target = file.under(&self.userdata_dir());
         let guard = self.write_lock().await;
+        let me = self.clone();
         blocking(move || {
             let _guard = guard;
             let Some(md) = stat(&target) else {
@@ -256,6 +258,7 @@ impl Workspace {
                     "Cannot delete a directory".into(),
                 ));
             }
+            me.recount_usage();
             fs::remove_file(&target)?;
             Ok(())
         })
@@ -283,6 +286,7 @@ impl Workspace {
         let (src_root, dest_root) = (src.is_root(), dest.is_root());
         let rel = dest.as_str().to_owned();
         let guard = self.write_lock().await;
+        let me = self.clone();
         blocking(move || {
             let _guard = guard;
             if stat(&from).is_none() {
@@ -298,6 +302,7 @@ impl Workspace {
                 }
             }
             if !same {
+                me.recount_usage();
                 create_parent(&to)?;
                 fs::rename(&from, &to)?;
             }
