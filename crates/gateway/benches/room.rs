@@ -424,8 +424,7 @@ async fn arrive(url: &str, user: &str, password: &str) -> (String, String, Socke
             .await
             .expect("an answer");
         // A new participant has no workflows folder yet: 404, as in ComfyUI.
-        let fine =
-            r.status().is_success() || (path.contains("dir=workflows") && r.status() == 404);
+        let fine = r.status().is_success() || (path.contains("dir=workflows") && r.status() == 404);
         assert!(fine, "{path}: {}", r.status());
         let _ = r.bytes().await;
     }

@@ -117,6 +117,32 @@ impl ComfySession {
         })
     }
 
+    /// Follows prompt `prompt_id` on a socket an earlier session of the
+    /// same client id opened, shook hands on and followed to its prompt's
+    /// end (see [`into_socket`](Self::into_socket)): no new connection, no
+    /// handshake.
+    pub fn adopt(
+        client: ComfyClient,
+        client_id: impl Into<String>,
+        prompt_id: impl Into<String>,
+        socket: BackendSocket,
+    ) -> Self {
+        Self {
+            client,
+            client_id: client_id.into(),
+            prompt_id: prompt_id.into(),
+            socket,
+            seen: HashSet::new(),
+            executed: HashSet::new(),
+        }
+    }
+
+    /// The socket, for the next prompt of the same client id to
+    /// [`adopt`](Self::adopt).
+    pub fn into_socket(self) -> BackendSocket {
+        self.socket
+    }
+
     pub fn client(&self) -> &ComfyClient {
         &self.client
     }
@@ -258,6 +284,22 @@ pub async fn cancel_prompt(client: &ComfyClient, prompt_id: &str) -> Result<(), 
     let dequeued = client.delete_queued(prompt_id).await;
     let interrupted = client.interrupt(prompt_id).await;
     dequeued.and(interrupted)
+}
+
+/// Whether an idle socket can follow another prompt: what the server sent
+/// while nobody listened (queue status, late frames of earlier prompts) is
+/// read and dropped; a socket the server closed, or that failed, is not.
+/// Never waits.
+pub fn idle_socket_is_open(socket: &mut BackendSocket) -> bool {
+    use futures_util::FutureExt;
+    loop {
+        match socket.next().now_or_never() {
+            // Nothing more to read: open as far as anyone can tell.
+            None => return true,
+            Some(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => return false,
+            Some(Some(Ok(_))) => {}
+        }
+    }
 }
 
 /// Asks for previews with metadata (binary type 4).

@@ -2,13 +2,78 @@
 //! crate's [`ComfySession`]: inputs uploaded under content-addressed names,
 //! the prompt queued under the job's id, its frames followed on the slot's
 //! socket.
+//!
+//! A slot's socket outlives its job: a job followed to its end leaves the
+//! socket for the slot's next job ([`IdleSockets`]), which then queues its
+//! prompt at once instead of connecting and shaking hands first (a
+//! millisecond on the simulator, several on a stock ComfyUI).
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use comfyume_protocol::session::cancel_prompt;
-use comfyume_protocol::{ComfyClient, ComfySession, Incoming, JobStatus, OutputFile};
+use comfyume_protocol::session::{cancel_prompt, idle_socket_is_open};
+use comfyume_protocol::{
+    BackendSocket, ComfyClient, ComfySession, Incoming, JobStatus, OutputFile,
+};
 
 use super::session::{SessionError, SessionEvent, Submission};
+
+/// Each slot's socket while no job uses it. A socket is only ever used by
+/// one job at a time: a job takes it, and gives it back only after its
+/// prompt's last frame, so the next job reads nothing of it but late
+/// status frames.
+#[derive(Clone, Default)]
+pub struct IdleSockets(Arc<[Mutex<Option<BackendSocket>>]>);
+
+impl std::fmt::Debug for IdleSockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleSockets")
+            .field("slots", &self.0.len())
+            .finish()
+    }
+}
+
+impl IdleSockets {
+    pub fn new(slots: u32) -> Self {
+        Self((0..slots).map(|_| Mutex::new(None)).collect())
+    }
+
+    /// The place of slot `slot`'s socket.
+    pub fn slot(&self, slot: u32) -> IdleSocket {
+        IdleSocket {
+            sockets: self.clone(),
+            index: slot as usize,
+        }
+    }
+}
+
+/// One slot's place in [`IdleSockets`].
+pub struct IdleSocket {
+    sockets: IdleSockets,
+    index: usize,
+}
+
+impl IdleSocket {
+    fn cell(&self) -> Option<std::sync::MutexGuard<'_, Option<BackendSocket>>> {
+        // A poisoned cell holds a whole socket or none: still usable.
+        self.sockets
+            .0
+            .get(self.index)
+            .map(|cell| cell.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The slot's socket, if one is left and still open.
+    fn take(&self) -> Option<BackendSocket> {
+        let mut socket = self.cell()?.take()?;
+        idle_socket_is_open(&mut socket).then_some(socket)
+    }
+
+    fn put(&self, socket: BackendSocket) {
+        if let Some(mut cell) = self.cell() {
+            *cell = Some(socket);
+        }
+    }
+}
 
 pub struct ComfyJob {
     client: ComfyClient,
@@ -20,16 +85,29 @@ pub struct ComfyJob {
     /// Events owed to the runner after [`stop`](Self::stop) took back a
     /// job that had not started: ComfyUI says nothing of those.
     after_stop: VecDeque<SessionEvent>,
+    /// Where the slot keeps its socket between jobs (`None` outside the
+    /// slots: the warm-up).
+    idle: Option<IdleSocket>,
+    /// The socket carried the prompt's last frame: nothing of this job is
+    /// left on it, so the slot's next job may use it.
+    reusable: bool,
 }
 
 impl ComfyJob {
-    pub fn new(client: ComfyClient, client_id: String, prompt_id: String) -> Self {
+    pub fn new(
+        client: ComfyClient,
+        client_id: String,
+        prompt_id: String,
+        idle: Option<IdleSocket>,
+    ) -> Self {
         Self {
             client,
             client_id,
             prompt_id,
             session: None,
             after_stop: VecDeque::new(),
+            idle,
+            reusable: false,
         }
     }
 
@@ -37,13 +115,26 @@ impl ComfyJob {
         true
     }
 
+    /// Listens as the slot's client: on the socket the slot's previous job
+    /// left, or a new one.
     async fn open(&mut self) -> Result<&mut ComfySession, SessionError> {
-        let session = ComfySession::open(
-            self.client.clone(),
-            self.client_id.clone(),
-            self.prompt_id.clone(),
-        )
-        .await?;
+        let left = self.idle.as_ref().and_then(IdleSocket::take);
+        let session = match left {
+            Some(socket) => ComfySession::adopt(
+                self.client.clone(),
+                self.client_id.clone(),
+                self.prompt_id.clone(),
+                socket,
+            ),
+            None => {
+                ComfySession::open(
+                    self.client.clone(),
+                    self.client_id.clone(),
+                    self.prompt_id.clone(),
+                )
+                .await?
+            }
+        };
         Ok(self.session.insert(Box::new(session)))
     }
 
@@ -80,12 +171,16 @@ impl ComfyJob {
         match self.opened()?.next().await {
             Ok(Incoming::Event { kind, data, raw }) => Ok(SessionEvent::Event { kind, data, raw }),
             Ok(Incoming::Binary(bytes)) => Ok(SessionEvent::Binary(bytes)),
-            Ok(Incoming::Done { .. }) => Ok(SessionEvent::Done { outcome: None }),
+            Ok(Incoming::Done { .. }) => {
+                self.reusable = true;
+                Ok(SessionEvent::Done { outcome: None })
+            }
             Err(lost) => Err(SessionError::Lost(lost.0)),
         }
     }
 
     pub async fn reconnect(&mut self) -> Result<(), SessionError> {
+        self.reusable = false;
         self.opened()?.reopen().await.map_err(Into::into)
     }
 
@@ -117,6 +212,19 @@ impl ComfyJob {
         if unknown(session.status().await) && unknown(session.status().await) {
             self.after_stop
                 .extend(SessionEvent::interrupted(&self.prompt_id));
+        }
+    }
+}
+
+impl Drop for ComfyJob {
+    /// Leaves the socket to the slot's next job when this job's last frame
+    /// came on it; any other socket closes.
+    fn drop(&mut self) {
+        if !self.reusable {
+            return;
+        }
+        if let (Some(idle), Some(session)) = (&self.idle, self.session.take()) {
+            idle.put(session.into_socket());
         }
     }
 }

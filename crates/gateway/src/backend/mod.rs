@@ -32,8 +32,8 @@ pub struct Backend {
 
 #[derive(Clone, Debug)]
 enum Link {
-    /// Stock ComfyUI or the simulator.
-    Comfy(ComfyClient),
+    /// Stock ComfyUI or the simulator, and each slot's socket between jobs.
+    Comfy(ComfyClient, comfy::IdleSockets),
     /// A `comfyume worker`: `api` answers `/v1/health` and `/v1/object_info`
     /// (with the token), `runs` streams the jobs.
     Worker {
@@ -68,7 +68,9 @@ impl Backend {
     pub fn new(config: &BackendConfig, http: reqwest::Client) -> Result<Self, BackendError> {
         let api = ComfyClient::new(&config.name, &config.url, config.token.clone(), http);
         let link = match config.kind {
-            BackendKind::Comfyui | BackendKind::Sim => Link::Comfy(api),
+            BackendKind::Comfyui | BackendKind::Sim => {
+                Link::Comfy(api, comfy::IdleSockets::new(config.slots))
+            }
             BackendKind::Worker => {
                 let streams =
                     WorkerClient::http_client().map_err(|e| BackendError::Unreachable {
@@ -115,7 +117,7 @@ impl Backend {
     /// request starts it, and the worker reports the wait while it runs.
     pub async fn check(&self) -> Result<(), BackendError> {
         match &self.link {
-            Link::Comfy(comfy) => comfy.system_stats().await.map(drop),
+            Link::Comfy(comfy, _) => comfy.system_stats().await.map(drop),
             Link::Worker { api, .. } => api.get_json("/v1/health").await.map(drop),
         }
     }
@@ -123,7 +125,7 @@ impl Backend {
     /// The backend's node catalogue.
     pub async fn object_info(&self) -> Result<Map<String, Value>, BackendError> {
         match &self.link {
-            Link::Comfy(comfy) => comfy.object_info().await,
+            Link::Comfy(comfy, _) => comfy.object_info().await,
             Link::Worker { api, .. } => api.object_info_at("/v1/object_info").await,
         }
     }
@@ -132,7 +134,7 @@ impl Backend {
     /// for a worker, whose protocol does not report them.
     pub async fn devices(&self) -> Result<Option<Vec<Value>>, BackendError> {
         match &self.link {
-            Link::Comfy(comfy) => {
+            Link::Comfy(comfy, _) => {
                 let stats = comfy.system_stats().await?;
                 Ok(Some(
                     stats
@@ -150,7 +152,7 @@ impl Backend {
     /// gave up on it). Best effort: the backend may be gone.
     pub async fn forget(&self, prompt_id: &str) {
         match &self.link {
-            Link::Comfy(client) => {
+            Link::Comfy(client, _) => {
                 if let Err(e) = comfyume_protocol::session::cancel_prompt(client, prompt_id).await {
                     tracing::debug!(backend = %self.name, error = %e, "could not take back a lost job");
                 }
@@ -160,15 +162,39 @@ impl Backend {
         }
     }
 
-    /// A session for one job, under the prompt id `prompt_id`, as client
-    /// `client_id` (a slot's own: ComfyUI sends a prompt's events to the
-    /// client that queued it).
+    /// The client id the backend knows slot `slot` by: ComfyUI sends a
+    /// prompt's events to the client that queued it, so a job re-attached
+    /// after a restart is heard under the same id.
+    pub fn slot_client_id(&self, slot: u32) -> String {
+        format!("comfyume-{}-{slot}", self.name)
+    }
+
+    /// A session for one job on slot `slot`, under the prompt id
+    /// `prompt_id`. On a ComfyUI it follows the job on the socket the
+    /// slot's previous job left open, when that is still open.
+    pub fn slot_session(&self, slot: u32, prompt_id: &str) -> Session {
+        match &self.link {
+            Link::Comfy(client, idle) => Session::Comfy(comfy::ComfyJob::new(
+                client.clone(),
+                self.slot_client_id(slot),
+                prompt_id.to_string(),
+                Some(idle.slot(slot)),
+            )),
+            Link::Worker { runs, .. } => {
+                Session::Worker(worker::WorkerJob::new(runs.clone(), prompt_id.to_string()))
+            }
+        }
+    }
+
+    /// A session for a prompt outside the slots (the warm-up), as client
+    /// `client_id`, on a socket of its own.
     pub fn session(&self, client_id: &str, prompt_id: &str) -> Session {
         match &self.link {
-            Link::Comfy(client) => Session::Comfy(comfy::ComfyJob::new(
+            Link::Comfy(client, _) => Session::Comfy(comfy::ComfyJob::new(
                 client.clone(),
                 client_id.to_string(),
                 prompt_id.to_string(),
+                None,
             )),
             Link::Worker { runs, .. } => {
                 Session::Worker(worker::WorkerJob::new(runs.clone(), prompt_id.to_string()))

@@ -501,7 +501,6 @@ impl Dispatcher {
         let job_id = job.id;
         let attempt = job.attempts;
         let max_attempts = i64::from(self.policy.max_attempts.max(1));
-        let client_id = format!("comfyume-{}-{}", slot.backend.as_str(), slot.index);
         let cancel = self
             .lock()
             .running
@@ -518,7 +517,7 @@ impl Dispatcher {
         let started_at = std::time::Instant::now();
         let retry_copy = job.clone();
         let backend_name = &self.backends[backend].name;
-        let session = self.backends[backend].session(&client_id, &job_id.to_string());
+        let session = self.backends[backend].slot_session(slot.index, &job_id.to_string());
         let outcome = run::run(&self.shared, job, owner, session, limits)
             .instrument(span.clone())
             .await;

@@ -137,3 +137,37 @@ async fn a_backend_that_comes_up_runs_the_warm_up_prompt_first() {
     );
     assert_eq!(runs[1].0, &id);
 }
+
+/// A slot's socket to its ComfyUI outlives the job: the slot's next job
+/// queues its prompt on it without connecting again, and a socket the
+/// server closed meanwhile is replaced, not used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_keeps_its_socket_to_the_backend_between_jobs() {
+    let fake = FakeBackend::start(Behaviour::Succeed).await;
+    let app = TestApp::spawn_full(
+        Options {
+            before: vec![("fake".into(), fake.url.clone())],
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    app.state
+        .dispatcher
+        .set_admission("sim", comfyume::dispatch::Admission::Disabled);
+    let mut a = participant(&app, "alice").await;
+    for seed in 0..3 {
+        let id = submit_ok(&app, &a, cpu_prompt(&format!("reuse-{seed}"))).await;
+        let frames = frames_until_done(&mut a.ws, &id).await;
+        assert!(frames.iter().any(|f| f["type"] == "execution_success"));
+        assert_eq!(backend_of(&app, &id).await, "fake");
+    }
+    assert_eq!(fake.prompts(), 3);
+    assert_eq!(fake.sockets_opened(), 1, "three jobs, one socket");
+
+    fake.close_sockets();
+    let id = submit_ok(&app, &a, cpu_prompt("after-close")).await;
+    let frames = frames_until_done(&mut a.ws, &id).await;
+    assert!(frames.iter().any(|f| f["type"] == "execution_success"));
+    assert_eq!(fake.sockets_opened(), 2, "a new socket for the closed one");
+}

@@ -33,6 +33,9 @@ pub enum Behaviour {
     FinishWhileDisconnected,
     /// Accepts and never says anything again.
     Hang,
+    /// Accepts, and runs the prompt at once: its start and success on every
+    /// socket, then its history.
+    Succeed,
 }
 
 struct Fake {
@@ -41,6 +44,7 @@ struct Fake {
     sockets: Mutex<Vec<mpsc::UnboundedSender<Message>>>,
     finished: Mutex<Option<String>>,
     prompts: Mutex<u32>,
+    sockets_opened: Mutex<u32>,
 }
 
 pub struct FakeBackend {
@@ -65,6 +69,7 @@ impl FakeBackend {
             sockets: Mutex::default(),
             finished: Mutex::default(),
             prompts: Mutex::new(0),
+            sockets_opened: Mutex::new(0),
         });
         let app = Router::new()
             .route(
@@ -98,9 +103,20 @@ impl FakeBackend {
     pub fn prompts(&self) -> u32 {
         *self.state.prompts.lock().unwrap()
     }
+
+    /// How many WebSockets were opened to it.
+    pub fn sockets_opened(&self) -> u32 {
+        *self.state.sockets_opened.lock().unwrap()
+    }
+
+    /// Closes every open socket, as a restarting server would.
+    pub fn close_sockets(&self) {
+        broadcast(&self.state, vec![Message::Close(None)]);
+    }
 }
 
 async fn ws(State(state): State<Arc<Fake>>, upgrade: WebSocketUpgrade) -> Response {
+    *state.sockets_opened.lock().unwrap() += 1;
     upgrade.on_upgrade(move |socket| serve_socket(state, socket))
 }
 
@@ -181,6 +197,23 @@ async fn prompt(State(state): State<Arc<Fake>>, body: axum::body::Bytes) -> Resp
             accepted
         }
         Behaviour::Hang => accepted,
+        Behaviour::Succeed => {
+            *state.finished.lock().unwrap() = Some(id.clone());
+            let frame = |kind: &str, data: Value| {
+                Message::Text(json!({"type": kind, "data": data}).to_string().into())
+            };
+            let frames = [
+                frame("execution_start", json!({"prompt_id": id, "timestamp": 1})),
+                frame("execution_success", json!({"prompt_id": id, "timestamp": 2})),
+                frame("executing", json!({"node": null, "prompt_id": id})),
+            ];
+            for tx in state.sockets.lock().unwrap().iter() {
+                for m in &frames {
+                    let _ = tx.send(m.clone());
+                }
+            }
+            accepted
+        }
     }
 }
 
