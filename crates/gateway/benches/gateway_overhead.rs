@@ -4,10 +4,11 @@
 //! copied included). Prints the median and p99 of both paths and their
 //! ratio, measured in one run on this machine.
 //!
-//! Run: `cargo bench --bench gateway_overhead -- [RUNS]` (default 200),
-//! against the built-in simulator; with `COMFYUI_URL=http://127.0.0.1:PORT`
-//! against that stock ComfyUI instead (e.g. one started by
-//! `../shared/tools/comfyui-cpu start PORT`).
+//! Run: `cargo bench --bench gateway_overhead -- [RUNS]` (default 200):
+//! against the built-in simulator, then against a stock ComfyUI v0.33.0 on
+//! the CPU, started (and stopped) with `../shared/tools/comfyui-cpu` when
+//! that tool is beside the repository; `COMFYUI_URL=http://127.0.0.1:PORT`
+//! names a running ComfyUI to use instead.
 
 use std::time::{Duration, Instant};
 
@@ -132,87 +133,199 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let dir = tempfile::tempdir().unwrap();
-        // The gateway needs a frontend folder to start; the benchmark never
-        // loads a page, so a one-file stand-in will do.
-        let frontend = dir.path().join("frontend");
-        std::fs::create_dir_all(&frontend).unwrap();
-        std::fs::write(frontend.join("index.html"), "<!doctype html>").unwrap();
+        let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim_addr = sim_listener.local_addr().unwrap();
+        tokio::spawn(comfyume_sim::run(sim_listener, std::future::pending()));
+        compare(sim_addr.to_string(), BackendKind::Sim, runs).await;
 
-        // The backend: a stock ComfyUI when COMFYUI_URL names one, else the
-        // built-in simulator.
-        let (backend_addr, kind) = match std::env::var("COMFYUI_URL") {
-            Ok(url) => (
-                url.trim_start_matches("http://").trim_end_matches('/').to_string(),
-                BackendKind::Comfyui,
-            ),
-            Err(_) => {
-                let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let sim_addr = sim_listener.local_addr().unwrap();
-                tokio::spawn(comfyume_sim::run(sim_listener, std::future::pending()));
-                (sim_addr.to_string(), BackendKind::Sim)
-            }
-        };
-        let backend_name = if kind == BackendKind::Sim { "the simulator" } else { "stock ComfyUI" };
-        let sim_addr = backend_addr;
-
-        let mut config = Config {
-            data_dir: dir.path().join("data"),
-            frontend_dir: frontend,
-            backends: vec![BackendConfig::new("backend", kind, format!("http://{sim_addr}"), 1)],
-            ..Config::default()
-        };
-        config.auth.secure_cookies = false;
-        config.limits.max_pending_per_user = 1_000_000;
-        let http = Backend::http_client().expect("an HTTP client");
-        let backends = config.backends.iter().map(|b| Backend::new(b, http.clone()).unwrap()).collect();
-        let state = AppState::build(config, backends).await.unwrap();
-        let name = UserName::parse("bench").unwrap();
-        state.accounts.create_user(&name, &Password::new("bench-password"), Role::Participant).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gw_addr = listener.local_addr().unwrap();
-        tokio::spawn(comfyume::server::run(listener, state, std::future::pending()));
-
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let login = client
-            .post(format!("http://{gw_addr}/login"))
-            .form(&[("username", "bench"), ("password", "bench-password")])
-            .send()
-            .await
-            .unwrap();
-        let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
-        let gw_http = reqwest::Client::builder()
-            .default_headers(std::iter::once((reqwest::header::COOKIE, cookie.parse().unwrap())).collect())
-            .build()
-            .unwrap();
-
-        let mut direct_ws = open_socket(&format!("ws://{sim_addr}/ws?clientId=bench-direct"), None).await;
-        let mut gw_ws = open_socket(&format!("ws://{gw_addr}/ws?clientId=bench-gw"), Some(&cookie)).await;
-        let direct_url = format!("http://{sim_addr}/prompt");
-        let gw_url = format!("http://{gw_addr}/api/prompt");
-
-        // Warm both paths (connections, caches of the node catalogue).
-        measure(&client, &mut direct_ws, &direct_url, "bench-direct", 10, 0).await;
-        measure(&gw_http, &mut gw_ws, &gw_url, "bench-gw", 10, 100).await;
-
-        // Interleave the two paths in blocks so drift in machine load hits both.
-        let (mut direct, mut gateway) = (Vec::new(), Vec::new());
-        let block = 20.min(runs.max(1));
-        let mut done = 0;
-        while done < runs {
-            let n = block.min(runs - done);
-            direct.extend(measure(&client, &mut direct_ws, &direct_url, "bench-direct", n, 10_000 + done).await);
-            gateway.extend(measure(&gw_http, &mut gw_ws, &gw_url, "bench-gw", n, 20_000 + done).await);
-            done += n;
+        // Then a stock ComfyUI: the one COMFYUI_URL names, else one started
+        // here with the workspace's comfyui-cpu tool, when it is there.
+        if let Ok(url) = std::env::var("COMFYUI_URL") {
+            let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+            compare(addr, BackendKind::Comfyui, runs).await;
+            return;
         }
-        println!("Gateway overhead: a 3-node prompt (64x64 image, one PNG saved), submit to final frame");
-        let (dm, dp) = report(&format!("direct to {backend_name}"), direct);
-        let (gm, gp) = report("through the gateway", gateway);
-        println!(
-            "ratio gateway/direct        median {:>8.2}x   p99 {:>8.2}x   (median overhead {:+.2} ms)",
-            ms(gm) / ms(dm),
-            ms(gp) / ms(dp),
-            ms(gm) - ms(dm)
-        );
+        match StockComfyUi::start() {
+            Ok(Some(comfy)) => compare(comfy.addr.clone(), BackendKind::Comfyui, runs).await,
+            Ok(None) => println!(
+                "\nstock ComfyUI: skipped ({TOOL} is not here; set COMFYUI_URL to measure against a running one)"
+            ),
+            Err(why) => println!("\nstock ComfyUI: skipped, it did not start: {why}"),
+        }
     });
+}
+
+/// The tool that runs a stock ComfyUI v0.33.0 on the CPU, beside the
+/// repository (see the README's benchmarks).
+const TOOL: &str = "../shared/tools/comfyui-cpu";
+
+/// A stock ComfyUI this benchmark started; stopped when dropped.
+struct StockComfyUi {
+    tool: std::path::PathBuf,
+    pid: String,
+    addr: String,
+}
+
+impl StockComfyUi {
+    /// Starts one on a free port (15-20 s; the tool installs ComfyUI on its
+    /// first use, which takes minutes). `None` when the tool is absent.
+    fn start() -> Result<Option<Self>, String> {
+        let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(TOOL);
+        if !tool.exists() {
+            return Ok(None);
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        println!("\nstarting a stock ComfyUI on port {port} with {TOOL} ...");
+        let out = std::process::Command::new(&tool)
+            .args(["start", &port.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("{TOOL} could not run: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{TOOL} start exited with {}", out.status));
+        }
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(Some(Self {
+            tool,
+            pid,
+            addr: format!("127.0.0.1:{port}"),
+        }))
+    }
+}
+
+impl Drop for StockComfyUi {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.tool)
+            .args(["stop", &self.pid])
+            .status();
+    }
+}
+
+/// Times the prompt directly against the backend at `backend_addr` and
+/// through a gateway in front of it, interleaved, and prints both.
+async fn compare(backend_addr: String, kind: BackendKind, runs: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    // The gateway needs a frontend folder to start; the benchmark never
+    // loads a page, so a one-file stand-in will do.
+    let frontend = dir.path().join("frontend");
+    std::fs::create_dir_all(&frontend).unwrap();
+    std::fs::write(frontend.join("index.html"), "<!doctype html>").unwrap();
+
+    let backend_name = if kind == BackendKind::Sim {
+        "the simulator"
+    } else {
+        "stock ComfyUI"
+    };
+
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        frontend_dir: frontend,
+        backends: vec![BackendConfig::new(
+            "backend",
+            kind,
+            format!("http://{backend_addr}"),
+            1,
+        )],
+        ..Config::default()
+    };
+    config.auth.secure_cookies = false;
+    config.limits.max_pending_per_user = 1_000_000;
+    let http = Backend::http_client().expect("an HTTP client");
+    let backends = config
+        .backends
+        .iter()
+        .map(|b| Backend::new(b, http.clone()).unwrap())
+        .collect();
+    let state = AppState::build(config, backends).await.unwrap();
+    let name = UserName::parse("bench").unwrap();
+    state
+        .accounts
+        .create_user(&name, &Password::new("bench-password"), Role::Participant)
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw_addr = listener.local_addr().unwrap();
+    tokio::spawn(comfyume::server::run(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("http://{gw_addr}/login"))
+        .form(&[("username", "bench"), ("password", "bench-password")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let gw_http = reqwest::Client::builder()
+        .default_headers(
+            std::iter::once((reqwest::header::COOKIE, cookie.parse().unwrap())).collect(),
+        )
+        .build()
+        .unwrap();
+
+    let mut direct_ws = open_socket(
+        &format!("ws://{backend_addr}/ws?clientId=bench-direct"),
+        None,
+    )
+    .await;
+    let mut gw_ws = open_socket(
+        &format!("ws://{gw_addr}/ws?clientId=bench-gw"),
+        Some(&cookie),
+    )
+    .await;
+    let direct_url = format!("http://{backend_addr}/prompt");
+    let gw_url = format!("http://{gw_addr}/api/prompt");
+
+    // Warm both paths (connections, caches of the node catalogue).
+    measure(&client, &mut direct_ws, &direct_url, "bench-direct", 10, 0).await;
+    measure(&gw_http, &mut gw_ws, &gw_url, "bench-gw", 10, 100).await;
+
+    // Interleave the two paths in blocks so drift in machine load hits both.
+    let (mut direct, mut gateway) = (Vec::new(), Vec::new());
+    let block = 20.min(runs.max(1));
+    let mut done = 0;
+    while done < runs {
+        let n = block.min(runs - done);
+        direct.extend(
+            measure(
+                &client,
+                &mut direct_ws,
+                &direct_url,
+                "bench-direct",
+                n,
+                10_000 + done,
+            )
+            .await,
+        );
+        gateway.extend(measure(&gw_http, &mut gw_ws, &gw_url, "bench-gw", n, 20_000 + done).await);
+        done += n;
+    }
+    println!(
+        "\nGateway overhead: a 3-node prompt (64x64 image, one PNG saved), submit to final frame"
+    );
+    let (dm, dp) = report(&format!("direct to {backend_name}"), direct);
+    let (gm, gp) = report("through the gateway", gateway);
+    println!(
+        "ratio gateway/direct        median {:>8.2}x   p99 {:>8.2}x   (median overhead {:+.2} ms)",
+        ms(gm) / ms(dm),
+        ms(gp) / ms(dp),
+        ms(gm) - ms(dm)
+    );
 }
