@@ -26,7 +26,7 @@ use crate::catalogue::{Catalogue, Requirements, Snapshot};
 use crate::clock::now_ms;
 use crate::config::DispatchConfig;
 use crate::hub::{Hub, Outbound};
-use crate::store::{PendingRow, Store, StoreError};
+use crate::store::{Claimed, PendingRow, Store, StoreError};
 use crate::workspace::Workspaces;
 use comfyume_domain::{Job, JobId, UserId, UserName};
 use comfyume_scheduler::{
@@ -53,12 +53,16 @@ impl Shared {
     /// pending plus running jobs) on every socket they have open.
     pub async fn send_status(&self, user: UserId) {
         match self.store.active_counts(user).await {
-            Ok((pending, running)) => {
-                let msg = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": pending + running}}}});
-                self.hub.send_to_user(user, Outbound::Text(msg.to_string()));
-            }
+            Ok(counts) => self.send_counts(user, counts),
             Err(e) => tracing::warn!(error = %e, "could not count a user's jobs for their status"),
         }
+    }
+
+    /// [`send_status`](Self::send_status) with the (pending, in progress)
+    /// counts already read.
+    pub fn send_counts(&self, user: UserId, (pending, running): (u32, u32)) {
+        let msg = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": pending + running}}}});
+        self.hub.send_to_user(user, Outbound::Text(msg.to_string()));
     }
 }
 
@@ -286,41 +290,29 @@ impl Dispatcher {
                 continue;
             };
             let claim = phase!("claim", job = %job_id, backend = %self.backends[backend].name);
-            let claimed = async {
-                if !self
-                    .shared
-                    .store
-                    .claim_job(&job_id, &self.backends[backend].name, slot.index, now_ms())
-                    .await?
-                {
-                    return Ok(None);
-                }
-                // Claimed: from here every way out either runs the job or
-                // puts it back, so it can never sit "in progress" with
-                // nothing running it.
-                let loaded = match self.shared.store.job(&job_id).await {
-                    Ok(Some(job)) => match self.shared.store.user_by_id(job.owner).await {
-                        Ok(Some(owner)) => Ok((job, owner)),
-                        Ok(None) => Err("its owner is gone".to_string()),
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Ok(None) => Err("it is gone".to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                Ok::<_, StoreError>(Some(loaded))
-            }
-            .instrument(claim)
-            .await?;
-            let Some(loaded) = claimed else {
-                continue;
-            };
-            let (job, owner) = match loaded {
-                Ok(loaded) => loaded,
-                Err(reason) => {
-                    tracing::error!(job = %job_id, %reason, "could not load a claimed job; putting it back in the queue");
+            let claimed = self
+                .shared
+                .store
+                .claim_job(&job_id, &self.backends[backend].name, slot.index, now_ms())
+                .instrument(claim)
+                .await;
+            // Claimed: from here every way out either runs the job or puts
+            // it back, so it can never sit "in progress" with nothing
+            // running it.
+            let Claimed {
+                job,
+                owner_name,
+                active,
+            } = match claimed {
+                Ok(Some(claimed)) => claimed,
+                // Cancelled (or taken) since the round began.
+                Ok(None) => continue,
+                Err(e @ StoreError::Corrupt(_)) => {
+                    tracing::error!(job = %job_id, error = %e, "could not load a claimed job; putting it back in the queue");
                     self.shared.store.requeue_job(&job_id).await?;
                     continue;
                 }
+                Err(e) => return Err(e),
             };
             {
                 let mut state = self.lock();
@@ -339,11 +331,11 @@ impl Dispatcher {
                 }
             }
             started.push(job_id);
-            self.shared.send_status(job.owner).await;
-            let span = job_span(&job, &owner.name, &self.backends[backend].name);
+            self.shared.send_counts(job.owner, active);
+            let span = job_span(&job, &owner_name, &self.backends[backend].name);
             self.spawn(
                 self.clone()
-                    .run_job(job, owner.name, backend, slot, false, span),
+                    .run_job(job, owner_name, backend, slot, false, span),
             );
         }
         Ok(started)

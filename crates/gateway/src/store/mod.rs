@@ -71,6 +71,17 @@ pub struct PendingRow {
     pub avoid_backend: Option<String>,
 }
 
+/// A job just claimed for a slot, with what starting it needs: its owner's
+/// name (their folders) and queue counts (their status), read by the
+/// claiming statement itself.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: Job,
+    pub owner_name: UserName,
+    /// The owner's (pending, in progress) jobs, this one included.
+    pub active: (u32, u32),
+}
+
 /// Which finished jobs `/history` shows, as ComfyUI's `max_items` and
 /// `offset` select them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,9 +214,9 @@ operations! {
     fn prompts_of(&self, ids: &[JobId]) -> StoreResult<Vec<(JobId, Value)>>;
     /// Jobs in progress (after a crash: the ones to re-queue or re-attach).
     fn in_progress_jobs(&self) -> StoreResult<Vec<Job>>;
-    /// pending → in_progress on `backend`'s `slot`; false if the job was no
-    /// longer pending (cancelled meanwhile).
-    fn claim_job(&self, id: &JobId, backend: &str, slot: u32, now: i64) -> StoreResult<bool>;
+    /// pending → in_progress on `backend`'s `slot`; `None` if the job was
+    /// no longer pending (cancelled meanwhile).
+    fn claim_job(&self, id: &JobId, backend: &str, slot: u32, now: i64) -> StoreResult<Option<Claimed>>;
     /// in_progress → pending, keeping its place and its delivered outputs.
     fn requeue_job(&self, id: &JobId) -> StoreResult<bool>;
     /// in_progress → pending as if never claimed (its attempt handed back).

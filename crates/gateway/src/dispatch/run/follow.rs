@@ -37,6 +37,11 @@ pub(super) struct JobRun<'a, S> {
     pub copy_time: Duration,
 }
 
+/// How long after an output is delivered the run saves it, unless the job
+/// ended first (its end saves everything): a short job's outputs are
+/// written once, with its end, and no frame waits for a write.
+const SAVE_WHEN_QUIET: Duration = Duration::from_millis(20);
+
 /// When frames rebuilt from history reach the owner.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Late {
@@ -208,11 +213,16 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
     async fn follow(&mut self) -> Result<Option<BackendOutcome>, Stopped> {
         loop {
             let quiet_until = (Instant::now() + self.silence_check).min(self.deadline);
+            let save_due = self.report.save_due(SAVE_WHEN_QUIET);
             let next = tokio::select! {
                 next = tokio::time::timeout_at(quiet_until.into(), self.session.next()) => next,
                 () = self.cancel.notified(), if !self.cancelled => {
                     self.cancelled = true;
                     return Err(Stopped::Cancelled);
+                }
+                () = tokio::time::sleep_until(save_due.unwrap_or(quiet_until).into()), if save_due.is_some() => {
+                    self.report.save_progress().await;
+                    continue;
                 }
             };
             let event = match next {
@@ -275,7 +285,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
                     .notify(&problem, &format!("comfyume-quota-{}", self.report.job.id));
             }
         }
-        self.report.executed(&node, data).await;
+        self.report.executed(&node, data);
     }
 
     /// Ends the run from the backend's history: every frame the owner

@@ -106,7 +106,11 @@ pub async fn run<S: BackendSession>(
                 .await;
             Outcome::Finished(state)
         }
-        Err(handed_back) => handed_back,
+        Err(handed_back) => {
+            // Another attempt must not deliver these outputs again.
+            run.report.save_progress().await;
+            handed_back
+        }
     };
     let run_time = started.elapsed();
     let (run_ms, copy_ms) = (

@@ -3,6 +3,7 @@
 //! messages and outputs recorded as they come, and the closing record.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use comfyume_domain::{Job, JobState};
 use comfyume_protocol::frames::{self, HISTORY_MESSAGES};
@@ -26,6 +27,9 @@ pub(super) struct Report<'a> {
     error: Option<Value>,
     /// How the backend said the job ended, once it did.
     pub outcome: Option<JobState>,
+    /// Since when outputs delivered to the owner are not in the store yet
+    /// (see [`executed`](Self::executed)).
+    unsaved_since: Option<Instant>,
 }
 
 impl<'a> Report<'a> {
@@ -43,6 +47,7 @@ impl<'a> Report<'a> {
             messages,
             error: None,
             outcome: None,
+            unsaved_since: None,
         }
     }
 
@@ -125,12 +130,12 @@ impl<'a> Report<'a> {
     }
 
     /// Tells the owner of a node's outputs (their files already in the
-    /// owner's folders), then records them. The frame does not wait for
-    /// the database: a crash between the two re-delivers the node when
-    /// the job is picked up again, and the history the browser reads at
-    /// the end is written whole by [`finish`](Self::finish) before the
-    /// final frame.
-    pub async fn executed(&mut self, node: &str, data: Value) {
+    /// owner's folders), and notes them for the store. No frame waits for
+    /// the database: the run saves them once the backend is quiet for a
+    /// moment ([`save_due`](Self::save_due)), or with the job's end, which
+    /// writes the whole history before the final frame. A crash before the
+    /// save re-delivers the node when the job is picked up again.
+    pub fn executed(&mut self, node: &str, data: Value) {
         self.send(Outbound::Text(
             json!({"type": "executed", "data": &data}).to_string(),
         ));
@@ -138,11 +143,21 @@ impl<'a> Report<'a> {
             self.outputs.insert(node.to_string(), output.clone());
         }
         self.meta.insert(node.to_string(), frames::node_meta(&data));
-        self.record_progress().await;
+        self.unsaved_since.get_or_insert_with(Instant::now);
     }
 
-    /// Saves the outputs and messages so far, so a restart loses nothing.
-    async fn record_progress(&self) {
+    /// When the outputs delivered so far are due in the store: `quiet`
+    /// after the first of them that is not saved. `None`: all saved.
+    pub fn save_due(&self, quiet: Duration) -> Option<Instant> {
+        self.unsaved_since.map(|since| since + quiet)
+    }
+
+    /// Saves the outputs and messages so far, so a restart (or a retry
+    /// elsewhere) does not deliver them again.
+    pub async fn save_progress(&mut self) {
+        if self.unsaved_since.take().is_none() {
+            return;
+        }
         let store = &self.shared.store;
         if let Err(e) = store
             .record_progress(

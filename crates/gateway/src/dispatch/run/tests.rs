@@ -97,10 +97,15 @@ impl BackendSession for Scripted {
     }
 
     async fn next(&mut self) -> Result<SessionEvent, SessionError> {
+        // Cancel-safe, as the trait asks: a hang stays in the script for
+        // the next call when the run stops waiting on this one.
+        if matches!(self.steps.front(), Some(Step::Hang)) {
+            return std::future::pending().await;
+        }
         match self.steps.pop_front() {
             Some(Step::Event(e)) => Ok(e),
             Some(Step::Fail(e)) => Err(e),
-            Some(Step::Hang) => std::future::pending().await,
+            Some(Step::Hang) => unreachable!("kept above"),
             None => panic!("the run read past the end of the script"),
         }
     }
@@ -183,7 +188,14 @@ impl Rig {
             panic!("queued")
         };
         let job = *job;
-        assert!(shared.store.claim_job(&job.id, "gpu", 0, 20).await.unwrap());
+        assert!(
+            shared
+                .store
+                .claim_job(&job.id, "gpu", 0, 20)
+                .await
+                .unwrap()
+                .is_some()
+        );
         let job = shared.store.job(&job.id).await.unwrap().unwrap();
         Rig {
             shared,
@@ -579,6 +591,64 @@ async fn a_job_the_backend_lost_goes_back_to_the_coordinator() {
         JobState::InProgress,
         "nothing recorded: the coordinator decides"
     );
+}
+
+/// A job handed back to the coordinator keeps the outputs it delivered,
+/// so its next attempt does not deliver them again.
+#[tokio::test]
+async fn a_job_handed_back_keeps_the_outputs_it_delivered() {
+    let rig = Rig::new(save_prompt()).await;
+    let session = Scripted::new(vec![
+        rig.start(),
+        rig.executed("9", "x_00001_.png"),
+        Step::Fail(SessionError::Lost("the connection ended".into())),
+    ])
+    .statuses(vec![Ok(JobStatus::Unknown)]);
+    let outcome = rig.run(session, rig.limits()).await;
+    assert!(
+        matches!(outcome, Outcome::BackendFault { .. }),
+        "{outcome:?}"
+    );
+    let stored = rig.stored().await;
+    assert_eq!(stored.state, JobState::InProgress);
+    assert!(stored.outputs.contains_key("9"), "{:?}", stored.outputs);
+}
+
+/// Outputs delivered while a job goes on are saved once the backend is
+/// quiet for a moment (a crash then does not deliver them again), without
+/// waiting for the job's end.
+#[tokio::test]
+async fn delivered_outputs_are_saved_while_the_job_goes_on() {
+    let rig = Rig::new(save_prompt()).await;
+    let (_reg, _rx) = rig.listen();
+    let mut session = Scripted::new(vec![
+        rig.start(),
+        rig.executed("9", "x_00001_.png"),
+        Step::Hang,
+    ]);
+    session.after_stop = vec![
+        rig.event("execution_interrupted", json!({"node_id": "9"})),
+        done(),
+    ]
+    .into();
+    let limits = rig.limits();
+    let cancel = limits.cancel.clone();
+    let watch = async {
+        // Waits for the save (bounded, so a run that never saves fails
+        // instead of hanging).
+        for _ in 0..2000 {
+            let stored = rig.stored().await;
+            if stored.outputs.contains_key("9") {
+                assert_eq!(stored.state, JobState::InProgress, "saved before the end");
+                cancel.notify_one();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the delivered output was never saved while the job went on");
+    };
+    let (outcome, ()) = tokio::join!(rig.run(session, limits), watch);
+    assert_eq!(outcome, Outcome::Finished(JobState::Cancelled));
 }
 
 #[tokio::test]

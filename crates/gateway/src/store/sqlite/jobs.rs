@@ -8,19 +8,24 @@ use sqlx::sqlite::SqliteRow;
 
 use super::Sqlite;
 use crate::store::{
-    Finish, HistoryPage, Inserted, JobsPage, NewJob, PendingRow, StoreError, StoreResult,
+    Claimed, Finish, HistoryPage, Inserted, JobsPage, NewJob, PendingRow, StoreError, StoreResult,
 };
-use comfyume_domain::{Job, JobId, Role, UserId};
+use comfyume_domain::{Job, JobId, Role, UserId, UserName};
 
 /// The columns `job_from_row` reads, as a literal so queries stay static
 /// strings.
 macro_rules! select_jobs {
     ($rest:literal) => {
+        concat!("SELECT ", job_columns!(), " FROM jobs ", $rest)
+    };
+}
+
+macro_rules! job_columns {
+    () => {
         concat!(
-            "SELECT seq, id, user_id, state, number, number_is_float, prompt, extra_data, outputs_to_execute, ",
+            "seq, id, user_id, state, number, number_is_float, prompt, extra_data, outputs_to_execute, ",
             "partial_targets, workflow_id, attempts, backend, slot, created_at, started_at, finished_at, outputs, meta, ",
-            "messages, error FROM jobs ",
-            $rest
+            "messages, error"
         )
     };
 }
@@ -262,18 +267,38 @@ impl Sqlite {
         backend: &str,
         slot: u32,
         now: i64,
-    ) -> StoreResult<bool> {
-        let r = sqlx::query(
+    ) -> StoreResult<Option<Claimed>> {
+        // One statement: the claim, the job, its owner's name and counts.
+        let row = sqlx::query(concat!(
             "UPDATE jobs SET state = 'in_progress', backend = $2, slot = $4, started_at = $3, attempts = attempts + 1
-             WHERE id = $1 AND state = 'pending'",
-        )
+             WHERE id = $1 AND state = 'pending'
+             RETURNING ",
+            job_columns!(),
+            ", (SELECT name FROM users WHERE users.id = jobs.user_id) AS owner_name,
+             (SELECT COUNT(*) FROM jobs AS mine WHERE mine.user_id = jobs.user_id AND mine.state = 'pending') AS owner_pending,
+             (SELECT COUNT(*) FROM jobs AS mine WHERE mine.user_id = jobs.user_id AND mine.state = 'in_progress') AS owner_running"
+        ))
         .bind(id.to_string())
         .bind(backend)
         .bind(now)
         .bind(i64::from(slot))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(r.rows_affected() == 1)
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let name: Option<String> = r.try_get("owner_name")?;
+        let name = name.ok_or_else(|| StoreError::Corrupt(format!("job {id} has no owner")))?;
+        let owner_name = UserName::parse(&name)
+            .map_err(|e| StoreError::Corrupt(format!("user name {name:?}: {e}")))?;
+        let count = |column: &str| -> StoreResult<u32> {
+            Ok(u32::try_from(r.try_get::<i64, _>(column)?).unwrap_or(u32::MAX))
+        };
+        Ok(Some(Claimed {
+            job: job_from_row(&r)?,
+            owner_name,
+            active: (count("owner_pending")?, count("owner_running")?),
+        }))
     }
 
     /// in_progress → pending, keeping its place (a gateway restart found
@@ -637,7 +662,7 @@ mod tests {
             "another user's queue is their own"
         );
         let first = s.pending_jobs().await.unwrap()[0].id;
-        assert!(s.claim_job(&first, "gpu", 0, 2).await.unwrap());
+        assert!(s.claim_job(&first, "gpu", 0, 2).await.unwrap().is_some());
         assert!(
             matches!(
                 s.insert_job(new_job(a, None, false), 3).await.unwrap(),
@@ -662,13 +687,22 @@ mod tests {
     async fn only_the_current_attempt_may_finish_a_job() {
         let (s, a, _) = setup().await;
         let j = queued(s.insert_job(new_job(a, None, false), 10).await);
-        assert!(s.claim_job(&j.id, "gpu", 0, 2).await.unwrap());
+        let claimed = s.claim_job(&j.id, "gpu", 0, 2).await.unwrap().unwrap();
+        assert_eq!(claimed.job.id, j.id);
+        assert_eq!(claimed.job.state, JobState::InProgress);
+        assert_eq!(claimed.job.attempts, 1);
+        assert_eq!(claimed.owner_name.as_str(), "a");
+        assert_eq!(
+            claimed.active,
+            (0, 1),
+            "the owner's counts, this job running"
+        );
         assert!(
-            !s.claim_job(&j.id, "gpu", 0, 2).await.unwrap(),
+            s.claim_job(&j.id, "gpu", 0, 2).await.unwrap().is_none(),
             "claimed once"
         );
         assert!(s.requeue_job(&j.id).await.unwrap());
-        assert!(s.claim_job(&j.id, "gpu", 0, 3).await.unwrap());
+        assert!(s.claim_job(&j.id, "gpu", 0, 3).await.unwrap().is_some());
         assert!(
             !s.finish_job(&j.id, 1, &finish(JobState::Completed))
                 .await
