@@ -172,9 +172,9 @@ impl Jobs {
             .await
     }
 
-    /// The caller's jobs, oldest first.
-    pub async fn of(&self, user: &SessionUser) -> Result<Vec<Job>, StoreError> {
-        self.dispatcher.shared().store.jobs_of(user.id).await
+    /// The caller's pending and running jobs, oldest first.
+    pub async fn active_of(&self, user: &SessionUser) -> Result<Vec<Job>, StoreError> {
+        self.dispatcher.shared().store.active_jobs_of(user.id).await
     }
 
     /// One of the caller's jobs; someone else's is `None`, exactly like a
@@ -256,7 +256,7 @@ impl Jobs {
         user: &SessionUser,
         id: Option<&JobId>,
     ) -> Result<(), StoreError> {
-        let jobs = self.of(user).await?;
+        let jobs = self.active_of(user).await?;
         for job in jobs.iter().filter(|j| j.state == JobState::InProgress) {
             if id.is_none_or(|wanted| *wanted == job.id) {
                 self.interrupt_job(&job.id).await;

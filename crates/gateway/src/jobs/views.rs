@@ -313,16 +313,20 @@ pub fn parse_jobs_query(
     })
 }
 
-/// The store's page for `q`, when the store can sort it (by creation);
-/// `None` for the sort by duration, which [`jobs_page`] does over all jobs.
-pub fn store_page(q: &JobsQuery) -> Option<crate::store::JobsPage> {
-    (!q.by_duration).then(|| crate::store::JobsPage {
+/// The page of `q` for the store to select.
+pub fn store_page(q: &JobsQuery) -> crate::store::JobsPage {
+    crate::store::JobsPage {
         states: q.statuses.clone(),
         workflow_id: q.workflow_id.clone(),
-        newest_first: q.descending,
+        sort: if q.by_duration {
+            crate::store::JobsSort::Duration
+        } else {
+            crate::store::JobsSort::Creation
+        },
+        descending: q.descending,
         offset: q.offset as u64,
         limit: q.limit.map(|l| l as u64),
-    })
+    }
 }
 
 /// `{"jobs": [...], "pagination": {...}}` from a page the store selected
@@ -336,7 +340,9 @@ pub fn jobs_page_from(page: &[Job], total: u64, q: &JobsQuery) -> Value {
     })
 }
 
-/// `{"jobs": [...], "pagination": {...}}` for one user's jobs.
+/// `{"jobs": [...], "pagination": {...}}` for one user's jobs, paged
+/// here: the reference the store's paging is checked against.
+#[cfg(test)]
 pub fn jobs_page(jobs: &[Job], q: &JobsQuery) -> Value {
     let mut entries: Vec<Value> = jobs
         .iter()
@@ -385,6 +391,7 @@ pub fn jobs_page(jobs: &[Job], q: &JobsQuery) -> Value {
 
 /// After reversing an ascending stable sort, runs of equal keys are in
 /// reverse input order; put each run back in input order.
+#[cfg(test)]
 fn stable_reverse_ties(entries: &mut [Value], key: impl Fn(&Value) -> i64) {
     let mut start = 0;
     while start < entries.len() {
@@ -563,11 +570,28 @@ mod tests {
                 } else {
                     JobState::Completed
                 };
+                // Execution times with ties, one end without a timestamp
+                // ComfyUI counts (a float), one job without an end.
+                let took = [4, 2, 4, 1, 0, 2, 7, 4, 3, 2][i];
+                let end_kind = if state == JobState::Failed {
+                    "execution_error"
+                } else {
+                    "execution_success"
+                };
+                let end_at = if i == 6 {
+                    json!(created as f64 + 0.5)
+                } else {
+                    json!(created + 1 + took)
+                };
+                let mut messages = vec![json!(["execution_start", {"timestamp": created + 1}])];
+                if i != 2 {
+                    messages.push(json!([end_kind, {"timestamp": end_at}]));
+                }
                 let finish = Finish {
                     state,
                     outputs: serde_json::Map::new(),
                     meta: serde_json::Map::new(),
-                    messages: vec![json!(["execution_start", {"timestamp": created + 1}])],
+                    messages,
                     error: None,
                     finished_at: created + 2 + i as i64,
                 };
@@ -577,7 +601,12 @@ mod tests {
         let all = store.jobs_of(owner).await.unwrap();
         let mut checked = 0;
         for status in ["", "completed", "pending,failed", "in_progress"] {
-            for order in ["desc", "asc"] {
+            for (sort, order) in [
+                ("created_at", "desc"),
+                ("created_at", "asc"),
+                ("execution_duration", "desc"),
+                ("execution_duration", "asc"),
+            ] {
                 for workflow in ["", "w1"] {
                     for (offset, limit) in [
                         ("0", None),
@@ -587,6 +616,7 @@ mod tests {
                     ] {
                         let mut q = std::collections::HashMap::new();
                         q.insert("status".to_string(), status.to_string());
+                        q.insert("sort_by".to_string(), sort.to_string());
                         q.insert("sort_order".to_string(), order.to_string());
                         q.insert("workflow_id".to_string(), workflow.to_string());
                         q.insert("offset".to_string(), offset.to_string());
@@ -594,7 +624,7 @@ mod tests {
                             q.insert("limit".to_string(), l.to_string());
                         }
                         let query = parse_jobs_query(&q).unwrap();
-                        let page = store_page(&query).unwrap();
+                        let page = store_page(&query);
                         let (jobs, total) = store.jobs_page_of(owner, &page).await.unwrap();
                         assert_eq!(
                             jobs_page_from(&jobs, total, &query),
@@ -606,6 +636,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 64);
+        assert_eq!(checked, 128);
     }
 }

@@ -96,16 +96,27 @@ pub enum HistoryPage {
     },
 }
 
-/// One page of a user's job list (`/api/jobs` sorted by creation).
+/// One page of a user's job list (`/api/jobs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobsPage {
     pub states: Vec<JobState>,
     pub workflow_id: Option<String>,
-    /// Newest first; jobs created in the same millisecond stay in
-    /// submission order either way, as Python's stable sort leaves them.
-    pub newest_first: bool,
+    pub sort: JobsSort,
+    /// Largest first; equal keys stay in submission order either way, as
+    /// Python's stable sort leaves them.
+    pub descending: bool,
     pub offset: u64,
     pub limit: Option<u64>,
+}
+
+/// What `/api/jobs` sorts by (its `sort_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobsSort {
+    /// `create_time`.
+    Creation,
+    /// `execution_end_time - execution_start_time` from the job's
+    /// messages; 0 for a job without both.
+    Duration,
 }
 
 /// How a job ended.
@@ -200,6 +211,8 @@ operations! {
     fn job(&self, id: &JobId) -> StoreResult<Option<Job>>;
     /// Every job of one user, oldest first.
     fn jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>>;
+    /// The pending and running jobs of one user, oldest first.
+    fn active_jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>>;
     /// The finished jobs of one user that `/history` shows, oldest first.
     fn history_of(&self, owner: UserId, page: HistoryPage) -> StoreResult<Vec<Job>>;
     /// One page of a user's jobs, and how many match in all.

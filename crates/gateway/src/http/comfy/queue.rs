@@ -16,8 +16,7 @@ use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
 use crate::jobs::SubmitError;
 use crate::jobs::views::{
-    has_history, history_item, job_entry, jobs_page, jobs_page_from, parse_jobs_query, queue_item,
-    store_page,
+    has_history, history_item, job_entry, jobs_page_from, parse_jobs_query, queue_item, store_page,
 };
 use comfyume_domain::{JobId, JobState};
 use comfyume_prompt::PromptRequest;
@@ -80,7 +79,11 @@ pub async fn queue(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
-    let jobs = state.jobs.of(&user).await.map_err(ApiError::internal)?;
+    let jobs = state
+        .jobs
+        .active_of(&user)
+        .await
+        .map_err(ApiError::internal)?;
     let of = |s: JobState| {
         jobs.iter()
             .filter(|j| j.state == s)
@@ -234,16 +237,12 @@ pub async fn jobs_list(
 ) -> Result<Json<Value>, ApiError> {
     let query =
         parse_jobs_query(&q).map_err(|m| ApiError::json_error(StatusCode::BAD_REQUEST, m))?;
-    if let Some(page) = store_page(&query) {
-        let (jobs, total) = state
-            .jobs
-            .page(&user, &page)
-            .await
-            .map_err(ApiError::internal)?;
-        return Ok(Json(jobs_page_from(&jobs, total, &query)));
-    }
-    let jobs = state.jobs.of(&user).await.map_err(ApiError::internal)?;
-    Ok(Json(jobs_page(&jobs, &query)))
+    let (jobs, total) = state
+        .jobs
+        .page(&user, &store_page(&query))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(jobs_page_from(&jobs, total, &query)))
 }
 
 pub async fn job_detail(

@@ -8,7 +8,8 @@ use sqlx::sqlite::SqliteRow;
 
 use super::Sqlite;
 use crate::store::{
-    Claimed, Finish, HistoryPage, Inserted, JobsPage, NewJob, PendingRow, StoreError, StoreResult,
+    Claimed, Finish, HistoryPage, Inserted, JobsPage, JobsSort, NewJob, PendingRow, StoreError,
+    StoreResult,
 };
 use comfyume_domain::{Job, JobId, Role, UserId, UserName};
 
@@ -17,6 +18,26 @@ use comfyume_domain::{Job, JobId, Role, UserId, UserName};
 macro_rules! select_jobs {
     ($rest:literal) => {
         concat!("SELECT ", job_columns!(), " FROM jobs ", $rest)
+    };
+}
+
+/// A job's execution time as `/api/jobs` reports it: the timestamp of its
+/// last end message (success, interruption, error) minus that of its last
+/// `execution_start`, each an integer; 0 unless the job ended after
+/// starting and both are there and non-zero.
+macro_rules! duration_ms {
+    () => {
+        "(CASE WHEN jobs.state IN ('completed', 'failed', 'cancelled') AND jobs.started_at IS NOT NULL THEN COALESCE((
+            SELECT CASE WHEN started != 0 AND ended != 0 THEN ended - started ELSE 0 END FROM (SELECT
+              (SELECT CASE WHEN json_type(m.value, '$[1].timestamp') = 'integer' THEN json_extract(m.value, '$[1].timestamp') END
+               FROM json_each(jobs.messages) AS m
+               WHERE json_extract(m.value, '$[0]') = 'execution_start' AND json_type(m.value, '$[1]') = 'object'
+               ORDER BY m.key DESC LIMIT 1) AS started,
+              (SELECT CASE WHEN json_type(m.value, '$[1].timestamp') = 'integer' THEN json_extract(m.value, '$[1].timestamp') END
+               FROM json_each(jobs.messages) AS m
+               WHERE json_extract(m.value, '$[0]') IN ('execution_success', 'execution_interrupted', 'execution_error')
+                 AND json_type(m.value, '$[1]') = 'object'
+               ORDER BY m.key DESC LIMIT 1) AS ended)), 0) ELSE 0 END)"
     };
 }
 
@@ -89,6 +110,17 @@ impl Sqlite {
         row.map(|r| job_from_row(&r)).transpose()
     }
 
+    /// The pending and running jobs of one user, oldest first.
+    pub async fn active_jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(select_jobs!(
+            "WHERE user_id = $1 AND state IN ('pending', 'in_progress') ORDER BY seq"
+        ))
+        .bind(owner.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
     /// Every job of one user, oldest first.
     pub async fn jobs_of(&self, owner: UserId) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query(select_jobs!("WHERE user_id = $1 ORDER BY seq"))
@@ -155,10 +187,21 @@ impl Sqlite {
         .await?;
         // The page's ids first: sorting carries only them, not every
         // row's prompt and history (the mixed order cannot use an index).
-        let sql = if page.newest_first {
-            "SELECT id FROM jobs WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2)) AND ($3 IS NULL OR workflow_id = $3) ORDER BY created_at DESC, seq LIMIT $4 OFFSET $5"
-        } else {
-            "SELECT id FROM jobs WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2)) AND ($3 IS NULL OR workflow_id = $3) ORDER BY created_at, seq LIMIT $4 OFFSET $5"
+        macro_rules! page_ids {
+            ($order:expr) => {
+                concat!(
+                    "SELECT id FROM jobs WHERE user_id = $1 AND state IN (SELECT value FROM json_each($2)) \
+                     AND ($3 IS NULL OR workflow_id = $3) ORDER BY ",
+                    $order,
+                    ", seq LIMIT $4 OFFSET $5"
+                )
+            };
+        }
+        let sql = match (page.sort, page.descending) {
+            (JobsSort::Creation, true) => page_ids!("created_at DESC"),
+            (JobsSort::Creation, false) => page_ids!("created_at"),
+            (JobsSort::Duration, true) => page_ids!(concat!(duration_ms!(), " DESC")),
+            (JobsSort::Duration, false) => page_ids!(duration_ms!()),
         };
         let ids: Vec<String> = sqlx::query_scalar(sql)
             .bind(owner.0)
