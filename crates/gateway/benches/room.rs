@@ -609,6 +609,8 @@ async fn history() {
     for path in [
         "/api/history?max_items=64",
         "/api/jobs?status=completed,failed,cancelled&limit=64&offset=0",
+        "/api/jobs?sort_by=execution_duration&limit=64",
+        "/api/queue",
         "/api/jobs",
     ] {
         let mut medians = Vec::new();
