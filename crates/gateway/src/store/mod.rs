@@ -241,7 +241,9 @@ operations! {
     /// holding `attempt` may write.
     fn record_progress(&self, id: &JobId, attempt: i64, outputs: &serde_json::Map<String, Value>, meta: &serde_json::Map<String, Value>, messages: &[Value]) -> StoreResult<()>;
     /// in_progress → a terminal state, by the run holding `attempt`.
-    fn finish_job(&self, id: &JobId, attempt: i64, f: &Finish) -> StoreResult<bool>;
+    /// Returns the owner's (pending, in progress) counts after it; `None`
+    /// if the job was not in progress under `attempt`.
+    fn finish_job(&self, id: &JobId, attempt: i64, f: &Finish) -> StoreResult<Option<(u32, u32)>>;
     /// pending → cancelled for the owner's jobs among `ids` (all when
     /// `None`); returns the ids that changed.
     fn cancel_pending(&self, owner: UserId, ids: Option<&[JobId]>, now: i64) -> StoreResult<Vec<JobId>>;

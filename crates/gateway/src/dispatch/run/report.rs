@@ -242,11 +242,16 @@ impl<'a> Report<'a> {
             .finish_job(&self.job.id, self.job.attempts, &finish)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!("job was no longer in progress when it finished"),
-            Err(e) => tracing::error!(error = %e, "could not record the job's outcome"),
+            Ok(Some(counts)) => self.shared.send_counts(self.job.owner, counts),
+            Ok(None) => {
+                tracing::warn!("job was no longer in progress when it finished");
+                self.shared.send_status(self.job.owner).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not record the job's outcome");
+                self.shared.send_status(self.job.owner).await;
+            }
         }
-        self.shared.send_status(self.job.owner).await;
         let done =
             json!({"type": "executing", "data": {"node": null, "prompt_id": self.prompt_id()}});
         self.send(Outbound::Text(done.to_string()));

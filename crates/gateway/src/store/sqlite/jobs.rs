@@ -334,13 +334,10 @@ impl Sqlite {
         let name = name.ok_or_else(|| StoreError::Corrupt(format!("job {id} has no owner")))?;
         let owner_name = UserName::parse(&name)
             .map_err(|e| StoreError::Corrupt(format!("user name {name:?}: {e}")))?;
-        let count = |column: &str| -> StoreResult<u32> {
-            Ok(u32::try_from(r.try_get::<i64, _>(column)?).unwrap_or(u32::MAX))
-        };
         Ok(Some(Claimed {
             job: job_from_row(&r)?,
             owner_name,
-            active: (count("owner_pending")?, count("owner_running")?),
+            active: owner_counts(&r)?,
         }))
     }
 
@@ -421,10 +418,19 @@ impl Sqlite {
 
     /// in_progress → a terminal state, by the run holding `attempt`; false
     /// if the job was not in progress under that attempt.
-    pub async fn finish_job(&self, id: &JobId, attempt: i64, f: &Finish) -> StoreResult<bool> {
-        let r = sqlx::query(
+    pub async fn finish_job(
+        &self,
+        id: &JobId,
+        attempt: i64,
+        f: &Finish,
+    ) -> StoreResult<Option<(u32, u32)>> {
+        // The owner's counts come back with the change, for their status.
+        let row = sqlx::query(
             "UPDATE jobs SET state = $3, outputs = $4, meta = $5, messages = $6, error = $7, finished_at = $8
-             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'",
+             WHERE id = $1 AND attempts = $2 AND state = 'in_progress'
+             RETURNING
+             (SELECT COUNT(*) FROM jobs AS mine WHERE mine.user_id = jobs.user_id AND mine.state = 'pending') AS owner_pending,
+             (SELECT COUNT(*) FROM jobs AS mine WHERE mine.user_id = jobs.user_id AND mine.state = 'in_progress') AS owner_running",
         )
         .bind(id.to_string())
         .bind(attempt)
@@ -434,9 +440,9 @@ impl Sqlite {
         .bind(json_text(&f.messages))
         .bind(f.error.as_ref().map(Value::to_string))
         .bind(f.finished_at)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(r.rows_affected() == 1)
+        row.map(|r| owner_counts(&r)).transpose()
     }
 
     /// pending → cancelled for the owner's jobs among `ids` (all pending ones
@@ -548,6 +554,14 @@ fn parse_id(r: &SqliteRow) -> StoreResult<JobId> {
 fn parse_json<T: serde::de::DeserializeOwned>(r: &SqliteRow, col: &str) -> StoreResult<T> {
     let text: String = r.try_get(col)?;
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("jobs.{col}: {e}")))
+}
+
+/// The `owner_pending` and `owner_running` columns of a claim or finish.
+fn owner_counts(r: &SqliteRow) -> StoreResult<(u32, u32)> {
+    let count = |column: &str| -> StoreResult<u32> {
+        Ok(u32::try_from(r.try_get::<i64, _>(column)?).unwrap_or(u32::MAX))
+    };
+    Ok((count("owner_pending")?, count("owner_running")?))
 }
 
 fn job_from_row(r: &SqliteRow) -> StoreResult<Job> {
@@ -747,22 +761,26 @@ mod tests {
         assert!(s.requeue_job(&j.id).await.unwrap());
         assert!(s.claim_job(&j.id, "gpu", 0, 3).await.unwrap().is_some());
         assert!(
-            !s.finish_job(&j.id, 1, &finish(JobState::Completed))
-                .await
-                .unwrap(),
-            "a stale run cannot finish it"
-        );
-        assert!(
-            s.finish_job(&j.id, 2, &finish(JobState::Completed))
+            s.finish_job(&j.id, 1, &finish(JobState::Completed))
                 .await
                 .unwrap()
+                .is_none(),
+            "a stale run cannot finish it"
+        );
+        assert_eq!(
+            s.finish_job(&j.id, 2, &finish(JobState::Completed))
+                .await
+                .unwrap(),
+            Some((0, 0)),
+            "the owner's counts after the finish"
         );
         let done = s.job(&j.id).await.unwrap().unwrap();
         assert_eq!((done.state, done.attempts), (JobState::Completed, 2));
         assert!(
-            !s.finish_job(&j.id, 2, &finish(JobState::Failed))
+            s.finish_job(&j.id, 2, &finish(JobState::Failed))
                 .await
-                .unwrap(),
+                .unwrap()
+                .is_none(),
             "finished once"
         );
     }
