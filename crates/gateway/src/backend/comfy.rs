@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use comfyume_protocol::session::{cancel_prompt, idle_socket_is_open};
 use comfyume_protocol::{
@@ -22,20 +23,47 @@ use super::session::{SessionError, SessionEvent, Submission};
 /// one job at a time: a job takes it, and gives it back only after its
 /// prompt's last frame, so the next job reads nothing of it but late
 /// status frames.
-#[derive(Clone, Default)]
-pub struct IdleSockets(Arc<[Mutex<Option<BackendSocket>>]>);
+///
+/// Nobody reads a parked socket, so it is kept only [`KEEP_IDLE`]: ComfyUI
+/// sends every socket its queue status, and one that is never read would
+/// in the end fill the buffers and stall ComfyUI's sending to everyone;
+/// and a connection silently dropped by the network (a NAT, a load
+/// balancer) looks open until something is sent on it. Each take and put
+/// on the backend closes the sockets parked longer.
+#[derive(Clone)]
+pub struct IdleSockets {
+    cells: Arc<[Mutex<Option<Parked>>]>,
+    keep: Duration,
+}
+
+/// How long a socket may wait for the slot's next job. Jobs queued back to
+/// back reuse it; after a pause the next job connects afresh.
+const KEEP_IDLE: Duration = Duration::from_secs(10);
+
+/// A socket waiting for its slot's next job, since `at`.
+pub struct Parked {
+    socket: BackendSocket,
+    at: Instant,
+}
 
 impl std::fmt::Debug for IdleSockets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdleSockets")
-            .field("slots", &self.0.len())
+            .field("slots", &self.cells.len())
             .finish()
     }
 }
 
 impl IdleSockets {
     pub fn new(slots: u32) -> Self {
-        Self((0..slots).map(|_| Mutex::new(None)).collect())
+        Self::keeping(slots, KEEP_IDLE)
+    }
+
+    fn keeping(slots: u32, keep: Duration) -> Self {
+        Self {
+            cells: (0..slots).map(|_| Mutex::new(None)).collect(),
+            keep,
+        }
     }
 
     /// The place of slot `slot`'s socket.
@@ -54,23 +82,42 @@ pub struct IdleSocket {
 }
 
 impl IdleSocket {
-    fn cell(&self) -> Option<std::sync::MutexGuard<'_, Option<BackendSocket>>> {
+    fn cell(&self, index: usize) -> Option<std::sync::MutexGuard<'_, Option<Parked>>> {
         // A poisoned cell holds a whole socket or none: still usable.
         self.sockets
-            .0
-            .get(self.index)
+            .cells
+            .get(index)
             .map(|cell| cell.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The slot's socket, if one is left and still open.
+    /// Closes every socket of the backend parked longer than [`KEEP_IDLE`].
+    fn close_stale(&self) {
+        for index in 0..self.sockets.cells.len() {
+            if let Some(mut cell) = self.cell(index) {
+                if cell
+                    .as_ref()
+                    .is_some_and(|p| p.at.elapsed() >= self.sockets.keep)
+                {
+                    *cell = None;
+                }
+            }
+        }
+    }
+
+    /// The slot's socket, if one is left, fresh and still open.
     fn take(&self) -> Option<BackendSocket> {
-        let mut socket = self.cell()?.take()?;
+        self.close_stale();
+        let mut socket = self.cell(self.index)?.take()?.socket;
         idle_socket_is_open(&mut socket).then_some(socket)
     }
 
     fn put(&self, socket: BackendSocket) {
-        if let Some(mut cell) = self.cell() {
-            *cell = Some(socket);
+        self.close_stale();
+        if let Some(mut cell) = self.cell(self.index) {
+            *cell = Some(Parked {
+                socket,
+                at: Instant::now(),
+            });
         }
     }
 }
@@ -226,5 +273,59 @@ impl Drop for ComfyJob {
         if let (Some(idle), Some(session)) = (&self.idle, self.session.take()) {
             idle.put(session.into_socket());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio::net::TcpListener;
+
+    /// A WebSocket server that counts the sockets it sees close.
+    async fn server() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                    while let Some(Ok(_)) = ws.next().await {}
+                    let _ = closed.send(());
+                });
+            }
+        });
+        (url, closes)
+    }
+
+    async fn socket(url: &str) -> BackendSocket {
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_parked_socket_serves_the_next_job_while_fresh() {
+        let (url, _closes) = server().await;
+        let sockets = IdleSockets::keeping(1, Duration::from_secs(3600));
+        sockets.slot(0).put(socket(&url).await);
+        assert!(sockets.slot(0).take().is_some(), "taken back");
+        assert!(sockets.slot(0).take().is_none(), "by one job only");
+    }
+
+    /// A socket parked too long is closed (nobody reads it) when anything
+    /// is taken or put on the backend, whatever its slot.
+    #[tokio::test]
+    async fn a_socket_parked_too_long_is_closed() {
+        let (url, mut closes) = server().await;
+        let sockets = IdleSockets::keeping(2, Duration::ZERO);
+        sockets.slot(1).put(socket(&url).await);
+        assert!(sockets.slot(0).take().is_none());
+        // Bounded, so a socket left open fails the test instead of hanging it.
+        tokio::time::timeout(Duration::from_secs(30), closes.recv())
+            .await
+            .expect("slot 1's stale socket closed")
+            .expect("the server runs");
+        assert!(sockets.slot(1).take().is_none(), "and not reused");
     }
 }

@@ -31,11 +31,11 @@ macro_rules! duration_ms {
             SELECT CASE WHEN started != 0 AND ended != 0 THEN ended - started ELSE 0 END FROM (SELECT
               (SELECT CASE WHEN json_type(m.value, '$[1].timestamp') = 'integer' THEN json_extract(m.value, '$[1].timestamp') END
                FROM json_each(jobs.messages) AS m
-               WHERE json_extract(m.value, '$[0]') = 'execution_start' AND json_type(m.value, '$[1]') = 'object'
+               WHERE m.type = 'array' AND json_extract(m.value, '$[0]') = 'execution_start' AND json_type(m.value, '$[1]') = 'object'
                ORDER BY m.key DESC LIMIT 1) AS started,
               (SELECT CASE WHEN json_type(m.value, '$[1].timestamp') = 'integer' THEN json_extract(m.value, '$[1].timestamp') END
                FROM json_each(jobs.messages) AS m
-               WHERE json_extract(m.value, '$[0]') IN ('execution_success', 'execution_interrupted', 'execution_error')
+               WHERE m.type = 'array' AND json_extract(m.value, '$[0]') IN ('execution_success', 'execution_interrupted', 'execution_error')
                  AND json_type(m.value, '$[1]') = 'object'
                ORDER BY m.key DESC LIMIT 1) AS ended)), 0) ELSE 0 END)"
     };
@@ -330,15 +330,24 @@ impl Sqlite {
         let Some(r) = row else {
             return Ok(None);
         };
-        let name: Option<String> = r.try_get("owner_name")?;
-        let name = name.ok_or_else(|| StoreError::Corrupt(format!("job {id} has no owner")))?;
-        let owner_name = UserName::parse(&name)
-            .map_err(|e| StoreError::Corrupt(format!("user name {name:?}: {e}")))?;
-        Ok(Some(Claimed {
-            job: job_from_row(&r)?,
-            owner_name,
-            active: owner_counts(&r)?,
-        }))
+        let decoded = || -> StoreResult<Claimed> {
+            let name: Option<String> = r.try_get("owner_name")?;
+            let name = name.ok_or_else(|| StoreError::Corrupt(format!("job {id} has no owner")))?;
+            let owner_name = UserName::parse(&name)
+                .map_err(|e| StoreError::Corrupt(format!("user name {name:?}: {e}")))?;
+            Ok(Claimed {
+                job: job_from_row(&r)?,
+                owner_name,
+                active: owner_counts(&r)?,
+            })
+        };
+        // The claim is made: a row that cannot be read is the job's
+        // problem (Corrupt, so the dispatcher puts it back), not the
+        // database's.
+        decoded().map(Some).map_err(|e| match e {
+            StoreError::Corrupt(why) => StoreError::Corrupt(why),
+            other => StoreError::Corrupt(format!("claimed job {id}: {other}")),
+        })
     }
 
     /// in_progress → pending, keeping its place (a gateway restart found
