@@ -31,8 +31,8 @@ unsafe extern "C" {
 }
 
 /// Hands the memory this thread freed (and every arena's pending purge)
-/// back to the system now. Costs tens of microseconds: for after a
-/// password hash, not for hot paths.
+/// back to the system now. It walks the allocator's state: cheap next to
+/// a password hash, not meant for hot paths.
 pub fn release_freed() {
     // Keeps the symbol resolved against the mimalloc this crate links.
     let _: &Allocator = &mimalloc::MiMalloc;
