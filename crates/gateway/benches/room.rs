@@ -325,22 +325,28 @@ async fn memory() {
         let idle = memory_of(server.id(), "VmRSS:");
         let started = Instant::now();
         let mut sockets = Vec::new();
+        let mut logins = Vec::new();
+        let mut arrived = |(tab, cookie, ws, login_took)| {
+            sockets.push((tab, cookie, ws));
+            logins.push(login_took);
+        };
         match arrival {
             Arrival::Storm => {
                 let arrivals = accounts.into_iter().map(|(user, password)| {
                     let url = url.clone();
                     tokio::spawn(async move { arrive(&url, &user, &password).await })
                 });
-                for arrived in futures_util::future::join_all(arrivals).await {
-                    sockets.push(arrived.expect("a participant arrives"));
+                for participant in futures_util::future::join_all(arrivals).await {
+                    arrived(participant.expect("a participant arrives"));
                 }
             }
             Arrival::OneAtATime => {
                 for (user, password) in accounts {
-                    sockets.push(arrive(&url, &user, &password).await);
+                    arrived(arrive(&url, &user, &password).await);
                 }
             }
         }
+        logins.sort();
         let took = started.elapsed();
         let after = memory_of(server.id(), "VmRSS:");
         let peak = memory_of(server.id(), "VmHWM:");
@@ -356,6 +362,12 @@ async fn memory() {
             after as f64 / idle as f64,
             (after.saturating_sub(idle)) as f64 / 1024.0 / participants as f64,
             mib(peak),
+        );
+        println!(
+            "      a login's answer: median {:.0} ms, p90 {:.0} ms, slowest {:.0} ms",
+            ms(logins[logins.len() / 2]),
+            ms(logins[logins.len() * 9 / 10]),
+            ms(logins[logins.len() - 1]),
         );
         if jobs > 0 {
             let runs = sockets.into_iter().map(|(tab, cookie, mut ws)| {
@@ -402,13 +414,15 @@ async fn memory() {
 
 /// A participant arriving: logs in, makes the frontend's start-up calls and
 /// keeps `/ws` open. Returns their tab's client id, session cookie and
-/// socket.
-async fn arrive(url: &str, user: &str, password: &str) -> (String, String, Socket) {
+/// socket, and how long the login itself took.
+async fn arrive(url: &str, user: &str, password: &str) -> (String, String, Socket, Duration) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a client");
+    let logging_in = Instant::now();
     let cookie = login(&client, url, user, password).await;
+    let login_took = logging_in.elapsed();
     let http = with_cookie(&cookie);
     for path in [
         "/api/users",
@@ -430,7 +444,7 @@ async fn arrive(url: &str, user: &str, password: &str) -> (String, String, Socke
     }
     let ws_url = format!("{}/ws?clientId={user}-tab", url.replace("http", "ws"));
     let ws = open_socket(&ws_url, Some(&cookie)).await;
-    (format!("{user}-tab"), cookie, ws)
+    (format!("{user}-tab"), cookie, ws, login_took)
 }
 
 // --- throughput -------------------------------------------------------------
