@@ -193,8 +193,20 @@ pub struct DispatchConfig {
     /// Runs a job gets before it fails for good when backends keep losing
     /// it.
     pub max_attempts: u32,
-    /// The longest one run may take, from dispatch to its last event.
+    /// The longest one run may take, from the backend starting it (from
+    /// dispatch until it starts) to its last event.
     pub job_timeout_seconds: u64,
+    /// Queue each slot's next job on its backend (a ComfyUI or the
+    /// simulator; not a worker) while the slot's current job runs, so the
+    /// GPU starts it the moment the current one ends instead of idling
+    /// for the few milliseconds the gateway takes to record one job and
+    /// send the next. Off by default: that gap matters only for jobs of a
+    /// few milliseconds, while the price is paid in a workshop's currency,
+    /// waiting: a participant arriving meanwhile waits for the queued job
+    /// too, and the queued job waits for its slot even if another frees
+    /// first. While it waits there it counts as running (ComfyUI would
+    /// list it as pending), and cancelling it interrupts it.
+    pub queue_ahead: bool,
     /// An API-format prompt (JSON file) each backend runs when it comes
     /// up, before any participant's job, to load the workshop's model.
     pub warmup_prompt: Option<PathBuf>,
@@ -205,6 +217,7 @@ impl Default for DispatchConfig {
         Self {
             max_attempts: 3,
             job_timeout_seconds: 1800,
+            queue_ahead: false,
             warmup_prompt: None,
         }
     }

@@ -79,4 +79,4 @@ mod tests;
 
 pub use fair_share::{FairShare, Usage};
 pub use input::{BackendId, OrderKey, PendingJob, RunningCounts, Slot};
-pub use plan::plan;
+pub use plan::{plan, plan_ahead};

@@ -36,14 +36,28 @@ pub fn plan(
     free: &[Slot],
     cap: u32,
 ) -> Vec<(JobId, Slot)> {
-    let mut queues = user_queues(pending, running, share);
+    assign(pending, running, &RunningCounts::new(), share, free, cap)
+}
+
+/// [`plan`], where the jobs in `ending` are about to end: they still count
+/// in their owners' virtual time (their GPU time is about to be charged)
+/// but no longer against the cap.
+fn assign(
+    pending: &[PendingJob],
+    running: &RunningCounts,
+    ending: &RunningCounts,
+    share: &FairShare,
+    free: &[Slot],
+    cap: u32,
+) -> Vec<(JobId, Slot)> {
+    let mut queues = user_queues(pending, running, ending, share);
     let mut slots = distinct(free);
     let mut out = Vec::new();
 
     loop {
         let mut best: Option<(Pick, usize, usize, usize)> = None;
         for (qi, queue) in queues.iter().enumerate() {
-            if queue.busy >= cap {
+            if queue.busy.saturating_sub(queue.ending) >= cap {
                 continue;
             }
             let Some((ji, si)) = queue.candidate(&slots) else {
@@ -92,6 +106,8 @@ struct Queue<'a> {
     estimate: u64,
     /// Running plus assigned in this plan.
     busy: u32,
+    /// Of `busy`, the jobs about to end (see [`plan_ahead`]).
+    ending: u32,
 }
 
 impl Queue<'_> {
@@ -118,6 +134,7 @@ impl Queue<'_> {
 fn user_queues<'a>(
     pending: &'a [PendingJob],
     running: &RunningCounts,
+    ending: &RunningCounts,
     share: &FairShare,
 ) -> Vec<Queue<'a>> {
     let mut seen = HashSet::new();
@@ -138,6 +155,7 @@ fn user_queues<'a>(
                 base_vtime: share.vtime(user),
                 estimate: share.estimate_ms(user),
                 busy: running.get(user),
+                ending: ending.get(user),
             }
         })
         .collect()
@@ -146,4 +164,32 @@ fn user_queues<'a>(
 fn distinct(free: &[Slot]) -> Vec<Option<&Slot>> {
     let mut seen = HashSet::new();
     free.iter().map(|s| seen.insert(s).then_some(s)).collect()
+}
+
+/// The job each busy slot runs next, queued on its backend behind the job
+/// it runs now, so the backend starts it the moment the current one ends
+/// (no idle gap while the gateway records one job and sends the next).
+///
+/// `busy` lists each slot with a free place behind its running job and the
+/// owner of that job. The choice is the one [`plan`] would make the moment
+/// those jobs end: their owners count one running job fewer against the
+/// cap, and their virtual time already holds the ending job's estimated
+/// GPU time, as it will once the job is charged; everything else (caps,
+/// fairness, backends, queue order) is `plan`'s. `running` includes the
+/// jobs just assigned to free slots; `pending` excludes them.
+///
+/// What it costs: a job queued behind another cannot be given to a slot
+/// that frees sooner, and a participant who arrives meanwhile waits for
+/// the queued job too (at most one job more per slot than [`plan`]'s
+/// bound).
+pub fn plan_ahead(
+    pending: &[PendingJob],
+    running: &RunningCounts,
+    share: &FairShare,
+    busy: &[(Slot, UserId)],
+    cap: u32,
+) -> Vec<(JobId, Slot)> {
+    let ending: RunningCounts = busy.iter().map(|(_, owner)| *owner).collect();
+    let slots: Vec<Slot> = busy.iter().map(|(slot, _)| slot.clone()).collect();
+    assign(pending, running, &ending, share, &slots, cap)
 }

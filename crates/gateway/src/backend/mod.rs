@@ -19,6 +19,10 @@ use serde_json::{Map, Value};
 
 use crate::config::{BackendConfig, BackendKind};
 
+/// Prompts the gateway keeps on a ComfyUI per slot: the one it runs, and
+/// the next one waiting in its queue (`dispatch.queue_ahead`).
+pub const PLACES_PER_SLOT: u32 = 2;
+
 /// One configured backend.
 #[derive(Clone, Debug)]
 pub struct Backend {
@@ -69,7 +73,7 @@ impl Backend {
         let api = ComfyClient::new(&config.name, &config.url, config.token.clone(), http);
         let link = match config.kind {
             BackendKind::Comfyui | BackendKind::Sim => {
-                Link::Comfy(api, comfy::IdleSockets::new(config.slots))
+                Link::Comfy(api, comfy::IdleSockets::new(config.slots * PLACES_PER_SLOT))
             }
             BackendKind::Worker => {
                 let streams =
@@ -162,23 +166,36 @@ impl Backend {
         }
     }
 
-    /// The client id the backend knows slot `slot` by: ComfyUI sends a
-    /// prompt's events to the client that queued it, so a job re-attached
-    /// after a restart is heard under the same id.
-    pub fn slot_client_id(&self, slot: u32) -> String {
-        format!("comfyume-{}-{slot}", self.name)
+    /// How many jobs each slot may hold at once: on a ComfyUI, with
+    /// `queue_ahead`, the running one and the next one waiting in the
+    /// ComfyUI's own queue; a worker takes one job per request.
+    pub fn places_per_slot(&self, queue_ahead: bool) -> u32 {
+        match self.link {
+            Link::Comfy(..) if queue_ahead => PLACES_PER_SLOT,
+            _ => 1,
+        }
     }
 
-    /// A session for one job on slot `slot`, under the prompt id
-    /// `prompt_id`. On a ComfyUI it follows the job on the socket the
-    /// slot's previous job left open, when that is still open.
-    pub fn slot_session(&self, slot: u32, prompt_id: &str) -> Session {
+    /// The client id the backend knows place `place` by (see
+    /// [`slot_session`](Self::slot_session)): ComfyUI sends a prompt's
+    /// events to the client that queued it, so a job re-attached after a
+    /// restart is heard under the same id.
+    pub fn slot_client_id(&self, place: u32) -> String {
+        format!("comfyume-{}-{place}", self.name)
+    }
+
+    /// A session for one job at place `place` (slot `place % slots`; each
+    /// place of a slot is a client of its own, so the events of the job
+    /// waiting behind the running one reach that job only), under the
+    /// prompt id `prompt_id`. On a ComfyUI it follows the job on the
+    /// socket the place's previous job left open, when that is still open.
+    pub fn slot_session(&self, place: u32, prompt_id: &str) -> Session {
         match &self.link {
             Link::Comfy(client, idle) => Session::Comfy(comfy::ComfyJob::new(
                 client.clone(),
-                self.slot_client_id(slot),
+                self.slot_client_id(place),
                 prompt_id.to_string(),
-                Some(idle.slot(slot)),
+                Some(idle.slot(place)),
             )),
             Link::Worker { runs, .. } => {
                 Session::Worker(worker::WorkerJob::new(runs.clone(), prompt_id.to_string()))

@@ -66,14 +66,21 @@ impl Shared {
     }
 }
 
-/// A job on a slot right now.
+/// A job on a slot right now: running there, or queued on the backend
+/// behind the job that runs there (`dispatch.queue_ahead`).
 #[derive(Debug, Clone)]
 struct Running {
     owner: UserId,
     backend: usize,
     slot: Slot,
+    /// Its place on the backend (see [`Backend::slot_session`]): the slot's
+    /// index, or the index plus the slot count for the second place.
+    place: u32,
     /// Fired when the owner cancels the job; its run stops it.
     cancel: Arc<Notify>,
+    /// Set once the job is in the backend's queue.
+    queued: tokio::sync::watch::Sender<bool>,
+    since: std::time::Instant,
 }
 
 pub struct Dispatcher {
@@ -105,6 +112,9 @@ struct State {
     loaded: Vec<std::collections::BTreeSet<String>>,
     /// What each pending job needs of a backend (see `requirements_of`).
     requirements: HashMap<JobId, Arc<Requirements>>,
+    /// When each slot's last job ended: a job that waited behind it used
+    /// the GPU only from then.
+    slot_freed: HashMap<Slot, std::time::Instant>,
 }
 
 /// A job's span: every phase of its run, and whatever it logs, is inside
@@ -131,7 +141,11 @@ pub struct BackendStatus {
     pub group: Option<String>,
     /// In the active group (or no group is selected).
     pub active: bool,
+    /// Slots with a job running.
     pub running: u32,
+    /// Jobs waiting on the backend behind a running one
+    /// (`dispatch.queue_ahead`).
+    pub queued: u32,
     pub state: BackendState,
     pub last_error: Option<String>,
 }
@@ -183,25 +197,34 @@ impl Dispatcher {
                 .as_ref()
                 .and_then(|name| self.backends.iter().position(|b| &b.name == name));
             match (place, job.slot) {
-                (Some(backend), Some(index)) if index < self.backends[backend].slots => {
+                (Some(backend), Some(place)) if place < self.places(backend) => {
                     let Some(owner) = self.shared.store.user_by_id(job.owner).await? else {
                         continue;
                     };
-                    let slot =
-                        Slot::new(BackendId::new(self.backends[backend].name.clone()), index);
+                    let slots = self.backends[backend].slots;
+                    let slot = Slot::new(
+                        BackendId::new(self.backends[backend].name.clone()),
+                        place % slots,
+                    );
                     self.lock().running.insert(
                         job.id,
                         Running {
                             owner: job.owner,
                             backend,
-                            slot: slot.clone(),
+                            slot,
+                            place,
                             cancel: Arc::default(),
+                            queued: tokio::sync::watch::Sender::new(false),
+                            since: std::time::Instant::now(),
                         },
                     );
                     let span = job_span(&job, &owner.name, &self.backends[backend].name);
+                    // It may wait behind another job there: the limit
+                    // allows for that until it starts.
+                    let start = Start::Resume;
                     self.spawn(
                         self.clone()
-                            .run_job(job, owner.name, backend, slot, true, span),
+                            .run_job(job, owner.name, backend, place, start, span),
                     );
                 }
                 _ => {
@@ -275,9 +298,32 @@ impl Dispatcher {
                 .chain(state.running.values().map(|r| r.owner))
                 .collect();
             state.share.sync_active(with_work);
-            let free = self.free_slots(&state);
+            let (free, mut busy) = self.openings(&state);
             let mut plan = scheduler::plan(&pending, &running, &state.share, &free, self.cap);
             self.prefer_loaded_models(&state, &mut plan, &free, &needs);
+            // Then the place behind each running job, including the ones
+            // just planned.
+            let mut after = running;
+            for (job_id, slot) in &plan {
+                let Some((_, job)) = needs.get(job_id) else {
+                    continue;
+                };
+                after.add(job.owner);
+                if self.places_of(&slot.backend) > 1 {
+                    busy.push((slot.clone(), job.owner));
+                }
+            }
+            if !busy.is_empty() {
+                let planned: std::collections::HashSet<JobId> =
+                    plan.iter().map(|(id, _)| *id).collect();
+                let rest: Vec<PendingJob> = pending
+                    .iter()
+                    .filter(|p| !planned.contains(&p.id))
+                    .cloned()
+                    .collect();
+                let behind = scheduler::plan_ahead(&rest, &after, &state.share, &busy, self.cap);
+                plan.extend(behind);
+            }
             plan
         };
         let mut started = Vec::new();
@@ -289,11 +335,14 @@ impl Dispatcher {
             else {
                 continue;
             };
+            let Some((place, start)) = self.free_place(backend, &slot) else {
+                continue;
+            };
             let claim = phase!("claim", job = %job_id, backend = %self.backends[backend].name);
             let claimed = self
                 .shared
                 .store
-                .claim_job(&job_id, &self.backends[backend].name, slot.index, now_ms())
+                .claim_job(&job_id, &self.backends[backend].name, place, now_ms())
                 .instrument(claim)
                 .await;
             // Claimed: from here every way out either runs the job or puts
@@ -322,7 +371,10 @@ impl Dispatcher {
                         owner: job.owner,
                         backend,
                         slot: slot.clone(),
+                        place,
                         cancel: Arc::default(),
+                        queued: tokio::sync::watch::Sender::new(false),
+                        since: std::time::Instant::now(),
                     },
                 );
                 let models = Requirements::of(&job.prompt).model_files();
@@ -335,10 +387,44 @@ impl Dispatcher {
             let span = job_span(&job, &owner_name, &self.backends[backend].name);
             self.spawn(
                 self.clone()
-                    .run_job(job, owner_name, backend, slot, false, span),
+                    .run_job(job, owner_name, backend, place, start, span),
             );
         }
         Ok(started)
+    }
+
+    /// How many jobs a slot of backend `i` may hold at once.
+    fn places(&self, i: usize) -> u32 {
+        self.backends[i].slots * self.backends[i].places_per_slot(self.policy.queue_ahead)
+    }
+
+    fn places_of(&self, backend: &BackendId) -> u32 {
+        self.backends
+            .iter()
+            .find(|b| b.name == backend.as_str())
+            .map_or(1, |b| b.places_per_slot(self.policy.queue_ahead))
+    }
+
+    /// A free place on `slot` of backend `i` for a job about to be
+    /// claimed, and whether it will wait there behind another job.
+    fn free_place(&self, i: usize, slot: &Slot) -> Option<(u32, Start)> {
+        let state = self.lock();
+        let taken: Vec<u32> = state
+            .running
+            .values()
+            .filter(|r| r.backend == i && r.slot == *slot)
+            .map(|r| r.place)
+            .collect();
+        let slots = self.backends[i].slots;
+        let place = (0..self.backends[i].places_per_slot(self.policy.queue_ahead))
+            .map(|k| slot.index + k * slots)
+            .find(|p| !taken.contains(p))?;
+        let start = if taken.is_empty() {
+            Start::Now
+        } else {
+            Start::Behind
+        };
+        Some((place, start))
     }
 
     /// What each pending job needs of a backend. Worked out once per job
@@ -486,30 +572,43 @@ impl Dispatcher {
         job: Job,
         owner: UserName,
         backend: usize,
-        slot: Slot,
-        resume: bool,
+        place: u32,
+        start: Start,
         span: tracing::Span,
     ) {
         let job_id = job.id;
         let attempt = job.attempts;
         let max_attempts = i64::from(self.policy.max_attempts.max(1));
-        let cancel = self
-            .lock()
-            .running
-            .get(&job_id)
-            .map(|r| r.cancel.clone())
-            .unwrap_or_default();
+        let (cancel, queued, after) = {
+            let state = self.lock();
+            let this = state.running.get(&job_id);
+            // The job it waits behind: the other one on its slot.
+            let after = this.and_then(|me| {
+                state
+                    .running
+                    .iter()
+                    .find(|(id, r)| **id != job_id && r.backend == me.backend && r.slot == me.slot)
+                    .map(|(_, r)| r.queued.subscribe())
+            });
+            (
+                this.map(|r| r.cancel.clone()).unwrap_or_default(),
+                this.map_or_else(|| tokio::sync::watch::Sender::new(false), |r| r.queued.clone()),
+                after,
+            )
+        };
         let limits = run::RunLimits {
             job_timeout: Duration::from_secs(self.policy.job_timeout_seconds.max(1)),
             may_retry: attempt < max_attempts,
-            resume,
+            resume: start == Start::Resume,
+            behind: start != Start::Now,
+            queued,
+            after: if start == Start::Behind { after } else { None },
             cancel,
             silence_check: SILENCE_CHECK,
         };
-        let started_at = std::time::Instant::now();
         let retry_copy = job.clone();
         let backend_name = &self.backends[backend].name;
-        let session = self.backends[backend].slot_session(slot.index, &job_id.to_string());
+        let session = self.backends[backend].slot_session(place, &job_id.to_string());
         let outcome = run::run(&self.shared, job, owner, session, limits)
             .instrument(span.clone())
             .await;
@@ -565,11 +664,20 @@ impl Dispatcher {
                 }
             }
         }
-        let gpu_ms = started_at.elapsed().as_millis() as u64;
         {
             let mut state = self.lock();
             if let Some(r) = state.running.remove(&job_id) {
-                state.share.charge(r.owner, gpu_ms);
+                // A job that waited behind another used the GPU from the
+                // end of that one.
+                let now = std::time::Instant::now();
+                let from = state
+                    .slot_freed
+                    .get(&r.slot)
+                    .copied()
+                    .filter(|t| *t > r.since)
+                    .unwrap_or(r.since);
+                state.share.charge(r.owner, (now - from).as_millis() as u64);
+                state.slot_freed.insert(r.slot, now);
             }
         }
         self.wake();
@@ -680,7 +788,14 @@ impl Dispatcher {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let running = state.running.values().filter(|r| r.backend == i).count() as u32;
+                let jobs = state.running.values().filter(|r| r.backend == i).count() as u32;
+                let occupied: std::collections::HashSet<u32> = state
+                    .running
+                    .values()
+                    .filter(|r| r.backend == i)
+                    .map(|r| r.slot.index)
+                    .collect();
+                let running = occupied.len() as u32;
                 BackendStatus {
                     name: b.name.clone(),
                     kind: b.kind,
@@ -689,6 +804,7 @@ impl Dispatcher {
                     group: b.group.clone(),
                     active: in_group(b, &state.active_group),
                     running,
+                    queued: jobs - running,
                     state: state.health[i].state(running, b.slots),
                     last_error: state.health[i].last_error.clone(),
                 }
@@ -728,24 +844,33 @@ impl Dispatcher {
         true
     }
 
-    fn free_slots(&self, state: &State) -> Vec<Slot> {
+    /// The slots that may take work: the free ones, and the busy ones
+    /// with a free place behind their job, with that job's owner.
+    fn openings(&self, state: &State) -> (Vec<Slot>, Vec<(Slot, UserId)>) {
         let mut free = Vec::new();
+        let mut busy = Vec::new();
         for (i, b) in self.backends.iter().enumerate() {
             if !state.health[i].accepts_jobs() || !in_group(b, &state.active_group) {
                 continue;
             }
+            let places = b.places_per_slot(self.policy.queue_ahead) as usize;
             for index in 0..b.slots {
                 let slot = Slot::new(BackendId::new(b.name.clone()), index);
-                if !state
+                let mut there = state
                     .running
                     .values()
-                    .any(|r| r.backend == i && r.slot == slot)
-                {
-                    free.push(slot);
+                    .filter(|r| r.backend == i && r.slot == slot);
+                match there.next() {
+                    None => free.push(slot),
+                    // The first there ends first: one place behind it.
+                    Some(first) if places > 1 && there.next().is_none() => {
+                        busy.push((slot, first.owner))
+                    }
+                    Some(_) => {}
                 }
             }
         }
-        free
+        (free, busy)
     }
 
     /// Asks the run of `job` to stop it; false if it is not running.
@@ -801,6 +926,17 @@ impl Dispatcher {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// How a run begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// On a free slot: the backend starts it at once.
+    Now,
+    /// Queued on the backend behind the slot's running job.
+    Behind,
+    /// Picked up again after a restart (it may be waiting behind another).
+    Resume,
 }
 
 fn in_group(backend: &Backend, active: &Option<String>) -> bool {

@@ -79,12 +79,21 @@ fn serve(config: &Path) -> (Proc, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_jobs_running_and_pending_then_every_job_completes_once() {
-    tokio::time::timeout(Duration::from_secs(120), scenario())
+    tokio::time::timeout(Duration::from_secs(120), scenario(false))
         .await
         .expect("the scenario finishes");
 }
 
-async fn scenario() {
+/// The same with `dispatch.queue_ahead`: the second job is waiting in the
+/// simulator's queue behind the first when the gateway dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_a_job_queued_ahead_on_the_backend_then_every_job_completes_once() {
+    tokio::time::timeout(Duration::from_secs(120), scenario(true))
+        .await
+        .expect("the scenario finishes");
+}
+
+async fn scenario(queue_ahead: bool) {
     let dir = tempfile::tempdir().unwrap();
     let sim_files = dir.path().join("sim-files");
     let (_sim, sim_url) = start(
@@ -107,7 +116,7 @@ async fn scenario() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nfrontend_dir = {:?}\n[auth]\nsecure_cookies = false\n[[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = {:?}\n",
+            "data_dir = {:?}\nfrontend_dir = {:?}\n[auth]\nsecure_cookies = false\n[dispatch]\nqueue_ahead = {queue_ahead}\n[[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = {:?}\n",
             dir.path().join("data"),
             frontend,
             sim_url
@@ -167,12 +176,23 @@ async fn scenario() {
             .unwrap();
         ids.push(r["prompt_id"].as_str().unwrap().to_string());
     }
-    // The long job is running on the simulator.
+    // The long job is running on the simulator (and, queueing ahead, the
+    // next one waits in its queue).
     loop {
         let f = next_frame(&mut ws).await;
         if f["type"] == "progress" && f["data"]["prompt_id"] == ids[0] {
             break;
         }
+    }
+    if queue_ahead {
+        crate::queue_ahead::until_backend_holds(&sim_url, 2).await;
+        let queue: Value = reqwest::get(format!("{sim_url}/queue"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(queue["queue_pending"][0][1], ids[1], "{queue}");
     }
     let mut gateway = gateway;
     gateway.child.kill().unwrap(); // SIGKILL: no shutdown of any kind

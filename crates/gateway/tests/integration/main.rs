@@ -17,5 +17,6 @@ mod isolation;
 mod loadtest;
 mod metrics;
 mod placement;
+mod queue_ahead;
 mod userdata;
 mod workers;

@@ -1,7 +1,7 @@
 //! Readable examples of the policy, most of them simulated.
 
 use super::sim::{Room, SimJob, backend, job_id, run};
-use crate::{FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage, plan};
+use crate::{FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage, plan, plan_ahead};
 use comfyume_domain::UserId;
 
 const A: i64 = 1;
@@ -221,4 +221,56 @@ fn duplicate_jobs_and_slots_are_used_once() {
     let free = [slot(0, 0), slot(0, 0)];
     let got = plan(&pending, &RunningCounts::new(), &FairShare::new(), &free, 5);
     assert_eq!(got, [(job_id(0), slot(0, 0))]);
+}
+
+/// A participant alone in the room: their next job waits on the backend
+/// behind the one it runs, though the cap allows one running job.
+#[test]
+fn the_next_job_waits_behind_the_running_one_of_the_same_owner() {
+    let pending: Vec<PendingJob> = (1..4)
+        .map(|n| PendingJob::new(job_id(n), UserId(A), false, OrderKey::back(n as u64)))
+        .collect();
+    let running: RunningCounts = [UserId(A)].into_iter().collect();
+    let mut share = FairShare::new();
+    share.sync_active([UserId(A)]);
+    let busy = [(slot(0, 0), UserId(A))];
+    assert!(
+        plan(&pending, &running, &share, &[slot(0, 0)], 1).is_empty(),
+        "the cap holds for free slots"
+    );
+    let got = plan_ahead(&pending, &running, &share, &busy, 1);
+    assert_eq!(got, [(job_id(1), slot(0, 0))]);
+}
+
+/// The place behind A's running job goes to B, as the slot itself would
+/// once A's job ends and is charged.
+#[test]
+fn the_place_behind_a_running_job_goes_to_whoever_would_be_next() {
+    let pending = vec![
+        PendingJob::new(job_id(1), UserId(A), false, OrderKey::back(1)),
+        PendingJob::new(job_id(2), UserId(B), false, OrderKey::back(2)),
+    ];
+    let running: RunningCounts = [UserId(A)].into_iter().collect();
+    let mut share = FairShare::new();
+    share.sync_active([UserId(A), UserId(B)]);
+    let busy = [(slot(0, 0), UserId(A))];
+    let got = plan_ahead(&pending, &running, &share, &busy, 1);
+    assert_eq!(got, [(job_id(2), slot(0, 0))]);
+}
+
+/// A user with a job running elsewhere stays within the cap: only the job
+/// that is about to end frees a place.
+#[test]
+fn queueing_ahead_keeps_the_cap_for_jobs_running_elsewhere() {
+    let pending = vec![PendingJob::new(job_id(1), UserId(A), false, OrderKey::back(1))];
+    // A runs on slot 1 and on slot 0 (cap 2); B runs on slot 2.
+    let running: RunningCounts = [UserId(A), UserId(A), UserId(B)].into_iter().collect();
+    let share = FairShare::new();
+    let behind_b = [(slot(0, 2), UserId(B))];
+    assert!(plan_ahead(&pending, &running, &share, &behind_b, 2).is_empty());
+    let behind_a = [(slot(0, 0), UserId(A))];
+    assert_eq!(
+        plan_ahead(&pending, &running, &share, &behind_a, 2),
+        [(job_id(1), slot(0, 0))]
+    );
 }

@@ -26,8 +26,12 @@ pub(super) struct JobRun<'a, S> {
     deadline: Instant,
     /// The configured limit the deadline comes from (for messages).
     limit: Duration,
+    /// The backend has started the job: the deadline counts from then.
+    began: bool,
     cancel: Arc<Notify>,
     silence_check: Duration,
+    queued: tokio::sync::watch::Sender<bool>,
+    after: Option<tokio::sync::watch::Receiver<bool>>,
     /// The owner asked to stop the job.
     pub cancelled: bool,
     /// Output files a backend streamed ahead of their `executed` frame.
@@ -68,10 +72,13 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
             report,
             session,
             owner,
-            deadline: Instant::now() + limits.job_timeout,
+            deadline: Instant::now() + limits.job_timeout * if limits.behind { 2 } else { 1 },
             limit: limits.job_timeout,
+            began: false,
             cancel: limits.cancel.clone(),
             silence_check: limits.silence_check,
+            queued: limits.queued.clone(),
+            after: limits.after.clone(),
             cancelled: false,
             received: HashMap::new(),
             told_cold: false,
@@ -91,11 +98,20 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
             extra_data: backend_extra_data(&self.report.job.extra_data),
             partial_execution_targets: self.report.job.partial_targets.clone(),
         };
-        self.session
+        if let Some(mut ahead) = self.after.take() {
+            // Closed: that run is over, and this job goes first anyway.
+            let _ = ahead
+                .wait_for(|queued| *queued)
+                .instrument(phase!("behind"))
+                .await;
+        }
+        let submitted = self
+            .session
             .submit(&submission)
             .instrument(phase!("submit", inputs = submission.inputs.len()))
-            .await
-            .map_err(Failure::session)?;
+            .await;
+        self.queued.send_replace(true);
+        submitted.map_err(Failure::session)?;
         self.follow_to_end().instrument(phase!("follow")).await
     }
 
@@ -104,6 +120,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
     /// followed again (ComfyUI sends its events to the same client id);
     /// unknown → lost.
     pub async fn resume(&mut self) -> Result<JobState, Failure> {
+        self.queued.send_replace(true);
         self.session.reattach().await.map_err(Failure::session)?;
         match self.session.status().await.map_err(Failure::session)? {
             JobStatus::Finished(entry) => Ok(self.finish_from_history(&entry).await),
@@ -253,6 +270,9 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
 
     /// One event of the job: recorded, its outputs copied, then relayed.
     async fn on_event(&mut self, kind: &str, mut data: Value, raw: String) {
+        if kind == "execution_start" && !std::mem::replace(&mut self.began, true) {
+            self.deadline = Instant::now() + self.limit;
+        }
         self.report.note(kind, &data);
         if kind != "executed" {
             self.report.send(Outbound::Text(raw));

@@ -47,7 +47,8 @@ pub enum Outcome {
 
 /// The limits of one run.
 pub struct RunLimits {
-    /// The whole run, from dispatch to the last frame.
+    /// The whole run, from the backend starting the job to its last
+    /// frame.
     pub job_timeout: Duration,
     /// When false, a backend fault fails the job instead of returning
     /// [`Outcome::BackendFault`] (the attempts are used up).
@@ -55,6 +56,15 @@ pub struct RunLimits {
     /// The job was already queued on the backend before the gateway
     /// restarted: pick it up there instead of submitting it again.
     pub resume: bool,
+    /// The job may wait on the backend behind another before it starts:
+    /// until it starts, it may take one more `job_timeout`.
+    pub behind: bool,
+    /// Set once the job is in the backend's queue (or its run is over).
+    pub queued: tokio::sync::watch::Sender<bool>,
+    /// The job it waits behind says when that one is in the backend's
+    /// queue: ComfyUI runs prompts in the order they arrive, so this one
+    /// is sent only after it.
+    pub after: Option<tokio::sync::watch::Receiver<bool>>,
     /// Fired when the owner cancels the job.
     pub cancel: Arc<Notify>,
     /// How long the backend may stay silent before it is asked about the

@@ -214,6 +214,9 @@ impl Rig {
             job_timeout: Duration::from_secs(600),
             may_retry: true,
             resume: false,
+            behind: false,
+            queued: tokio::sync::watch::Sender::new(false),
+            after: None,
             cancel: Arc::new(Notify::new()),
             silence_check: Duration::from_secs(600),
         }
@@ -849,6 +852,9 @@ async fn after_a_restart_a_finished_job_is_collected_without_running_it_again() 
     let log = session.calls();
     let limits = RunLimits {
         resume: true,
+        behind: false,
+            queued: tokio::sync::watch::Sender::new(false),
+            after: None,
         ..rig.limits()
     };
     assert_eq!(
@@ -873,6 +879,9 @@ async fn after_a_restart_a_session_that_cannot_reattach_submits_again() {
     let log = session.calls();
     let limits = RunLimits {
         resume: true,
+        behind: false,
+            queued: tokio::sync::watch::Sender::new(false),
+            after: None,
         ..rig.limits()
     };
     rig.run(session, limits).await;
