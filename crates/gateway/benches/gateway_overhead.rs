@@ -10,6 +10,11 @@
 //! that tool is beside the repository; `COMFYUI_URL=http://127.0.0.1:PORT`
 //! names a running ComfyUI to use instead.
 
+// The allocator `comfyume` ships with (main.rs), so the figures are the
+// product's.
+#[global_allocator]
+static ALLOCATOR: comfyume::allocator::Allocator = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use comfyume::app::AppState;

@@ -680,8 +680,8 @@ async fn backends(config: &Config, args: BackendsArgs) -> anyhow::Result<()> {
     }
     let list = body.get("backends").unwrap_or(&body);
     println!(
-        "{:<16} {:<8} {:<10} {:<12} {:>7} {:<32}",
-        "NAME", "KIND", "GROUP", "STATE", "RUNNING", "URL"
+        "{:<16} {:<8} {:<10} {:<12} {:>7} {:>6} {:<32}",
+        "NAME", "KIND", "GROUP", "STATE", "RUNNING", "QUEUED", "URL"
     );
     for b in list.as_array().into_iter().flatten() {
         let text = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
@@ -691,13 +691,14 @@ async fn backends(config: &Config, args: BackendsArgs) -> anyhow::Result<()> {
             format!("{} (off)", text("group"))
         };
         println!(
-            "{:<16} {:<8} {:<10} {:<12} {:>3}/{:<3} {:<32}",
+            "{:<16} {:<8} {:<10} {:<12} {:>3}/{:<3} {:>6} {:<32}",
             text("name"),
             text("kind"),
             group,
             text("state"),
             b.get("running").and_then(|v| v.as_u64()).unwrap_or(0),
             b.get("slots").and_then(|v| v.as_u64()).unwrap_or(0),
+            b.get("queued").and_then(|v| v.as_u64()).unwrap_or(0),
             text("url")
         );
     }

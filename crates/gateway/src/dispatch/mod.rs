@@ -592,7 +592,10 @@ impl Dispatcher {
             });
             (
                 this.map(|r| r.cancel.clone()).unwrap_or_default(),
-                this.map_or_else(|| tokio::sync::watch::Sender::new(false), |r| r.queued.clone()),
+                this.map_or_else(
+                    || tokio::sync::watch::Sender::new(false),
+                    |r| r.queued.clone(),
+                ),
                 after,
             )
         };

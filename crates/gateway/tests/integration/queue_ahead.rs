@@ -43,7 +43,10 @@ async fn until_running(p: &mut Participant, id: &str) {
 /// waiting), as its own status frames say: ComfyUI sends one on connect
 /// and one on every change of its queue.
 pub async fn until_backend_holds(sim_url: &str, n: u64) {
-    let url = format!("{}/ws?clientId=watcher", sim_url.replace("http://", "ws://"));
+    let url = format!(
+        "{}/ws?clientId=watcher",
+        sim_url.replace("http://", "ws://")
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     within("the backend's queue", async {
         loop {
@@ -86,7 +89,11 @@ async fn the_next_job_waits_on_the_backend_behind_the_running_one() {
     assert_eq!(app.dispatch_once().await, [long.clone(), bobs.clone()]);
     until_running(&mut alice, &long).await;
     until_backend_holds(&app.sim_url, 2).await;
-    assert_eq!(backend_pending(&app).await, [bobs.clone()], "queued on the GPU");
+    assert_eq!(
+        backend_pending(&app).await,
+        std::slice::from_ref(&bobs),
+        "queued on the GPU"
+    );
     let sim = &app.state.dispatcher.backends()[0];
     assert_eq!((sim.running, sim.queued), (1, 1));
     assert!(app.dispatch_once().await.is_empty(), "the slot is full");
@@ -94,18 +101,19 @@ async fn the_next_job_waits_on_the_backend_behind_the_running_one() {
     let alices = frames_until_done(&mut alice.ws, &long).await;
     assert!(alices.iter().any(|f| f["type"] == "execution_success"));
     assert!(
-        alices.iter().all(|f| f["data"]["prompt_id"] != bobs.as_str()),
+        alices
+            .iter()
+            .all(|f| f["data"]["prompt_id"] != bobs.as_str()),
         "none of bob's frames reach alice"
     );
     let bobs_frames = frames_until_done(&mut bob.ws, &bobs).await;
-    assert!(
-        bobs_frames
-            .iter()
-            .any(|f| f["type"] == "execution_success")
-    );
+    assert!(bobs_frames.iter().any(|f| f["type"] == "execution_success"));
 
     // Alice's next job takes the slot, and nothing else is left.
-    assert_eq!(app.dispatch_once().await, [alices_next.clone()]);
+    assert_eq!(
+        app.dispatch_once().await,
+        std::slice::from_ref(&alices_next)
+    );
     frames_until_done(&mut alice.ws, &alices_next).await;
     assert!(app.dispatch_once().await.is_empty());
     for (p, id) in [(&alice, &long), (&bob, &bobs), (&alice, &alices_next)] {
@@ -127,10 +135,10 @@ async fn alone_a_participants_next_job_waits_behind_their_running_one() {
     assert_eq!(app.dispatch_once().await, [first.clone(), second.clone()]);
     until_running(&mut alice, &first).await;
     until_backend_holds(&app.sim_url, 2).await;
-    assert_eq!(backend_pending(&app).await, [second.clone()]);
+    assert_eq!(backend_pending(&app).await, std::slice::from_ref(&second));
     frames_until_done(&mut alice.ws, &first).await;
     frames_until_done(&mut alice.ws, &second).await;
-    assert_eq!(app.dispatch_once().await, [third.clone()]);
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&third));
     frames_until_done(&mut alice.ws, &third).await;
 }
 
@@ -157,9 +165,7 @@ async fn cancelling_the_waiting_job_leaves_the_running_one_alone() {
     assert_eq!(r, serde_json::json!({"cancelled": true}));
     let frames = frames_until_done(&mut bob.ws, &bobs).await;
     assert!(
-        frames
-            .iter()
-            .any(|f| f["type"] == "execution_interrupted"),
+        frames.iter().any(|f| f["type"] == "execution_interrupted"),
         "{frames:?}"
     );
     assert!(

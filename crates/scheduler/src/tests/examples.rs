@@ -262,7 +262,12 @@ fn the_place_behind_a_running_job_goes_to_whoever_would_be_next() {
 /// that is about to end frees a place.
 #[test]
 fn queueing_ahead_keeps_the_cap_for_jobs_running_elsewhere() {
-    let pending = vec![PendingJob::new(job_id(1), UserId(A), false, OrderKey::back(1))];
+    let pending = vec![PendingJob::new(
+        job_id(1),
+        UserId(A),
+        false,
+        OrderKey::back(1),
+    )];
     // A runs on slot 1 and on slot 0 (cap 2); B runs on slot 2.
     let running: RunningCounts = [UserId(A), UserId(A), UserId(B)].into_iter().collect();
     let share = FairShare::new();

@@ -853,8 +853,8 @@ async fn after_a_restart_a_finished_job_is_collected_without_running_it_again() 
     let limits = RunLimits {
         resume: true,
         behind: false,
-            queued: tokio::sync::watch::Sender::new(false),
-            after: None,
+        queued: tokio::sync::watch::Sender::new(false),
+        after: None,
         ..rig.limits()
     };
     assert_eq!(
@@ -880,8 +880,8 @@ async fn after_a_restart_a_session_that_cannot_reattach_submits_again() {
     let limits = RunLimits {
         resume: true,
         behind: false,
-            queued: tokio::sync::watch::Sender::new(false),
-            after: None,
+        queued: tokio::sync::watch::Sender::new(false),
+        after: None,
         ..rig.limits()
     };
     rig.run(session, limits).await;
