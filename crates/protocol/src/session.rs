@@ -286,22 +286,6 @@ pub async fn cancel_prompt(client: &ComfyClient, prompt_id: &str) -> Result<(), 
     dequeued.and(interrupted)
 }
 
-/// Whether an idle socket can follow another prompt: what the server sent
-/// while nobody listened (queue status, late frames of earlier prompts) is
-/// read and dropped; a socket the server closed, or that failed, is not.
-/// Never waits.
-pub fn idle_socket_is_open(socket: &mut BackendSocket) -> bool {
-    use futures_util::FutureExt;
-    loop {
-        match socket.next().now_or_never() {
-            // Nothing more to read: open as far as anyone can tell.
-            None => return true,
-            Some(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => return false,
-            Some(Some(Ok(_))) => {}
-        }
-    }
-}
-
 /// Asks for previews with metadata (binary type 4).
 async fn send_features(
     socket: &mut BackendSocket,

@@ -12,10 +12,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use comfyume_protocol::session::{cancel_prompt, idle_socket_is_open};
+use comfyume_protocol::session::cancel_prompt;
 use comfyume_protocol::{
     BackendSocket, ComfyClient, ComfySession, Incoming, JobStatus, OutputFile,
 };
+use tokio::sync::oneshot;
 
 use super::session::{SessionError, SessionEvent, Submission};
 
@@ -24,12 +25,13 @@ use super::session::{SessionError, SessionEvent, Submission};
 /// prompt's last frame, so the next job reads nothing of it but late
 /// status frames.
 ///
-/// Nobody reads a parked socket, so it is kept only [`KEEP_IDLE`]: ComfyUI
-/// sends every socket its queue status, and one that is never read would
-/// in the end fill the buffers and stall ComfyUI's sending to everyone;
-/// and a connection silently dropped by the network (a NAT, a load
-/// balancer) looks open until something is sent on it. Each take and put
-/// on the backend closes the sockets parked longer.
+/// A parked socket is read all the while, and what comes is dropped
+/// ([`drain`]): ComfyUI sends every socket its queue status whenever its
+/// queue changes, and a socket nobody read would fill its buffers and
+/// stall ComfyUI's sending to everyone (other slots' jobs included). It is
+/// kept only [`KEEP_IDLE`]: a connection silently dropped by the network
+/// (a NAT, a load balancer) looks open until something is sent on it. Each
+/// take and put on the backend closes the sockets parked longer.
 #[derive(Clone)]
 pub struct IdleSockets {
     cells: Arc<[Mutex<Option<Parked>>]>,
@@ -40,10 +42,36 @@ pub struct IdleSockets {
 /// back reuse it; after a pause the next job connects afresh.
 const KEEP_IDLE: Duration = Duration::from_secs(10);
 
-/// A socket waiting for its slot's next job, since `at`.
+/// A socket waiting for its slot's next job, since `at`, read by its
+/// [`drain`] task. Dropping it ends the task, which closes the socket.
 pub struct Parked {
-    socket: BackendSocket,
+    /// Tells the task to hand the socket back.
+    stop: oneshot::Sender<()>,
+    /// The socket, if it was still open when handed back.
+    socket: tokio::task::JoinHandle<Option<BackendSocket>>,
     at: Instant,
+}
+
+/// Reads a parked socket until told to hand it back, dropping what comes
+/// (queue status, late frames of earlier prompts; pings are answered on
+/// the way). `None` once the server closed it or it failed. Told nothing
+/// (the [`Parked`] dropped), it ends and the socket closes.
+async fn drain(
+    mut socket: BackendSocket,
+    mut stop: oneshot::Receiver<()>,
+) -> Option<BackendSocket> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => return Some(socket),
+            frame = socket.next() => match frame {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for IdleSockets {
@@ -105,19 +133,29 @@ impl IdleSocket {
     }
 
     /// The slot's socket, if one is left, fresh and still open.
-    fn take(&self) -> Option<BackendSocket> {
+    async fn take(&self) -> Option<BackendSocket> {
         self.close_stale();
-        let mut socket = self.cell(self.index)?.take()?.socket;
-        idle_socket_is_open(&mut socket).then_some(socket)
+        let parked = self.cell(self.index)?.take()?;
+        // Sent before awaiting: the task hands the socket back at once.
+        let _ = parked.stop.send(());
+        parked.socket.await.ok().flatten()
     }
 
+    /// Parks `socket` for the slot's next job, read meanwhile. Outside a
+    /// runtime (the server stopping) it just closes.
     fn put(&self, socket: BackendSocket) {
         self.close_stale();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (stop, told) = oneshot::channel();
+        let parked = Parked {
+            stop,
+            socket: runtime.spawn(drain(socket, told)),
+            at: Instant::now(),
+        };
         if let Some(mut cell) = self.cell(self.index) {
-            *cell = Some(Parked {
-                socket,
-                at: Instant::now(),
-            });
+            *cell = Some(parked);
         }
     }
 }
@@ -165,7 +203,10 @@ impl ComfyJob {
     /// Listens as the slot's client: on the socket the slot's previous job
     /// left, or a new one.
     async fn open(&mut self) -> Result<&mut ComfySession, SessionError> {
-        let left = self.idle.as_ref().and_then(IdleSocket::take);
+        let left = match &self.idle {
+            Some(idle) => idle.take().await,
+            None => None,
+        };
         let session = match left {
             Some(socket) => ComfySession::adopt(
                 self.client.clone(),
@@ -304,13 +345,50 @@ mod tests {
         tokio_tungstenite::connect_async(url).await.unwrap().0
     }
 
+    /// A server that sends `frames` frames of 2 KiB to its one client, and
+    /// says when the last one was sent.
+    async fn chatty_server(frames: usize) -> (String, tokio::sync::oneshot::Receiver<()>) {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let (sent, all_sent) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let status = "s".repeat(2048);
+            for _ in 0..frames {
+                ws.send(Message::Text(status.clone().into())).await.unwrap();
+            }
+            let _ = sent.send(());
+            // Stay open for the next job.
+            while let Some(Ok(_)) = ws.next().await {}
+        });
+        (url, all_sent)
+    }
+
+    /// ComfyUI tells every socket about every change of its queue: a
+    /// parked socket is read meanwhile, so 8 MiB of that (far more than
+    /// the sockets' buffers) never holds the server up.
+    #[tokio::test]
+    async fn a_parked_socket_never_holds_the_backend_up() {
+        let (url, all_sent) = chatty_server(4096).await;
+        let sockets = IdleSockets::keeping(1, Duration::from_secs(3600));
+        sockets.slot(0).put(socket(&url).await);
+        tokio::time::timeout(Duration::from_secs(60), all_sent)
+            .await
+            .expect("the server sent everything while the socket was parked")
+            .expect("the server runs");
+        assert!(sockets.slot(0).take().await.is_some(), "still open");
+    }
+
     #[tokio::test]
     async fn a_parked_socket_serves_the_next_job_while_fresh() {
         let (url, _closes) = server().await;
         let sockets = IdleSockets::keeping(1, Duration::from_secs(3600));
         sockets.slot(0).put(socket(&url).await);
-        assert!(sockets.slot(0).take().is_some(), "taken back");
-        assert!(sockets.slot(0).take().is_none(), "by one job only");
+        assert!(sockets.slot(0).take().await.is_some(), "taken back");
+        assert!(sockets.slot(0).take().await.is_none(), "by one job only");
     }
 
     /// A socket parked too long is closed (nobody reads it) when anything
@@ -320,12 +398,12 @@ mod tests {
         let (url, mut closes) = server().await;
         let sockets = IdleSockets::keeping(2, Duration::ZERO);
         sockets.slot(1).put(socket(&url).await);
-        assert!(sockets.slot(0).take().is_none());
+        assert!(sockets.slot(0).take().await.is_none());
         // Bounded, so a socket left open fails the test instead of hanging it.
         tokio::time::timeout(Duration::from_secs(30), closes.recv())
             .await
             .expect("slot 1's stale socket closed")
             .expect("the server runs");
-        assert!(sockets.slot(1).take().is_none(), "and not reused");
+        assert!(sockets.slot(1).take().await.is_none(), "and not reused");
     }
 }
