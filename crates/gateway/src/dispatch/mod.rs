@@ -406,23 +406,24 @@ impl Dispatcher {
     }
 
     /// A free place on `slot` of backend `i` for a job about to be
-    /// claimed, and whether it will wait there behind another job.
+    /// claimed, and whether it will wait there behind another job (then
+    /// with word of that job reaching the backend's queue). Decided here,
+    /// in the round, so each job waits for the one before it and never
+    /// for one claimed after it.
     fn free_place(&self, i: usize, slot: &Slot) -> Option<(u32, Start)> {
         let state = self.lock();
-        let taken: Vec<u32> = state
+        let there: Vec<&Running> = state
             .running
             .values()
             .filter(|r| r.backend == i && r.slot == *slot)
-            .map(|r| r.place)
             .collect();
         let slots = self.backends[i].slots;
         let place = (0..self.backends[i].places_per_slot(self.policy.queue_ahead))
             .map(|k| slot.index + k * slots)
-            .find(|p| !taken.contains(p))?;
-        let start = if taken.is_empty() {
-            Start::Now
-        } else {
-            Start::Behind
+            .find(|p| there.iter().all(|r| r.place != *p))?;
+        let start = match there.first() {
+            None => Start::Now,
+            Some(ahead) => Start::Behind(ahead.queued.subscribe()),
         };
         Some((place, start))
     }
@@ -579,33 +580,31 @@ impl Dispatcher {
         let job_id = job.id;
         let attempt = job.attempts;
         let max_attempts = i64::from(self.policy.max_attempts.max(1));
-        let (cancel, queued, after) = {
+        let (cancel, queued) = {
             let state = self.lock();
             let this = state.running.get(&job_id);
-            // The job it waits behind: the other one on its slot.
-            let after = this.and_then(|me| {
-                state
-                    .running
-                    .iter()
-                    .find(|(id, r)| **id != job_id && r.backend == me.backend && r.slot == me.slot)
-                    .map(|(_, r)| r.queued.subscribe())
-            });
             (
                 this.map(|r| r.cancel.clone()).unwrap_or_default(),
                 this.map_or_else(
                     || tokio::sync::watch::Sender::new(false),
                     |r| r.queued.clone(),
                 ),
-                after,
             )
         };
         let limits = run::RunLimits {
             job_timeout: Duration::from_secs(self.policy.job_timeout_seconds.max(1)),
             may_retry: attempt < max_attempts,
-            resume: start == Start::Resume,
-            behind: start != Start::Now,
+            resume: matches!(start, Start::Resume),
+            behind: !matches!(start, Start::Now),
             queued,
-            after: if start == Start::Behind { after } else { None },
+            after: match start {
+                Start::Behind(ahead) => Some(ahead),
+                Start::Now | Start::Resume => None,
+            },
+            recorded: Some({
+                let this = self.clone();
+                Box::new(move || this.release(&job_id))
+            }),
             cancel,
             silence_check: SILENCE_CHECK,
         };
@@ -667,21 +666,29 @@ impl Dispatcher {
                 }
             }
         }
+        // A finished job's slot was freed when its end was recorded.
+        self.release(&job_id);
+    }
+
+    /// Frees the slot of `job_id` (once; later calls do nothing), charges
+    /// its owner the GPU time, and looks for work for the slot.
+    fn release(&self, job_id: &JobId) {
         {
             let mut state = self.lock();
-            if let Some(r) = state.running.remove(&job_id) {
-                // A job that waited behind another used the GPU from the
-                // end of that one.
-                let now = std::time::Instant::now();
-                let from = state
-                    .slot_freed
-                    .get(&r.slot)
-                    .copied()
-                    .filter(|t| *t > r.since)
-                    .unwrap_or(r.since);
-                state.share.charge(r.owner, (now - from).as_millis() as u64);
-                state.slot_freed.insert(r.slot, now);
-            }
+            let Some(r) = state.running.remove(job_id) else {
+                return;
+            };
+            // A job that waited behind another used the GPU from the end
+            // of that one.
+            let now = std::time::Instant::now();
+            let from = state
+                .slot_freed
+                .get(&r.slot)
+                .copied()
+                .filter(|t| *t > r.since)
+                .unwrap_or(r.since);
+            state.share.charge(r.owner, (now - from).as_millis() as u64);
+            state.slot_freed.insert(r.slot, now);
         }
         self.wake();
     }
@@ -932,12 +939,13 @@ impl Dispatcher {
 }
 
 /// How a run begins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Start {
     /// On a free slot: the backend starts it at once.
     Now,
-    /// Queued on the backend behind the slot's running job.
-    Behind,
+    /// Queued on the backend behind the slot's running job, once that one
+    /// is in the backend's queue (the receiver says when).
+    Behind(tokio::sync::watch::Receiver<bool>),
     /// Picked up again after a restart (it may be waiting behind another).
     Resume,
 }

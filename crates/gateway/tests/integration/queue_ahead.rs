@@ -181,3 +181,27 @@ async fn cancelling_the_waiting_job_leaves_the_running_one_alone() {
     let job: Value = bob.get_json(&app, &format!("/api/jobs/{bobs}")).await;
     assert_eq!(job["status"], "cancelled", "{job}");
 }
+
+/// A burst of short jobs through one slot, dispatched as they come: each
+/// waits only for the one before it on the slot, so all of them finish
+/// (two jobs claimed in one round once waited for each other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_short_jobs_all_finish() {
+    let app = TestApp::spawn_with(|c| {
+        c.dispatch.queue_ahead = true;
+        c.limits.max_pending_per_user = 100;
+    })
+    .await;
+    let mut alice = participant(&app, "alice").await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(submit_ok(&app, &alice, cpu_prompt(&format!("burst-{i}"))).await);
+    }
+    for id in &ids {
+        let frames = frames_until_done(&mut alice.ws, id).await;
+        assert!(
+            frames.iter().any(|f| f["type"] == "execution_success"),
+            "{id}: {frames:?}"
+        );
+    }
+}

@@ -32,6 +32,9 @@ pub(super) struct JobRun<'a, S> {
     silence_check: Duration,
     queued: tokio::sync::watch::Sender<bool>,
     after: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The same job's run, until it is over: the owner hears all of that
+    /// job before anything of this one, as from ComfyUI.
+    ahead_ends: Option<tokio::sync::watch::Receiver<bool>>,
     /// The owner asked to stop the job.
     pub cancelled: bool,
     /// Output files a backend streamed ahead of their `executed` frame.
@@ -79,6 +82,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
             silence_check: limits.silence_check,
             queued: limits.queued.clone(),
             after: limits.after.clone(),
+            ahead_ends: limits.after.clone(),
             cancelled: false,
             received: HashMap::new(),
             told_cold: false,
@@ -242,6 +246,9 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
                     continue;
                 }
             };
+            if matches!(next, Ok(Ok(_))) {
+                self.after_the_job_ahead().await;
+            }
             let event = match next {
                 Err(_) if Instant::now() >= self.deadline => return Err(Stopped::TimedOut),
                 Err(_) => return Err(Stopped::Silent),
@@ -266,6 +273,21 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
                 SessionEvent::Done { outcome } => return Ok(outcome),
             }
         }
+    }
+
+    /// Waits, before the job's first frame reaches its owner, until the
+    /// run of the job it was queued behind is over (its last frames may
+    /// still be on their way while the backend has moved on to this one).
+    /// That run ends within its own limits; a cancel meanwhile is kept by
+    /// its `Notify` for the next wait.
+    async fn after_the_job_ahead(&mut self) {
+        let Some(mut ahead) = self.ahead_ends.take() else {
+            return;
+        };
+        // Closed when that run is over; a change is only its submission.
+        async { while ahead.changed().await.is_ok() {} }
+            .instrument(phase!("after_ahead"))
+            .await;
     }
 
     /// One event of the job: recorded, its outputs copied, then relayed.

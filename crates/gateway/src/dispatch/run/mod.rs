@@ -65,6 +65,10 @@ pub struct RunLimits {
     /// queue: ComfyUI runs prompts in the order they arrive, so this one
     /// is sent only after it.
     pub after: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Called once a finished job's outcome is recorded, before its owner
+    /// hears its last frame: its slot is free from then (so the owner, or
+    /// anyone, sees the slot free once they see the job end).
+    pub recorded: Option<Box<dyn FnOnce() + Send>>,
     /// Fired when the owner cancels the job.
     pub cancel: Arc<Notify>,
     /// How long the backend may stay silent before it is asked about the
@@ -79,12 +83,16 @@ pub async fn run<S: BackendSession>(
     job: Job,
     owner: UserName,
     session: S,
-    limits: RunLimits,
+    mut limits: RunLimits,
 ) -> Outcome {
     let started = Instant::now();
     // Claimed jobs have a start; the wait is what the queue cost.
     let queue_ms = job.started_at.map_or(0, |s| (s - job.created_at).max(0));
-    let mut run = JobRun::new(Report::new(shared, job), owner, session, &limits);
+    let mut report = Report::new(shared, job);
+    if let Some(recorded) = limits.recorded.take() {
+        report.on_recorded(recorded);
+    }
+    let mut run = JobRun::new(report, owner, session, &limits);
     let result = if limits.resume && run.session.can_reattach() {
         run.resume().await
     } else {

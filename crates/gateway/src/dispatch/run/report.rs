@@ -30,6 +30,9 @@ pub(super) struct Report<'a> {
     /// Since when outputs delivered to the owner are not in the store yet
     /// (see [`executed`](Self::executed)).
     unsaved_since: Option<Instant>,
+    /// Called once the outcome is recorded, before the owner hears the
+    /// job's last frame (see [`RunLimits::recorded`](super::RunLimits)).
+    recorded: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl<'a> Report<'a> {
@@ -48,7 +51,14 @@ impl<'a> Report<'a> {
             error: None,
             outcome: None,
             unsaved_since: None,
+            recorded: None,
         }
+    }
+
+    /// Calls `recorded` once the outcome is in the store, before the last
+    /// frame goes out.
+    pub fn on_recorded(&mut self, recorded: Box<dyn FnOnce() + Send>) {
+        self.recorded = Some(recorded);
     }
 
     pub fn shared(&self) -> &'a Shared {
@@ -251,6 +261,9 @@ impl<'a> Report<'a> {
                 tracing::error!(error = %e, "could not record the job's outcome");
                 self.shared.send_status(self.job.owner).await;
             }
+        }
+        if let Some(recorded) = self.recorded.take() {
+            recorded();
         }
         let done =
             json!({"type": "executing", "data": {"node": null, "prompt_id": self.prompt_id()}});

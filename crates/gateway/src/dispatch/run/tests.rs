@@ -217,6 +217,7 @@ impl Rig {
             behind: false,
             queued: tokio::sync::watch::Sender::new(false),
             after: None,
+            recorded: None,
             cancel: Arc::new(Notify::new()),
             silence_check: Duration::from_secs(600),
         }
