@@ -30,6 +30,19 @@ impl<'a> NodeClass<'a> {
             .map(|info| NodeClass { info })
     }
 
+    /// From a custom node pack (`python_module` `custom_nodes.…`). The
+    /// catalogue does not say whether such a node has a `VALIDATE_INPUTS`,
+    /// nor which of ComfyUI's own checks that switches off (those of the
+    /// inputs it names, of all inputs with `**kwargs`, the link types with
+    /// `input_types`): those checks are left to the backend, which runs
+    /// the node's Python.
+    pub fn is_custom(&self) -> bool {
+        self.info
+            .get("python_module")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m == "custom_nodes" || m.starts_with("custom_nodes."))
+    }
+
     /// `OUTPUT_NODE is True`.
     pub fn is_output_node(&self) -> bool {
         self.info.get("output_node") == Some(&Value::Bool(true))

@@ -520,7 +520,9 @@ impl<'a> Frame<'a> {
             let source_class = NodeClass::lookup(ctx.catalogue, ctx.class_type_of(source));
             let return_types = source_class.map_or(&[][..], |c| c.return_types());
             let received = index_tuple(return_types, &link[1])?;
-            if !validate_node_input(received, input_type) {
+            // A custom node's `VALIDATE_INPUTS(input_types)` may accept
+            // any type: the backend decides.
+            if !self.class.is_custom() && !validate_node_input(received, input_type) {
                 self.errors.push(errors::return_type_mismatch(
                     x,
                     &config,
@@ -578,9 +580,11 @@ impl<'a> Frame<'a> {
             }
         };
 
-        if self.validator.is_some_and(|v| v.input == x) {
-            // VALIDATE_INPUTS takes this input: ComfyUI skips the checks
-            // below. The room's own are ours, and still apply.
+        if self.validator.is_some_and(|v| v.input == x) || self.class.is_custom() {
+            // VALIDATE_INPUTS takes this input (or, for a custom node, may
+            // take it): ComfyUI skips the checks below, and the backend
+            // makes any its Python makes. The room's own are ours, and
+            // still apply.
             if let Some(error) = room_check(x, &config, &value, ctx.caps)? {
                 self.errors.push(error);
             }

@@ -54,8 +54,10 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// ComfyUI's own words for why it refused a prompt (a 400 body's
-/// `error.message`, with its `details` in parentheses when there are any).
+/// ComfyUI's own words for why it refused a prompt: a 400 body's
+/// `error.message`, with its `details` in parentheses when there are any,
+/// then each failing node's errors (`node_errors`, which is where a node's
+/// own `VALIDATE_INPUTS` says what is wrong).
 pub fn rejection_summary(body: &Value) -> String {
     let error = body.get("error");
     let text = |key: &str| {
@@ -65,10 +67,44 @@ pub fn rejection_summary(body: &Value) -> String {
             .filter(|t| !t.is_empty())
     };
     let message = text("message").unwrap_or("invalid prompt");
-    match text("details") {
+    let mut summary = match text("details") {
         Some(details) => format!("{message} ({details})"),
         None => message.to_string(),
+    };
+    let nodes = body.get("node_errors").and_then(Value::as_object);
+    for (id, node) in nodes.into_iter().flatten() {
+        let class = node
+            .get("class_type")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let reasons: Vec<String> = node
+            .get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let field = |k: &str| e.get(k).and_then(Value::as_str).filter(|t| !t.is_empty());
+                match (field("message"), field("details")) {
+                    (Some(m), Some(d)) => format!("{m}: {d}"),
+                    (Some(m), None) => m.to_string(),
+                    (None, Some(d)) => d.to_string(),
+                    (None, None) => "invalid".to_string(),
+                }
+            })
+            .collect();
+        summary.push_str(&format!("; {class} (node {id}): {}", reasons.join("; ")));
     }
+    summary
+}
+
+/// The first node a 400 body's `node_errors` names: its id and class.
+pub fn rejected_node(body: &Value) -> Option<(String, String)> {
+    let (id, node) = body.get("node_errors")?.as_object()?.iter().next()?;
+    let class = node
+        .get("class_type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Some((id.clone(), class.to_string()))
 }
 
 /// A client for one ComfyUI server, named in its errors.
@@ -377,6 +413,22 @@ mod tests {
         let body = json!({"error": {"message": "Prompt has no outputs", "details": ""}});
         assert_eq!(rejection_summary(&body), "Prompt has no outputs");
         assert_eq!(rejection_summary(&json!(null)), "invalid prompt");
+    }
+
+    /// A refusal from a node's own `VALIDATE_INPUTS` names the node and
+    /// its reason, as the 400 body does.
+    #[test]
+    fn rejections_name_the_failing_nodes() {
+        let body = json!({
+            "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
+            "node_errors": {"2": {"errors": [{"type": "custom_validation_failed", "message": "Failed to validate prompt for output 3", "details": "amount must be a multiple of 0.25"}], "dependent_outputs": ["3"], "class_type": "Strength"}},
+        });
+        assert_eq!(
+            rejection_summary(&body),
+            "Prompt outputs failed validation; Strength (node 2): Failed to validate prompt for output 3: amount must be a multiple of 0.25"
+        );
+        assert_eq!(rejected_node(&body), Some(("2".into(), "Strength".into())));
+        assert_eq!(rejected_node(&json!({"error": {}})), None);
     }
 
     /// An operator reads why a backend is unreachable, not only its URL.

@@ -3,6 +3,15 @@
 //! free slots, claims each job in the store (compare-and-set, so a job never
 //! starts twice), and runs it on its slot in a task of its own; when a run
 //! ends the slot is free again and the coordinator looks once more.
+//!
+//! With `dispatch.queue_ahead`, a slot on a ComfyUI has two places: the
+//! job it runs and the next one, chosen as the slot would choose it when
+//! the running job ends (`scheduler::plan_ahead`) and waiting in the
+//! ComfyUI's own queue, so the GPU goes from one to the next without
+//! waiting for the gateway. Each place is a client of its own there (its
+//! events reach only its job); the waiting job is sent only once the
+//! running one is queued, and its owner hears nothing of it before the
+//! end of the job ahead.
 
 mod health;
 mod run;

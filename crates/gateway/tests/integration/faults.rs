@@ -123,9 +123,13 @@ async fn a_400_at_dispatch_fails_the_job_with_the_reason() {
         .expect("an execution_error");
     let message = error["data"]["exception_message"].as_str().unwrap();
     assert!(
-        message.contains("refused this prompt") && message.contains("no such model"),
-        "{message}"
+        message.contains("refused this prompt")
+            && message.contains("ImageBlur (node 2)")
+            && message.contains("no such model"),
+        "the backend's node and reason: {message}"
     );
+    assert_eq!(error["data"]["node_id"], "2", "shown on the node");
+    assert_eq!(error["data"]["node_type"], "ImageBlur");
     let job: Value = a.get_json(&app, &format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "failed");
     assert_eq!(job["execution_error"]["exception_message"], message);

@@ -1084,3 +1084,81 @@ fn a_filename_prefix_outside_the_output_folder_is_refused_up_front() {
     prompt["3"]["inputs"]["filename_prefix"] = json!("portraits/alice/try");
     ok(&prompt);
 }
+
+// --- custom nodes ------------------------------------------------------------
+
+/// The stock catalogue plus `Strength`, a custom node (as a pack adds it)
+/// with a FLOAT input of at most 1.0 and an IMAGE input, and whatever
+/// `VALIDATE_INPUTS` its Python may have.
+fn with_custom_node(module: &str) -> Map<String, Value> {
+    let mut catalogue = catalogue().clone();
+    let mut node = catalogue["ImageInvert"].clone();
+    node["input"] = json!({"required": {
+        "image": ["IMAGE"],
+        "amount": ["FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0}],
+    }});
+    node["name"] = json!("Strength");
+    node["python_module"] = json!(module);
+    catalogue.insert("Strength".into(), node);
+    catalogue
+}
+
+/// 1 EmptyImage → 2 Strength(amount) → 3 SaveImage, or with `image` fed
+/// from a MASK-typed output when `mismatched`.
+fn through_strength(amount: f64, mismatched: bool) -> Value {
+    let image = if mismatched {
+        json!(["4", 0])
+    } else {
+        json!(["1", 0])
+    };
+    json!({
+        "1": empty_image(json!(64)),
+        "2": {"class_type": "Strength", "inputs": {"image": image, "amount": amount}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "t"}},
+        "4": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}},
+    })
+}
+
+/// A custom node's `VALIDATE_INPUTS` may switch off ComfyUI's range and
+/// type checks for its inputs; only the backend, which runs it, can say.
+/// So they are left to the backend: never a refusal ComfyUI would not make.
+#[test]
+fn a_custom_nodes_own_checks_are_left_to_the_backend() {
+    let custom = with_custom_node("custom_nodes.strength_pack");
+    validate(&through_strength(5.0, false), None, &custom).expect("over max: the backend decides");
+    validate(&through_strength(0.5, true), None, &custom)
+        .expect("a MASK into IMAGE: the backend decides");
+    // Required inputs and conversions are checked before VALIDATE_INPUTS
+    // can say anything: still refused here.
+    let mut missing = through_strength(0.5, false);
+    missing["2"]["inputs"]
+        .as_object_mut()
+        .unwrap()
+        .remove("amount");
+    let body = validate(&missing, None, &custom).unwrap_err().body;
+    assert_eq!(
+        body["node_errors"]["2"]["errors"][0]["type"],
+        "required_input_missing"
+    );
+}
+
+/// The same node shipped with ComfyUI (no `VALIDATE_INPUTS` in the
+/// table of built-in ones) is checked as ComfyUI checks it.
+#[test]
+fn a_built_in_nodes_checks_stay() {
+    let core = with_custom_node("comfy_extras.nodes_strength");
+    let body = validate(&through_strength(5.0, false), None, &core)
+        .unwrap_err()
+        .body;
+    assert_eq!(
+        body["node_errors"]["2"]["errors"][0]["type"],
+        "value_bigger_than_max"
+    );
+    let body = validate(&through_strength(0.5, true), None, &core)
+        .unwrap_err()
+        .body;
+    assert_eq!(
+        body["node_errors"]["2"]["errors"][0]["type"],
+        "return_type_mismatch"
+    );
+}

@@ -62,6 +62,7 @@ pub(super) async fn content_addressed_inputs(
                 kind: "FileNotFoundError",
                 retryable: false,
                 not_started: false,
+                node: None,
             })?;
             let stored = content_name(&rel, &bytes);
             *value = Value::String(stored.clone());

@@ -168,6 +168,7 @@ pub async fn give_up(shared: &Shared, job: Job, message: String) {
         kind: "BackendError",
         retryable: false,
         not_started: false,
+        node: None,
     });
     report.finish(state).await;
 }
@@ -183,6 +184,8 @@ pub(crate) struct Failure {
     retryable: bool,
     /// Turned away before it started (busy): try again, no attempt used.
     not_started: bool,
+    /// The node the backend named (id, class), shown on the canvas.
+    node: Option<(String, String)>,
 }
 
 impl Failure {
@@ -196,12 +199,14 @@ impl Failure {
                 kind: "ValidationError",
                 retryable: false,
                 not_started: false,
+                node: comfyume_protocol::client::rejected_node(&body),
             },
             SessionError::Busy(reason) => Failure {
                 message: reason,
                 kind: "BackendError",
                 retryable: true,
                 not_started: true,
+                node: None,
             },
             SessionError::Lost(reason) => Failure::lost(&reason),
             SessionError::Invalid(reason) => Failure::invalid(&reason),
@@ -218,6 +223,7 @@ impl Failure {
             kind: "BackendError",
             retryable: true,
             not_started: false,
+            node: None,
         }
     }
 
@@ -228,6 +234,7 @@ impl Failure {
             kind: "BackendError",
             retryable: false,
             not_started: false,
+            node: None,
         }
     }
 
@@ -239,6 +246,7 @@ impl Failure {
             kind: "BackendError",
             retryable: false,
             not_started: false,
+            node: None,
         }
     }
 
@@ -248,6 +256,7 @@ impl Failure {
             kind: "ConnectionError",
             retryable: true,
             not_started: false,
+            node: None,
         }
     }
 
@@ -260,6 +269,7 @@ impl Failure {
             kind: "TimeoutError",
             retryable: true,
             not_started: false,
+            node: None,
         }
     }
 }

@@ -189,10 +189,11 @@ impl<'a> Report<'a> {
         let now = now_ms();
         let prompt_id = self.prompt_id();
         self.ensure_started(now);
+        let (node_id, node_type) = failure.node.clone().unwrap_or_default();
         let error = json!({
             "prompt_id": prompt_id,
-            "node_id": "",
-            "node_type": "",
+            "node_id": node_id,
+            "node_type": node_type,
             "executed": [],
             "exception_message": failure.message,
             "exception_type": failure.kind,

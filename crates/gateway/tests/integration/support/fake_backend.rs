@@ -172,8 +172,13 @@ async fn prompt(State(state): State<Arc<Fake>>, body: axum::body::Bytes) -> Resp
             StatusCode::BAD_REQUEST,
             axum::Json(json!({
                 "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
-                          "details": "this GPU server has no such model", "extra_info": {}},
-                "node_errors": {},
+                          "details": "", "extra_info": {}},
+                // What a node's own VALIDATE_INPUTS refusing looks like.
+                "node_errors": {"2": {
+                    "errors": [{"type": "custom_validation_failed", "message": "Failed to validate prompt for output 5",
+                                "details": "this GPU server has no such model", "extra_info": {}}],
+                    "dependent_outputs": ["5"], "class_type": "ImageBlur",
+                }},
             })),
         )
             .into_response(),
