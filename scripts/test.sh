@@ -45,6 +45,30 @@ git ls-files -z --cached --others --exclude-standard \
   cargo test --locked --workspace
 )
 
+# Against a stock ComfyUI v0.33.0, the server the gateway drives, when
+# ../shared/tools/comfyui-cpu is beside the repository (CI always has it):
+# crates/gateway/tests/integration/stock_comfyui.rs, with the test nodes of
+# crates/gateway/tests/stock/custom_nodes loaded into that ComfyUI. Its
+# first install fetches torch from PyPI (a few GB, some minutes).
+comfyui_cpu="../shared/tools/comfyui-cpu"
+if [ -x "$comfyui_cpu" ]; then
+  "$comfyui_cpu" install
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  extra=$(mktemp)
+  printf 'comfyume_tests:\n  custom_nodes: %s\n' "$alone/crates/gateway/tests/stock/custom_nodes" >"$extra"
+  echo "Starting a stock ComfyUI on port $port for the tests against it..." >&2
+  stock_pid=$("$comfyui_cpu" start "$port" --extra-model-paths-config "$extra")
+  if ! (cd "$alone" && COMFYUME_STOCK_COMFYUI="http://127.0.0.1:$port" \
+      cargo test --locked -p comfyume --test integration stock_comfyui::); then
+    "$comfyui_cpu" stop "$stock_pid"
+    exit 1
+  fi
+  "$comfyui_cpu" stop "$stock_pid"
+  rm -f "$extra"
+else
+  echo "SKIPPED: the tests against a stock ComfyUI (no ../shared/tools/comfyui-cpu beside the repository)." >&2
+fi
+
 # Fuzzing (fuzz/README.md), also in the copy: each cargo-fuzz target runs
 # for a bounded time from a corpus seeded afresh from the recorded traffic
 # in fixtures/. A crash fails the suite and leaves its input in the copy's

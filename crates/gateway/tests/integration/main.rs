@@ -18,5 +18,6 @@ mod loadtest;
 mod metrics;
 mod placement;
 mod queue_ahead;
+mod stock_comfyui;
 mod userdata;
 mod workers;

@@ -1,0 +1,90 @@
+"""Test nodes for ComfyUME's tests against a stock ComfyUI: each
+`VALIDATE_INPUTS` variant that changes what ComfyUI itself checks.
+
+Loaded by a stock ComfyUI through an extra-paths file naming this folder's
+parent as `custom_nodes` (scripts/test.sh does that). The gateway cannot run
+this Python; these nodes show that it never refuses what ComfyUI accepts,
+and that ComfyUI's own refusals reach the participant with the node and
+the reason.
+"""
+
+
+def _amount_inputs():
+    return {
+        "required": {
+            "image": ("IMAGE",),
+            "amount": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+        }
+    }
+
+
+class ComfyumeKwargsValidated:
+    """`VALIDATE_INPUTS(**kwargs)`: ComfyUI skips its own range checks for
+    every input, so an `amount` of 5.0 (over `max`) runs."""
+
+    CATEGORY = "comfyume/tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _amount_inputs()
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **kwargs):
+        return True
+
+    def run(self, image, amount):
+        return (image,)
+
+
+class ComfyumeNamedValidated:
+    """`VALIDATE_INPUTS(amount)`: ComfyUI skips its checks of `amount`
+    only, and this code decides: a multiple of 0.25 (any size) passes."""
+
+    CATEGORY = "comfyume/tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _amount_inputs()
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, amount):
+        if (amount * 4) % 1 != 0:
+            return f"amount must be a multiple of 0.25, not {amount}"
+        return True
+
+    def run(self, image, amount):
+        return (image,)
+
+
+class ComfyumeTypesValidated:
+    """`VALIDATE_INPUTS(input_types)`: ComfyUI skips the type check of
+    linked inputs, so a MASK may feed `image`; the node turns it into an
+    image."""
+
+    CATEGORY = "comfyume/tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_types):
+        return True
+
+    def run(self, image):
+        if image.dim() == 3:  # a MASK: batch, height, width
+            image = image.unsqueeze(-1).repeat(1, 1, 1, 3)
+        return (image,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "ComfyumeKwargsValidated": ComfyumeKwargsValidated,
+    "ComfyumeNamedValidated": ComfyumeNamedValidated,
+    "ComfyumeTypesValidated": ComfyumeTypesValidated,
+}
