@@ -402,9 +402,11 @@ impl Dispatcher {
         Ok(started)
     }
 
-    /// How many jobs a slot of backend `i` may hold at once.
+    /// The places backend `i` can have jobs at, whatever `queue_ahead`
+    /// says now: a job queued ahead before a restart with it turned off
+    /// is still followed where it is, never run a second time.
     fn places(&self, i: usize) -> u32 {
-        self.backends[i].slots * self.backends[i].places_per_slot(self.policy.queue_ahead)
+        self.backends[i].slots * self.backends[i].places_per_slot(true)
     }
 
     fn places_of(&self, backend: &BackendId) -> u32 {
