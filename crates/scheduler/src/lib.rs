@@ -38,6 +38,11 @@
 //!    job cannot use any free slot may start a later job that can.
 //! 7. **Work-conserving.** [`plan`] stops only when no free slot can take a
 //!    job whose owner is below the cap.
+//! 8. **Queueing ahead** (optional). [`plan_ahead`] picks the job each busy
+//!    slot runs next, to wait on its backend behind the running one: the
+//!    pick [`plan`] would make when that job ends (its owner one running
+//!    job fewer against the cap, its GPU time already counted). The light
+//!    user's bound below then grows by at most one job per slot.
 //!
 //! # Guarantees
 //!
