@@ -130,3 +130,46 @@ async fn a_custom_nodes_refusal_reaches_the_participant_with_its_node_and_reason
     let message = error["data"]["exception_message"].as_str().unwrap();
     assert!(message.contains(&reason), "{message}");
 }
+
+/// `dispatch.queue_ahead` on the real server: the second job waits in
+/// ComfyUI's own queue under a client id of its own, and each job's
+/// frames reach its owner, in order, one job after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queueing_ahead_on_a_stock_comfyui_keeps_each_jobs_frames_apart() {
+    let Some(url) = stock() else { return };
+    let app = TestApp::spawn_full(
+        Options {
+            before: vec![("stock".into(), url.to_string())],
+            manual_dispatch: true,
+            ..Default::default()
+        },
+        |c| c.dispatch.queue_ahead = true,
+    )
+    .await;
+    app.state
+        .dispatcher
+        .set_admission("sim", comfyume::dispatch::Admission::Disabled);
+    let mut alice = participant(&app, "alice").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let prompt = through("ComfyumeKwargsValidated", Some(0.1 * f64::from(i)), false);
+        ids.push(submit_ok(&app, &alice, prompt).await);
+    }
+    for pair in ids.chunks(2) {
+        // One slot: the job it runs, and the next waiting behind it.
+        assert_eq!(app.dispatch_once().await, pair);
+        for id in pair {
+            let frames = frames_until_done(&mut alice.ws, id).await;
+            assert!(
+                frames.iter().any(
+                    |f| f["type"] == "execution_start" && f["data"]["prompt_id"] == id.as_str()
+                ),
+                "{id} started in its own window: {frames:?}"
+            );
+            assert!(
+                frames.iter().any(|f| f["type"] == "execution_success"),
+                "{id}: {frames:?}"
+            );
+        }
+    }
+}
