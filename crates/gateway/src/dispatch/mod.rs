@@ -206,7 +206,7 @@ impl Dispatcher {
                 .as_ref()
                 .and_then(|name| self.backends.iter().position(|b| &b.name == name));
             match (place, job.slot) {
-                (Some(backend), Some(place)) if place < self.places(backend) => {
+                (Some(backend), Some(place)) if place < self.max_places(backend) => {
                     let Some(owner) = self.shared.store.user_by_id(job.owner).await? else {
                         continue;
                     };
@@ -405,7 +405,7 @@ impl Dispatcher {
     /// The places backend `i` can have jobs at, whatever `queue_ahead`
     /// says now: a job queued ahead before a restart with it turned off
     /// is still followed where it is, never run a second time.
-    fn places(&self, i: usize) -> u32 {
+    fn max_places(&self, i: usize) -> u32 {
         self.backends[i].slots * self.backends[i].places_per_slot(true)
     }
 
@@ -606,7 +606,6 @@ impl Dispatcher {
             job_timeout: Duration::from_secs(self.policy.job_timeout_seconds.max(1)),
             may_retry: attempt < max_attempts,
             resume: matches!(start, Start::Resume),
-            behind: !matches!(start, Start::Now),
             queued,
             after: match start {
                 Start::Behind(ahead) => Some(ahead),

@@ -29,13 +29,18 @@ fn stock() -> Option<String> {
 }
 
 /// A gateway whose only enabled backend is the stock ComfyUI at `url`.
-async fn gateway_before(url: &str) -> TestApp {
+async fn gateway_before(
+    url: &str,
+    manual_dispatch: bool,
+    adjust: impl FnOnce(&mut comfyume::config::Config),
+) -> TestApp {
     let app = TestApp::spawn_full(
         Options {
             before: vec![("stock".into(), url.to_string())],
+            manual_dispatch,
             ..Default::default()
         },
-        |_| {},
+        adjust,
     )
     .await;
     app.state
@@ -79,7 +84,7 @@ async fn direct(url: &str, prompt: &Value) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_custom_nodes_validate_inputs_allows_runs_through_the_gateway() {
     let Some(url) = stock() else { return };
-    let app = gateway_before(&url).await;
+    let app = gateway_before(&url, false, |_| {}).await;
     let mut alice = participant(&app, "alice").await;
     let cases = [
         // **kwargs: every range check off.
@@ -117,7 +122,7 @@ async fn a_custom_nodes_refusal_reaches_the_participant_with_its_node_and_reason
         .to_string();
     assert!(reason.contains("multiple of 0.25"), "{body}");
 
-    let app = gateway_before(&url).await;
+    let app = gateway_before(&url, false, |_| {}).await;
     let mut alice = participant(&app, "alice").await;
     let id = submit_ok(&app, &alice, prompt).await;
     let frames = frames_until_done(&mut alice.ws, &id).await;
@@ -137,18 +142,7 @@ async fn a_custom_nodes_refusal_reaches_the_participant_with_its_node_and_reason
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queueing_ahead_on_a_stock_comfyui_keeps_each_jobs_frames_apart() {
     let Some(url) = stock() else { return };
-    let app = TestApp::spawn_full(
-        Options {
-            before: vec![("stock".into(), url.to_string())],
-            manual_dispatch: true,
-            ..Default::default()
-        },
-        |c| c.dispatch.queue_ahead = true,
-    )
-    .await;
-    app.state
-        .dispatcher
-        .set_admission("sim", comfyume::dispatch::Admission::Disabled);
+    let app = gateway_before(&url, true, |c| c.dispatch.queue_ahead = true).await;
     let mut alice = participant(&app, "alice").await;
     let mut ids = Vec::new();
     for i in 0..4 {

@@ -31,10 +31,9 @@ pub(super) struct JobRun<'a, S> {
     cancel: Arc<Notify>,
     silence_check: Duration,
     queued: tokio::sync::watch::Sender<bool>,
-    after: Option<tokio::sync::watch::Receiver<bool>>,
-    /// The same job's run, until it is over: the owner hears all of that
-    /// job before anything of this one, as from ComfyUI.
-    ahead_ends: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The job ahead on the slot (see [`RunLimits::after`]), until its
+    /// run is over.
+    ahead: Option<tokio::sync::watch::Receiver<bool>>,
     /// The owner asked to stop the job.
     pub cancelled: bool,
     /// Output files a backend streamed ahead of their `executed` frame.
@@ -71,18 +70,19 @@ enum Stopped {
 
 impl<'a, S: BackendSession> JobRun<'a, S> {
     pub fn new(report: Report<'a>, owner: UserName, session: S, limits: &RunLimits) -> Self {
+        // It may wait behind another job on the backend before it starts.
+        let may_wait = limits.resume || limits.after.is_some();
         Self {
             report,
             session,
             owner,
-            deadline: Instant::now() + limits.job_timeout * if limits.behind { 2 } else { 1 },
+            deadline: Instant::now() + limits.job_timeout * if may_wait { 2 } else { 1 },
             limit: limits.job_timeout,
             began: false,
             cancel: limits.cancel.clone(),
             silence_check: limits.silence_check,
             queued: limits.queued.clone(),
-            after: limits.after.clone(),
-            ahead_ends: limits.after.clone(),
+            ahead: limits.after.clone(),
             cancelled: false,
             received: HashMap::new(),
             told_cold: false,
@@ -102,7 +102,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
             extra_data: backend_extra_data(&self.report.job.extra_data),
             partial_execution_targets: self.report.job.partial_targets.clone(),
         };
-        if let Some(mut ahead) = self.after.take() {
+        if let Some(ahead) = self.ahead.as_mut() {
             // Closed: that run is over, and this job goes first anyway.
             let _ = ahead
                 .wait_for(|queued| *queued)
@@ -281,7 +281,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
     /// That run ends within its own limits; a cancel meanwhile is kept by
     /// its `Notify` for the next wait.
     async fn after_the_job_ahead(&mut self) {
-        let Some(mut ahead) = self.ahead_ends.take() else {
+        let Some(mut ahead) = self.ahead.take() else {
             return;
         };
         // Closed when that run is over; a change is only its submission.

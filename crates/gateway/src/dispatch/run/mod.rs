@@ -56,14 +56,15 @@ pub struct RunLimits {
     /// The job was already queued on the backend before the gateway
     /// restarted: pick it up there instead of submitting it again.
     pub resume: bool,
-    /// The job may wait on the backend behind another before it starts:
-    /// until it starts, it may take one more `job_timeout`.
-    pub behind: bool,
-    /// Set once the job is in the backend's queue (or its run is over).
+    /// Set once the job is in the backend's queue; dropped when its run
+    /// is over.
     pub queued: tokio::sync::watch::Sender<bool>,
-    /// The job it waits behind says when that one is in the backend's
-    /// queue: ComfyUI runs prompts in the order they arrive, so this one
-    /// is sent only after it.
+    /// The `queued` of the job this one waits behind on its slot
+    /// (`dispatch.queue_ahead`). ComfyUI runs prompts in the order they
+    /// arrive, so this one is sent only once that one is queued, and its
+    /// owner hears it only once that run is over. A job waiting behind
+    /// another (or re-attached, which may be) gets one more `job_timeout`
+    /// until the backend starts it.
     pub after: Option<tokio::sync::watch::Receiver<bool>>,
     /// Called once a finished job's outcome is recorded, before its owner
     /// hears its last frame: its slot is free from then (so the owner, or

@@ -52,6 +52,8 @@ struct Scripted {
     after_stop: VecDeque<Step>,
     can_reattach: bool,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// Told when the run has read its first event.
+    first_read: Option<Arc<Notify>>,
 }
 
 impl Scripted {
@@ -64,6 +66,7 @@ impl Scripted {
             after_stop: VecDeque::new(),
             can_reattach: true,
             calls: Arc::default(),
+            first_read: None,
         }
     }
 
@@ -103,7 +106,12 @@ impl BackendSession for Scripted {
             return std::future::pending().await;
         }
         match self.steps.pop_front() {
-            Some(Step::Event(e)) => Ok(e),
+            Some(Step::Event(e)) => {
+                if let Some(first) = self.first_read.take() {
+                    first.notify_one();
+                }
+                Ok(e)
+            }
             Some(Step::Fail(e)) => Err(e),
             Some(Step::Hang) => unreachable!("kept above"),
             None => panic!("the run read past the end of the script"),
@@ -214,7 +222,6 @@ impl Rig {
             job_timeout: Duration::from_secs(600),
             may_retry: true,
             resume: false,
-            behind: false,
             queued: tokio::sync::watch::Sender::new(false),
             after: None,
             recorded: None,
@@ -790,6 +797,75 @@ async fn a_busy_backend_hands_the_job_back_unstarted() {
     );
 }
 
+// --- the slot and the job ahead (dispatch.queue_ahead) ------------------------
+
+/// The slot is free once the job's end is recorded, before its owner
+/// hears that end: whoever sees a job end sees its slot free.
+#[tokio::test]
+async fn a_finished_job_frees_its_slot_before_its_owner_hears_the_end() {
+    let rig = Rig::new(save_prompt()).await;
+    let (_reg, mut rx) = rig.listen();
+    let session = Scripted::new(vec![rig.start(), rig.success(), done()]);
+    let (hub, owner) = (rig.shared.hub.clone(), rig.job.owner);
+    let limits = RunLimits {
+        recorded: Some(Box::new(move || {
+            let marker = json!({"type": "slot_freed"}).to_string();
+            hub.send_to_user(owner, Outbound::Text(marker));
+        })),
+        ..rig.limits()
+    };
+    assert_eq!(
+        rig.run(session, limits).await,
+        Outcome::Finished(JobState::Completed)
+    );
+    assert_eq!(
+        received(&mut rx),
+        [
+            "execution_start",
+            "execution_success",
+            "status",
+            "slot_freed",
+            "executing:null"
+        ]
+    );
+}
+
+/// A job queued on the backend behind another: its owner hears nothing of
+/// it while the run of the job ahead goes on (that job's last frames may
+/// still be on their way), then all of it, in order.
+#[tokio::test]
+async fn a_job_queued_behind_another_is_heard_once_that_run_is_over() {
+    let rig = Rig::new(save_prompt()).await;
+    let (_reg, mut rx) = rig.listen();
+    let mut session = Scripted::new(vec![rig.start(), rig.success(), done()]);
+    let first_read = Arc::new(Notify::new());
+    session.first_read = Some(first_read.clone());
+    // The job ahead is in the backend's queue; its run is not over.
+    let (ahead_run, ahead) = tokio::sync::watch::channel(true);
+    let limits = RunLimits {
+        after: Some(ahead),
+        ..rig.limits()
+    };
+    let (outcome, ()) = tokio::join!(rig.run(session, limits), async {
+        first_read.notified().await;
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing relayed while the job ahead's run goes on"
+        );
+        drop(ahead_run);
+    });
+    assert_eq!(outcome, Outcome::Finished(JobState::Completed));
+    assert_eq!(
+        received(&mut rx),
+        [
+            "execution_start",
+            "execution_success",
+            "status",
+            "executing:null"
+        ]
+    );
+}
+
 // --- cancel and resume --------------------------------------------------------
 
 #[tokio::test]
@@ -853,9 +929,6 @@ async fn after_a_restart_a_finished_job_is_collected_without_running_it_again() 
     let log = session.calls();
     let limits = RunLimits {
         resume: true,
-        behind: false,
-        queued: tokio::sync::watch::Sender::new(false),
-        after: None,
         ..rig.limits()
     };
     assert_eq!(
@@ -880,9 +953,6 @@ async fn after_a_restart_a_session_that_cannot_reattach_submits_again() {
     let log = session.calls();
     let limits = RunLimits {
         resume: true,
-        behind: false,
-        queued: tokio::sync::watch::Sender::new(false),
-        after: None,
         ..rig.limits()
     };
     rig.run(session, limits).await;

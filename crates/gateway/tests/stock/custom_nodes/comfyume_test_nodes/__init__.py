@@ -9,18 +9,8 @@ the reason.
 """
 
 
-def _amount_inputs():
-    return {
-        "required": {
-            "image": ("IMAGE",),
-            "amount": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
-        }
-    }
-
-
-class ComfyumeKwargsValidated:
-    """`VALIDATE_INPUTS(**kwargs)`: ComfyUI skips its own range checks for
-    every input, so an `amount` of 5.0 (over `max`) runs."""
+class _AmountNode:
+    """An IMAGE passed through, and a FLOAT `amount` of at most 1.0."""
 
     CATEGORY = "comfyume/tests"
     RETURN_TYPES = ("IMAGE",)
@@ -28,36 +18,35 @@ class ComfyumeKwargsValidated:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return _amount_inputs()
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, **kwargs):
-        return True
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "amount": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+            }
+        }
 
     def run(self, image, amount):
         return (image,)
 
 
-class ComfyumeNamedValidated:
-    """`VALIDATE_INPUTS(amount)`: ComfyUI skips its checks of `amount`
-    only, and this code decides: a multiple of 0.25 (any size) passes."""
-
-    CATEGORY = "comfyume/tests"
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
+class ComfyumeKwargsValidated(_AmountNode):
+    """`VALIDATE_INPUTS(**kwargs)`: ComfyUI skips its own range checks for
+    every input, so an `amount` of 5.0 (over `max`) runs."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return _amount_inputs()
+    def VALIDATE_INPUTS(cls, **kwargs):
+        return True
+
+
+class ComfyumeNamedValidated(_AmountNode):
+    """`VALIDATE_INPUTS(amount)`: ComfyUI skips its checks of `amount`
+    only, and this code decides: a multiple of 0.25 (any size) passes."""
 
     @classmethod
     def VALIDATE_INPUTS(cls, amount):
         if (amount * 4) % 1 != 0:
             return f"amount must be a multiple of 0.25, not {amount}"
         return True
-
-    def run(self, image, amount):
-        return (image,)
 
 
 class ComfyumeTypesValidated:
