@@ -48,23 +48,51 @@ git ls-files -z --cached --others --exclude-standard \
 # Against a stock ComfyUI v0.33.0, the server the gateway drives, when
 # ../shared/tools/comfyui-cpu is beside the repository (CI always has it):
 # crates/gateway/tests/integration/stock_comfyui.rs, with the test nodes of
-# crates/gateway/tests/stock/custom_nodes loaded into that ComfyUI. Its
-# first install fetches torch from PyPI (a few GB, some minutes).
+# crates/gateway/tests/stock/custom_nodes loaded into two of them, started
+# side by side: one as it comes, one that also runs ComfyUME's backend
+# extension (comfyui/comfyume_backend). Its first install fetches torch
+# from PyPI (a few GB, some minutes).
 comfyui_cpu="../shared/tools/comfyui-cpu"
 if [ -x "$comfyui_cpu" ]; then
   "$comfyui_cpu" install
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  extra=$(mktemp)
-  printf 'comfyume_tests:\n  custom_nodes: %s\n' "$alone/crates/gateway/tests/stock/custom_nodes" >"$extra"
-  echo "Starting a stock ComfyUI on port $port for the tests against it..." >&2
-  stock_pid=$("$comfyui_cpu" start "$port" --extra-model-paths-config "$extra")
-  if ! (cd "$alone" && COMFYUME_STOCK_COMFYUI="http://127.0.0.1:$port" \
-      cargo test --locked -p comfyume --test integration stock_comfyui::); then
-    "$comfyui_cpu" stop "$stock_pid"
+  free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  }
+  plain_port=$(free_port)
+  extended_port=$(free_port)
+  while [ "$extended_port" = "$plain_port" ]; do extended_port=$(free_port); done
+  plain=$(mktemp)
+  extended=$(mktemp)
+  printf 'comfyume_tests:\n  custom_nodes: %s\n' "$alone/crates/gateway/tests/stock/custom_nodes" >"$plain"
+  printf 'comfyume_tests:\n  custom_nodes: |\n    %s\n    %s\n' \
+    "$alone/crates/gateway/tests/stock/custom_nodes" "$alone/comfyui" >"$extended"
+  echo "Starting two stock ComfyUIs (ports $plain_port, $extended_port) for the tests against them..." >&2
+  extended_pid_file=$(mktemp)
+  "$comfyui_cpu" start "$extended_port" --extra-model-paths-config "$extended" >"$extended_pid_file" &
+  starting=$!
+  if ! plain_pid=$("$comfyui_cpu" start "$plain_port" --extra-model-paths-config "$plain"); then
+    wait "$starting" && "$comfyui_cpu" stop "$(cat "$extended_pid_file")"
+    echo "The stock ComfyUI did not start." >&2
     exit 1
   fi
-  "$comfyui_cpu" stop "$stock_pid"
-  rm -f "$extra"
+  if ! wait "$starting"; then
+    "$comfyui_cpu" stop "$plain_pid"
+    echo "The stock ComfyUI with the backend extension did not start." >&2
+    exit 1
+  fi
+  extended_pid=$(cat "$extended_pid_file")
+  stop_both() {
+    "$comfyui_cpu" stop "$plain_pid"
+    "$comfyui_cpu" stop "$extended_pid"
+  }
+  if ! (cd "$alone" && COMFYUME_STOCK_COMFYUI="http://127.0.0.1:$plain_port" \
+      COMFYUME_STOCK_COMFYUI_WITH_EXTENSION="http://127.0.0.1:$extended_port" \
+      cargo test --locked -p comfyume --test integration stock_comfyui::); then
+    stop_both
+    exit 1
+  fi
+  stop_both
+  rm -f "$plain" "$extended" "$extended_pid_file"
 else
   echo "SKIPPED: the tests against a stock ComfyUI (no ../shared/tools/comfyui-cpu beside the repository)." >&2
 fi

@@ -14,7 +14,13 @@ use tokio::sync::Mutex;
 
 pub use comfyume_prompt::node_info::personalise;
 
+use comfyume_prompt::{Signatures, ValidatorCall, Verdict};
+
 use crate::backend::{Backend, BackendError};
+
+/// How long a submission waits for a backend to run nodes' validation
+/// functions before the backend that runs the job is left to decide.
+const VALIDATORS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the backends told us, merged.
 #[derive(Debug, Default, Clone)]
@@ -26,12 +32,18 @@ pub struct Snapshot {
     /// What each backend reached had: its nodes and their model choices.
     /// A backend missing here was not reached (its abilities are unknown).
     pub abilities: std::collections::HashMap<String, Abilities>,
+    /// The signatures of nodes' validation functions, from the backends
+    /// that run ComfyUME's backend extension.
+    pub signatures: Signatures,
 }
 
 /// One backend's nodes, and the files each model picker offers there.
 #[derive(Debug, Default, Clone)]
 pub struct Abilities {
     pub nodes: std::collections::HashSet<String>,
+    /// Runs ComfyUME's backend extension: can run nodes' validation
+    /// functions for the gateway.
+    pub runs_validators: bool,
     /// `(class_type, input)` → the choices of that combo input.
     pub choices: std::collections::HashMap<(String, String), std::collections::HashSet<String>>,
 }
@@ -180,6 +192,48 @@ impl Catalogue {
         }
     }
 
+    /// Runs nodes' validation functions (`calls`) on a backend that runs
+    /// ComfyUME's extension and has every class they name; the answers by
+    /// node id. `Err` says why no backend could answer.
+    pub async fn run_validators(
+        &self,
+        snapshot: &Snapshot,
+        calls: &[ValidatorCall],
+    ) -> Result<std::collections::HashMap<String, Verdict>, String> {
+        let mut reasons = Vec::new();
+        for backend in &self.backends {
+            let Some(abilities) = snapshot.abilities.get(&backend.name) else {
+                continue;
+            };
+            if !abilities.runs_validators
+                || !calls
+                    .iter()
+                    .all(|c| abilities.nodes.contains(&c.class_type))
+            {
+                continue;
+            }
+            match tokio::time::timeout(VALIDATORS_WAIT, backend.run_validators(calls)).await {
+                Ok(Ok(verdicts)) => {
+                    return Ok(calls
+                        .iter()
+                        .map(|c| c.node_id.clone())
+                        .zip(verdicts)
+                        .collect());
+                }
+                Ok(Err(e)) => reasons.push(e.to_string()),
+                Err(_) => reasons.push(format!(
+                    "backend '{}' did not answer within {} s",
+                    backend.name,
+                    VALIDATORS_WAIT.as_secs()
+                )),
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push("no backend runs ComfyUME's backend extension with these nodes".into());
+        }
+        Err(reasons.join("; "))
+    }
+
     /// Forgets the cache; the next request fetches again.
     pub async fn invalidate(&self) {
         *self.current.lock().await = None;
@@ -193,9 +247,20 @@ impl Catalogue {
             match backend.object_info().await {
                 Ok(nodes) => {
                     reached += 1;
-                    snapshot
-                        .abilities
-                        .insert(backend.name.clone(), Abilities::of(&nodes));
+                    let mut abilities = Abilities::of(&nodes);
+                    match backend.validator_signatures().await {
+                        Ok(Some(signatures)) => {
+                            abilities.runs_validators = true;
+                            snapshot.signatures.merge_from(signatures);
+                        }
+                        Ok(None) => {}
+                        // Without them, the checks they decide are left to
+                        // the backend that runs each job.
+                        Err(e) => {
+                            tracing::warn!(backend = %backend.name, error = %e, "could not read the signatures of the nodes' validators")
+                        }
+                    }
+                    snapshot.abilities.insert(backend.name.clone(), abilities);
                     for (class, info) in nodes {
                         snapshot.nodes.entry(class).or_insert(info);
                     }
@@ -271,6 +336,7 @@ impl Catalogue {
         };
         Some(Snapshot {
             abilities: Default::default(),
+            signatures: Signatures::default(),
             nodes: v.get("nodes")?.as_object()?.clone(),
             devices: v
                 .get("devices")

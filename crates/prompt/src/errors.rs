@@ -212,11 +212,8 @@ pub(crate) fn return_type_mismatch(
     })
 }
 
-/// What `traceback.format_tb` gives in ComfyUI. A gateway that is not
-/// Python has no stack to show; the list stays, empty.
-fn traceback() -> Value {
-    json!([])
-}
+// `traceback` is what `traceback.format_tb` gives in ComfyUI: a backend's
+// when its Python raised, else empty (the gateway has no Python stack).
 
 pub(crate) fn exception_during_inner_validation(
     input: &str,
@@ -233,7 +230,7 @@ pub(crate) fn exception_during_inner_validation(
             "input_config": config,
             "exception_message": ex.message,
             "exception_type": ex.type_name,
-            "traceback": traceback(),
+            "traceback": ex.traceback,
             "linked_node": link,
         },
     })
@@ -244,7 +241,7 @@ pub(crate) fn exception_during_validation(ex: &PyErr) -> Value {
         "type": "exception_during_validation",
         "message": "Exception when validating node",
         "details": ex.message,
-        "extra_info": {"exception_type": ex.type_name, "traceback": traceback()},
+        "extra_info": {"exception_type": ex.type_name, "traceback": ex.traceback},
     })
 }
 

@@ -11,10 +11,13 @@
 //! have answered, byte for byte where Python's formatting shows through
 //! (`int()`/`float()` conversion, `repr()` of lists, `str()` of floats).
 //!
-//! What the gateway cannot know, it leaves to the backend, which validates
-//! again: files outside the user's input folder list (subfolders,
-//! `[output]`/`[temp]`), custom nodes' own `VALIDATE_INPUTS`, V3 dynamic
-//! inputs. Python tracebacks in exception errors are empty lists.
+//! Nodes' own `VALIDATE_INPUTS` are Python, which a backend runs for the
+//! gateway ([`python`], [`validate_with`]). What the gateway cannot know,
+//! it leaves to the backend, which validates again: files outside the
+//! user's input folder list (subfolders, `[output]`/`[temp]`), the
+//! validation functions no backend could answer for, V3 dynamic inputs.
+//! Python tracebacks in exception errors are empty lists unless a
+//! backend's Python raised.
 //!
 //! Pure code: no I/O, no HTTP. The caller supplies the catalogue (class →
 //! NodeInfo, as served at `/object_info`, with the user's own files in the
@@ -23,6 +26,7 @@
 mod errors;
 pub mod node_info;
 mod py;
+pub mod python;
 mod types;
 mod validate;
 
@@ -36,8 +40,10 @@ use comfyume_domain::JobId;
 pub use errors::{
     PromptError, error_body, invalid_prompt_error, invalid_prompt_id_error, no_prompt_error,
 };
+pub use python::{Signature, Signatures, ValidatorCall, Validators, Verdict};
 pub use validate::{
-    MAX_DEPTH, MAX_OUTPUTS_TIMES_NODES, RoomCaps, Validated, validate, validate_in_room,
+    Checked, MAX_DEPTH, MAX_OUTPUTS_TIMES_NODES, RoomCaps, Validated, validate, validate_in_room,
+    validate_with,
 };
 
 /// A `POST /prompt` body, read once at the edge: the only parser of it.

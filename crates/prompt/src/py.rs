@@ -33,18 +33,22 @@ pub(crate) enum PyInt {
     },
 }
 
-/// A raised Python exception: its builtin type name and `str(exception)`.
+/// A raised Python exception: its type's full name (builtins bare),
+/// `str(exception)`, and `traceback.format_tb()` when a real Python raised
+/// it on a backend (the gateway's own raise none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PyErr {
-    pub type_name: &'static str,
+    pub type_name: std::borrow::Cow<'static, str>,
     pub message: String,
+    pub traceback: Vec<String>,
 }
 
 impl PyErr {
     pub fn new(type_name: &'static str, message: impl Into<String>) -> Self {
         PyErr {
-            type_name,
+            type_name: type_name.into(),
             message: message.into(),
+            traceback: Vec::new(),
         }
     }
 

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::errors::{self, PromptError};
 use super::py::{Py, PyErr, PyInt, repr_json, str_json, to_float, to_int};
+use super::python::{Signature, ValidatorCall, Validators, built_in_signature};
 use super::types::{
     Declared, FileCheck, FileValidator, NodeClass, check_input_file, file_validator, truthy,
     validate_node_input,
@@ -78,6 +79,56 @@ pub fn validate_in_room(
     partial_execution_targets: Option<&[String]>,
     catalogue: &Map<String, Value>,
     caps: &RoomCaps,
+) -> Result<Validated, PromptError> {
+    validate_with(
+        prompt,
+        partial_execution_targets,
+        catalogue,
+        caps,
+        Validators::default(),
+    )
+    .result
+}
+
+/// What [`validate_with`] concluded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// ComfyUI's answer, taking every call in `unanswered` as passing.
+    pub result: Result<Validated, PromptError>,
+    /// Validation functions only a backend can run, whose answers were
+    /// not among the verdicts: the same calls on every run with the same
+    /// prompt and catalogue, so a run with their answers is exact.
+    pub unanswered: Vec<ValidatorCall>,
+}
+
+/// [`validate_in_room`], knowing what backends said of nodes' own
+/// validation functions (see [`crate::python`]).
+pub fn validate_with(
+    prompt: &Value,
+    partial_execution_targets: Option<&[String]>,
+    catalogue: &Map<String, Value>,
+    caps: &RoomCaps,
+    validators: Validators<'_>,
+) -> Checked {
+    let mut unanswered = Vec::new();
+    let result = check(
+        prompt,
+        partial_execution_targets,
+        catalogue,
+        caps,
+        validators,
+        &mut unanswered,
+    );
+    Checked { result, unanswered }
+}
+
+fn check(
+    prompt: &Value,
+    partial_execution_targets: Option<&[String]>,
+    catalogue: &Map<String, Value>,
+    caps: &RoomCaps,
+    validators: Validators<'_>,
+    unanswered: &mut Vec<ValidatorCall>,
 ) -> Result<Validated, PromptError> {
     let Value::Object(nodes) = prompt else {
         return Err(errors::invalid_prompt_error(format!(
@@ -149,6 +200,8 @@ pub fn validate_in_room(
         prompt: nodes,
         catalogue,
         caps,
+        validators,
+        unanswered,
         validated: Validations::default(),
     };
     let mut good = Vec::new();
@@ -258,10 +311,12 @@ impl Validations {
     }
 }
 
-struct Ctx<'a> {
+struct Ctx<'a, 'v> {
     prompt: &'a Map<String, Value>,
     catalogue: &'a Map<String, Value>,
     caps: &'a RoomCaps,
+    validators: Validators<'v>,
+    unanswered: &'v mut Vec<ValidatorCall>,
     validated: Validations,
 }
 
@@ -297,7 +352,7 @@ enum Step<'a> {
     Done(Result<Entry, PyErr>),
 }
 
-impl<'a> Ctx<'a> {
+impl<'a> Ctx<'a, '_> {
     /// The class of a node that passed the first loop of `validate`.
     fn class_type_of(&self, id: &str) -> &'a str {
         self.prompt
@@ -407,9 +462,27 @@ impl<'a> Ctx<'a> {
             errors: Vec::new(),
             valid: true,
             pending: None,
-            validator: file_validator(class_type),
+            validator: self.validator_of(class_type, class),
             values: HashMap::new(),
+            received_types: Map::new(),
         })
+    }
+
+    /// Who runs the validation function of `class_type`, if it has one.
+    fn validator_of(&self, class_type: &str, class: NodeClass<'_>) -> Validator {
+        if let Some(files) = file_validator(class_type) {
+            return Validator::Files(files);
+        }
+        let described = self.validators.signatures.and_then(|s| s.get(class_type));
+        match described {
+            Some(Some(signature)) => Validator::Python(signature.clone()),
+            Some(None) => Validator::None,
+            None => match built_in_signature(class_type) {
+                Some(signature) => Validator::Python(signature),
+                None if class.is_custom() => Validator::Unknown,
+                None => Validator::None,
+            },
+        }
     }
 }
 
@@ -419,6 +492,40 @@ struct Pending<'a> {
     config: Value,
     link: &'a Value,
     source: &'a str,
+}
+
+/// What runs a node's validation function, and so which of ComfyUI's
+/// built-in checks it switches off.
+enum Validator {
+    None,
+    /// A file loader's, run here against the participant's own files.
+    Files(&'static FileValidator),
+    /// Python code, with this signature, that a backend runs.
+    Python(Signature),
+    /// A custom node's, which no backend described: whatever it could
+    /// switch off is left to the backend.
+    Unknown,
+}
+
+impl Validator {
+    /// ComfyUI skips the type check of linked inputs.
+    fn skips_link_types(&self) -> bool {
+        match self {
+            Validator::Python(s) => s.takes_input_types(),
+            Validator::Unknown => true,
+            Validator::None | Validator::Files(_) => false,
+        }
+    }
+
+    /// ComfyUI skips its range and choice checks of input `x`.
+    fn skips_value_checks(&self, x: &str) -> bool {
+        match self {
+            Validator::Files(f) => f.input == x,
+            Validator::Python(s) => s.takes(x),
+            Validator::Unknown => true,
+            Validator::None => false,
+        }
+    }
 }
 
 /// One `validate_inputs` call in progress.
@@ -432,10 +539,12 @@ struct Frame<'a> {
     errors: Vec<Value>,
     valid: bool,
     pending: Option<Pending<'a>>,
-    validator: Option<&'static FileValidator>,
+    validator: Validator,
     /// `inputs[x]` after ComfyUI rewrote it (`__value__` unwrapped,
     /// converted to INT/FLOAT/STRING/BOOLEAN), for the custom validator.
     values: HashMap<&'a str, Py>,
+    /// `received_types`: the type each linked input receives.
+    received_types: Map<String, Value>,
 }
 
 impl<'a> Frame<'a> {
@@ -461,7 +570,7 @@ impl<'a> Frame<'a> {
     }
 
     /// Runs the input loop until a link must be followed or the node is done.
-    fn advance(&mut self, ctx: &mut Ctx<'a>) -> Step<'a> {
+    fn advance(&mut self, ctx: &mut Ctx<'a, '_>) -> Step<'a> {
         while let Some(d) = self.declared.get(self.next).copied() {
             self.next += 1;
             match self.check_input(d, ctx) {
@@ -470,7 +579,12 @@ impl<'a> Frame<'a> {
                 Err(ex) => return Step::Done(Err(ex)),
             }
         }
-        if let Err(ex) = self.custom_validation() {
+        let validated = match self.validator {
+            Validator::Files(files) => self.file_validation(files),
+            Validator::Python(_) => self.python_validation(ctx),
+            Validator::None | Validator::Unknown => Ok(()),
+        };
+        if let Err(ex) = validated {
             return Step::Done(Err(ex));
         }
         let prior = ctx.validated.get(self.id).cloned().unwrap_or(Entry {
@@ -494,7 +608,11 @@ impl<'a> Frame<'a> {
 
     /// One turn of `for x in valid_inputs`. `Ok(Some(id))` asks for the
     /// linked node `id` to be validated.
-    fn check_input(&mut self, d: Declared<'a>, ctx: &Ctx<'a>) -> Result<Option<&'a str>, PyErr> {
+    fn check_input(
+        &mut self,
+        d: Declared<'a>,
+        ctx: &Ctx<'a, '_>,
+    ) -> Result<Option<&'a str>, PyErr> {
         let x = d.name;
         let Some(input_type) = d.input_type() else {
             return Ok(None);
@@ -520,9 +638,9 @@ impl<'a> Frame<'a> {
             let source_class = NodeClass::lookup(ctx.catalogue, ctx.class_type_of(source));
             let return_types = source_class.map_or(&[][..], |c| c.return_types());
             let received = index_tuple(return_types, &link[1])?;
-            // A custom node's `VALIDATE_INPUTS(input_types)` may accept
-            // any type: the backend decides.
-            if !self.class.is_custom() && !validate_node_input(received, input_type) {
+            self.received_types.insert(x.to_string(), received.clone());
+            // `VALIDATE_INPUTS(input_types)` may accept any type.
+            if !self.validator.skips_link_types() && !validate_node_input(received, input_type) {
                 self.errors.push(errors::return_type_mismatch(
                     x,
                     &config,
@@ -580,11 +698,11 @@ impl<'a> Frame<'a> {
             }
         };
 
-        if self.validator.is_some_and(|v| v.input == x) || self.class.is_custom() {
-            // VALIDATE_INPUTS takes this input (or, for a custom node, may
-            // take it): ComfyUI skips the checks below, and the backend
-            // makes any its Python makes. The room's own are ours, and
-            // still apply.
+        if self.validator.skips_value_checks(x) {
+            // VALIDATE_INPUTS takes this input (or, for a custom node no
+            // backend described, may take it): ComfyUI skips the checks
+            // below, and the validator makes any it makes. The room's own
+            // are ours, and still apply.
             if let Some(error) = room_check(x, &config, &value, ctx.caps)? {
                 self.errors.push(error);
             }
@@ -655,12 +773,46 @@ impl<'a> Frame<'a> {
         Ok(None)
     }
 
+    /// A validation function only a backend can run: its answer if the
+    /// verdicts have it, else the call, to be asked (and taken as passing
+    /// meanwhile: the backend that runs the job decides).
+    fn python_validation(&mut self, ctx: &mut Ctx<'a, '_>) -> Result<(), PyErr> {
+        if let Some(verdict) = ctx.validators.verdicts.and_then(|v| v.get(self.id)) {
+            if let Some(raised) = verdict.raised() {
+                return Err(raised);
+            }
+            if let super::python::Verdict::Errors(errors) = verdict {
+                self.errors.extend(errors.iter().cloned());
+            }
+            return Ok(());
+        }
+        let inputs = match self.inputs {
+            Value::Object(inputs) => Value::Object(
+                inputs
+                    .iter()
+                    .map(|(name, raw)| {
+                        let value = self
+                            .values
+                            .get(name.as_str())
+                            .map_or_else(|| raw.clone(), Py::to_json);
+                        (name.clone(), value)
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        ctx.unanswered.push(ValidatorCall {
+            node_id: self.id.to_string(),
+            class_type: ctx.class_type_of(self.id).to_string(),
+            inputs,
+            received_types: self.received_types.clone(),
+        });
+        Ok(())
+    }
+
     /// The built-in `VALIDATE_INPUTS` of the file loaders: the value must
     /// name an existing file (`folder_paths.exists_annotated_filepath`).
-    fn custom_validation(&mut self) -> Result<(), PyErr> {
-        let Some(validator) = self.validator else {
-            return Ok(());
-        };
+    fn file_validation(&mut self, validator: &'static FileValidator) -> Result<(), PyErr> {
         let x = validator.input;
         let missing = || {
             PyErr::new(

@@ -389,6 +389,24 @@ impl ComfyClient {
             .map_err(|e| self.bad(path, &describe(&e)))
     }
 
+    /// `POST path` with a JSON body, answered with JSON (any status but
+    /// success is [`BackendError::Status`]).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, BackendError> {
+        let mut request = self.http.post(format!("{}{}", self.base, path)).json(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.status(path, status));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| self.bad(path, &describe(&e)))
+    }
+
     fn bad(&self, path: &str, reason: &str) -> BackendError {
         BackendError::BadResponse {
             backend: self.name.clone(),

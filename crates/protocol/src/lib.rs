@@ -9,6 +9,8 @@
 //! - [`session`]: [`ComfySession`], one prompt's life on a ComfyUI: the
 //!   feature-flag handshake, submit, follow, ask, cancel. The gateway's
 //!   backend runs and the worker sidecar both drive prompts through it.
+//! - [`extension`]: the routes of ComfyUME's backend extension
+//!   (`comfyui/comfyume_backend`) on a ComfyUI, and the worker's relays.
 //! - [`worker`]: the worker sidecar's protocol (one job = one streamed HTTP
 //!   request): the request body, the frame codec and the gateway's client.
 //!
@@ -16,6 +18,7 @@
 //! crate alone.
 
 pub mod client;
+pub mod extension;
 pub mod frames;
 pub mod history;
 mod secret;

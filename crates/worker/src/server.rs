@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,8 +22,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::run::{self, Job, PROBE_TIMEOUT, Sink, Upload};
 use crate::WorkerArgs;
-use comfyume_protocol::ComfyClient;
+use comfyume_protocol::extension;
 use comfyume_protocol::worker::{RunRequest, sha256_hex, stream};
+use comfyume_protocol::{BackendError, ComfyClient};
 
 /// The largest `POST /v1/run` body: inputs travel inline as base64.
 const MAX_BODY: usize = 512 * 1024 * 1024;
@@ -84,6 +85,11 @@ fn router(worker: Shared) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/run", post(run_job))
         .route("/v1/object_info", get(object_info))
+        .route(extension::WORKER_SIGNATURES, get(validator_signatures))
+        .route(
+            extension::WORKER_VALIDATE_INPUTS,
+            post(run_validators).layer(DefaultBodyLimit::max(extension::MAX_VALIDATE_BODY)),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .with_state(worker)
 }
@@ -179,6 +185,50 @@ async fn object_info(State(worker): State<Shared>, headers: header::HeaderMap) -
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("ComfyUI is not ready: {e}"),
+        ),
+    }
+}
+
+/// The signatures of the nodes' validation functions, from ComfyUME's
+/// backend extension in this ComfyUI (404 when it does not run it). Needs
+/// the token.
+async fn validator_signatures(State(worker): State<Shared>, headers: HeaderMap) -> Response {
+    if !worker.authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    relayed(worker.comfy.get_json(extension::SIGNATURES).await)
+}
+
+/// Runs nodes' validation functions in this ComfyUI, for the gateway's
+/// up-front validation. Needs the token.
+async fn run_validators(
+    State(worker): State<Shared>,
+    headers: HeaderMap,
+    Json(calls): Json<Value>,
+) -> Response {
+    if !worker.authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    relayed(
+        worker
+            .comfy
+            .post_json(extension::VALIDATE_INPUTS, &calls)
+            .await,
+    )
+}
+
+/// The extension's answer, or why there is none: 404 without the
+/// extension, 503 while ComfyUI cannot answer.
+fn relayed(answer: Result<Value, BackendError>) -> Response {
+    match answer {
+        Ok(body) => Json(body).into_response(),
+        Err(BackendError::Status { status: 404, .. }) => error(
+            StatusCode::NOT_FOUND,
+            "this ComfyUI does not run ComfyUME's backend extension",
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("ComfyUI could not answer: {e}"),
         ),
     }
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use comfyume_protocol::Secret;
+use comfyume_protocol::extension;
 use comfyume_protocol::worker::stream::{Frame, Outcome};
 use comfyume_protocol::worker::{InputFile, RunRequest, WorkerClient, WorkerError};
 use comfyume_sim::SimOptions;
@@ -794,6 +795,51 @@ async fn shutting_down_lets_the_running_job_finish() {
         .expect("the worker stops once its job is done");
     assert!(matches!(served, Ok(Ok(()))), "{served:?}");
     assert!(rig.client.health().await.is_err(), "no longer listening");
+}
+
+/// The relays of ComfyUME's backend extension need the token; in front of
+/// a ComfyUI without the extension (the simulator) they say so with 404.
+#[tokio::test]
+async fn the_extensions_relays_need_the_token_and_say_when_it_is_missing() {
+    let rig = rig(SimOptions::default(), |_| {}).await;
+    let url = |path: &str| format!("{}{path}", rig.worker_url);
+    let anonymous = rig
+        .http
+        .get(url(extension::WORKER_SIGNATURES))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(anonymous.status(), 401);
+    let missing = rig
+        .http
+        .get(url(extension::WORKER_SIGNATURES))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("json");
+    assert!(
+        body["error"].as_str().unwrap().contains("extension"),
+        "{body}"
+    );
+    let anonymous = rig
+        .http
+        .post(url(extension::WORKER_VALIDATE_INPUTS))
+        .json(&json!({"calls": []}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(anonymous.status(), 401);
+    let missing = rig
+        .http
+        .post(url(extension::WORKER_VALIDATE_INPUTS))
+        .bearer_auth(TOKEN)
+        .json(&json!({"calls": []}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(missing.status(), 404);
 }
 
 #[tokio::test]

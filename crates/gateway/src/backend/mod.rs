@@ -7,12 +7,14 @@
 //! [`BackendSession`] (see `session`), whatever the link.
 
 mod comfy;
+mod extension;
 mod session;
 mod worker;
 
 pub use comfyume_protocol::{BackendError, JobStatus, OutputFile};
 pub use session::{BackendSession, Session, SessionError, SessionEvent, Submission};
 
+use comfyume_protocol::extension as paths;
 use comfyume_protocol::worker::WorkerClient;
 use comfyume_protocol::{ComfyClient, Secret};
 use serde_json::{Map, Value};
@@ -131,6 +133,48 @@ impl Backend {
         match &self.link {
             Link::Comfy(comfy, _) => comfy.object_info().await,
             Link::Worker { api, .. } => api.object_info_at("/v1/object_info").await,
+        }
+    }
+
+    /// The signatures of the nodes' validation functions, from ComfyUME's
+    /// backend extension (on a worker's ComfyUI, through the worker); `None`
+    /// when the backend does not run it (404: not an error, the backend
+    /// that runs each job then makes those checks).
+    pub async fn validator_signatures(
+        &self,
+    ) -> Result<Option<comfyume_prompt::Signatures>, BackendError> {
+        let (client, path) = match &self.link {
+            Link::Comfy(comfy, _) => (comfy, paths::SIGNATURES),
+            Link::Worker { api, .. } => (api, paths::WORKER_SIGNATURES),
+        };
+        match client.get_json(path).await {
+            Ok(body) => extension::signatures(&body)
+                .map(Some)
+                .map_err(|reason| self.bad_answer(path, reason)),
+            Err(BackendError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs nodes' validation functions through the backend extension:
+    /// one verdict per call, in order.
+    pub async fn run_validators(
+        &self,
+        calls: &[comfyume_prompt::ValidatorCall],
+    ) -> Result<Vec<comfyume_prompt::Verdict>, BackendError> {
+        let (client, path) = match &self.link {
+            Link::Comfy(comfy, _) => (comfy, paths::VALIDATE_INPUTS),
+            Link::Worker { api, .. } => (api, paths::WORKER_VALIDATE_INPUTS),
+        };
+        let body = client.post_json(path, &extension::request(calls)).await?;
+        extension::verdicts(&body, calls.len()).map_err(|reason| self.bad_answer(path, reason))
+    }
+
+    fn bad_answer(&self, path: &str, reason: String) -> BackendError {
+        BackendError::BadResponse {
+            backend: self.name.clone(),
+            path: path.to_string(),
+            reason,
         }
     }
 

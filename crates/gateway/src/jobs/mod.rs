@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::auth::SessionUser;
-use comfyume_prompt::{PromptRequest, RoomCaps};
+use comfyume_prompt::{PromptRequest, RoomCaps, Validators};
 
 use crate::catalogue::personalise;
 use crate::clock::now_ms;
@@ -92,13 +92,37 @@ impl Jobs {
                 Some((class.to_string(), personalise(info, &inputs)))
             })
             .collect();
-        let validated = comfyume_prompt::validate_in_room(
-            &sub.prompt,
-            sub.partial_execution_targets.as_deref(),
-            &catalogue,
-            &self.room_caps,
-        )
-        .map_err(|e| SubmitError::Invalid(e.body))?;
+        let validate = |verdicts| {
+            comfyume_prompt::validate_with(
+                &sub.prompt,
+                sub.partial_execution_targets.as_deref(),
+                &catalogue,
+                &self.room_caps,
+                Validators {
+                    signatures: Some(&snapshot.signatures),
+                    verdicts,
+                },
+            )
+        };
+        let mut checked = validate(None);
+        if !checked.unanswered.is_empty() {
+            // Nodes' own Python validators: a backend runs them, and the
+            // prompt is validated again with their answers. Without an
+            // answer, the backend that runs the job decides.
+            match shared
+                .catalogue
+                .run_validators(&snapshot, &checked.unanswered)
+                .await
+            {
+                Ok(verdicts) => checked = validate(Some(&verdicts)),
+                Err(reason) => tracing::warn!(
+                    user = %user.name,
+                    %reason,
+                    "nodes' validators could not be run: the backend that runs the job will"
+                ),
+            }
+        }
+        let validated = checked.result.map_err(|e| SubmitError::Invalid(e.body))?;
 
         let now = now_ms();
         let mut extra = sub.extra_data;

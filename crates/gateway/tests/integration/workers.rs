@@ -34,20 +34,25 @@ async fn start_sim(options: comfyume_sim::SimOptions) -> String {
 /// simulator's.
 async fn start_worker(sim: comfyume_sim::SimOptions) -> (String, String) {
     let sim_url = start_sim(sim).await;
+    (worker_in_front_of(&sim_url).await, sim_url)
+}
+
+/// A worker in front of the ComfyUI at `comfyui`; its URL.
+pub async fn worker_in_front_of(comfyui: &str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let args = WorkerArgs {
-        comfyui: sim_url.clone(),
+        comfyui: comfyui.to_string(),
         listen: addr,
         token: Secret::new(TOKEN),
         max_jobs: 1,
         ready_timeout_secs: 30,
     };
     tokio::spawn(comfyume_worker::run(listener, args, std::future::pending()));
-    (format!("http://{addr}"), sim_url)
+    format!("http://{addr}")
 }
 
-fn worker_backend(name: &str, url: &str, slots: u32) -> BackendConfig {
+pub fn worker_backend(name: &str, url: &str, slots: u32) -> BackendConfig {
     let mut b = BackendConfig::new(name, BackendKind::Worker, url, slots);
     b.token = Some(Secret::new(TOKEN));
     b

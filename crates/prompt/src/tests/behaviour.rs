@@ -1162,3 +1162,182 @@ fn a_built_in_nodes_checks_stay() {
         "return_type_mismatch"
     );
 }
+
+// --- validation functions a backend runs -------------------------------------
+
+use crate::{RoomCaps, Signature, Signatures, ValidatorCall, Validators, Verdict, validate_with};
+
+fn signatures(class: &str, signature: Option<Signature>) -> Signatures {
+    let mut s = Signatures::default();
+    s.merge([(class.to_string(), signature)]);
+    s
+}
+
+fn takes(args: &[&str], varkw: bool) -> Option<Signature> {
+    Some(Signature {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        varkw,
+    })
+}
+
+fn check_with(
+    prompt: &Value,
+    catalogue: &Map<String, Value>,
+    signatures: &Signatures,
+    verdicts: Option<&std::collections::HashMap<String, Verdict>>,
+) -> crate::Checked {
+    validate_with(
+        prompt,
+        None,
+        catalogue,
+        &RoomCaps::default(),
+        Validators {
+            signatures: Some(signatures),
+            verdicts,
+        },
+    )
+}
+
+/// `VALIDATE_INPUTS(cls, amount)` switches off the range check of
+/// `amount` only: the call goes to the backend with the converted value,
+/// and the answer's errors join ComfyUI's own, after them.
+#[test]
+fn a_named_validator_is_asked_with_the_converted_inputs() {
+    let custom = with_custom_node("custom_nodes.strength_pack");
+    let named = signatures("Strength", takes(&["cls", "amount"], false));
+    let mut prompt = through_strength(5.0, false);
+    prompt["2"]["inputs"]["amount"] = json!("5");
+    let first = check_with(&prompt, &custom, &named, None);
+    first
+        .result
+        .expect("taken as passing until the backend answers");
+    assert_eq!(
+        first.unanswered,
+        [ValidatorCall {
+            node_id: "2".into(),
+            class_type: "Strength".into(),
+            inputs: json!({"image": ["1", 0], "amount": 5.0}),
+            received_types: json!({"image": "IMAGE"}).as_object().unwrap().clone(),
+        }]
+    );
+
+    let refusal = json!({"type": "custom_validation_failed", "message": "Custom validation failed for node",
+                         "details": "amount - too strong", "extra_info": {"input_name": "amount"}});
+    let verdicts = [("2".to_string(), Verdict::Errors(vec![refusal.clone()]))].into();
+    let again = check_with(&prompt, &custom, &named, Some(&verdicts));
+    assert!(again.unanswered.is_empty());
+    let body = again.result.unwrap_err().body;
+    assert_eq!(body["node_errors"]["2"]["errors"], json!([refusal]));
+    // Only the output's own reasons are listed there.
+    assert_eq!(body["error"]["details"], "");
+
+    // The answer for a passing node is no errors.
+    let verdicts = [("2".to_string(), Verdict::Errors(vec![]))].into();
+    check_with(&prompt, &custom, &named, Some(&verdicts))
+        .result
+        .expect("the backend's validator passed it");
+}
+
+/// A validator that takes neither `input_types` nor `image` leaves
+/// ComfyUI's type check of the link and its range check of other inputs
+/// on; one that takes `input_types` switches the type check off.
+#[test]
+fn a_signature_switches_off_exactly_its_checks() {
+    let custom = with_custom_node("custom_nodes.strength_pack");
+    let named = signatures("Strength", takes(&["cls", "amount"], false));
+    let body = check_with(&through_strength(0.5, true), &custom, &named, None)
+        .result
+        .unwrap_err()
+        .body;
+    assert_eq!(
+        body["node_errors"]["2"]["errors"][0]["type"],
+        "return_type_mismatch"
+    );
+
+    let types = signatures("Strength", takes(&["cls", "input_types"], false));
+    let checked = check_with(&through_strength(0.5, true), &custom, &types, None);
+    checked.result.expect("input_types: the validator decides");
+    assert_eq!(checked.unanswered[0].received_types["image"], "MASK");
+    let body = check_with(&through_strength(5.0, false), &custom, &types, None)
+        .result
+        .unwrap_err()
+        .body;
+    assert_eq!(
+        body["node_errors"]["2"]["errors"][0]["type"],
+        "value_bigger_than_max"
+    );
+
+    let kwargs = signatures("Strength", takes(&["cls"], true));
+    check_with(&through_strength(5.0, false), &custom, &kwargs, None)
+        .result
+        .expect("**kwargs: every range check is the validator's");
+}
+
+/// A custom node a backend described as having no validation function is
+/// checked as ComfyUI checks any node, and nothing is asked.
+#[test]
+fn a_custom_node_without_a_validator_gets_every_check() {
+    let custom = with_custom_node("custom_nodes.strength_pack");
+    let none = signatures("Strength", None);
+    let checked = check_with(&through_strength(5.0, false), &custom, &none, None);
+    assert!(checked.unanswered.is_empty());
+    assert_eq!(
+        checked.result.unwrap_err().body["node_errors"]["2"]["errors"][0]["type"],
+        "value_bigger_than_max"
+    );
+}
+
+/// A validator that raises: the linking node blames it, with the
+/// backend's exception and traceback, as ComfyUI does.
+#[test]
+fn a_validator_that_raises_is_blamed_by_the_linking_node() {
+    let custom = with_custom_node("custom_nodes.strength_pack");
+    let named = signatures("Strength", takes(&["cls", "amount"], false));
+    let verdicts = [(
+        "2".to_string(),
+        Verdict::Raised {
+            exception_type: "ValueError".into(),
+            message: "no".into(),
+            traceback: vec!["  File \"x.py\", line 1, in VALIDATE_INPUTS\n".into()],
+        },
+    )]
+    .into();
+    let body = check_with(
+        &through_strength(0.5, false),
+        &custom,
+        &named,
+        Some(&verdicts),
+    )
+    .result
+    .unwrap_err()
+    .body;
+    let error = &body["node_errors"]["2"]["errors"][0];
+    assert_eq!(error["type"], "exception_during_inner_validation");
+    assert_eq!(error["extra_info"]["exception_type"], "ValueError");
+    assert_eq!(
+        error["extra_info"]["traceback"],
+        json!(["  File \"x.py\", line 1, in VALIDATE_INPUTS\n"])
+    );
+}
+
+/// A node ComfyUI ships with a validation function the gateway does not
+/// run (`CustomCombo(**kwargs)`): its checks are left to the backend even
+/// when no backend described it.
+#[test]
+fn a_built_in_validator_is_known_without_a_backend() {
+    let mut catalogue = with_custom_node("comfy_extras.nodes_strength");
+    let mut node = catalogue["Strength"].clone();
+    node["name"] = json!("CustomCombo");
+    catalogue.insert("CustomCombo".into(), node);
+    let mut prompt = through_strength(5.0, false);
+    prompt["2"]["class_type"] = json!("CustomCombo");
+    let checked = validate_with(
+        &prompt,
+        None,
+        &catalogue,
+        &RoomCaps::default(),
+        Validators::default(),
+    );
+    checked.result.expect("CustomCombo takes **kwargs");
+    assert_eq!(checked.unanswered.len(), 1);
+}

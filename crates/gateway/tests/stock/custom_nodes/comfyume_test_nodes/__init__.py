@@ -49,6 +49,33 @@ class ComfyumeNamedValidated(_AmountNode):
         return True
 
 
+class ComfyumeFalseValidated(_AmountNode):
+    """`VALIDATE_INPUTS(amount)` answering False (no reason) above 0.9:
+    ComfyUI names only the input."""
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, amount):
+        return amount <= 0.9
+
+
+class ComfyumeRaisingValidated(_AmountNode):
+    """`VALIDATE_INPUTS(**kwargs)` that raises for a negative `amount`
+    (ComfyUI reports the exception, blamed by the node linking to it) and
+    refuses one over 0.5 (ComfyUI names every input it was given)."""
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **kwargs):
+        if kwargs["amount"] < 0:
+            raise ValueError(f"the test node cannot take {kwargs['amount']}")
+        if kwargs["amount"] > 0.5:
+            return "at most 0.5, says the test node"
+        return True
+
+
+class ComfyumePlain(_AmountNode):
+    """No `VALIDATE_INPUTS`: ComfyUI makes all its own checks."""
+
+
 class ComfyumeTypesValidated:
     """`VALIDATE_INPUTS(input_types)`: ComfyUI skips the type check of
     linked inputs, so a MASK may feed `image`; the node turns it into an
@@ -73,6 +100,9 @@ class ComfyumeTypesValidated:
 
 
 NODE_CLASS_MAPPINGS = {
+    "ComfyumeFalseValidated": ComfyumeFalseValidated,
+    "ComfyumePlain": ComfyumePlain,
+    "ComfyumeRaisingValidated": ComfyumeRaisingValidated,
     "ComfyumeKwargsValidated": ComfyumeKwargsValidated,
     "ComfyumeNamedValidated": ComfyumeNamedValidated,
     "ComfyumeTypesValidated": ComfyumeTypesValidated,
