@@ -10,6 +10,7 @@ mod bounds;
 mod cli;
 mod comfy_routes;
 mod crash;
+mod differential;
 mod execution;
 mod faults;
 mod files;

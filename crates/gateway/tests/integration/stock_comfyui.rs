@@ -18,13 +18,21 @@ use crate::support::{Options, TestApp};
 use crate::workers::{worker_backend, worker_in_front_of};
 
 /// The stock ComfyUI's URL, or `None` (and a word why) to skip.
-fn stock() -> Option<String> {
+pub fn stock() -> Option<String> {
     stock_at("COMFYUME_STOCK_COMFYUI")
 }
 
 /// The stock ComfyUI that runs the backend extension.
-fn stock_with_extension() -> Option<String> {
+pub fn stock_with_extension() -> Option<String> {
     stock_at("COMFYUME_STOCK_COMFYUI_WITH_EXTENSION")
+}
+
+/// Held by each test against the stock ComfyUIs: one at a time, so one
+/// test's prompts never evict another's from ComfyUI's cache nor wait in
+/// its queue.
+pub async fn serialised() -> tokio::sync::MutexGuard<'static, ()> {
+    static STOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    STOCK.lock().await
 }
 
 fn stock_at(variable: &str) -> Option<String> {
@@ -41,7 +49,7 @@ fn stock_at(variable: &str) -> Option<String> {
 }
 
 /// A gateway whose only enabled backend is the stock ComfyUI at `url`.
-async fn gateway_before(
+pub async fn gateway_before(
     url: &str,
     manual_dispatch: bool,
     adjust: impl FnOnce(&mut comfyume::config::Config),
@@ -150,6 +158,7 @@ async fn same_refusals(url: &str, app: &TestApp, p: &Participant, cases: &[(&str
 /// own checks off, the gateway accepts too, and it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_custom_nodes_validate_inputs_allows_runs_through_the_gateway() {
+    let _one_at_a_time = serialised().await;
     let Some(url) = stock() else { return };
     allowed_cases_run(&url).await;
 }
@@ -158,6 +167,7 @@ async fn what_a_custom_nodes_validate_inputs_allows_runs_through_the_gateway() {
 /// validator: the same prompts run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_validator_allows_runs_through_the_gateway_with_the_extension() {
+    let _one_at_a_time = serialised().await;
     let Some(url) = stock_with_extension() else {
         return;
     };
@@ -196,6 +206,7 @@ async fn allowed_cases_run(url: &str) {
 /// front, so it comes when the job is sent to the GPU).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_nodes_refusal_reaches_the_participant_with_its_node_and_reason() {
+    let _one_at_a_time = serialised().await;
     let Some(url) = stock() else { return };
     let prompt = through("ComfyumeNamedValidated", Some(0.3), false);
     let (status, body) = direct(&url, &prompt).await;
@@ -225,6 +236,7 @@ async fn a_custom_nodes_refusal_reaches_the_participant_with_its_node_and_reason
 /// frames reach its owner, in order, one job after the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queueing_ahead_on_a_stock_comfyui_keeps_each_jobs_frames_apart() {
+    let _one_at_a_time = serialised().await;
     let Some(url) = stock() else { return };
     let app = gateway_before(&url, true, |c| c.dispatch.queue_ahead = true).await;
     let mut alice = participant(&app, "alice").await;
@@ -297,6 +309,7 @@ async fn a_validators_refusal_is_comfyuis_own_400_at_submit_with_the_extension()
 /// error type they can provoke, the same 400 body through the gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_refusals_of_invalid_prompts_are_comfyuis_own() {
+    let _one_at_a_time = serialised().await;
     let Some(url) = stock() else { return };
     let app = gateway_before(&url, false, |_| {}).await;
     let alice = participant(&app, "alice").await;
@@ -402,6 +415,7 @@ async fn the_refusals_of_invalid_prompts_are_comfyuis_own() {
 /// 400 at submit through it too, and jobs run through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_sidecar_beside_a_real_comfyui_relays_its_validators_and_runs_jobs() {
+    let _one_at_a_time = serialised().await;
     let Some(url) = stock_with_extension() else {
         return;
     };

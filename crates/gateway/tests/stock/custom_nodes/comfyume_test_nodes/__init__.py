@@ -99,7 +99,51 @@ class ComfyumeTypesValidated:
         return (image,)
 
 
+class ComfyumeSteps:
+    """An IMAGE passed through after `steps` steps, each reported with
+    progress and a preview of the image (previews are never throttled, so
+    the frames are the same on every run), checking for an interrupt
+    before each step and raising at step `fail_at` (0: never). `pause`
+    seconds per step make a run long enough to interrupt."""
+
+    CATEGORY = "comfyume/tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "steps": ("INT", {"default": 3, "min": 1, "max": 1000}),
+                "fail_at": ("INT", {"default": 0, "min": 0, "max": 1000}),
+                "pause": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def run(self, image, steps, fail_at, pause, unique_id):
+        import time
+
+        import comfy.model_management
+        import comfy.utils
+        from PIL import Image
+
+        pixels = (image[0].clamp(0, 1) * 255).byte().cpu().numpy()
+        preview = Image.fromarray(pixels)
+        bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
+        for step in range(1, steps + 1):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            if pause:
+                time.sleep(pause)
+            bar.update_absolute(step, steps, ("PNG", preview, 64))
+            if step == fail_at:
+                raise RuntimeError(f"the test node failed at step {step}")
+        return (image,)
+
+
 NODE_CLASS_MAPPINGS = {
+    "ComfyumeSteps": ComfyumeSteps,
     "ComfyumeFalseValidated": ComfyumeFalseValidated,
     "ComfyumePlain": ComfyumePlain,
     "ComfyumeRaisingValidated": ComfyumeRaisingValidated,
