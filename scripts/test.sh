@@ -47,7 +47,8 @@ git ls-files -z --cached --others --exclude-standard \
 
 # Against a stock ComfyUI v0.33.0, the server the gateway drives, when
 # ../shared/tools/comfyui-cpu is beside the repository (CI always has it):
-# crates/gateway/tests/integration/stock_comfyui.rs, with the test nodes of
+# crates/gateway/tests/integration/{stock_comfyui,differential,stock_faults}.rs,
+# with the test nodes of
 # crates/gateway/tests/stock/custom_nodes loaded into two of them, started
 # side by side: one as it comes, one that also runs ComfyUME's backend
 # extension (comfyui/comfyume_backend). Its first install fetches torch
@@ -85,9 +86,12 @@ if [ -x "$comfyui_cpu" ]; then
     "$comfyui_cpu" stop "$plain_pid"
     "$comfyui_cpu" stop "$extended_pid"
   }
+  # The differential tests compare the two; the fault tests start (and
+  # kill -9) ComfyUIs of their own with the same tool.
   if ! (cd "$alone" && COMFYUME_STOCK_COMFYUI="http://127.0.0.1:$plain_port" \
       COMFYUME_STOCK_COMFYUI_WITH_EXTENSION="http://127.0.0.1:$extended_port" \
-      cargo test --locked -p comfyume --test integration stock_comfyui::); then
+      COMFYUME_COMFYUI_CPU="$(cd "$(dirname "$comfyui_cpu")" && pwd)/comfyui-cpu" \
+      cargo test --locked -p comfyume --test integration -- stock_comfyui:: differential:: stock_faults::); then
     stop_both
     exit 1
   fi

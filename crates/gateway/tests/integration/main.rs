@@ -20,5 +20,6 @@ mod metrics;
 mod placement;
 mod queue_ahead;
 mod stock_comfyui;
+mod stock_faults;
 mod userdata;
 mod workers;
