@@ -216,9 +216,11 @@ const tomlString = (s) => JSON.stringify(s);
  * while starting, everything started so far is stopped before rethrowing.
  *
  * Options: `stepMs`, the time each simulated KSampler step takes
- * (`comfyume sim-backend --step-ms`; the simulator's default when omitted).
+ * (`comfyume sim-backend --step-ms`; the simulator's default when omitted);
+ * `comfyuiUrl`, a running ComfyUI to use as the one backend instead of a
+ * simulator.
  */
-export async function startWorkshop({ stepMs } = {}) {
+export async function startWorkshop({ stepMs, comfyuiUrl } = {}) {
   if (!(await exists(BIN))) {
     throw new Error(`the comfyume binary is missing at ${BIN}: run \`cargo build\` in ${REPO} (or set COMFYUME_BIN)`);
   }
@@ -262,12 +264,16 @@ export async function startWorkshop({ stepMs } = {}) {
   };
 
   try {
-    const simArgs = ['sim-backend', '--listen', '127.0.0.1:0'];
-    if (stepMs !== undefined) simArgs.push('--step-ms', String(stepMs));
-    const sim = new Proc('sim-backend', simArgs);
-    procs.push(sim);
-    ws.sim = sim;
-    const [, simUrl] = await sim.waitForLine('stderr', /ComfyUME GPU simulator listening on (http:\/\/\S+)/);
+    let backend = { name: 'comfyui', kind: 'comfyui', url: comfyuiUrl };
+    if (comfyuiUrl === undefined) {
+      const simArgs = ['sim-backend', '--listen', '127.0.0.1:0'];
+      if (stepMs !== undefined) simArgs.push('--step-ms', String(stepMs));
+      const sim = new Proc('sim-backend', simArgs);
+      procs.push(sim);
+      ws.sim = sim;
+      const [, simUrl] = await sim.waitForLine('stderr', /ComfyUME GPU simulator listening on (http:\/\/\S+)/);
+      backend = { name: 'sim', kind: 'sim', url: simUrl };
+    }
 
     const config = path.join(dir, 'comfyume.toml');
     await writeFile(config, [
@@ -279,9 +285,9 @@ export async function startWorkshop({ stepMs } = {}) {
       'secure_cookies = false',
       '',
       '[[backends]]',
-      'name = "sim"',
-      'kind = "sim"',
-      `url = ${tomlString(simUrl)}`,
+      `name = ${tomlString(backend.name)}`,
+      `kind = ${tomlString(backend.kind)}`,
+      `url = ${tomlString(backend.url)}`,
       'slots = 1',
       '',
     ].join('\n'));

@@ -64,9 +64,11 @@ if [ -x "$comfyui_cpu" ]; then
   while [ "$extended_port" = "$plain_port" ]; do extended_port=$(free_port); done
   plain=$(mktemp)
   extended=$(mktemp)
-  printf 'comfyume_tests:\n  custom_nodes: %s\n' "$alone/crates/gateway/tests/stock/custom_nodes" >"$plain"
-  printf 'comfyume_tests:\n  custom_nodes: |\n    %s\n    %s\n' \
-    "$alone/crates/gateway/tests/stock/custom_nodes" "$alone/comfyui" >"$extended"
+  stock="$alone/crates/gateway/tests/stock"
+  printf 'comfyume_tests:\n  checkpoints: %s\n  custom_nodes: %s\n' \
+    "$stock/models/checkpoints" "$stock/custom_nodes" >"$plain"
+  printf 'comfyume_tests:\n  checkpoints: %s\n  custom_nodes: |\n    %s\n    %s\n' \
+    "$stock/models/checkpoints" "$stock/custom_nodes" "$alone/comfyui" >"$extended"
   echo "Starting two stock ComfyUIs (ports $plain_port, $extended_port) for the tests against them..." >&2
   extended_pid_file=$(mktemp)
   "$comfyui_cpu" start "$extended_port" --extra-model-paths-config "$extended" >"$extended_pid_file" &
@@ -96,7 +98,7 @@ if [ -x "$comfyui_cpu" ]; then
     exit 1
   fi
   stop_both
-  rm -f "$plain" "$extended" "$extended_pid_file"
+  rm -f "$extended" "$extended_pid_file"
 else
   echo "SKIPPED: the tests against a stock ComfyUI (no ../shared/tools/comfyui-cpu beside the repository)." >&2
 fi
@@ -178,4 +180,18 @@ if ! systemd-analyze verify "$unit_dir/comfyume.service" >"$unit_dir/verify.log"
 fi
 rm -rf "$unit_dir"
 
-COMFYUME_BIN="$static_bin" node --test e2e/
+# The browser tests; e2e/packs.test.mjs also needs a stock ComfyUI with the
+# test custom node pack (the one of the tests above), else it says skipped.
+e2e_comfyui=()
+if [ -x "$comfyui_cpu" ]; then
+  e2e_port=$(free_port)
+  e2e_pid=$("$comfyui_cpu" start "$e2e_port" --extra-model-paths-config "$plain")
+  e2e_comfyui=(COMFYUME_E2E_COMFYUI="http://127.0.0.1:$e2e_port")
+fi
+e2e_status=0
+env "${e2e_comfyui[@]}" COMFYUME_BIN="$static_bin" node --test e2e/ || e2e_status=$?
+if [ -x "$comfyui_cpu" ]; then
+  "$comfyui_cpu" stop "$e2e_pid"
+  rm -f "$plain"
+fi
+exit "$e2e_status"

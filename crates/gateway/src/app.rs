@@ -35,6 +35,8 @@ pub struct App {
     pub accounts: Accounts,
     pub workspaces: Workspaces,
     pub catalogue: Arc<Catalogue>,
+    /// What the backends serve beside running prompts.
+    pub assets: crate::backend_assets::BackendAssets,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub dispatcher: Arc<Dispatcher>,
@@ -103,6 +105,7 @@ impl AppState {
             backends.clone(),
             config.data_dir.join("catalogue.json"),
         ));
+        let assets = crate::backend_assets::BackendAssets::new(backends.clone());
         let workspaces = Workspaces::new(config.data_dir.join("users"))
             .with_quota(config.limits.max_user_disk_bytes);
         let hub = Arc::new(Hub::default());
@@ -131,6 +134,7 @@ impl AppState {
             accounts,
             workspaces,
             catalogue,
+            assets,
             hub,
             metrics,
             dispatcher,

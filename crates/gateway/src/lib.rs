@@ -20,6 +20,8 @@
 //! - [`templates`]: the workshop's workflow templates.
 //! - [`frontend`]: the ComfyUI web frontend on disk.
 //! - [`catalogue`]: the node catalogue gathered from the backends.
+//! - [`backend_assets`]: what else the backends serve (custom node packs'
+//!   frontend files, translations, example workflows, model lists), merged.
 //! - [`backend`]: the configured GPU backends, and the one way a job runs on any of them.
 //! - [`hub`]: live browser sockets, by user.
 //! - [`jobs`]: accepting prompts; each user's queue and history.
@@ -34,6 +36,7 @@ pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod backend_assets;
 pub mod catalogue;
 pub mod cli;
 pub mod clock;

@@ -35,6 +35,23 @@ pub enum BackendError {
     },
 }
 
+/// A `GET` answered, whatever its status.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+impl Fetched {
+    /// The body as JSON, for a 200.
+    pub fn json(&self) -> Option<Value> {
+        (self.status == 200)
+            .then(|| serde_json::from_slice(&self.body).ok())
+            .flatten()
+    }
+}
+
 /// An error with every cause under it (`outer: inner: root`): reqwest's
 /// own message names the URL but not why, which is in its sources
 /// ("connection refused", "timed out"). The text is what an operator
@@ -387,6 +404,46 @@ impl ComfyClient {
             .json()
             .await
             .map_err(|e| self.bad(path, &describe(&e)))
+    }
+
+    /// `GET path` (with its query) as it comes: status, content type and
+    /// body, whatever the status, with the bearer token if there is one.
+    /// A body over `max_bytes` is [`BackendError::BadResponse`].
+    pub async fn fetch(&self, path: &str, max_bytes: usize) -> Result<Fetched, BackendError> {
+        let mut request = self.http.get(format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let too_big = || self.bad(path, &format!("the answer is over {max_bytes} bytes"));
+        if response
+            .content_length()
+            .is_some_and(|n| n > max_bytes as u64)
+        {
+            return Err(too_big());
+        }
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.bad(path, &describe(&e)))?
+        {
+            if body.len() + chunk.len() > max_bytes {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched {
+            status,
+            content_type,
+            body: body.into(),
+        })
     }
 
     /// `POST path` with a JSON body, answered with JSON (any status but

@@ -25,7 +25,7 @@ mod secret;
 pub mod session;
 pub mod worker;
 
-pub use client::{BackendError, BackendSocket, ComfyClient};
+pub use client::{BackendError, BackendSocket, ComfyClient, Fetched};
 pub use frames::OutputFile;
 pub use history::{HistoryEntry, Outcome};
 pub use secret::Secret;

@@ -23,7 +23,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::run::{self, Job, PROBE_TIMEOUT, Sink, Upload};
 use crate::WorkerArgs;
 use comfyume_protocol::extension;
-use comfyume_protocol::worker::{RunRequest, sha256_hex, stream};
+use comfyume_protocol::worker::{
+    COMFYUI_RELAY, MAX_RELAYED_BYTES, RunRequest, relays, sha256_hex, stream,
+};
 use comfyume_protocol::{BackendError, ComfyClient};
 
 /// The largest `POST /v1/run` body: inputs travel inline as base64.
@@ -86,6 +88,7 @@ fn router(worker: Shared) -> Router {
         .route("/v1/run", post(run_job))
         .route("/v1/object_info", get(object_info))
         .route(extension::WORKER_SIGNATURES, get(validator_signatures))
+        .route(&format!("{COMFYUI_RELAY}/{{*path}}"), get(relay))
         .route(
             extension::WORKER_VALIDATE_INPUTS,
             post(run_validators).layer(DefaultBodyLimit::max(extension::MAX_VALIDATE_BODY)),
@@ -215,6 +218,41 @@ async fn run_validators(
             .post_json(extension::VALIDATE_INPUTS, &calls)
             .await,
     )
+}
+
+/// ComfyUI's answer to one of its read-only routes (see
+/// `comfyume_protocol::worker::relays`), as it comes. Needs the token.
+async fn relay(State(worker): State<Shared>, request: Request) -> Response {
+    if !worker.authorized(request.headers()) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let uri = request.uri();
+    let path = uri.path().strip_prefix(COMFYUI_RELAY).unwrap_or_default();
+    if !relays(path) {
+        return error(StatusCode::NOT_FOUND, "not a route the worker relays");
+    }
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    match worker.comfy.fetch(&target, MAX_RELAYED_BYTES).await {
+        Ok(answer) => {
+            let mut response = Response::new(Body::from(answer.body));
+            *response.status_mut() =
+                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            if let Some(v) = answer
+                .content_type
+                .and_then(|t| header::HeaderValue::from_str(&t).ok())
+            {
+                response.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            response
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("ComfyUI could not answer: {e}"),
+        ),
+    }
 }
 
 /// The extension's answer, or why there is none: 404 without the

@@ -842,6 +842,33 @@ async fn the_extensions_relays_need_the_token_and_say_when_it_is_missing() {
     assert_eq!(missing.status(), 404);
 }
 
+/// ComfyUI's read-only routes are relayed behind the token, and nothing
+/// else is: not the queue, not files, not a path that climbs out.
+#[tokio::test]
+async fn only_comfyuis_read_only_routes_are_relayed() {
+    let rig = rig(SimOptions::default(), |_| {}).await;
+    let get = |path: &str, token: bool| {
+        let mut request = rig.http.get(format!("{}{path}", rig.worker_url));
+        if token {
+            request = request.bearer_auth(TOKEN);
+        }
+        async move { request.send().await.expect("answer") }
+    };
+    assert_eq!(get("/v1/comfyui/models", false).await.status(), 401);
+    // The simulator has no model lists: its own 404 comes through.
+    assert_eq!(get("/v1/comfyui/models", true).await.status(), 404);
+    for refused in [
+        "/v1/comfyui/prompt",
+        "/v1/comfyui/view?filename=x.png",
+        "/v1/comfyui/extensions/pack/%2e%2e/%2e%2e/prompt",
+    ] {
+        let answer = get(refused, true).await;
+        assert_eq!(answer.status(), 404, "{refused}");
+        let body: Value = answer.json().await.expect("json");
+        assert_eq!(body["error"], "not a route the worker relays", "{refused}");
+    }
+}
+
 #[tokio::test]
 async fn health_is_open_and_reports_ready() {
     let rig = rig(SimOptions::default(), |args| args.max_jobs = 3).await;

@@ -136,6 +136,20 @@ impl Backend {
         }
     }
 
+    /// ComfyUI's answer to `GET path` (one of the read-only routes a
+    /// worker relays, see `comfyume_protocol::worker::relays`), whatever
+    /// its status; on a worker, through its relay.
+    pub async fn fetch(&self, path: &str) -> Result<comfyume_protocol::Fetched, BackendError> {
+        use comfyume_protocol::worker::{COMFYUI_RELAY, MAX_RELAYED_BYTES};
+        match &self.link {
+            Link::Comfy(comfy, _) => comfy.fetch(path, MAX_RELAYED_BYTES).await,
+            Link::Worker { api, .. } => {
+                api.fetch(&format!("{COMFYUI_RELAY}{path}"), MAX_RELAYED_BYTES)
+                    .await
+            }
+        }
+    }
+
     /// The signatures of the nodes' validation functions, from ComfyUME's
     /// backend extension (on a worker's ComfyUI, through the worker); `None`
     /// when the backend does not run it (404: not an error, the backend

@@ -11,8 +11,10 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
 use crate::app::AppState;
+use crate::http::comfy::packs;
 use crate::http::error::ApiError;
-use crate::http::session::PageUser;
+use crate::http::session::{CurrentUser, PageUser};
+use axum::extract::FromRequestParts;
 
 pub async fn index(
     PageUser(_user): PageUser,
@@ -39,16 +41,31 @@ pub async fn index(
 /// Everything else under the web root. Files under `assets/` carry a content
 /// hash in their name and may be cached for good; the rest (the legacy
 /// `scripts/` and `extensions/` shims) must be revalidated.
+///
+/// A custom node pack's file (`/extensions/<pack>/…`) that the web root
+/// lacks comes from a GPU backend that has the pack, for a logged-in user.
 pub async fn file(State(state): State<AppState>, request: Request) -> Response {
     let immutable = request.uri().path().starts_with("/assets/");
-    let request = request.map(|_| Body::empty());
+    let uri = request.uri().clone();
+    let (mut parts, _) = request.into_parts();
+    let user = CurrentUser::from_request_parts(&mut parts, &state).await;
+    let request = Request::from_parts(parts, Body::empty());
     let served = ServeDir::new(&state.frontend.dir)
         .append_index_html_on_directories(false)
         .oneshot(request)
         .await;
     let mut r = match served {
         Ok(r) if r.status() == StatusCode::NOT_FOUND => {
-            return ApiError::not_found().into_response();
+            if !crate::backend_assets::is_pack_file(uri.path()) {
+                return ApiError::not_found().into_response();
+            }
+            if let Err(refused) = user {
+                return refused.into_response();
+            }
+            return match packs::pack_file(&state, &uri).await {
+                Some(r) => r,
+                None => ApiError::not_found().into_response(),
+            };
         }
         Ok(r) => r.map(Body::new),
         Err(e) => return ApiError::internal(e).into_response(),

@@ -436,6 +436,9 @@ async fn the_worker_sidecar_beside_a_real_comfyui_relays_its_validators_and_runs
         ),
     ];
     same_refusals(&url, &app, &alice, &cases).await;
+    // It relays what ComfyUI serves beside the API too.
+    let models: Value = alice.get_json(&app, "/api/models/checkpoints").await;
+    assert_eq!(models, json!(["comfyume_tiny.safetensors"]));
 
     let id = submit_ok(
         &app,
@@ -448,4 +451,94 @@ async fn the_worker_sidecar_beside_a_real_comfyui_relays_its_validators_and_runs
         frames.iter().any(|f| f["type"] == "execution_success"),
         "ran through the worker: {frames:?}"
     );
+}
+
+/// What a ComfyUI serves beside the API, where custom node packs and
+/// models live on the backend: the pack's script in the extension list
+/// and its bytes (with ComfyUI's cache header), its translations, its
+/// example workflow, and the model lists, through the gateway as straight
+/// from ComfyUI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_backend_serves_beside_the_api_is_comfyuis_own() {
+    let _one_at_a_time = serialised().await;
+    let Some(url) = stock() else { return };
+    let app = gateway_before(&url, false, |_| {}).await;
+    let alice = participant(&app, "alice").await;
+    let direct = |path: &str| {
+        let url = format!("{url}{path}");
+        async move { reqwest::get(url).await.expect("ComfyUI answers") }
+    };
+    let through = |path: &str| {
+        let request = alice.http.get(app.at(path));
+        async move { request.send().await.expect("the gateway answers") }
+    };
+    let packs_of = |list: Value| -> Vec<String> {
+        let mut packs: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|p| !p.starts_with("/extensions/core/"))
+            .map(str::to_string)
+            .collect();
+        packs.sort();
+        packs
+    };
+    let script = "/extensions/comfyume_test_nodes/comfyume_test.js";
+    let listed = packs_of(through("/api/extensions").await.json().await.unwrap());
+    assert!(listed.contains(&script.to_string()), "{listed:?}");
+    assert_eq!(
+        listed,
+        packs_of(direct("/extensions").await.json().await.unwrap())
+    );
+
+    for path in [
+        script,
+        "/api/workflow_templates/comfyume_test_nodes/comfyume_steps.json",
+    ] {
+        let (d, t) = (direct(path).await, through(path).await);
+        assert_eq!(t.status(), 200, "{path}");
+        assert_eq!(
+            t.headers().get("cache-control"),
+            d.headers().get("cache-control"),
+            "{path}"
+        );
+        assert_eq!(t.bytes().await.unwrap(), d.bytes().await.unwrap(), "{path}");
+    }
+    let anonymous = reqwest::get(app.at(script)).await.unwrap();
+    assert_eq!(anonymous.status(), 401, "a pack's file is for participants");
+
+    for path in [
+        "/i18n",
+        "/workflow_templates",
+        "/models",
+        "/models/checkpoints",
+        "/experiment/models",
+        "/experiment/models/checkpoints",
+        "/embeddings",
+        "/view_metadata/checkpoints?filename=comfyume_tiny.safetensors",
+    ] {
+        let d: Value = direct(path).await.json().await.unwrap();
+        let t: Value = through(&format!("/api{path}")).await.json().await.unwrap();
+        assert_eq!(t, d, "{path}");
+    }
+    assert_eq!(
+        direct("/models/checkpoints")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!(["comfyume_tiny.safetensors"])
+    );
+    for path in [
+        "/models/nowhere",
+        "/view_metadata/checkpoints?filename=missing.safetensors",
+    ] {
+        assert_eq!(direct(path).await.status(), 404, "{path}");
+        assert_eq!(
+            through(&format!("/api{path}")).await.status(),
+            404,
+            "{path}"
+        );
+    }
 }

@@ -26,6 +26,10 @@
 //!   naming it, and a final END or ERROR.
 //! - If the caller goes away mid-stream, the worker removes the prompt from
 //!   ComfyUI's queue and interrupts it.
+//! - `GET /v1/comfyui/<path>` with the token: ComfyUI's own answer to
+//!   `GET /<path>` (status, content type, body), for the read-only routes
+//!   of [`relays`]: custom node packs' frontend files, translations,
+//!   example workflows, model lists.
 //!
 //! This module is the protocol both sides share: the request body
 //! ([`RunRequest`]), the frame codec ([`stream`]) and the gateway's side
@@ -34,6 +38,41 @@
 
 pub mod client;
 pub mod stream;
+
+/// Where the worker relays ComfyUI's read-only routes.
+pub const COMFYUI_RELAY: &str = "/v1/comfyui";
+
+/// The largest answer the worker relays.
+pub const MAX_RELAYED_BYTES: usize = 32 * 1024 * 1024;
+
+/// Whether the worker relays `GET path` (ComfyUI's path, with its leading
+/// slash, without a query): only what a gateway serves participants
+/// beside the API, nothing that reaches files or jobs. A path with a `..`
+/// segment never is.
+pub fn relays(path: &str) -> bool {
+    const EXACT: [&str; 6] = [
+        "/extensions",
+        "/i18n",
+        "/workflow_templates",
+        "/models",
+        "/experiment/models",
+        "/embeddings",
+    ];
+    const UNDER: [&str; 5] = [
+        "/extensions/",
+        "/api/workflow_templates/",
+        "/models/",
+        "/experiment/models/",
+        "/view_metadata/",
+    ];
+    let lower = path.to_ascii_lowercase();
+    let hidden = ["%2e", "%2f", "%5c", "\\"]
+        .iter()
+        .any(|s| lower.contains(s));
+    !hidden
+        && !path.split('/').any(|segment| segment == "..")
+        && (EXACT.contains(&path) || UNDER.iter().any(|p| path.starts_with(p)))
+}
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -144,6 +183,37 @@ mod base64_data {
                 .map(Some)
                 .map_err(|e| serde::de::Error::custom(format!("data is not base64: {e}"))),
             None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::relays;
+
+    #[test]
+    fn relays_only_the_read_only_routes() {
+        for path in [
+            "/extensions",
+            "/extensions/pack/web.js",
+            "/i18n",
+            "/models/checkpoints",
+            "/view_metadata/loras",
+            "/api/workflow_templates/pack/demo.json",
+        ] {
+            assert!(relays(path), "{path}");
+        }
+        for path in [
+            "/prompt",
+            "/view",
+            "/history",
+            "/extensions/../view",
+            "/extensions/pack/%2e%2e/x",
+            "/models/..",
+            "/userdata/x",
+            "/extensionsx",
+        ] {
+            assert!(!relays(path), "{path}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The read-only ComfyUI routes that describe the server: node catalogue,
-//! features, system stats, extension list, and the catalogues a workshop
-//! gateway has nothing to put in (embeddings, model folders, i18n, …),
-//! which answer empty but valid.
+//! features, system stats, and the catalogues a workshop gateway has
+//! nothing to put in (subgraphs, node replacements), which answer empty
+//! but valid. What the backends serve is in `packs`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -124,27 +124,12 @@ fn memory() -> (u64, u64) {
     (field("MemTotal:"), field("MemAvailable:"))
 }
 
-pub async fn extensions(
-    CurrentUser(_): CurrentUser,
-    State(state): State<AppState>,
-) -> Json<Vec<String>> {
-    Json(state.frontend.extensions.clone())
-}
-
-pub async fn empty_list(CurrentUser(_): CurrentUser) -> Json<Value> {
-    Json(json!([]))
-}
-
 pub async fn empty_object(CurrentUser(_): CurrentUser) -> Json<Value> {
     Json(json!({}))
 }
 
 pub async fn null(CurrentUser(_): CurrentUser) -> Json<Value> {
     Json(Value::Null)
-}
-
-pub async fn not_found(CurrentUser(_): CurrentUser) -> ApiError {
-    ApiError::not_found()
 }
 
 /// `/internal/files/{input|output|temp}`: the user's files, newest first.

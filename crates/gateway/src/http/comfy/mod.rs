@@ -5,6 +5,7 @@
 
 pub(super) mod files;
 mod info;
+pub(super) mod packs;
 mod queue;
 mod settings;
 mod templates;
@@ -55,7 +56,7 @@ pub fn routes(limits: &Limits) -> Router<AppState> {
         .route("/view", get(files::view))
         .route("/object_info", get(info::object_info))
         .route("/object_info/{node_class}", get(info::object_info_one))
-        .route("/extensions", get(info::extensions))
+        .route("/extensions", get(packs::extensions))
         .route("/features", get(info::features))
         .route("/system_stats", get(info::system_stats))
         .route(
@@ -67,16 +68,17 @@ pub fn routes(limits: &Limits) -> Router<AppState> {
         .route("/history/{prompt_id}", get(queue::history_one))
         .route("/interrupt", post(queue::interrupt))
         .route("/free", post(queue::free))
-        .route("/embeddings", get(info::empty_list))
-        .route("/models", get(info::empty_list))
-        .route("/models/{folder}", get(info::not_found))
-        .route("/experiment/models", get(info::empty_list))
-        .route("/experiment/models/{folder}", get(info::not_found))
-        .route("/i18n", get(info::empty_object))
+        .route("/embeddings", get(packs::list))
+        .route("/models", get(packs::list))
+        .route("/models/{folder}", get(packs::folder))
+        .route("/experiment/models", get(packs::experiment_folders))
+        .route("/experiment/models/{folder}", get(packs::experiment_folder))
+        .route("/view_metadata/{folder}", get(packs::model_metadata))
+        .route("/i18n", get(packs::i18n))
         .route("/global_subgraphs", get(info::empty_object))
         .route("/global_subgraphs/{id}", get(info::null))
         .route("/node_replacements", get(info::empty_object))
-        .route("/workflow_templates", get(info::empty_object))
+        .route("/workflow_templates", get(packs::workflow_templates))
 }
 
 /// Routes ComfyUI serves only at their plain path (the jobs API is
@@ -89,6 +91,10 @@ pub fn unprefixed_routes() -> Router<AppState> {
         .route("/api/jobs/{job_id}/cancel", post(queue::job_cancel))
         .route("/internal/files/{kind}", get(info::internal_files))
         .route("/templates/{file}", get(templates::file))
+        .route(
+            "/api/workflow_templates/{pack}/{*file}",
+            get(packs::template_file),
+        )
 }
 
 /// The flags this server announces on `/features` and in the socket's

@@ -142,6 +142,11 @@ class ComfyumeSteps:
         return (image,)
 
 
+# The pack's frontend extension (web/), translations (locales/) and
+# example workflow (example_workflows/), which the gateway serves from the
+# backend.
+WEB_DIRECTORY = "./web"
+
 NODE_CLASS_MAPPINGS = {
     "ComfyumeSteps": ComfyumeSteps,
     "ComfyumeFalseValidated": ComfyumeFalseValidated,

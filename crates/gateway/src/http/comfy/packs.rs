@@ -1,0 +1,203 @@
+//! The routes whose answers live on the GPU backends (see
+//! `backend_assets`): the extension list with custom node packs' scripts
+//! and the packs' files, translations, packs' example workflows, and the
+//! model lists, each in ComfyUI's shape, merged over the enabled backends.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::backend::Backend;
+use crate::backend_assets::Asset;
+use crate::dispatch::BackendState;
+use crate::http::error::ApiError;
+use crate::http::session::CurrentUser;
+
+/// Which backends to ask: the enabled ones that answer (a backend known to
+/// be down would only make the participant's page wait).
+fn asked(state: &AppState) -> impl Fn(&Backend) -> bool + Send + Sync + use<> {
+    let usable: std::collections::HashSet<String> = state
+        .dispatcher
+        .backends()
+        .into_iter()
+        .filter(|b| !matches!(b.state, BackendState::Disabled | BackendState::Unreachable))
+        .map(|b| b.name)
+        .collect();
+    move |b: &Backend| usable.contains(&b.name)
+}
+
+/// The path as the browser sent it (still percent-encoded), and its query.
+fn target(uri: &Uri, strip_api: bool) -> Option<String> {
+    let mut path = uri.path();
+    if strip_api {
+        path = path.strip_prefix("/api").unwrap_or(path);
+    }
+    if !comfyume_protocol::worker::relays(path) {
+        return None;
+    }
+    Some(match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    })
+}
+
+pub async fn extensions(
+    CurrentUser(_): CurrentUser,
+    State(state): State<AppState>,
+) -> Json<Vec<String>> {
+    Json(
+        state
+            .assets
+            .extensions(&state.frontend.extensions, &asked(&state))
+            .await,
+    )
+}
+
+pub async fn i18n(CurrentUser(_): CurrentUser, State(state): State<AppState>) -> Json<Value> {
+    Json(state.assets.translations(&asked(&state)).await)
+}
+
+pub async fn workflow_templates(
+    CurrentUser(_): CurrentUser,
+    State(state): State<AppState>,
+) -> Json<Value> {
+    Json(state.assets.templates(&asked(&state)).await)
+}
+
+/// `/models` and `/embeddings`: always a list.
+pub async fn list(
+    CurrentUser(_): CurrentUser,
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Json<Value> {
+    let Some(path) = target(&uri, true) else {
+        return Json(json!([]));
+    };
+    Json(
+        state
+            .assets
+            .union(&path, &asked(&state))
+            .await
+            .unwrap_or_else(|| json!([])),
+    )
+}
+
+/// `/models/{folder}`: 404 for a folder no backend has.
+pub async fn folder(
+    CurrentUser(_): CurrentUser,
+    State(state): State<AppState>,
+    Path(_folder): Path<String>,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    let path = target(&uri, true).ok_or_else(ApiError::not_found)?;
+    state
+        .assets
+        .union(&path, &asked(&state))
+        .await
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// `/experiment/models`: always a list.
+pub async fn experiment_folders(
+    CurrentUser(_): CurrentUser,
+    State(state): State<AppState>,
+) -> Json<Value> {
+    Json(
+        state
+            .assets
+            .union_by_name("/experiment/models", &asked(&state))
+            .await
+            .unwrap_or_else(|| json!([])),
+    )
+}
+
+/// `/experiment/models/{folder}`: 404 for a folder no backend has.
+pub async fn experiment_folder(
+    CurrentUser(_): CurrentUser,
+    State(state): State<AppState>,
+    Path(_folder): Path<String>,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    let path = target(&uri, true).ok_or_else(ApiError::not_found)?;
+    state
+        .assets
+        .union_by_name(&path, &asked(&state))
+        .await
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// `/view_metadata/{folder}?filename=…`, from a backend that has it.
+pub async fn model_metadata(
+    CurrentUser(_): CurrentUser,
+    State(state): State<AppState>,
+    Path(_folder): Path<String>,
+    uri: Uri,
+) -> Response {
+    let Some(path) = target(&uri, true) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match state.assets.model_metadata(&path, &asked(&state)).await {
+        Some(asset) => served(asset, "application/json; charset=utf-8", None),
+        // ComfyUI's bare 404.
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `/api/workflow_templates/{pack}/{file}`: a pack's example workflow.
+pub async fn template_file(
+    CurrentUser(_): CurrentUser,
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Response {
+    let Some(path) = target(&uri, false) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match state.assets.template_file(&path, &asked(&state)).await {
+        Some(asset) => served(asset, "application/octet-stream", None),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `/extensions/{pack}/{file}`: a custom node pack's frontend file, with
+/// ComfyUI's cache headers (scripts and styles never stored, images for
+/// a day).
+pub async fn pack_file(state: &AppState, uri: &Uri) -> Option<Response> {
+    let path = target(uri, false)?;
+    let asset = state.assets.pack_file(&path, &asked(state)).await?;
+    let lower = uri.path().to_ascii_lowercase();
+    let cache = if lower.ends_with(".js") || lower.ends_with(".css") {
+        Some("no-store")
+    } else if [
+        ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
+    ]
+    .iter()
+    .any(|e| lower.ends_with(e))
+    {
+        Some("public, max-age=86400")
+    } else {
+        None
+    };
+    Some(served(asset, "application/octet-stream", cache))
+}
+
+fn served(asset: Asset, default_type: &'static str, cache: Option<&'static str>) -> Response {
+    let mut r = Response::new(Body::from(asset.body));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        asset
+            .content_type
+            .and_then(|t| HeaderValue::from_str(&t).ok())
+            .unwrap_or(HeaderValue::from_static(default_type)),
+    );
+    if let Some(cache) = cache {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    }
+    r
+}
