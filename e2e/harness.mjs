@@ -23,7 +23,11 @@ export const RESULTS_DIR = path.join(HERE, 'test-results');
 export const BIN = process.env.COMFYUME_BIN
   ? path.resolve(process.env.COMFYUME_BIN)
   : path.join(REPO, 'target', 'debug', 'comfyume');
-export const FRONTEND_DIR = path.join(REPO, 'frontend', 'comfyui_frontend_package', 'static');
+/** The frontend under test: the pinned one, or another version's
+ * `static/` folder (scripts/check-frontend.sh sets COMFYUME_E2E_FRONTEND_DIR). */
+export const FRONTEND_DIR = process.env.COMFYUME_E2E_FRONTEND_DIR
+  ? path.resolve(process.env.COMFYUME_E2E_FRONTEND_DIR)
+  : path.join(REPO, 'frontend', 'comfyui_frontend_package', 'static');
 export const TEMPLATES_DIR = path.join(REPO, 'demo', 'templates');
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
@@ -196,6 +200,9 @@ async function exists(p) {
 /** Fetches the pinned frontend with the repository's script if it is not there yet. */
 async function ensureFrontend() {
   if (await exists(path.join(FRONTEND_DIR, 'index.html'))) return;
+  if (process.env.COMFYUME_E2E_FRONTEND_DIR) {
+    throw new Error(`no frontend at ${FRONTEND_DIR} (COMFYUME_E2E_FRONTEND_DIR)`);
+  }
   await new Promise((resolve, reject) => {
     execFile('bash', [path.join(REPO, 'scripts', 'fetch-frontend.sh')], { timeout: 600_000 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`scripts/fetch-frontend.sh failed: ${err.message}\n${stdout}\n${stderr}`));

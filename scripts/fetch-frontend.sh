@@ -2,11 +2,16 @@
 # Fetches the pinned ComfyUI web frontend (comfyui-frontend-package from PyPI)
 # into ./frontend/, unless it is already there. The server serves
 # frontend/comfyui_frontend_package/static as its web root.
+#
+#   scripts/fetch-frontend.sh [VERSION [DEST]]
+#
+# Another VERSION into another DEST is how scripts/check-frontend.sh tries
+# a newer frontend without touching the pinned one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VERSION=1.48.7
-DEST=frontend
+VERSION=${1:-1.48.7}
+DEST=${2:-frontend}
 if [ -f "$DEST/comfyui_frontend_package/static/index.html" ] && [ -d "$DEST/comfyui_frontend_package-$VERSION.dist-info" ]; then
   exit 0
 fi
