@@ -90,9 +90,10 @@ if [ -x "$comfyui_cpu" ]; then
   }
   # The differential tests compare the two; the fault tests start (and
   # kill -9) ComfyUIs of their own with the same tool.
+  tool="$(cd "$(dirname "$comfyui_cpu")" && pwd)/comfyui-cpu"
   if ! (cd "$alone" && COMFYUME_STOCK_COMFYUI="http://127.0.0.1:$plain_port" \
       COMFYUME_STOCK_COMFYUI_WITH_EXTENSION="http://127.0.0.1:$extended_port" \
-      COMFYUME_COMFYUI_CPU="$(cd "$(dirname "$comfyui_cpu")" && pwd)/comfyui-cpu" \
+      COMFYUME_COMFYUI_CPU="$tool" \
       cargo test --locked -p comfyume --test integration -- stock_comfyui:: differential:: stock_faults::); then
     stop_both
     exit 1

@@ -1,6 +1,7 @@
 //! `AppState`: everything a request handler or background task needs, built
 //! once from the configuration.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ pub struct App {
     pub jobs: Jobs,
     pub frontend: Frontend,
     pub templates: Templates,
+    /// The node documentation folder, when it is there.
+    pub node_docs: Option<std::path::PathBuf>,
     /// In `auth = "none"` mode, the one user everybody is.
     pub local_user: Option<SessionUser>,
     /// Flips to true when the server starts shutting down, so long-lived
@@ -99,8 +102,18 @@ impl AppState {
             AuthMode::Password => None,
             AuthMode::None => Some(ensure_local_user(&accounts).await?),
         };
-        let templates = Templates::open(config.templates_dir.as_deref())
+        let mut templates = Templates::open(config.templates_dir.as_deref())
             .map_err(|e| StartError::Templates(e.to_string()))?;
+        if let Some(dir) = present(
+            config.official_templates_dir.as_deref(),
+            "the official template gallery",
+        ) {
+            templates = templates
+                .with_official(dir)
+                .map_err(|e| StartError::Templates(e.to_string()))?;
+        }
+        let node_docs = present(config.node_docs_dir.as_deref(), "the node documentation")
+            .map(Path::to_path_buf);
         let catalogue = Arc::new(Catalogue::new(
             backends.clone(),
             config.data_dir.join("catalogue.json"),
@@ -141,6 +154,7 @@ impl AppState {
             jobs,
             frontend,
             templates,
+            node_docs,
             local_user,
             closing: tokio::sync::watch::Sender::new(false),
         })))
@@ -183,4 +197,19 @@ pub(crate) fn load_warmup(
         ));
     }
     Ok(Some(prompt))
+}
+
+/// A configured folder of `what`, if it is there. Missing, it is left out
+/// with a warning: a gateway still serves the frontend without it, and
+/// `scripts/fetch-frontend.sh` fetches it. `""` leaves it out by choice.
+fn present<'a>(dir: Option<&'a Path>, what: &str) -> Option<&'a Path> {
+    let dir = dir.filter(|d| !d.as_os_str().is_empty())?;
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    tracing::warn!(
+        folder = %dir.display(),
+        "{what} is not there (scripts/fetch-frontend.sh fetches it); serving without it"
+    );
+    None
 }

@@ -24,6 +24,12 @@ pub struct Config {
     pub database_url: Option<Secret>,
     pub frontend_dir: PathBuf,
     pub templates_dir: Option<PathBuf>,
+    /// The official ComfyUI template gallery (comfyui-workflow-templates,
+    /// as `scripts/fetch-frontend.sh` lays it out), offered after the
+    /// workshop's own templates; `None` offers the workshop's only.
+    pub official_templates_dir: Option<PathBuf>,
+    /// Node documentation (comfyui-embedded-docs), served at `/docs/`.
+    pub node_docs_dir: Option<PathBuf>,
     pub auth: AuthConfig,
     /// A bearer token for the admin API (what `comfyume backends …` uses);
     /// without one, only logged-in instructors reach it.
@@ -45,6 +51,8 @@ impl Default for Config {
             database_url: None,
             frontend_dir: PathBuf::from("frontend/comfyui_frontend_package/static"),
             templates_dir: None,
+            official_templates_dir: Some(PathBuf::from("frontend/workflow_templates")),
+            node_docs_dir: Some(PathBuf::from("frontend/embedded_docs")),
             auth: AuthConfig::default(),
             admin_token: None,
             metrics_listen: None,
@@ -456,12 +464,24 @@ mod tests {
     fn the_default_frontend_is_where_the_fetch_script_puts_it() {
         let script = include_str!("../../../scripts/fetch-frontend.sh");
         assert!(
-            script.contains("DEST=frontend")
+            script.contains("DEST=${2:-frontend}")
                 && script.contains("$DEST/comfyui_frontend_package/static/index.html")
+                && script
+                    .contains("mv frontend/workflow_templates.partial frontend/workflow_templates")
+                && script.contains("frontend/embedded_docs.partial frontend/embedded_docs")
+        );
+        let c = Config::default();
+        assert_eq!(
+            c.frontend_dir,
+            PathBuf::from("frontend/comfyui_frontend_package/static")
         );
         assert_eq!(
-            Config::default().frontend_dir,
-            PathBuf::from("frontend/comfyui_frontend_package/static")
+            c.official_templates_dir,
+            Some(PathBuf::from("frontend/workflow_templates"))
+        );
+        assert_eq!(
+            c.node_docs_dir,
+            Some(PathBuf::from("frontend/embedded_docs"))
         );
     }
 

@@ -85,6 +85,16 @@ const ROUND_FAIL: Duration = Duration::from_secs(600);
 pub async fn examine(config: &Config, backends: &[Backend], room: Room) -> Vec<Finding> {
     let mut report = vec![data_dir(&config.data_dir)];
     report.push(frontend(&config.frontend_dir));
+    report.push(folder(
+        config.official_templates_dir.as_deref(),
+        "official template gallery",
+        "index.json",
+    ));
+    report.push(folder(
+        config.node_docs_dir.as_deref(),
+        "node documentation",
+        "KSampler/en.md",
+    ));
     let mut catalogues = Vec::new();
     if backends.is_empty() {
         report.push(finding(
@@ -340,6 +350,27 @@ fn node_types(workflow: &Value) -> std::collections::BTreeSet<&str> {
         .filter_map(|n| n.get("type").and_then(Value::as_str))
         .filter(|t| !FRONTEND_ONLY.contains(t) && !subgraph_ids.contains(t))
         .collect()
+}
+
+/// A folder fetched beside the frontend (`marker` is a file it holds):
+/// there, switched off (`""`), or missing (a warning: the gateway serves
+/// without it).
+fn folder(dir: Option<&Path>, what: &str, marker: &str) -> Finding {
+    let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) else {
+        return finding(Verdict::Ok, what, "switched off");
+    };
+    if dir.join(marker).is_file() {
+        finding(Verdict::Ok, what, dir.display().to_string())
+    } else {
+        finding(
+            Verdict::Warn,
+            what,
+            format!(
+                "not at {} (scripts/fetch-frontend.sh fetches it); participants go without it",
+                dir.display()
+            ),
+        )
+    }
 }
 
 /// Whether each template's nodes exist on every reachable backend.

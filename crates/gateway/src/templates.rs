@@ -8,9 +8,18 @@
 //! a title card is drawn. An `index.json` in the folder, in the frontend's
 //! own format, replaces the generated index for full control over titles,
 //! descriptions and grouping.
+//!
+//! After the workshop's own come ComfyUI's official templates
+//! (comfyui-workflow-templates, laid out by `scripts/fetch-frontend.sh` as
+//! ComfyUI's asset map resolves them): their categories follow the
+//! workshop's in every index, and their files answer the names the
+//! workshop's do not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use serde_json::{Value, json};
 
@@ -35,6 +44,15 @@ struct Template {
 pub struct Templates {
     index: Value,
     by_name: BTreeMap<String, Template>,
+    official: Option<Arc<Official>>,
+}
+
+/// The official template gallery's folder, and each index merged with the
+/// workshop's, made once per index file.
+#[derive(Debug)]
+struct Official {
+    dir: PathBuf,
+    merged: Mutex<HashMap<String, Bytes>>,
 }
 
 /// A file the `/templates/` route can answer with.
@@ -45,6 +63,13 @@ pub enum TemplateFile {
         content_type: &'static str,
     },
     Svg(String),
+    /// An index with the official gallery's categories after the workshop's.
+    Index(Bytes),
+    /// A file of the official gallery.
+    Official {
+        path: PathBuf,
+        content_type: &'static str,
+    },
 }
 
 impl Templates {
@@ -54,6 +79,7 @@ impl Templates {
             return Ok(Templates {
                 index: json!([]),
                 by_name: BTreeMap::new(),
+                official: None,
             });
         };
         let entries =
@@ -105,7 +131,28 @@ impl Templates {
         } else {
             generated_index(&by_name)
         };
-        Ok(Templates { index, by_name })
+        Ok(Templates {
+            index,
+            by_name,
+            official: None,
+        })
+    }
+
+    /// Adds the official gallery at `dir` (which must hold its
+    /// `index.json`) after the workshop's templates.
+    pub fn with_official(mut self, dir: &Path) -> Result<Templates, TemplatesError> {
+        let index = dir.join("index.json");
+        if !index.is_file() {
+            return Err(TemplatesError::BadFile(
+                index,
+                "the official template gallery has no index here (scripts/fetch-frontend.sh fetches it)".into(),
+            ));
+        }
+        self.official = Some(Arc::new(Official {
+            dir: dir.to_path_buf(),
+            merged: Mutex::default(),
+        }));
+        Ok(self)
     }
 
     /// Each template's name and workflow file.
@@ -128,8 +175,13 @@ impl Templates {
     /// for a listed template whose workflow can no longer be read (edited
     /// into invalid JSON, say, during the workshop).
     pub async fn file(&self, file: &str) -> Result<Option<TemplateFile>, TemplateUnreadable> {
+        if let Some(official) = &self.official {
+            if is_index(file) {
+                return self.merged_index(official, file).await.map(Some);
+            }
+        }
         let path = match self.lookup(file) {
-            None => return Ok(None),
+            None => return Ok(self.official_file(file)),
             Some(Lookup::Ready(answer)) => return Ok(Some(answer)),
             Some(Lookup::Workflow(path)) => path,
         };
@@ -144,16 +196,62 @@ impl Templates {
         Ok(Some(TemplateFile::Json(workflow)))
     }
 
+    /// Index `file` (`index.json`, `index.<locale>.json`): the workshop's
+    /// categories, then the official gallery's in that language (or in
+    /// English when it has none).
+    async fn merged_index(
+        &self,
+        official: &Official,
+        file: &str,
+    ) -> Result<TemplateFile, TemplateUnreadable> {
+        if let Some(made) = official.merged.lock().expect("not poisoned").get(file) {
+            return Ok(TemplateFile::Index(made.clone()));
+        }
+        let localised = official.dir.join(file);
+        let path = if localised.is_file() {
+            localised
+        } else {
+            official.dir.join("index.json")
+        };
+        let unreadable = |reason: String| TemplateUnreadable {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = tokio::fs::read(&path)
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        let categories: Vec<Value> =
+            serde_json::from_slice(&text).map_err(|e| unreadable(e.to_string()))?;
+        let mut merged: Vec<Value> = self.index.as_array().cloned().unwrap_or_default();
+        merged.extend(categories);
+        let made = Bytes::from(serde_json::to_vec(&merged).map_err(|e| unreadable(e.to_string()))?);
+        official
+            .merged
+            .lock()
+            .expect("not poisoned")
+            .insert(file.to_string(), made.clone());
+        Ok(TemplateFile::Index(made))
+    }
+
+    /// A file of the official gallery (`logo/…` included).
+    fn official_file(&self, file: &str) -> Option<TemplateFile> {
+        let official = self.official.as_ref()?;
+        let relative = comfyume_domain::SafeRelPath::parse(file).ok()?;
+        let path = official.dir.join(relative.as_str());
+        path.is_file().then(|| TemplateFile::Official {
+            content_type: content_type_of(&path),
+            path,
+        })
+    }
+
     fn lookup(&self, file: &str) -> Option<Lookup> {
         // Localised indexes get the same list: workshop templates are written
         // in one language, and a 404 would only make the frontend log a
         // warning and ask again for index.json.
-        if file == "index.json"
-            || (file.starts_with("index.") && file.ends_with(".json") && file != "index_logo.json")
-        {
+        if is_index(file) {
             return Some(Lookup::Ready(TemplateFile::Json(self.index.clone())));
         }
-        if file == "index_logo.json" {
+        if file == "index_logo.json" && self.official.is_none() {
             return Some(Lookup::Ready(TemplateFile::Json(json!({}))));
         }
         let (stem, ext) = file.rsplit_once('.')?;
@@ -241,6 +339,35 @@ fn find_thumbnail(dir: &Path, stem: &str) -> Option<(PathBuf, &'static str)> {
         }
     }
     None
+}
+
+/// `index.json` and its localised forms (`index.fr.json`), not the other
+/// `index_*.json` files.
+fn is_index(file: &str) -> bool {
+    file == "index.json"
+        || (file.starts_with("index.")
+            && file.ends_with(".json")
+            && !file.contains('/')
+            && !matches!(file, "index.schema.json" | "index.mcp.json"))
+}
+
+/// What an official gallery file is served as.
+fn content_type_of(path: &Path) -> &'static str {
+    match extension_of(path).to_ascii_lowercase().as_str() {
+        "json" => "application/json",
+        "webp" => "image/webp",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "flac" => "audio/flac",
+        "wav" => "audio/wav",
+        "glb" => "model/gltf-binary",
+        _ => "application/octet-stream",
+    }
 }
 
 fn extension_of(p: &Path) -> &str {
@@ -351,5 +478,106 @@ mod tests {
     #[test]
     fn title_cards_escape_the_title() {
         assert!(title_card("<b>").contains("&lt;b&gt;"));
+    }
+
+    /// An official gallery: an index in English and French, a workflow, a
+    /// thumbnail, a logo in a subfolder.
+    fn gallery() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let category = |title: &str| {
+            json!([{"moduleName": "default", "title": title, "type": "image",
+                    "templates": [{"name": "official_t2i", "mediaType": "image", "mediaSubtype": "webp"}]}])
+        };
+        std::fs::write(d.path().join("index.json"), category("Image").to_string()).unwrap();
+        std::fs::write(
+            d.path().join("index.fr.json"),
+            category("Images").to_string(),
+        )
+        .unwrap();
+        std::fs::write(d.path().join("index_logo.json"), r#"{"a": "logo/a.webp"}"#).unwrap();
+        std::fs::write(d.path().join("official_t2i.json"), r#"{"nodes": []}"#).unwrap();
+        std::fs::write(d.path().join("official_t2i-1.webp"), b"RIFF").unwrap();
+        std::fs::create_dir(d.path().join("logo")).unwrap();
+        std::fs::write(d.path().join("logo/a.webp"), b"RIFF").unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn the_official_gallery_follows_the_workshops_templates() {
+        let (workshop, official) = (folder(), gallery());
+        let t = Templates::open(Some(workshop.path()))
+            .unwrap()
+            .with_official(official.path())
+            .unwrap();
+        let index = |file: &'static str| {
+            let t = t.clone();
+            async move {
+                match t.file_ok(file).await {
+                    Some(TemplateFile::Index(bytes)) => {
+                        serde_json::from_slice::<Value>(&bytes).unwrap()
+                    }
+                    _ => panic!("{file} is not an index"),
+                }
+            }
+        };
+        let titles = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["title"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            titles(&index("index.json").await),
+            ["Getting Started", "Image"]
+        );
+        assert_eq!(
+            titles(&index("index.fr.json").await),
+            ["Getting Started", "Images"]
+        );
+        // A language the gallery lacks gets its English index.
+        assert_eq!(
+            titles(&index("index.ja.json").await),
+            ["Getting Started", "Image"]
+        );
+
+        assert!(matches!(
+            t.file_ok("official_t2i.json").await,
+            Some(TemplateFile::Official {
+                content_type: "application/json",
+                ..
+            })
+        ));
+        assert!(matches!(
+            t.file_ok("logo/a.webp").await,
+            Some(TemplateFile::Official {
+                content_type: "image/webp",
+                ..
+            })
+        ));
+        assert!(matches!(
+            t.file_ok("index_logo.json").await,
+            Some(TemplateFile::Official { .. })
+        ));
+        // The workshop's own still answer first.
+        assert!(matches!(
+            t.file_ok("invert-an-image.json").await,
+            Some(TemplateFile::Json(_))
+        ));
+        for outside in [
+            "../index.json",
+            "/etc/passwd",
+            "logo/../../x",
+            "missing.json",
+        ] {
+            assert!(t.file_ok(outside).await.is_none(), "{outside}");
+        }
+        assert!(
+            Templates::open(None)
+                .unwrap()
+                .with_official(workshop.path())
+                .is_err(),
+            "no index there"
+        );
     }
 }

@@ -186,6 +186,68 @@ async fn features_stats_extensions_and_empty_catalogues() {
     );
 }
 
+/// The official gallery after the workshop's templates, its files (in
+/// subfolders too) with ComfyUI's cache header for pictures, and the node
+/// documentation, for logged-in users only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_gallery_and_the_node_docs() {
+    let extra = tempfile::tempdir().unwrap();
+    let gallery = extra.path().join("gallery");
+    let docs = extra.path().join("docs");
+    std::fs::create_dir_all(gallery.join("logo")).unwrap();
+    std::fs::create_dir_all(docs.join("KSampler")).unwrap();
+    std::fs::write(
+        gallery.join("index.json"),
+        json!([{"moduleName": "default", "title": "Image", "type": "image",
+                "templates": [{"name": "t2i", "mediaType": "image", "mediaSubtype": "webp"}]}])
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(gallery.join("t2i-1.webp"), b"RIFF....WEBP").unwrap();
+    std::fs::write(gallery.join("logo/a.png"), b"\x89PNG").unwrap();
+    std::fs::write(docs.join("KSampler/en.md"), "# KSampler\n").unwrap();
+    let app = TestApp::spawn_with(|c| {
+        c.official_templates_dir = Some(gallery.clone());
+        c.node_docs_dir = Some(docs.clone());
+    })
+    .await;
+    let c = app.user("alice").await;
+    let index = get_json(&c, app.at("/templates/index.json")).await;
+    let titles: Vec<&str> = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Getting Started", "Image"], "the workshop's first");
+    for (path, content_type) in [
+        ("/templates/t2i-1.webp", "image/webp"),
+        ("/templates/logo/a.png", "image/png"),
+    ] {
+        let r = c.get(app.at(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], content_type);
+        assert_eq!(r.headers()["cache-control"], "public, max-age=86400");
+    }
+    let doc = c.get(app.at("/docs/KSampler/en.md")).send().await.unwrap();
+    assert_eq!(doc.status(), 200);
+    assert_eq!(doc.text().await.unwrap(), "# KSampler\n");
+    for missing in [
+        "/docs/KSampler/xx.md",
+        "/docs/../gallery/index.json",
+        "/templates/logo%2F..%2F..%2Fdocs%2FKSampler%2Fen.md",
+        "/docs/..%2F..%2Fgallery%2Findex.json",
+    ] {
+        assert_eq!(
+            c.get(app.at(missing)).send().await.unwrap().status(),
+            404,
+            "{missing}"
+        );
+    }
+    let anonymous = reqwest::get(app.at("/docs/KSampler/en.md")).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workshop_templates_in_the_frontend_format() {
     let app = TestApp::spawn().await;

@@ -90,7 +90,8 @@ pub fn unprefixed_routes() -> Router<AppState> {
         .route("/api/jobs/{job_id}", get(queue::job_detail))
         .route("/api/jobs/{job_id}/cancel", post(queue::job_cancel))
         .route("/internal/files/{kind}", get(info::internal_files))
-        .route("/templates/{file}", get(templates::file))
+        .route("/templates/{*file}", get(templates::file))
+        .route("/docs/{*path}", get(templates::docs))
         .route(
             "/api/workflow_templates/{pack}/{*file}",
             get(packs::template_file),
