@@ -29,6 +29,9 @@ export const FRONTEND_DIR = process.env.COMFYUME_E2E_FRONTEND_DIR
   ? path.resolve(process.env.COMFYUME_E2E_FRONTEND_DIR)
   : path.join(REPO, 'frontend', 'comfyui_frontend_package', 'static');
 export const TEMPLATES_DIR = path.join(REPO, 'demo', 'templates');
+/** What scripts/fetch-frontend.sh fetches beside the pinned frontend. */
+export const OFFICIAL_TEMPLATES_DIR = path.join(REPO, 'frontend', 'workflow_templates');
+export const NODE_DOCS_DIR = path.join(REPO, 'frontend', 'embedded_docs');
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 /** The accounts the harness creates. */
@@ -287,6 +290,8 @@ export async function startWorkshop({ stepMs, comfyuiUrl } = {}) {
       `data_dir = ${tomlString(path.join(dir, 'data'))}`,
       `frontend_dir = ${tomlString(FRONTEND_DIR)}`,
       `templates_dir = ${tomlString(TEMPLATES_DIR)}`,
+      `official_templates_dir = ${tomlString(OFFICIAL_TEMPLATES_DIR)}`,
+      `node_docs_dir = ${tomlString(NODE_DOCS_DIR)}`,
       '',
       '[auth]',
       'secure_cookies = false',

@@ -5,6 +5,9 @@
 //   1. alice logs in through the login form; the ComfyUI app starts.
 //   2. the Templates dialog a new user gets shows the workshop template;
 //      clicking it loads its graph onto the canvas (screenshot saved).
+//  2b. opened again, the dialog lists ComfyUI's official gallery after the
+//      workshop's templates: its Image category shows its first template
+//      with its thumbnail (screenshot saved).
 //   3. alice's page logged no console error and no request failed, except
 //      the ones ComfyUI itself tolerates (listed in support.mjs, by URL).
 //   4. alice saves the workflow as "mine"; after a reload it is listed in
@@ -35,6 +38,9 @@ import {
 
 const TEMPLATE = 'invert-an-image';
 const TEMPLATE_NODE_TYPES = ['EmptyImage', 'ImageBlur', 'ImageInvert', 'SaveImage', 'PreviewImage'];
+/** The first template of the official gallery's Image category (0.11.41). */
+const OFFICIAL_CATEGORY = 'Image';
+const OFFICIAL_TEMPLATE = 'image_z_image_turbo';
 
 // Step names that later steps depend on.
 const S1 = '1. alice logs in through the login form and ComfyUI loads';
@@ -107,6 +113,28 @@ describe('a participant workspace in the real ComfyUI frontend', { concurrency: 
     // Let the canvas draw the loaded graph before the picture.
     await painted(alice);
     await screenshot(alice, 'alice-template-loaded.png');
+  });
+
+  // 2b -----------------------------------------------------------------------
+  step('2b. the official template gallery follows, with its thumbnails', [S2], async () => {
+    await alice.evaluate(() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates'));
+    const dialog = templatesDialog(alice);
+    await dialog.waitFor({ state: 'visible', timeout: WAIT_MS });
+    // A category of ComfyUI's own gallery (comfyui-workflow-templates),
+    // listed after the workshop's, with its first template's card.
+    await dialog.getByText(OFFICIAL_CATEGORY, { exact: true }).click();
+    const card = dialog.locator(`[data-testid="template-workflow-${OFFICIAL_TEMPLATE}"]`);
+    await card.waitFor({ state: 'visible', timeout: WAIT_MS });
+    await alice.waitForFunction(
+      (name) => [...document.querySelectorAll(`[data-testid="template-workflow-${name}"] img`)]
+        .some((img) => img.complete && img.naturalWidth > 0),
+      OFFICIAL_TEMPLATE,
+      { timeout: WAIT_MS, polling: 250 },
+    );
+    await painted(alice);
+    await screenshot(alice, 'alice-official-templates.png');
+    await alice.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'hidden', timeout: WAIT_MS });
   });
 
   // 3 ------------------------------------------------------------------------
