@@ -31,6 +31,7 @@ mod error;
 mod files;
 mod info;
 mod mime;
+pub mod preview;
 mod settings;
 mod userdata;
 

@@ -303,6 +303,26 @@ impl Sides {
         )
     }
 
+    /// The content type and bytes of `/view?{query}`, both ways.
+    async fn view_both_typed(&self, query: &str) -> ((String, Vec<u8>), (String, Vec<u8>)) {
+        let read = |r: reqwest::Response| async move {
+            assert_eq!(r.status(), 200, "{}", r.url());
+            let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+            (kind, r.bytes().await.unwrap().to_vec())
+        };
+        let direct = reqwest::get(format!("{}/view?{query}", self.url))
+            .await
+            .unwrap();
+        let through = self
+            .alice
+            .http
+            .get(self.app.at(&format!("/api/view?{query}")))
+            .send()
+            .await
+            .unwrap();
+        (read(direct).await, read(through).await)
+    }
+
     /// The bytes of an output file through `/view`, both ways.
     async fn view_both(&self, query: &str) -> (Vec<u8>, Vec<u8>) {
         let direct = reqwest::get(format!("{}/view?{query}", self.url))
@@ -411,6 +431,26 @@ async fn history_jobs_and_view_are_comfyuis_own() {
     let (direct, through) = sides.view_both(&query).await;
     assert!(direct.starts_with(b"\x89PNG"), "a PNG");
     assert_eq!(through, direct, "the output's bytes");
+
+    // Converted as ComfyUI converts it: the colour and the alpha apart
+    // (the same pixels; the encoders' bytes differ), and previews in the
+    // format asked for, at the same size.
+    for (asked, content_type, same_pixels) in [
+        ("channel=rgb", "image/png", true),
+        ("channel=a", "image/png", true),
+        ("preview=jpeg;50", "image/jpeg", false),
+        ("preview=webp;90", "image/webp", false),
+    ] {
+        let (direct, through) = sides.view_both_typed(&format!("{query}&{asked}")).await;
+        assert_eq!(through.0, content_type, "{asked}");
+        assert_eq!(direct.0, content_type, "{asked}");
+        let decoded = |bytes: &[u8]| image::load_from_memory(bytes).expect("an image").to_rgba8();
+        let (d, t) = (decoded(&direct.1), decoded(&through.1));
+        assert_eq!(t.dimensions(), d.dimensions(), "{asked}");
+        if same_pixels {
+            assert_eq!(t.into_raw(), d.into_raw(), "{asked}: the same pixels");
+        }
+    }
 }
 
 /// A node that raises: the error frame, its traceback included, and the

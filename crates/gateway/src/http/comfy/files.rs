@@ -15,6 +15,7 @@ use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
 use comfyume_domain::{FileKind, SafeRelPath};
 
+use crate::workspace::preview::{Conversion, PreviewError};
 use crate::workspace::{
     UploadOutcome, parse_upload_subfolder, parse_upload_type, upload_overwrite_flag, view_serve_as,
 };
@@ -131,7 +132,53 @@ pub async fn view(
         .user(&user.name)
         .resolve_view(get("filename"), get("type"), get("subfolder"))
         .await?;
+    if let Some(conversion) = Conversion::from_query(get("preview"), get("channel")) {
+        return converted(&target.path, &target.file_name, conversion).await;
+    }
     let dest = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
     let serve_as = view_serve_as(&target.file_name, dest);
     super::serve_file(&target.path, &serve_as).await
+}
+
+/// Images re-encoded at once: decoding is CPU work, and a room's queue
+/// panels asking for thumbnails together must not take every core.
+static CONVERSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// `/view` with `preview` or `channel`: the image as ComfyUI converts it.
+async fn converted(
+    path: &std::path::Path,
+    file_name: &str,
+    conversion: Conversion,
+) -> Result<Response, ApiError> {
+    use axum::http::{HeaderValue, header};
+    let bytes = tokio::fs::read(path).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ApiError::not_found()
+        } else {
+            ApiError::internal(format!("{}: {e}", path.display()))
+        }
+    })?;
+    let _turn = CONVERSIONS
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (body, content_type) = tokio::task::spawn_blocking(move || conversion.apply(&bytes))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| match e {
+            PreviewError::Decode(_) => ApiError::json_error(StatusCode::BAD_REQUEST, e.to_string()),
+            PreviewError::Encode(_) => ApiError::internal(e.to_string()),
+        })?;
+    let mut r = Response::new(axum::body::Body::from(body));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // ComfyUI's words; a name that cannot be a header value is left out.
+    if let Ok(v) = HeaderValue::from_str(&format!("filename=\"{file_name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(r)
 }
