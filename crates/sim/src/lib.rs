@@ -16,7 +16,8 @@
 //!   previews and interrupts; `graph`: execution order and cache signatures.
 //! - `nodes`: what each node does; `pixels`: image operations; `paint`: the
 //!   procedural "model"; `png`: PNG files.
-//! - `catalogue`: `/object_info`; `stats`: `/system_stats`, feature flags;
+//! - `catalogue`: `/object_info`; `models`: the model lists;
+//!   `stats`: `/system_stats`, feature flags;
 //!   `options`: the test knobs ([`SimOptions`]).
 //!
 //! The simulator reports itself honestly: its version string, device and
@@ -26,6 +27,7 @@ mod catalogue;
 mod executor;
 mod files;
 mod graph;
+mod models;
 mod nodes;
 mod options;
 mod paint;

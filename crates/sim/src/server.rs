@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::queue::QueueItem;
-use super::{SimState, catalogue, files, graph, stats, validate, ws};
+use super::{SimState, catalogue, files, graph, models, stats, validate, ws};
 
 type Shared = Arc<SimState>;
 
@@ -55,6 +55,14 @@ fn routes() -> Router<Shared> {
         .route("/interrupt", post(interrupt))
         .route("/free", post(free))
         .route("/view", get(files::view))
+        .route("/models", get(models::folders))
+        .route("/models/{folder}", get(models::folder))
+        .route("/experiment/models", get(models::experiment_folders))
+        .route(
+            "/experiment/models/{folder}",
+            get(models::experiment_folder),
+        )
+        .route("/embeddings", get(models::embeddings))
         .route(
             "/upload/image",
             post(files::upload_image).layer(DefaultBodyLimit::max(MAX_UPLOAD)),

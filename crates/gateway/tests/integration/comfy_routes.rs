@@ -1,5 +1,5 @@
 //! The descriptive ComfyUI routes (users, object_info, features,
-//! system_stats, extensions, the empty catalogues, templates) and the
+//! system_stats, extensions, the model lists from the backend, templates) and the
 //! socket's opening frames, against the shapes in comfyui-api.md.
 
 use futures_util::{SinkExt, StreamExt};
@@ -147,8 +147,6 @@ async fn features_stats_extensions_and_empty_catalogues() {
     );
     for (path, expected) in [
         ("/api/embeddings", json!([])),
-        ("/api/models", json!([])),
-        ("/api/experiment/models", json!([])),
         ("/api/i18n", json!({})),
         ("/api/global_subgraphs", json!({})),
         ("/api/global_subgraphs/abc", Value::Null),
@@ -158,22 +156,28 @@ async fn features_stats_extensions_and_empty_catalogues() {
     ] {
         assert_eq!(get_json(&c, app.at(path)).await, expected, "{path}");
     }
+    // The model lists are the backend's (here the simulator's).
+    let folders = get_json(&c, app.at("/api/models")).await;
+    assert_eq!(folders[0], "checkpoints");
     assert_eq!(
-        c.get(app.at("/api/models/checkpoints"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
+        get_json(&c, app.at("/api/models/checkpoints")).await,
+        json!([
+            "sim-dreamshaper-8.safetensors",
+            "sim-sd-v1-5.safetensors",
+            "sim-sdxl-base-1.0.safetensors"
+        ])
     );
     assert_eq!(
-        c.get(app.at("/api/experiment/models/loras"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
+        get_json(&c, app.at("/api/experiment/models/loras")).await,
+        json!([])
     );
+    for missing in ["/api/models/nowhere", "/api/experiment/models/nowhere"] {
+        assert_eq!(
+            c.get(app.at(missing)).send().await.unwrap().status(),
+            404,
+            "{missing}"
+        );
+    }
     // Jobs live only under /api, and /api/api duplicates are ComfyUI's quirk,
     // not a route of ours: unknown paths are 404.
     assert_eq!(
