@@ -296,6 +296,12 @@ async fn a_validators_refusal_is_comfyuis_own_400_at_submit_with_the_extension()
             through("ComfyumeRaisingValidated", Some(0.7), false),
         ),
         ("no validator", through("ComfyumePlain", Some(5.0), false)),
+        ("an output's validator raised", {
+            let mut prompt = through("ComfyumeKwargsValidated", Some(0.5), false);
+            prompt["3"] =
+                json!({"class_type": "ComfyumeRaisingOutput", "inputs": {"images": ["2", 0]}});
+            prompt
+        }),
         ("with ComfyUI's own", mismatched),
     ];
     let cases: Vec<(&str, Value)> = prompts
@@ -395,6 +401,13 @@ async fn the_refusals_of_invalid_prompts_are_comfyuis_own() {
         (
             "a link to an output that is not there",
             chain(&|p| p["2"]["inputs"]["image"] = json!(["1", 5])),
+        ),
+        (
+            "custom_validation_failed (a file that is not there)",
+            chain(&|p| {
+                p["1"] =
+                    json!({"class_type": "LoadImage", "inputs": {"image": "not-uploaded.png"}});
+            }),
         ),
         (
             "errors on two nodes",

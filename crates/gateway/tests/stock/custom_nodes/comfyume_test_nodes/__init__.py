@@ -72,6 +72,27 @@ class ComfyumeRaisingValidated(_AmountNode):
         return True
 
 
+class ComfyumeRaisingOutput:
+    """An output node whose `VALIDATE_INPUTS` always raises: ComfyUI
+    reports `exception_during_validation` for the output itself."""
+
+    CATEGORY = "comfyume/tests"
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",)}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, images):
+        raise RuntimeError("the test output refuses to be validated")
+
+    def run(self, images):
+        return ()
+
+
 class ComfyumePlain(_AmountNode):
     """No `VALIDATE_INPUTS`: ComfyUI makes all its own checks."""
 
@@ -151,6 +172,7 @@ NODE_CLASS_MAPPINGS = {
     "ComfyumeSteps": ComfyumeSteps,
     "ComfyumeFalseValidated": ComfyumeFalseValidated,
     "ComfyumePlain": ComfyumePlain,
+    "ComfyumeRaisingOutput": ComfyumeRaisingOutput,
     "ComfyumeRaisingValidated": ComfyumeRaisingValidated,
     "ComfyumeKwargsValidated": ComfyumeKwargsValidated,
     "ComfyumeNamedValidated": ComfyumeNamedValidated,
