@@ -4,9 +4,10 @@
 //! paints on the two). Pure functions over the file's bytes; the caller
 //! runs them off the async threads.
 //!
-//! The one difference from ComfyUI: a WebP preview is lossless (the only
-//! WebP encoder without C code), where ComfyUI's Pillow writes a lossy one
-//! at the given quality. A JPEG preview honours the quality.
+//! Previews are lossy at the quality asked for, as Pillow writes them:
+//! JPEG with the `image` crate's encoder, WebP with libwebp (the library
+//! Pillow uses, built from source into the binary), so thumbnails stay
+//! small.
 
 use std::io::Cursor;
 
@@ -74,16 +75,19 @@ impl Conversion {
                 "image/jpeg"
             }
             Conversion::Preview {
-                jpeg: false, rgb, ..
+                jpeg: false,
+                rgb,
+                quality,
             } => {
-                let image = if *rgb {
-                    DynamicImage::ImageRgb8(image.to_rgb8())
+                let (width, height) = (image.width(), image.height());
+                let encoded = if *rgb {
+                    let pixels = image.to_rgb8();
+                    webp::Encoder::from_rgb(&pixels, width, height).encode(f32::from(*quality))
                 } else {
-                    DynamicImage::ImageRgba8(image.to_rgba8())
+                    let pixels = image.to_rgba8();
+                    webp::Encoder::from_rgba(&pixels, width, height).encode(f32::from(*quality))
                 };
-                image
-                    .write_to(&mut out, ImageFormat::WebP)
-                    .map_err(PreviewError::Encode)?;
+                out.get_mut().extend_from_slice(&encoded);
                 "image/webp"
             }
             Conversion::Rgb => {
@@ -223,6 +227,27 @@ mod tests {
         let (bytes, kind) = webp.apply(&rgba_png()).unwrap();
         assert_eq!(kind, "image/webp");
         assert_eq!(image::guess_format(&bytes).unwrap(), ImageFormat::WebP);
+        // Lossy at the quality asked for: a noisy picture shrinks as the
+        // quality drops, below its PNG.
+        let mut noisy = RgbaImage::new(256, 256);
+        for (i, p) in noisy.pixels_mut().enumerate() {
+            let v = (i.wrapping_mul(2_654_435_761) >> 7) as u8;
+            *p = Rgba([v, v.wrapping_mul(3), v.wrapping_add(91), 255]);
+        }
+        let mut png = Cursor::new(Vec::new());
+        DynamicImage::ImageRgba8(noisy)
+            .write_to(&mut png, ImageFormat::Png)
+            .unwrap();
+        let size = |q: &str| {
+            Conversion::from_query(Some(&format!("webp;{q}")), None)
+                .unwrap()
+                .apply(png.get_ref())
+                .unwrap()
+                .0
+                .len()
+        };
+        assert!(size("20") < size("95"), "{} vs {}", size("20"), size("95"));
+        assert!(size("95") < png.get_ref().len(), "smaller than the PNG");
         assert!(matches!(
             Conversion::Rgb.apply(b"not an image"),
             Err(PreviewError::Decode(_))
