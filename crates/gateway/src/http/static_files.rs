@@ -47,19 +47,23 @@ pub async fn index(
 pub async fn file(State(state): State<AppState>, request: Request) -> Response {
     let immutable = request.uri().path().starts_with("/assets/");
     let uri = request.uri().clone();
-    let (mut parts, _) = request.into_parts();
-    let user = CurrentUser::from_request_parts(&mut parts, &state).await;
-    let request = Request::from_parts(parts, Body::empty());
+    // Kept only for a pack's file, which needs the session: the other
+    // static files are served without looking it up.
+    let pack_request = crate::backend_assets::is_pack_file(uri.path())
+        .then(|| request.headers().clone());
+    let request = request.map(|_| Body::empty());
     let served = ServeDir::new(&state.frontend.dir)
         .append_index_html_on_directories(false)
         .oneshot(request)
         .await;
     let mut r = match served {
         Ok(r) if r.status() == StatusCode::NOT_FOUND => {
-            if !crate::backend_assets::is_pack_file(uri.path()) {
+            let Some(headers) = pack_request else {
                 return ApiError::not_found().into_response();
-            }
-            if let Err(refused) = user {
+            };
+            let (mut parts, ()) = Request::new(()).into_parts();
+            parts.headers = headers;
+            if let Err(refused) = CurrentUser::from_request_parts(&mut parts, &state).await {
                 return refused.into_response();
             }
             return match packs::pack_file(&state, &uri).await {
