@@ -855,8 +855,21 @@ async fn only_comfyuis_read_only_routes_are_relayed() {
         async move { request.send().await.expect("answer") }
     };
     assert_eq!(get("/v1/comfyui/models", false).await.status(), 401);
-    // The simulator has no model lists: its own 404 comes through.
-    assert_eq!(get("/v1/comfyui/models", true).await.status(), 404);
+    // ComfyUI's answer as it comes: the simulator's checkpoints, and its
+    // own 404 for a route it does not have.
+    let relayed = get("/v1/comfyui/models/checkpoints", true).await;
+    assert_eq!(relayed.status(), 200);
+    let own: Value = rig
+        .http
+        .get(format!("{}/models/checkpoints", rig.sim_url))
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(relayed.json::<Value>().await.expect("json"), own);
+    assert_eq!(get("/v1/comfyui/extensions", true).await.status(), 404);
     for refused in [
         "/v1/comfyui/prompt",
         "/v1/comfyui/view?filename=x.png",

@@ -49,8 +49,8 @@ pub async fn file(State(state): State<AppState>, request: Request) -> Response {
     let uri = request.uri().clone();
     // Kept only for a pack's file, which needs the session: the other
     // static files are served without looking it up.
-    let pack_request = crate::backend_assets::is_pack_file(uri.path())
-        .then(|| request.headers().clone());
+    let pack_request =
+        crate::backend_assets::is_pack_file(uri.path()).then(|| request.headers().clone());
     let request = request.map(|_| Body::empty());
     let served = ServeDir::new(&state.frontend.dir)
         .append_index_html_on_directories(false)
