@@ -6,10 +6,13 @@
 //! model lists (`/models…`, `/experiment/models…`, `/embeddings`,
 //! `/view_metadata/…`).
 //!
-//! Every enabled, reachable backend is asked (a worker relays the question
-//! to its ComfyUI); the answers are merged the way one ComfyUI holding all
-//! those packs and models would answer, and each backend's answer is kept
-//! for a while, within a bound, so a room loading at once asks once.
+//! Every enabled, reachable backend of the active group is asked (a worker
+//! relays the question to its ComfyUI); the answers are merged the way one
+//! ComfyUI holding all those packs and models would answer. Each backend's
+//! answer is kept for a while, within a bound, so a room loading its pages
+//! asks each backend about once a minute; a backend that failed is not
+//! asked again for a few seconds, so a hung one does not hold every page
+//! load up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +36,8 @@ const MAX_KEPT_BYTES: usize = 64 * 1024 * 1024;
 const MAX_KEPT: usize = 2048;
 /// How long one backend may take to answer before it is left out.
 const WAIT: Duration = Duration::from_secs(10);
+/// How long a backend that failed to answer is left out.
+const FAILED_FOR: Duration = Duration::from_secs(15);
 
 /// A file a backend served: its bytes and type.
 #[derive(Debug, Clone)]
@@ -51,6 +56,8 @@ pub struct BackendAssets {
 struct Kept {
     answers: HashMap<(usize, String), (Instant, Arc<Fetched>)>,
     bytes: usize,
+    /// When each backend last failed to answer.
+    failed: HashMap<usize, Instant>,
 }
 
 impl Kept {
@@ -109,28 +116,28 @@ impl BackendAssets {
             .filter(|(_, b)| asked(b))
             .map(|(i, backend)| async move {
                 let key = (i, path.to_string());
-                if let Some(kept) = self.kept.lock().await.get(&key, fresh_for) {
-                    return Some(kept);
+                {
+                    let kept = self.kept.lock().await;
+                    if let Some(answer) = kept.get(&key, fresh_for) {
+                        return Some(answer);
+                    }
+                    if kept.failed.get(&i).is_some_and(|at| at.elapsed() < FAILED_FOR) {
+                        return None;
+                    }
                 }
-                match tokio::time::timeout(WAIT, backend.fetch(path)).await {
+                let failure = match tokio::time::timeout(WAIT, backend.fetch(path)).await {
                     Ok(Ok(answer)) if answer.status < 500 => {
                         let answer = Arc::new(answer);
                         self.kept.lock().await.insert(key, answer.clone());
-                        Some(answer)
+                        return Some(answer);
                     }
-                    Ok(Ok(answer)) => {
-                        tracing::warn!(backend = %backend.name, path, status = answer.status, "a backend could not answer");
-                        None
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(backend = %backend.name, path, error = %e, "a backend could not answer");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::warn!(backend = %backend.name, path, "a backend did not answer in time");
-                        None
-                    }
-                }
+                    Ok(Ok(answer)) => format!("HTTP {}", answer.status),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {} s", WAIT.as_secs()),
+                };
+                tracing::warn!(backend = %backend.name, path, reason = %failure, "a backend could not answer; left out for a few seconds");
+                self.kept.lock().await.failed.insert(i, Instant::now());
+                None
             });
         futures_util::future::join_all(asking)
             .await
@@ -326,6 +333,27 @@ fn union_of_lists(lists: &[Value], key: impl Fn(&Value) -> Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A backend that does not answer is left out, and remembered as
+    /// failed, so the next page load does not wait for it again.
+    #[tokio::test]
+    async fn a_backend_that_fails_is_left_out_for_a_while() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = crate::config::BackendConfig::new(
+            "gone",
+            crate::config::BackendKind::Comfyui,
+            &format!("http://{closed}"),
+            1,
+        );
+        let backend = Backend::new(&config, Backend::http_client().unwrap()).unwrap();
+        let assets = BackendAssets::new(vec![backend]);
+        let everyone = |_: &Backend| true;
+        assert!(assets.json("/models", &everyone).await.is_empty());
+        assert!(assets.kept.lock().await.failed.contains_key(&0));
+    }
 
     #[test]
     fn extensions_add_the_backends_packs_once() {

@@ -192,16 +192,19 @@ impl Catalogue {
         }
     }
 
-    /// Runs nodes' validation functions (`calls`) on a backend that runs
-    /// ComfyUME's extension and has every class they name; the answers by
-    /// node id. `Err` says why no backend could answer.
+    /// Runs nodes' validation functions (`calls`) on one of the `serving`
+    /// backends that runs ComfyUME's extension and has every class they
+    /// name, trying them in order within [`VALIDATORS_WAIT`] in all; the
+    /// answers by node id. `Err` says why no backend answered.
     pub async fn run_validators(
         &self,
         snapshot: &Snapshot,
         calls: &[ValidatorCall],
+        serving: &std::collections::HashSet<String>,
     ) -> Result<std::collections::HashMap<String, Verdict>, String> {
+        let deadline = tokio::time::Instant::now() + VALIDATORS_WAIT;
         let mut reasons = Vec::new();
-        for backend in &self.backends {
+        for backend in self.backends.iter().filter(|b| serving.contains(&b.name)) {
             let Some(abilities) = snapshot.abilities.get(&backend.name) else {
                 continue;
             };
@@ -212,7 +215,7 @@ impl Catalogue {
             {
                 continue;
             }
-            match tokio::time::timeout(VALIDATORS_WAIT, backend.run_validators(calls)).await {
+            match tokio::time::timeout_at(deadline, backend.run_validators(calls)).await {
                 Ok(Ok(verdicts)) => {
                     return Ok(calls
                         .iter()
@@ -221,11 +224,14 @@ impl Catalogue {
                         .collect());
                 }
                 Ok(Err(e)) => reasons.push(e.to_string()),
-                Err(_) => reasons.push(format!(
-                    "backend '{}' did not answer within {} s",
-                    backend.name,
-                    VALIDATORS_WAIT.as_secs()
-                )),
+                Err(_) => {
+                    reasons.push(format!(
+                        "no backend answered within {} s (the last asked: '{}')",
+                        VALIDATORS_WAIT.as_secs(),
+                        backend.name
+                    ));
+                    break;
+                }
             }
         }
         if reasons.is_empty() {

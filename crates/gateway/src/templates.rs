@@ -204,15 +204,17 @@ impl Templates {
         official: &Official,
         file: &str,
     ) -> Result<TemplateFile, TemplateUnreadable> {
-        if let Some(made) = official.merged.lock().expect("not poisoned").get(file) {
+        let localised = official.dir.join(file);
+        // Kept by the file read, so any number of languages asked for make
+        // at most one copy per index the gallery has.
+        let (source, path) = if localised.is_file() {
+            (file, localised)
+        } else {
+            ("index.json", official.dir.join("index.json"))
+        };
+        if let Some(made) = official.merged.lock().expect("not poisoned").get(source) {
             return Ok(TemplateFile::Index(made.clone()));
         }
-        let localised = official.dir.join(file);
-        let path = if localised.is_file() {
-            localised
-        } else {
-            official.dir.join("index.json")
-        };
         let unreadable = |reason: String| TemplateUnreadable {
             path: path.display().to_string(),
             reason,
@@ -229,7 +231,7 @@ impl Templates {
             .merged
             .lock()
             .expect("not poisoned")
-            .insert(file.to_string(), made.clone());
+            .insert(source.to_string(), made.clone());
         Ok(TemplateFile::Index(made))
     }
 
@@ -535,11 +537,17 @@ mod tests {
             titles(&index("index.fr.json").await),
             ["Getting Started", "Images"]
         );
-        // A language the gallery lacks gets its English index.
+        // A language the gallery lacks gets its English index, made once.
         assert_eq!(
             titles(&index("index.ja.json").await),
             ["Getting Started", "Image"]
         );
+        assert_eq!(
+            titles(&index("index.xx.json").await),
+            ["Getting Started", "Image"]
+        );
+        let kept = t.official.as_ref().unwrap().merged.lock().unwrap().len();
+        assert_eq!(kept, 2, "index.json and index.fr.json");
 
         assert!(matches!(
             t.file_ok("official_t2i.json").await,

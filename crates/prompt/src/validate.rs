@@ -776,6 +776,12 @@ impl<'a> Frame<'a> {
     /// A validation function only a backend can run: its answer if the
     /// verdicts have it, else the call, to be asked (and taken as passing
     /// meanwhile: the backend that runs the job decides).
+    ///
+    /// Some calls are never asked, and left to the backend that runs the
+    /// job: those given a file picker's value (a participant's files reach
+    /// a backend only with their job, so a check that the file exists
+    /// would fail there now), and those given a number JSON cannot carry
+    /// as Python holds it (NaN, infinities, integers past 64 bits).
     fn python_validation(&mut self, ctx: &mut Ctx<'a, '_>) -> Result<(), PyErr> {
         if let Some(verdict) = ctx.validators.verdicts.and_then(|v| v.get(self.id)) {
             if let Some(raised) = verdict.raised() {
@@ -784,6 +790,24 @@ impl<'a> Frame<'a> {
             if let super::python::Verdict::Errors(errors) = verdict {
                 self.errors.extend(errors.iter().cloned());
             }
+            return Ok(());
+        }
+        let Validator::Python(signature) = &self.validator else {
+            return Ok(());
+        };
+        let takes_a_file = self.declared.iter().any(|d| {
+            signature.takes(d.name)
+                && d.extra().is_some_and(|extra| {
+                    FILE_PICKERS
+                        .iter()
+                        .any(|k| extra.get(*k).is_some_and(truthy))
+                })
+        });
+        let unsendable = self
+            .values
+            .iter()
+            .any(|(name, v)| signature.takes(name) && !survives_json(v));
+        if takes_a_file || unsendable {
             return Ok(());
         }
         let inputs = match self.inputs {
@@ -1029,6 +1053,21 @@ fn primitive_value<'a>(prompt: &'a Map<String, Value>, mut id: &'a str) -> Optio
         }
     }
     None
+}
+
+/// The options that make a combo input a picker of the user's files.
+const FILE_PICKERS: [&str; 4] = ["image_upload", "video_upload", "audio_upload", "upload"];
+
+/// Whether `v` reaches Python as itself through JSON.
+fn survives_json(v: &Py) -> bool {
+    match v {
+        Py::Float(f) => f.is_finite(),
+        Py::Int(PyInt::Small(n)) => i64::try_from(*n).is_ok() || u64::try_from(*n).is_ok(),
+        Py::Int(PyInt::Big { .. }) => false,
+        Py::List(items) => items.iter().all(survives_json),
+        Py::Dict(entries) => entries.iter().all(|(_, v)| survives_json(v)),
+        Py::None | Py::Bool(_) | Py::Str(_) => true,
+    }
 }
 
 /// comfy_execution/graph_utils.py `is_link`.

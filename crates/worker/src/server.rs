@@ -204,14 +204,20 @@ async fn validator_signatures(State(worker): State<Shared>, headers: HeaderMap) 
 
 /// Runs nodes' validation functions in this ComfyUI, for the gateway's
 /// up-front validation. Needs the token.
-async fn run_validators(
-    State(worker): State<Shared>,
-    headers: HeaderMap,
-    Json(calls): Json<Value>,
-) -> Response {
+async fn run_validators(State(worker): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     if !worker.authorized(&headers) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
+    // Read only for a caller with the token.
+    let calls: Value = match serde_json::from_slice(&body) {
+        Ok(calls) => calls,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {e}"),
+            );
+        }
+    };
     relayed(
         worker
             .comfy

@@ -801,6 +801,20 @@ impl Dispatcher {
         }
     }
 
+    /// The names of the backends that serve the room now: in the active
+    /// group, not disabled, and not known to be unreachable. What the
+    /// participants see of the backends (packs' files, model lists) and
+    /// who runs nodes' validators for them come from these.
+    pub fn serving(&self) -> std::collections::HashSet<String> {
+        self.backends()
+            .into_iter()
+            .filter(|b| {
+                b.active && !matches!(b.state, BackendState::Disabled | BackendState::Unreachable)
+            })
+            .map(|b| b.name)
+            .collect()
+    }
+
     /// Every backend's state, for the admin API.
     pub fn backends(&self) -> Vec<BackendStatus> {
         let state = self.lock();

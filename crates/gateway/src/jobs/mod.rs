@@ -111,7 +111,7 @@ impl Jobs {
             // answer, the backend that runs the job decides.
             match shared
                 .catalogue
-                .run_validators(&snapshot, &checked.unanswered)
+                .run_validators(&snapshot, &checked.unanswered, &self.dispatcher.serving())
                 .await
             {
                 Ok(verdicts) => checked = validate(Some(&verdicts)),

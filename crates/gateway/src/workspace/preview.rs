@@ -13,10 +13,13 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbaImage};
 
-/// The largest image re-encoded (each side), and the memory a decode may
-/// take: a workshop's outputs are far below both.
-const MAX_SIDE: u32 = 16_384;
-const MAX_DECODE_BYTES: u64 = 1024 * 1024 * 1024;
+/// The largest image converted (each side; libwebp's own limit is 16,383),
+/// the memory its decode may take, and the largest file read for it: a
+/// workshop's outputs are far below all three, and a conversion holds
+/// about three copies of the pixels at once.
+const MAX_SIDE: u32 = 8192;
+const MAX_DECODE_BYTES: u64 = 288 * 1024 * 1024;
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What the query asked of the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,11 +85,14 @@ impl Conversion {
                 let (width, height) = (image.width(), image.height());
                 let encoded = if *rgb {
                     let pixels = image.to_rgb8();
-                    webp::Encoder::from_rgb(&pixels, width, height).encode(f32::from(*quality))
+                    webp::Encoder::from_rgb(&pixels, width, height)
+                        .encode_simple(false, f32::from(*quality))
                 } else {
                     let pixels = image.to_rgba8();
-                    webp::Encoder::from_rgba(&pixels, width, height).encode(f32::from(*quality))
+                    webp::Encoder::from_rgba(&pixels, width, height)
+                        .encode_simple(false, f32::from(*quality))
                 };
+                let encoded = encoded.map_err(|e| PreviewError::WebP(format!("{e:?}")))?;
                 out.get_mut().extend_from_slice(&encoded);
                 "image/webp"
             }
@@ -123,6 +129,8 @@ pub enum PreviewError {
     Decode(image::ImageError),
     #[error("the image could not be re-encoded: {0}")]
     Encode(image::ImageError),
+    #[error("the image could not be encoded as WebP: {0}")]
+    WebP(String),
 }
 
 fn decode(bytes: &[u8]) -> Result<DynamicImage, PreviewError> {
@@ -250,6 +258,15 @@ mod tests {
         assert!(size("95") < png.get_ref().len(), "smaller than the PNG");
         assert!(matches!(
             Conversion::Rgb.apply(b"not an image"),
+            Err(PreviewError::Decode(_))
+        ));
+        // Past the size bound: refused, not decoded.
+        let mut wide = Cursor::new(Vec::new());
+        DynamicImage::ImageRgba8(RgbaImage::new(MAX_SIDE + 1, 1))
+            .write_to(&mut wide, ImageFormat::Png)
+            .unwrap();
+        assert!(matches!(
+            webp.apply(wide.get_ref()),
             Err(PreviewError::Decode(_))
         ));
     }

@@ -1341,3 +1341,34 @@ fn a_built_in_validator_is_known_without_a_backend() {
     checked.result.expect("CustomCombo takes **kwargs");
     assert_eq!(checked.unanswered.len(), 1);
 }
+
+/// Calls a backend could not answer as ComfyUI would are never asked: a
+/// validator given a file picker's value (the participant's file is not on
+/// the backend before the job), or a number JSON cannot carry.
+#[test]
+fn calls_a_backend_cannot_answer_truly_are_left_to_the_job() {
+    let mut custom = with_custom_node("custom_nodes.strength_pack");
+    custom["Strength"]["input"]["required"]["photo"] = json!([["a.png"], {"image_upload": true}]);
+    let mut prompt = through_strength(0.5, false);
+    prompt["2"]["inputs"]["photo"] = json!("a.png");
+    let named = signatures("Strength", takes(&["cls", "photo"], false));
+    let checked = check_with(&prompt, &custom, &named, None);
+    checked.result.expect("left to the backend");
+    assert!(
+        checked.unanswered.is_empty(),
+        "a file picker's check is not asked"
+    );
+
+    let amount = signatures("Strength", takes(&["cls", "amount"], false));
+    let checked = check_with(&prompt, &custom, &amount, None);
+    assert_eq!(checked.unanswered.len(), 1, "other inputs' checks are");
+
+    let mut not_a_number = through_strength(0.5, false);
+    not_a_number["2"]["inputs"]["amount"] = json!("nan");
+    let plain = with_custom_node("custom_nodes.strength_pack");
+    let checked = check_with(&not_a_number, &plain, &amount, None);
+    checked
+        .result
+        .expect("NaN passes ComfyUI's range checks, which the validator switched off");
+    assert!(checked.unanswered.is_empty(), "NaN cannot travel as JSON");
+}

@@ -15,7 +15,7 @@ use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
 use comfyume_domain::{FileKind, SafeRelPath};
 
-use crate::workspace::preview::{Conversion, PreviewError};
+use crate::workspace::preview::{Conversion, MAX_FILE_BYTES, PreviewError};
 use crate::workspace::{
     UploadOutcome, parse_upload_subfolder, parse_upload_type, upload_overwrite_flag, view_serve_as,
 };
@@ -142,7 +142,8 @@ pub async fn view(
 
 /// Images re-encoded at once: decoding is CPU work, and a room's queue
 /// panels asking for thumbnails together must not take every core.
-static CONVERSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+static CONVERSIONS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(2)));
 
 /// `/view` with `preview` or `channel`: the image as ComfyUI converts it.
 async fn converted(
@@ -151,24 +152,38 @@ async fn converted(
     conversion: Conversion,
 ) -> Result<Response, ApiError> {
     use axum::http::{HeaderValue, header};
-    let bytes = tokio::fs::read(path).await.map_err(|e| {
+    let io_error = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::NotFound {
             ApiError::not_found()
         } else {
             ApiError::internal(format!("{}: {e}", path.display()))
         }
-    })?;
-    let _turn = CONVERSIONS
-        .acquire()
+    };
+    let size = tokio::fs::metadata(path).await.map_err(io_error)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(ApiError::json_error(
+            StatusCode::BAD_REQUEST,
+            format!("{file_name} is too large to convert ({size} bytes; at most {MAX_FILE_BYTES})"),
+        ));
+    }
+    // Held until the conversion is over, even if the request goes away.
+    let turn = CONVERSIONS
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (body, content_type) = tokio::task::spawn_blocking(move || conversion.apply(&bytes))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| match e {
-            PreviewError::Decode(_) => ApiError::json_error(StatusCode::BAD_REQUEST, e.to_string()),
-            PreviewError::Encode(_) => ApiError::internal(e.to_string()),
-        })?;
+    let bytes = tokio::fs::read(path).await.map_err(io_error)?;
+    let (body, content_type) = tokio::task::spawn_blocking(move || {
+        let converted = conversion.apply(&bytes);
+        drop(turn);
+        converted
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| match e {
+        PreviewError::Decode(_) => ApiError::json_error(StatusCode::BAD_REQUEST, e.to_string()),
+        PreviewError::Encode(_) | PreviewError::WebP(_) => ApiError::internal(e.to_string()),
+    })?;
     let mut r = Response::new(axum::body::Body::from(body));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

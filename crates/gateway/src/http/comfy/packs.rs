@@ -13,24 +13,18 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::backend::Backend;
 use crate::backend_assets::Asset;
-use crate::dispatch::BackendState;
 use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
 
-/// Which backends to ask: the enabled ones that answer (a backend known to
-/// be down would only make the participant's page wait).
+/// Which backends to ask: those that serve the room now (see
+/// `Dispatcher::serving`).
 fn asked(state: &AppState) -> impl Fn(&Backend) -> bool + Send + Sync + use<> {
-    let usable: std::collections::HashSet<String> = state
-        .dispatcher
-        .backends()
-        .into_iter()
-        .filter(|b| !matches!(b.state, BackendState::Disabled | BackendState::Unreachable))
-        .map(|b| b.name)
-        .collect();
-    move |b: &Backend| usable.contains(&b.name)
+    let serving = state.dispatcher.serving();
+    move |b: &Backend| serving.contains(&b.name)
 }
 
-/// The path as the browser sent it (still percent-encoded), and its query.
+/// The path as the browser sent it (still percent-encoded), with its
+/// query for the routes that read one.
 fn target(uri: &Uri, strip_api: bool) -> Option<String> {
     let mut path = uri.path();
     if strip_api {
@@ -40,9 +34,15 @@ fn target(uri: &Uri, strip_api: bool) -> Option<String> {
         return None;
     }
     Some(match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
+        Some(q) if !is_static(path) => format!("{path}?{q}"),
+        _ => path.to_string(),
     })
+}
+
+/// Files ComfyUI serves as they are: a query changes nothing, so it is
+/// not passed on (nor kept apart in the cache).
+fn is_static(path: &str) -> bool {
+    path.starts_with("/extensions/") || path.starts_with("/api/workflow_templates/")
 }
 
 pub async fn extensions(
@@ -200,4 +200,24 @@ fn served(asset: Asset, default_type: &'static str, cache: Option<&'static str>)
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_files_lose_their_query_and_other_routes_keep_it() {
+        let target_of = |uri: &str, strip_api| target(&uri.parse::<Uri>().unwrap(), strip_api);
+        assert_eq!(
+            target_of("/extensions/pack/a.js?v=2", false).as_deref(),
+            Some("/extensions/pack/a.js")
+        );
+        assert_eq!(
+            target_of("/api/view_metadata/loras?filename=x.safetensors", true).as_deref(),
+            Some("/view_metadata/loras?filename=x.safetensors")
+        );
+        assert_eq!(target_of("/api/prompt", true), None);
+        assert_eq!(target_of("/extensions/pack/%2e%2e/x", false), None);
+    }
 }
