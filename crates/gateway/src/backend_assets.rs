@@ -345,7 +345,7 @@ mod tests {
         let config = crate::config::BackendConfig::new(
             "gone",
             crate::config::BackendKind::Comfyui,
-            &format!("http://{closed}"),
+            format!("http://{closed}"),
             1,
         );
         let backend = Backend::new(&config, Backend::http_client().unwrap()).unwrap();
