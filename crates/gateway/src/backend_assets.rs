@@ -165,42 +165,21 @@ impl BackendAssets {
         merge_extensions(own, &self.json("/extensions", asked).await)
     }
 
-    /// A pack's file, `/extensions/<pack>/<file>`, from the first backend
-    /// that has it.
-    pub async fn pack_file(
+    /// A file one backend has: a pack's (`/extensions/<pack>/…`), a
+    /// pack's example workflow (`/api/workflow_templates/<pack>/…`), or a
+    /// model's metadata (`/view_metadata/<folder>?filename=…`); the first
+    /// backend's that answers 200. Packs' files, which do not change while
+    /// a backend runs, are kept longer.
+    pub async fn file(
         &self,
         path: &str,
         asked: &(dyn Fn(&Backend) -> bool + Sync),
     ) -> Option<Asset> {
-        self.first_found(path, asked, FILES_FOR).await
-    }
-
-    /// A custom node pack's example workflow,
-    /// `/api/workflow_templates/<pack>/<file>`.
-    pub async fn template_file(
-        &self,
-        path: &str,
-        asked: &(dyn Fn(&Backend) -> bool + Sync),
-    ) -> Option<Asset> {
-        self.first_found(path, asked, FILES_FOR).await
-    }
-
-    /// `/view_metadata/<folder>?filename=…`, from the first backend that
-    /// has the model.
-    pub async fn model_metadata(
-        &self,
-        path: &str,
-        asked: &(dyn Fn(&Backend) -> bool + Sync),
-    ) -> Option<Asset> {
-        self.first_found(path, asked, LISTS_FOR).await
-    }
-
-    async fn first_found(
-        &self,
-        path: &str,
-        asked: &(dyn Fn(&Backend) -> bool + Sync),
-        fresh_for: Duration,
-    ) -> Option<Asset> {
+        let fresh_for = if is_static(path) {
+            FILES_FOR
+        } else {
+            LISTS_FOR
+        };
         self.gather(path, asked, fresh_for)
             .await
             .into_iter()
@@ -225,29 +204,31 @@ impl BackendAssets {
         merge_template_lists(&self.json("/workflow_templates", asked).await)
     }
 
-    /// A list every backend answers (`/models`, `/models/<folder>`,
-    /// `/embeddings`): their union, in first-seen order. `None` when no
-    /// backend answered 200 (a folder nobody has: ComfyUI's 404).
-    pub async fn union(
+    /// A model list every backend answers: their union, in first-seen
+    /// order (`/models…` and `/embeddings` by value, `/experiment/models…`
+    /// by each item's `name`). `None` when no backend answered 200 (a
+    /// folder nobody has: ComfyUI's 404).
+    pub async fn model_list(
         &self,
         path: &str,
         asked: &(dyn Fn(&Backend) -> bool + Sync),
     ) -> Option<Value> {
         let lists = self.json(path, asked).await;
-        (!lists.is_empty()).then(|| union_of_lists(&lists, |v| v.clone()))
+        if lists.is_empty() {
+            return None;
+        }
+        Some(if path.starts_with("/experiment/") {
+            union_of_lists(&lists, |v| v.get("name").cloned().unwrap_or(Value::Null))
+        } else {
+            union_of_lists(&lists, |v| v.clone())
+        })
     }
+}
 
-    /// A list of objects keyed by `name` (`/experiment/models`,
-    /// `/experiment/models/<folder>`): the union by name.
-    pub async fn union_by_name(
-        &self,
-        path: &str,
-        asked: &(dyn Fn(&Backend) -> bool + Sync),
-    ) -> Option<Value> {
-        let lists = self.json(path, asked).await;
-        (!lists.is_empty())
-            .then(|| union_of_lists(&lists, |v| v.get("name").cloned().unwrap_or(Value::Null)))
-    }
+/// Files ComfyUI serves as they are (packs' files and example workflows):
+/// a query changes nothing there.
+pub fn is_static(path: &str) -> bool {
+    path.starts_with("/extensions/") || path.starts_with("/api/workflow_templates/")
 }
 
 /// The frontend's own extensions, then each backend's packs' scripts

@@ -353,23 +353,13 @@ fn is_index(file: &str) -> bool {
             && !matches!(file, "index.schema.json" | "index.mcp.json"))
 }
 
-/// What an official gallery file is served as.
+/// What an official gallery file is served as: its guessed type, as
+/// ComfyUI's `FileResponse` does.
 fn content_type_of(path: &Path) -> &'static str {
-    match extension_of(path).to_ascii_lowercase().as_str() {
-        "json" => "application/json",
-        "webp" => "image/webp",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "svg" => "image/svg+xml",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        "mp3" => "audio/mpeg",
-        "flac" => "audio/flac",
-        "wav" => "audio/wav",
-        "glb" => "model/gltf-binary",
-        _ => "application/octet-stream",
-    }
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(crate::workspace::guess_content_type)
+        .unwrap_or("application/octet-stream")
 }
 
 fn extension_of(p: &Path) -> &str {

@@ -797,49 +797,42 @@ async fn shutting_down_lets_the_running_job_finish() {
     assert!(rig.client.health().await.is_err(), "no longer listening");
 }
 
+impl Rig {
+    /// `GET path` on the worker (`POST` with `body`), with the token or
+    /// without.
+    async fn call(&self, path: &str, token: bool, body: Option<Value>) -> reqwest::Response {
+        let url = format!("{}{path}", self.worker_url);
+        let mut request = match body {
+            Some(body) => self.http.post(url).json(&body),
+            None => self.http.get(url),
+        };
+        if token {
+            request = request.bearer_auth(TOKEN);
+        }
+        request.send().await.expect("answer")
+    }
+}
+
 /// The relays of ComfyUME's backend extension need the token; in front of
 /// a ComfyUI without the extension (the simulator) they say so with 404.
 #[tokio::test]
 async fn the_extensions_relays_need_the_token_and_say_when_it_is_missing() {
     let rig = rig(SimOptions::default(), |_| {}).await;
-    let url = |path: &str| format!("{}{path}", rig.worker_url);
-    let anonymous = rig
-        .http
-        .get(url(extension::WORKER_SIGNATURES))
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(anonymous.status(), 401);
-    let missing = rig
-        .http
-        .get(url(extension::WORKER_SIGNATURES))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(missing.status(), 404);
-    let body: Value = missing.json().await.expect("json");
-    assert!(
-        body["error"].as_str().unwrap().contains("extension"),
-        "{body}"
-    );
-    let anonymous = rig
-        .http
-        .post(url(extension::WORKER_VALIDATE_INPUTS))
-        .json(&json!({"calls": []}))
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(anonymous.status(), 401);
-    let missing = rig
-        .http
-        .post(url(extension::WORKER_VALIDATE_INPUTS))
-        .bearer_auth(TOKEN)
-        .json(&json!({"calls": []}))
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(missing.status(), 404);
+    let calls = || Some(json!({"calls": []}));
+    for (path, body) in [
+        (extension::WORKER_SIGNATURES, None),
+        (extension::WORKER_VALIDATE_INPUTS, calls()),
+    ] {
+        let anonymous = rig.call(path, false, body.clone()).await;
+        assert_eq!(anonymous.status(), 401, "{path}");
+        let missing = rig.call(path, true, body).await;
+        assert_eq!(missing.status(), 404, "{path}");
+        let answer: Value = missing.json().await.expect("json");
+        assert!(
+            answer["error"].as_str().unwrap().contains("extension"),
+            "{path}: {answer}"
+        );
+    }
 }
 
 /// ComfyUI's read-only routes are relayed behind the token, and nothing
@@ -847,13 +840,7 @@ async fn the_extensions_relays_need_the_token_and_say_when_it_is_missing() {
 #[tokio::test]
 async fn only_comfyuis_read_only_routes_are_relayed() {
     let rig = rig(SimOptions::default(), |_| {}).await;
-    let get = |path: &str, token: bool| {
-        let mut request = rig.http.get(format!("{}{path}", rig.worker_url));
-        if token {
-            request = request.bearer_auth(TOKEN);
-        }
-        async move { request.send().await.expect("answer") }
-    };
+    let get = |path: &'static str, token: bool| rig.call(path, token, None);
     assert_eq!(get("/v1/comfyui/models", false).await.status(), 401);
     // ComfyUI's answer as it comes: the simulator's checkpoints, and its
     // own 404 for a route it does not have.

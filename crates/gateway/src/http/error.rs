@@ -117,6 +117,18 @@ impl From<crate::auth::AuthError> for ApiError {
     }
 }
 
+impl From<crate::workspace::preview::PreviewError> for ApiError {
+    fn from(e: crate::workspace::preview::PreviewError) -> Self {
+        use crate::workspace::preview::PreviewError as P;
+        match e {
+            P::Decode(_) | P::TooLarge { .. } => {
+                ApiError::json_error(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            P::Encode(_) | P::WebP(_) => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<crate::workspace::WorkspaceError> for ApiError {
     fn from(e: crate::workspace::WorkspaceError) -> Self {
         use crate::workspace::WorkspaceError as W;

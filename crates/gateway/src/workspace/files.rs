@@ -182,6 +182,17 @@ fn strip_annotation(name: &str) -> (String, Option<FileKind>) {
     (name.to_owned(), None)
 }
 
+/// How `/view` serves `file_name` converted (`preview` or `channel`) to
+/// `content_type`: ComfyUI's `filename="<name>"`, never an attachment (the
+/// conversions write only images).
+pub fn converted_serve_as(file_name: &str, content_type: &'static str) -> ServeAs {
+    ServeAs {
+        content_type,
+        content_disposition: mime::quoted_file_name(file_name),
+        vary_sec_fetch_dest: false,
+    }
+}
+
 /// How `/view` serves the file `file_name` (the unchanged-bytes branch,
 /// without `preview`/`channel`): its guessed type and
 /// `filename="<name>"`; script-capable types become

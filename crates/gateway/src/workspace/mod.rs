@@ -48,10 +48,12 @@ use comfyume_domain::{FileKind, UserName};
 
 pub use error::{Result, WorkspaceError};
 pub use files::{
-    UploadOutcome, ViewRequest, ViewTarget, parse_upload_file_name, parse_upload_subfolder,
-    parse_upload_type, parse_view_request, upload_overwrite_flag, view_serve_as,
+    UploadOutcome, ViewRequest, ViewTarget, converted_serve_as, parse_upload_file_name,
+    parse_upload_subfolder, parse_upload_type, parse_view_request, upload_overwrite_flag,
+    view_serve_as,
 };
 pub use info::FileInfo;
+pub(crate) use mime::guess as guess_content_type;
 pub use mime::{ServeAs, is_dangerous_content_type};
 pub use userdata::{
     ListFormat, UserdataFile, V2Entry, V2Kind, overwrite_flag, parse_userdata_dir,

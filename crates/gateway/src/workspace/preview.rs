@@ -125,6 +125,8 @@ impl Conversion {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
+    #[error("the file is too large to convert ({size} bytes; at most {MAX_FILE_BYTES})")]
+    TooLarge { size: u64 },
     #[error("the file is not an image this server can convert: {0}")]
     Decode(image::ImageError),
     #[error("the image could not be re-encoded: {0}")]

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::execution::{Participant, participant};
-use crate::stock_comfyui::{gateway_before, serialised, stock, stock_with_extension};
+use crate::stock_comfyui::{
+    gateway_before, post_direct, serialised, stock, stock_with_extension, through_gateway,
+};
 use crate::support::{TestApp, within};
 
 type Socket =
@@ -179,6 +181,26 @@ fn assert_same(through: &Value, direct: &Value, what: &str) {
     );
 }
 
+/// The id `answer` (a `POST /prompt` answer) gives, and its frames on
+/// `ws`; `interrupt` is sent at its first progress frame.
+async fn run(
+    ws: &mut Socket,
+    answer: &Value,
+    mut interrupt: Option<reqwest::RequestBuilder>,
+) -> (String, Vec<Value>) {
+    let id = answer["prompt_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("queued: {answer}"))
+        .to_string();
+    let frames = frames_of(ws, &id, async || {
+        if let Some(request) = interrupt.take() {
+            assert_eq!(request.send().await.unwrap().status(), 200);
+        }
+    })
+    .await;
+    (id, frames)
+}
+
 /// The two sides of one comparison.
 struct Sides {
     url: String,
@@ -205,57 +227,24 @@ impl Sides {
     /// Runs `prompt` straight to ComfyUI; its id and frames. An
     /// interrupt, when asked for, goes out at the first progress.
     async fn run_direct(&mut self, prompt: &Value, interrupt: bool) -> (String, Vec<Value>) {
-        let http = reqwest::Client::new();
-        let answer: Value = http
-            .post(format!("{}/prompt", self.url))
-            .json(&json!({"prompt": prompt, "client_id": "differential-direct"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = answer["prompt_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("queued: {answer}"))
-            .to_string();
-        let url = self.url.clone();
-        let frames = frames_of(&mut self.direct, &id, async || {
-            if interrupt {
-                let r = http.post(format!("{url}/interrupt")).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-            }
-        })
-        .await;
-        (id, frames)
+        let body = json!({"prompt": prompt, "client_id": "differential-direct"});
+        let (_, answer) = post_direct(&self.url, &body).await;
+        let interrupt =
+            interrupt.then(|| reqwest::Client::new().post(format!("{}/interrupt", self.url)));
+        run(&mut self.direct, &answer, interrupt).await
     }
 
     /// The same through the gateway, as participant alice.
     async fn run_through(&mut self, prompt: &Value, interrupt: bool) -> (String, Vec<Value>) {
-        let answer: Value = self
-            .alice
-            .http
-            .post(self.app.at("/api/prompt"))
-            .json(&json!({"prompt": prompt, "client_id": self.alice.sid}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = answer["prompt_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("queued: {answer}"))
-            .to_string();
-        let (http, at) = (self.alice.http.clone(), self.app.at("/api/interrupt"));
-        let frames = frames_of(&mut self.alice.ws, &id, async || {
-            if interrupt {
-                let r = http.post(&at).json(&json!({})).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-            }
-        })
-        .await;
-        (id, frames)
+        let body = json!({"prompt": prompt, "client_id": self.alice.sid});
+        let (_, answer) = through_gateway(&self.app, &self.alice, &body).await;
+        let interrupt = interrupt.then(|| {
+            self.alice
+                .http
+                .post(self.app.at("/api/interrupt"))
+                .json(&json!({}))
+        });
+        run(&mut self.alice.ws, &answer, interrupt).await
     }
 
     /// Runs `prompt` both ways; the normalised frames of each.
@@ -304,7 +293,7 @@ impl Sides {
     }
 
     /// The content type and bytes of `/view?{query}`, both ways.
-    async fn view_both_typed(&self, query: &str) -> ((String, Vec<u8>), (String, Vec<u8>)) {
+    async fn view_both(&self, query: &str) -> ((String, Vec<u8>), (String, Vec<u8>)) {
         let read = |r: reqwest::Response| async move {
             assert_eq!(r.status(), 200, "{}", r.url());
             let kind = r.headers()["content-type"].to_str().unwrap().to_string();
@@ -322,32 +311,12 @@ impl Sides {
             .unwrap();
         (read(direct).await, read(through).await)
     }
-
-    /// The bytes of an output file through `/view`, both ways.
-    async fn view_both(&self, query: &str) -> (Vec<u8>, Vec<u8>) {
-        let direct = reqwest::get(format!("{}/view?{query}", self.url))
-            .await
-            .unwrap();
-        assert_eq!(direct.status(), 200);
-        let through = self
-            .alice
-            .http
-            .get(self.app.at(&format!("/api/view?{query}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(through.status(), 200);
-        (
-            direct.bytes().await.unwrap().to_vec(),
-            through.bytes().await.unwrap().to_vec(),
-        )
-    }
 }
 
 /// 1 EmptyImage → 2 ComfyumeSteps → 3 SaveImage, of a colour and under a
 /// prefix of its own: new to both servers (so their caches agree, whatever
 /// ran on them before), and numbered from 1 in both output folders.
-fn stepped(steps: u32, fail_at: u32, pause: f64) -> Value {
+pub fn stepped(steps: u32, fail_at: u32, pause: f64) -> Value {
     let unique = uuid::Uuid::new_v4();
     let color = u32::from_le_bytes(unique.as_bytes()[..4].try_into().unwrap()) & 0xFF_FF_FF;
     let prefix = format!("differential-{}", unique.simple());
@@ -429,8 +398,9 @@ async fn history_jobs_and_view_are_comfyuis_own() {
         output["subfolder"].as_str().unwrap()
     );
     let (direct, through) = sides.view_both(&query).await;
-    assert!(direct.starts_with(b"\x89PNG"), "a PNG");
-    assert_eq!(through, direct, "the output's bytes");
+    assert_eq!(direct.0, "image/png");
+    assert!(direct.1.starts_with(b"\x89PNG"), "a PNG");
+    assert_eq!(through, direct, "the output's type and bytes");
 
     // Converted as ComfyUI converts it: the colour and the alpha apart
     // (the same pixels; the encoders' bytes differ), and previews in the
@@ -441,7 +411,7 @@ async fn history_jobs_and_view_are_comfyuis_own() {
         ("preview=jpeg;50", "image/jpeg", false),
         ("preview=webp;90", "image/webp", false),
     ] {
-        let (direct, through) = sides.view_both_typed(&format!("{query}&{asked}")).await;
+        let (direct, through) = sides.view_both(&format!("{query}&{asked}")).await;
         assert_eq!(through.0, content_type, "{asked}");
         assert_eq!(direct.0, content_type, "{asked}");
         let decoded = |bytes: &[u8]| image::load_from_memory(bytes).expect("an image").to_rgba8();

@@ -1,6 +1,6 @@
 //! Uploads, `/view` and `/internal/files`: ComfyUI's naming rules
-//! (same-content reuse, `name (1).ext`), its 400/403/404 answers, and safe
-//! content types.
+//! (same-content reuse, `name (1).ext`), its 400/403/404 answers, safe
+//! content types, and `/view`'s image conversions.
 
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -358,4 +358,61 @@ async fn a_participants_files_are_bounded_by_a_quota() {
     let b = app.user("bob").await;
     let r = upload(&app, &b, image_form("a.png", &[1u8; 4000])).await;
     assert_eq!(r.status(), 200);
+}
+
+/// `/view` with `channel` or `preview` converts the image, and a file
+/// that is not one gets a 400 saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_converts_images_and_refuses_what_is_not_one() {
+    let app = TestApp::spawn().await;
+    let c = app.user("alice").await;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+        4,
+        2,
+        image::Rgba([10, 20, 30, 77]),
+    ))
+    .write_to(&mut png, image::ImageFormat::Png)
+    .unwrap();
+    assert_eq!(
+        upload(&app, &c, image_form("layer.png", png.get_ref()))
+            .await
+            .status(),
+        200
+    );
+    let alpha = c
+        .get(app.at("/api/view?filename=layer.png&type=input&channel=a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alpha.status(), 200);
+    assert_eq!(alpha.headers()["content-type"], "image/png");
+    assert_eq!(
+        alpha.headers()["content-disposition"],
+        "filename=\"layer.png\""
+    );
+    let mask = image::load_from_memory(&alpha.bytes().await.unwrap())
+        .unwrap()
+        .to_rgba8();
+    assert_eq!(mask.get_pixel(3, 1).0, [0, 0, 0, 77]);
+
+    std::fs::write(
+        app.user_dir("alice").join("input/notes.png"),
+        b"not a picture",
+    )
+    .unwrap();
+    let refused = c
+        .get(app.at("/api/view?filename=notes.png&type=input&preview=webp;50"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an image this server can convert"),
+        "{body}"
+    );
 }

@@ -92,7 +92,7 @@ async fn direct(url: &str, prompt: &Value) -> (u16, Value) {
     post_direct(url, &json!({"prompt": prompt})).await
 }
 
-async fn post_direct(url: &str, body: &Value) -> (u16, Value) {
+pub async fn post_direct(url: &str, body: &Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(format!("{url}/prompt"))
         .json(body)
@@ -104,7 +104,7 @@ async fn post_direct(url: &str, body: &Value) -> (u16, Value) {
 }
 
 /// `POST /api/prompt` through the gateway, as participant `p`.
-async fn through_gateway(app: &TestApp, p: &Participant, body: &Value) -> (u16, Value) {
+pub async fn through_gateway(app: &TestApp, p: &Participant, body: &Value) -> (u16, Value) {
     let r = p
         .http
         .post(app.at("/api/prompt"))

@@ -7,8 +7,9 @@
 
 use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::differential::stepped;
 use crate::execution::{frames_until_done, participant, submit_ok};
 use crate::stock_comfyui::{gateway_before, serialised};
 use crate::support::{TestApp, within};
@@ -100,18 +101,6 @@ impl Drop for OwnComfy {
     }
 }
 
-/// EmptyImage → ComfyumeSteps (`steps` of `pause` s, with progress) →
-/// SaveImage, new to any ComfyUI's cache.
-fn slow(steps: u32, pause: f64) -> Value {
-    let unique = uuid::Uuid::new_v4();
-    let color = u32::from_le_bytes(unique.as_bytes()[..4].try_into().unwrap()) & 0xFF_FF_FF;
-    json!({
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": color}},
-        "2": {"class_type": "ComfyumeSteps", "inputs": {"image": ["1", 0], "steps": steps, "fail_at": 0, "pause": pause}},
-        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "fault"}},
-    })
-}
-
 /// The files in a participant's output folder.
 fn outputs(app: &TestApp, name: &str) -> Vec<String> {
     let folder = app.user_dir(name).join("output");
@@ -134,7 +123,7 @@ async fn comfyui_killed_mid_job_and_restarted_loses_and_duplicates_nothing() {
     };
     let app = gateway_before(&comfy.url(), false, |_| {}).await;
     let mut alice = participant(&app, "alice").await;
-    let id = submit_ok(&app, &alice, slow(60, 0.05)).await;
+    let id = submit_ok(&app, &alice, stepped(60, 0, 0.05)).await;
 
     // Its first progress frame: it is running on ComfyUI.
     loop {
@@ -195,7 +184,7 @@ async fn comfyui_restarted_between_jobs_runs_the_next_one() {
             comfy.kill();
             comfy.up().await;
         }
-        let id = submit_ok(&app, &alice, slow(2, 0.0)).await;
+        let id = submit_ok(&app, &alice, stepped(2, 0, 0.0)).await;
         let frames = frames_until_done(&mut alice.ws, &id).await;
         assert!(
             frames.iter().any(|f| f["type"] == "execution_success"),

@@ -17,7 +17,8 @@ use comfyume_domain::{FileKind, SafeRelPath};
 
 use crate::workspace::preview::{Conversion, MAX_FILE_BYTES, PreviewError};
 use crate::workspace::{
-    UploadOutcome, parse_upload_subfolder, parse_upload_type, upload_overwrite_flag, view_serve_as,
+    UploadOutcome, converted_serve_as, parse_upload_subfolder, parse_upload_type,
+    upload_overwrite_flag, view_serve_as,
 };
 
 /// The multipart form of an upload. `/upload/mask` takes the same fields
@@ -151,20 +152,12 @@ async fn converted(
     file_name: &str,
     conversion: Conversion,
 ) -> Result<Response, ApiError> {
-    use axum::http::{HeaderValue, header};
-    let io_error = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ApiError::not_found()
-        } else {
-            ApiError::internal(format!("{}: {e}", path.display()))
-        }
-    };
-    let size = tokio::fs::metadata(path).await.map_err(io_error)?.len();
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| super::read_error(path, e))?
+        .len();
     if size > MAX_FILE_BYTES {
-        return Err(ApiError::json_error(
-            StatusCode::BAD_REQUEST,
-            format!("{file_name} is too large to convert ({size} bytes; at most {MAX_FILE_BYTES})"),
-        ));
+        return Err(PreviewError::TooLarge { size }.into());
     }
     // Held until the conversion is over, even if the request goes away.
     let turn = CONVERSIONS
@@ -172,28 +165,18 @@ async fn converted(
         .acquire_owned()
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let bytes = tokio::fs::read(path).await.map_err(io_error)?;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| super::read_error(path, e))?;
     let (body, content_type) = tokio::task::spawn_blocking(move || {
         let converted = conversion.apply(&bytes);
         drop(turn);
         converted
     })
     .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| match e {
-        PreviewError::Decode(_) => ApiError::json_error(StatusCode::BAD_REQUEST, e.to_string()),
-        PreviewError::Encode(_) | PreviewError::WebP(_) => ApiError::internal(e.to_string()),
-    })?;
-    let mut r = Response::new(axum::body::Body::from(body));
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // ComfyUI's words; a name that cannot be a header value is left out.
-    if let Ok(v) = HeaderValue::from_str(&format!("filename=\"{file_name}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    Ok(r)
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(super::serve_bytes(
+        body,
+        &converted_serve_as(file_name, content_type),
+    ))
 }

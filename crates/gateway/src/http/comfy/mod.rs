@@ -71,9 +71,9 @@ pub fn routes(limits: &Limits) -> Router<AppState> {
         .route("/embeddings", get(packs::list))
         .route("/models", get(packs::list))
         .route("/models/{folder}", get(packs::folder))
-        .route("/experiment/models", get(packs::experiment_folders))
-        .route("/experiment/models/{folder}", get(packs::experiment_folder))
-        .route("/view_metadata/{folder}", get(packs::model_metadata))
+        .route("/experiment/models", get(packs::list))
+        .route("/experiment/models/{folder}", get(packs::folder))
+        .route("/view_metadata/{folder}", get(packs::file))
         .route("/i18n", get(packs::i18n))
         .route("/global_subgraphs", get(info::empty_object))
         .route("/global_subgraphs/{id}", get(info::null))
@@ -92,10 +92,7 @@ pub fn unprefixed_routes() -> Router<AppState> {
         .route("/internal/files/{kind}", get(info::internal_files))
         .route("/templates/{*file}", get(templates::file))
         .route("/docs/{*path}", get(templates::docs))
-        .route(
-            "/api/workflow_templates/{pack}/{*file}",
-            get(packs::template_file),
-        )
+        .route("/api/workflow_templates/{pack}/{*file}", get(packs::file))
 }
 
 /// The flags this server announces on `/features` and in the socket's
@@ -116,15 +113,25 @@ async fn serve_file(
     path: &std::path::Path,
     serve_as: &crate::workspace::ServeAs,
 ) -> Result<axum::response::Response, crate::http::error::ApiError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| read_error(path, e))?;
+    Ok(serve_bytes(bytes, serve_as))
+}
+
+/// A user's file that could not be read: found a moment ago, so gone
+/// since is a 404, anything else our fault.
+fn read_error(path: &std::path::Path, e: std::io::Error) -> crate::http::error::ApiError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        crate::http::error::ApiError::not_found()
+    } else {
+        crate::http::error::ApiError::internal(format!("{}: {e}", path.display()))
+    }
+}
+
+/// [`serve_file`]'s answer, for bytes already in hand.
+fn serve_bytes(bytes: Vec<u8>, serve_as: &crate::workspace::ServeAs) -> axum::response::Response {
     use axum::http::{HeaderValue, header};
-    // Found a moment ago; gone since is a 404, anything else our fault.
-    let bytes = tokio::fs::read(path).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            crate::http::error::ApiError::not_found()
-        } else {
-            crate::http::error::ApiError::internal(format!("{}: {e}", path.display()))
-        }
-    })?;
     let mut r = axum::response::Response::new(axum::body::Body::from(bytes));
     let h = r.headers_mut();
     h.insert(
@@ -142,5 +149,5 @@ async fn serve_file(
         h.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    Ok(r)
+    r
 }

@@ -5,14 +5,14 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::backend::Backend;
-use crate::backend_assets::Asset;
+use crate::backend_assets::{Asset, is_static};
 use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
 
@@ -23,26 +23,25 @@ fn asked(state: &AppState) -> impl Fn(&Backend) -> bool + Send + Sync + use<> {
     move |b: &Backend| serving.contains(&b.name)
 }
 
-/// The path as the browser sent it (still percent-encoded), with its
-/// query for the routes that read one.
-fn target(uri: &Uri, strip_api: bool) -> Option<String> {
-    let mut path = uri.path();
-    if strip_api {
-        path = path.strip_prefix("/api").unwrap_or(path);
-    }
+/// The backend's path for the request (the browser's, still
+/// percent-encoded, without the `/api` prefix but for
+/// `/api/workflow_templates/…`, which ComfyUI serves there only), with its
+/// query for the routes that read one; `None` for a path no backend is
+/// asked about.
+fn target(uri: &Uri) -> Option<String> {
+    let path = uri.path();
+    let path = match path.strip_prefix("/api") {
+        Some(rest) if !path.starts_with("/api/workflow_templates/") => rest,
+        _ => path,
+    };
     if !comfyume_protocol::worker::relays(path) {
         return None;
     }
+    // A static file's query is not passed on, nor kept apart in the cache.
     Some(match uri.query() {
         Some(q) if !is_static(path) => format!("{path}?{q}"),
         _ => path.to_string(),
     })
-}
-
-/// Files ComfyUI serves as they are: a query changes nothing, so it is
-/// not passed on (nor kept apart in the cache).
-fn is_static(path: &str) -> bool {
-    path.starts_with("/extensions/") || path.starts_with("/api/workflow_templates/")
 }
 
 pub async fn extensions(
@@ -68,98 +67,53 @@ pub async fn workflow_templates(
     Json(state.assets.templates(&asked(&state)).await)
 }
 
-/// `/models` and `/embeddings`: always a list.
+/// `/models`, `/experiment/models` and `/embeddings`: always a list.
 pub async fn list(
     CurrentUser(_): CurrentUser,
     State(state): State<AppState>,
     uri: Uri,
 ) -> Json<Value> {
-    let Some(path) = target(&uri, true) else {
+    let Some(path) = target(&uri) else {
         return Json(json!([]));
     };
     Json(
         state
             .assets
-            .union(&path, &asked(&state))
+            .model_list(&path, &asked(&state))
             .await
             .unwrap_or_else(|| json!([])),
     )
 }
 
-/// `/models/{folder}`: 404 for a folder no backend has.
+/// `/models/{folder}` and `/experiment/models/{folder}`: 404 for a folder
+/// no backend has.
 pub async fn folder(
     CurrentUser(_): CurrentUser,
     State(state): State<AppState>,
-    Path(_folder): Path<String>,
     uri: Uri,
 ) -> Result<Json<Value>, ApiError> {
-    let path = target(&uri, true).ok_or_else(ApiError::not_found)?;
+    let path = target(&uri).ok_or_else(ApiError::not_found)?;
     state
         .assets
-        .union(&path, &asked(&state))
+        .model_list(&path, &asked(&state))
         .await
         .map(Json)
         .ok_or_else(ApiError::not_found)
 }
 
-/// `/experiment/models`: always a list.
-pub async fn experiment_folders(
-    CurrentUser(_): CurrentUser,
-    State(state): State<AppState>,
-) -> Json<Value> {
-    Json(
-        state
-            .assets
-            .union_by_name("/experiment/models", &asked(&state))
-            .await
-            .unwrap_or_else(|| json!([])),
-    )
-}
-
-/// `/experiment/models/{folder}`: 404 for a folder no backend has.
-pub async fn experiment_folder(
-    CurrentUser(_): CurrentUser,
-    State(state): State<AppState>,
-    Path(_folder): Path<String>,
-    uri: Uri,
-) -> Result<Json<Value>, ApiError> {
-    let path = target(&uri, true).ok_or_else(ApiError::not_found)?;
-    state
-        .assets
-        .union_by_name(&path, &asked(&state))
-        .await
-        .map(Json)
-        .ok_or_else(ApiError::not_found)
-}
-
-/// `/view_metadata/{folder}?filename=…`, from a backend that has it.
-pub async fn model_metadata(
-    CurrentUser(_): CurrentUser,
-    State(state): State<AppState>,
-    Path(_folder): Path<String>,
-    uri: Uri,
-) -> Response {
-    let Some(path) = target(&uri, true) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match state.assets.model_metadata(&path, &asked(&state)).await {
-        Some(asset) => served(asset, "application/json; charset=utf-8", None),
-        // ComfyUI's bare 404.
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-/// `/api/workflow_templates/{pack}/{file}`: a pack's example workflow.
-pub async fn template_file(
+/// `/view_metadata/{folder}?filename=…` and
+/// `/api/workflow_templates/{pack}/{file}`: from a backend that has it, or
+/// ComfyUI's bare 404.
+pub async fn file(
     CurrentUser(_): CurrentUser,
     State(state): State<AppState>,
     uri: Uri,
 ) -> Response {
-    let Some(path) = target(&uri, false) else {
+    let Some(path) = target(&uri) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    match state.assets.template_file(&path, &asked(&state)).await {
-        Some(asset) => served(asset, "application/octet-stream", None),
+    match state.assets.file(&path, &asked(&state)).await {
+        Some(asset) => served(asset, None),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -168,8 +122,8 @@ pub async fn template_file(
 /// ComfyUI's cache headers (scripts and styles never stored, images for
 /// a day).
 pub async fn pack_file(state: &AppState, uri: &Uri) -> Option<Response> {
-    let path = target(uri, false)?;
-    let asset = state.assets.pack_file(&path, &asked(state)).await?;
+    let path = target(uri)?;
+    let asset = state.assets.file(&path, &asked(state)).await?;
     let lower = uri.path().to_ascii_lowercase();
     let cache = if lower.ends_with(".js") || lower.ends_with(".css") {
         Some("no-store")
@@ -183,10 +137,11 @@ pub async fn pack_file(state: &AppState, uri: &Uri) -> Option<Response> {
     } else {
         None
     };
-    Some(served(asset, "application/octet-stream", cache))
+    Some(served(asset, cache))
 }
 
-fn served(asset: Asset, default_type: &'static str, cache: Option<&'static str>) -> Response {
+/// A backend's file with the type it gave.
+fn served(asset: Asset, cache: Option<&'static str>) -> Response {
     let mut r = Response::new(Body::from(asset.body));
     let h = r.headers_mut();
     h.insert(
@@ -194,7 +149,7 @@ fn served(asset: Asset, default_type: &'static str, cache: Option<&'static str>)
         asset
             .content_type
             .and_then(|t| HeaderValue::from_str(&t).ok())
-            .unwrap_or(HeaderValue::from_static(default_type)),
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     if let Some(cache) = cache {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
@@ -208,16 +163,20 @@ mod tests {
 
     #[test]
     fn static_files_lose_their_query_and_other_routes_keep_it() {
-        let target_of = |uri: &str, strip_api| target(&uri.parse::<Uri>().unwrap(), strip_api);
+        let target_of = |uri: &str| target(&uri.parse::<Uri>().unwrap());
         assert_eq!(
-            target_of("/extensions/pack/a.js?v=2", false).as_deref(),
+            target_of("/extensions/pack/a.js?v=2").as_deref(),
             Some("/extensions/pack/a.js")
         );
         assert_eq!(
-            target_of("/api/view_metadata/loras?filename=x.safetensors", true).as_deref(),
+            target_of("/api/view_metadata/loras?filename=x.safetensors").as_deref(),
             Some("/view_metadata/loras?filename=x.safetensors")
         );
-        assert_eq!(target_of("/api/prompt", true), None);
-        assert_eq!(target_of("/extensions/pack/%2e%2e/x", false), None);
+        assert_eq!(
+            target_of("/api/workflow_templates/pack/a.json?x=1").as_deref(),
+            Some("/api/workflow_templates/pack/a.json")
+        );
+        assert_eq!(target_of("/api/prompt"), None);
+        assert_eq!(target_of("/extensions/pack/%2e%2e/x"), None);
     }
 }

@@ -1,20 +1,27 @@
 """Test nodes for ComfyUME's tests against a stock ComfyUI: each
-`VALIDATE_INPUTS` variant that changes what ComfyUI itself checks.
+`VALIDATE_INPUTS` variant that changes what ComfyUI itself checks, a node
+with progress and previews, and a pack's frontend files, translations and
+example workflow.
 
 Loaded by a stock ComfyUI through an extra-paths file naming this folder's
 parent as `custom_nodes` (scripts/test.sh does that). The gateway cannot run
-this Python; these nodes show that it never refuses what ComfyUI accepts,
-and that ComfyUI's own refusals reach the participant with the node and
-the reason.
+this Python itself: these nodes show that it never refuses what ComfyUI
+accepts, that with ComfyUME's backend extension it refuses at submit
+exactly as ComfyUI does, and that without it ComfyUI's own refusals reach
+the participant with the node and the reason.
 """
 
 
-class _AmountNode:
-    """An IMAGE passed through, and a FLOAT `amount` of at most 1.0."""
+class _TestNode:
+    """What every test node shares: its menu, and an IMAGE out of `run`."""
 
     CATEGORY = "comfyume/tests"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "run"
+
+
+class _AmountNode(_TestNode):
+    """An IMAGE passed through, and a FLOAT `amount` of at most 1.0."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -72,13 +79,11 @@ class ComfyumeRaisingValidated(_AmountNode):
         return True
 
 
-class ComfyumeRaisingOutput:
+class ComfyumeRaisingOutput(_TestNode):
     """An output node whose `VALIDATE_INPUTS` always raises: ComfyUI
     reports `exception_during_validation` for the output itself."""
 
-    CATEGORY = "comfyume/tests"
     RETURN_TYPES = ()
-    FUNCTION = "run"
     OUTPUT_NODE = True
 
     @classmethod
@@ -97,14 +102,10 @@ class ComfyumePlain(_AmountNode):
     """No `VALIDATE_INPUTS`: ComfyUI makes all its own checks."""
 
 
-class ComfyumeTypesValidated:
+class ComfyumeTypesValidated(_TestNode):
     """`VALIDATE_INPUTS(input_types)`: ComfyUI skips the type check of
     linked inputs, so a MASK may feed `image`; the node turns it into an
     image."""
-
-    CATEGORY = "comfyume/tests"
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -120,16 +121,12 @@ class ComfyumeTypesValidated:
         return (image,)
 
 
-class ComfyumeSteps:
+class ComfyumeSteps(_TestNode):
     """An IMAGE passed through after `steps` steps, each reported with
     progress and a preview of the image (previews are never throttled, so
     the frames are the same on every run), checking for an interrupt
     before each step and raising at step `fail_at` (0: never). `pause`
     seconds per step make a run long enough to interrupt."""
-
-    CATEGORY = "comfyume/tests"
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
