@@ -72,6 +72,13 @@ async fn open_socket(url: &str, cookie: Option<&str>) -> Socket {
     ws
 }
 
+/// One prompt's times: until the submit is answered, and until its final
+/// frame.
+struct Timing {
+    answered: Duration,
+    done: Duration,
+}
+
 /// Times `runs` prompts through one path.
 async fn measure(
     http: &reqwest::Client,
@@ -80,7 +87,7 @@ async fn measure(
     client_id: &str,
     runs: usize,
     offset: usize,
-) -> Vec<Duration> {
+) -> Vec<Timing> {
     let mut times = Vec::with_capacity(runs);
     for i in 0..runs {
         let start = Instant::now();
@@ -93,12 +100,16 @@ async fn measure(
             .json()
             .await
             .unwrap();
+        let answered = start.elapsed();
         let id = r["prompt_id"]
             .as_str()
             .unwrap_or_else(|| panic!("submit failed: {r}"))
             .to_string();
         wait_done(ws, &id).await;
-        times.push(start.elapsed());
+        times.push(Timing {
+            answered,
+            done: start.elapsed(),
+        });
     }
     times
 }
@@ -325,8 +336,13 @@ async fn compare(backend_addr: String, kind: BackendKind, runs: usize) {
     println!(
         "\nGateway overhead: a 3-node prompt (64x64 image, one PNG saved), submit to final frame"
     );
-    let (dm, dp) = report(&format!("direct to {backend_name}"), direct);
-    let (gm, gp) = report("through the gateway", gateway);
+    let answered = |t: &[Timing]| t.iter().map(|t| t.answered).collect::<Vec<_>>();
+    let done = |t: &[Timing]| t.iter().map(|t| t.done).collect::<Vec<_>>();
+    let (da, _) = report("  submit answered, direct", answered(&direct));
+    let (ga, _) = report("  submit answered, gateway", answered(&gateway));
+    println!("  (the gateway answers {:+.2} ms later)", ms(ga) - ms(da));
+    let (dm, dp) = report(&format!("direct to {backend_name}"), done(&direct));
+    let (gm, gp) = report("through the gateway", done(&gateway));
     println!(
         "ratio gateway/direct        median {:>8.2}x   p99 {:>8.2}x   (median overhead {:+.2} ms)",
         ms(gm) / ms(dm),

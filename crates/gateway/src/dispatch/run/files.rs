@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 use super::Failure;
 use crate::backend::BackendSession;
 use crate::dispatch::Shared;
+use crate::telemetry::phase;
+use tracing::Instrument;
 
 /// The job's prompt with each input file (image pickers) renamed to its
 /// content-addressed name, and those files' bytes.
@@ -104,7 +106,12 @@ pub(super) async fn collect_outputs<S: BackendSession>(
     for file in frames::output_files(output) {
         let fetched = match received.remove(&file) {
             Some(bytes) => Ok(bytes),
-            None => session.fetch_output(&file).await,
+            None => {
+                session
+                    .fetch_output(&file)
+                    .instrument(phase!("download"))
+                    .await
+            }
         };
         let bytes = match fetched {
             Ok(b) => b,
@@ -129,6 +136,7 @@ pub(super) async fn collect_outputs<S: BackendSession>(
         };
         match workspace
             .save_upload(kind, &subfolder, &file.filename, bytes, false)
+            .instrument(phase!("store"))
             .await
         {
             Ok(saved) => {
