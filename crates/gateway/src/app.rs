@@ -42,6 +42,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub dispatcher: Arc<Dispatcher>,
     pub jobs: Jobs,
+    /// The instructor's actions on the room.
+    pub room: crate::room::Room,
     pub frontend: Frontend,
     pub templates: Templates,
     /// The node documentation folder, when it is there.
@@ -68,6 +70,8 @@ pub enum StartError {
     LocalUser(String),
     #[error("workshop templates: {0}")]
     Templates(String),
+    #[error("cannot read the room's state: {0}")]
+    Room(String),
     #[error("warm-up prompt {path}: {reason}")]
     Warmup { path: String, reason: String },
 }
@@ -141,6 +145,9 @@ impl AppState {
             .with_warmup(warmup),
         );
         let jobs = Jobs::new(dispatcher.clone(), config.limits.clone());
+        let room = crate::room::Room::open(dispatcher.clone())
+            .await
+            .map_err(|e| StartError::Room(e.to_string()))?;
         Ok(AppState(Arc::new(App {
             config,
             store,
@@ -152,6 +159,7 @@ impl AppState {
             metrics,
             dispatcher,
             jobs,
+            room,
             frontend,
             templates,
             node_docs,

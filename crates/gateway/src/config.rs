@@ -31,8 +31,9 @@ pub struct Config {
     /// Node documentation (comfyui-embedded-docs), served at `/docs/`.
     pub node_docs_dir: Option<PathBuf>,
     pub auth: AuthConfig,
-    /// A bearer token for the admin API (what `comfyume backends …` uses);
-    /// without one, only logged-in instructors reach it.
+    /// A bearer token for the admin API (what `comfyume backends`, `jobs`,
+    /// `room` and `audit` use); without one, only logged-in instructors
+    /// reach it.
     pub admin_token: Option<Secret>,
     /// A second address serving only `/metrics`, without a login, for a
     /// Prometheus on a private network. On the main address `/metrics`

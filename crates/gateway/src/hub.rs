@@ -1,8 +1,9 @@
 //! Live browser sockets, by user.
 //!
-//! Every message the server pushes goes to one user's sockets (or one of
-//! them); there is deliberately no broadcast to everyone, so one
-//! participant's events can never reach another.
+//! Every message about someone's work goes to that user's sockets (or one
+//! of them), so one participant's events can never reach another. The one
+//! message for everyone is the instructor's word to the room
+//! ([`Hub::send_to_everyone`]), which carries nobody's work.
 //!
 //! Each socket's queue is bounded: a browser that stops reading (a frozen
 //! tab, a stalled link) is disconnected once [`OUTBOUND_QUEUE`] frames wait
@@ -147,6 +148,21 @@ impl Hub {
         if !deliver(c, msg) {
             conns.remove(i);
         }
+    }
+
+    /// Sends to every open socket (the instructor's announcements only);
+    /// returns how many it reached.
+    pub fn send_to_everyone(&self, msg: Outbound) -> usize {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reached = 0;
+        for conns in users.values_mut() {
+            conns.retain(|c| {
+                let delivered = deliver(c, msg.clone());
+                reached += usize::from(delivered);
+                delivered
+            });
+        }
+        reached
     }
 
     /// How many sockets are open, over all users.

@@ -26,6 +26,7 @@
 //! - [`hub`]: live browser sockets, by user.
 //! - [`jobs`]: accepting prompts; each user's queue and history.
 //! - [`dispatch`]: running jobs on backend slots and relaying their events.
+//! - [`room`]: the instructor's actions on the room, each audited.
 //! - [`store`]: the database (the only place with SQL).
 //! - [`doctor`]: `comfyume doctor`, the pre-workshop checks.
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
@@ -50,6 +51,7 @@ pub mod jobs;
 pub mod loadtest;
 pub mod markup;
 pub mod metrics;
+pub mod room;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -124,6 +124,8 @@ struct State {
     /// When each slot's last job ended: a job that waited behind it used
     /// the GPU only from then.
     slot_freed: HashMap<Slot, std::time::Instant>,
+    /// The instructor paused the room: nothing new starts.
+    paused: bool,
 }
 
 /// A job's span: every phase of its run, and whatever it logs, is inside
@@ -279,6 +281,9 @@ impl Dispatcher {
     /// One round: starts every pending job the scheduler places on a free
     /// slot. Returns the jobs that started.
     pub async fn run_once(self: Arc<Self>) -> Result<Vec<JobId>, StoreError> {
+        if self.is_paused() {
+            return Ok(Vec::new());
+        }
         let rows = self.shared.store.pending_jobs().await?;
         if !rows.is_empty() {
             self.probe_stale().await;
@@ -857,6 +862,18 @@ impl Dispatcher {
         tracing::info!(backend = %name, ?admission, "backend admission changed");
         self.wake();
         true
+    }
+
+    /// Pauses the room (nothing new starts; running jobs finish) or
+    /// resumes it.
+    pub fn set_paused(&self, paused: bool) {
+        self.lock().paused = paused;
+        tracing::info!(paused, "room pause changed");
+        self.wake();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
     }
 
     /// Sends new work only to the backends of `group` (`None`: all).

@@ -1,11 +1,13 @@
-//! The admin API: the backends' states, the instructor's switches
-//! (enable, disable, drain, the active group) and numbered accounts.
-//! Reached with an instructor's session or the configured `admin_token` as
-//! a bearer token; this is what `comfyume backends …` and `comfyume
-//! loadtest --users` talk to.
+//! The admin API: the room's jobs and the instructor's actions on them
+//! (cancel, move to the front, pause, broadcast), the backends' states and
+//! switches (enable, disable, drain, the active group), numbered accounts,
+//! and the audit log every action writes to. Reached with an instructor's
+//! session or the configured `admin_token` as a bearer token; this is what
+//! `comfyume jobs|room|backends|audit …` and `comfyume loadtest --users`
+//! talk to. The actions themselves live in [`crate::room`].
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde_json::{Value, json};
@@ -14,10 +16,12 @@ use crate::app::AppState;
 use crate::dispatch::{Admission, BackendStatus};
 use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
-use comfyume_domain::Role;
+use crate::room::Actor;
+use crate::store::{AuditEntry, RoomJob};
+use comfyume_domain::{JobId, Role, UserName};
 
-/// An instructor, or a caller holding the admin token.
-pub struct Admin;
+/// An instructor, or a caller holding the admin token: who acts.
+pub struct Admin(pub Actor);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -31,7 +35,7 @@ impl FromRequestParts<AppState> for Admin {
         if let Some(given) = bearer {
             return match &state.config.admin_token {
                 Some(token) if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) => {
-                    Ok(Admin)
+                    Ok(Admin(Actor::Token))
                 }
                 _ => Err(ApiError::json_error(
                     StatusCode::UNAUTHORIZED,
@@ -41,7 +45,7 @@ impl FromRequestParts<AppState> for Admin {
         }
         let CurrentUser(user) = CurrentUser::from_request_parts(parts, state).await?;
         if user.role == Role::Admin {
-            Ok(Admin)
+            Ok(Admin(Actor::Instructor(user.name)))
         } else {
             Err(ApiError::json_error(
                 StatusCode::FORBIDDEN,
@@ -62,7 +66,7 @@ pub async fn backends(_: Admin, State(state): State<AppState>) -> Json<Vec<Backe
 }
 
 pub async fn set_backend(
-    _: Admin,
+    Admin(actor): Admin,
     State(state): State<AppState>,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<Json<Vec<BackendStatus>>, ApiError> {
@@ -77,12 +81,7 @@ pub async fn set_backend(
             ));
         }
     };
-    if !state.dispatcher.set_admission(&name, admission) {
-        return Err(ApiError::json_error(
-            StatusCode::NOT_FOUND,
-            format!("no backend named '{name}'"),
-        ));
-    }
+    state.room.set_admission(&actor, &name, admission).await?;
     Ok(Json(state.dispatcher.backends()))
 }
 
@@ -98,7 +97,7 @@ pub struct NewAccounts {
 /// and a room's set-up use); 201 with their credentials, 409 when a name
 /// is taken (nothing created).
 pub async fn create_accounts(
-    _: Admin,
+    Admin(actor): Admin,
     State(state): State<AppState>,
     Json(new): Json<NewAccounts>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -106,33 +105,168 @@ pub async fn create_accounts(
         .accounts
         .create_numbered(&new.prefix, new.count)
         .await?;
-    tracing::info!(count = rows.len(), prefix = %new.prefix, "accounts created through the admin API");
+    let names: Vec<&str> = rows.iter().map(|r| r.user.as_str()).collect();
+    state
+        .room
+        .accounts_created(&actor, &names, Role::Participant)
+        .await?;
     let accounts: Vec<Value> = rows
-        .into_iter()
+        .iter()
         .map(|r| json!({"user": r.user, "password": r.password}))
         .collect();
     Ok((StatusCode::CREATED, Json(json!({"accounts": accounts}))))
 }
 
 pub async fn use_group(
-    _: Admin,
+    Admin(actor): Admin,
     State(state): State<AppState>,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let wanted = if group == "all" {
-        None
-    } else {
-        Some(group.clone())
-    };
-    if !state.dispatcher.use_group(wanted) {
-        return Err(ApiError::json_error(
-            StatusCode::NOT_FOUND,
-            format!("no backend is in group '{group}'"),
-        ));
-    }
+    let wanted = (group != "all").then_some(group.as_str());
+    state.room.use_group(&actor, wanted).await?;
     Ok(Json(
         json!({"active_group": group, "backends": state.dispatcher.backends()}),
     ))
+}
+
+/// `GET /admin/api/jobs`: whether the room is paused, and every waiting
+/// and running job, oldest first.
+pub async fn jobs(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let view = state.room.view().await?;
+    let now = crate::clock::now_ms();
+    let jobs: Vec<Value> = view.jobs.iter().map(|j| room_job(j, now)).collect();
+    Ok(Json(json!({"paused": view.paused, "jobs": jobs})))
+}
+
+fn room_job(j: &RoomJob, now: i64) -> Value {
+    json!({
+        "id": j.id.to_string(),
+        "owner": j.owner.as_str(),
+        "state": j.state.as_str(),
+        "created_at": j.created_at,
+        "started_at": j.started_at,
+        // How long it waited for a slot (so far, if it still waits).
+        "waited_ms": (j.started_at.unwrap_or(now) - j.created_at).max(0),
+        "backend": j.backend,
+        "bumped": j.bumped_at.is_some(),
+    })
+}
+
+/// `POST /admin/api/jobs/{id}/{cancel|bump}`.
+pub async fn job_action(
+    Admin(actor): Admin,
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = JobId::parse(&id).map_err(|_| {
+        ApiError::json_error(StatusCode::BAD_REQUEST, format!("'{id}' is not a job id"))
+    })?;
+    let entry = match action.as_str() {
+        "cancel" => state.room.cancel_job(&actor, &id).await?,
+        "bump" => state.room.bump(&actor, &id).await?,
+        _ => {
+            return Err(ApiError::json_error(
+                StatusCode::NOT_FOUND,
+                "actions on a job are cancel and bump",
+            ));
+        }
+    };
+    Ok(Json(json!({"audit": audit_entry(&entry)})))
+}
+
+/// `POST /admin/api/users/{name}/cancel-jobs`: every waiting and running
+/// job of one participant.
+pub async fn cancel_jobs_of(
+    Admin(actor): Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = UserName::parse(&name).map_err(|e| {
+        ApiError::json_error(
+            StatusCode::BAD_REQUEST,
+            format!("'{name}' is not a user name: {e}"),
+        )
+    })?;
+    let entry = state.room.cancel_jobs_of(&actor, &name).await?;
+    Ok(Json(json!({"audit": audit_entry(&entry)})))
+}
+
+/// `GET /admin/api/room`: the room's switches.
+pub async fn room(_: Admin, State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"paused": state.dispatcher.is_paused()}))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Broadcast {
+    message: String,
+}
+
+/// `POST /admin/api/room/{pause|resume}`.
+pub async fn room_action(
+    Admin(actor): Admin,
+    State(state): State<AppState>,
+    Path(action): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = match action.as_str() {
+        "pause" => state.room.pause(&actor).await?,
+        "resume" => state.room.resume(&actor).await?,
+        _ => {
+            return Err(ApiError::json_error(
+                StatusCode::NOT_FOUND,
+                "actions on the room are pause, resume and broadcast",
+            ));
+        }
+    };
+    Ok(Json(json!({
+        "paused": state.dispatcher.is_paused(),
+        "audit": audit_entry(&entry),
+    })))
+}
+
+/// `POST /admin/api/room/broadcast` `{"message"}`: a notice on every
+/// connected canvas.
+pub async fn broadcast(
+    Admin(actor): Admin,
+    State(state): State<AppState>,
+    Json(body): Json<Broadcast>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = state.room.broadcast(&actor, &body.message).await?;
+    Ok(Json(json!({"audit": audit_entry(&entry)})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+/// The most entries one page of the audit log holds.
+const AUDIT_PAGE_MAX: u32 = 500;
+
+/// `GET /admin/api/audit?limit=N&before=ID`: the newest entries first;
+/// `before` pages back through older ones.
+pub async fn audit(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, AUDIT_PAGE_MAX);
+    let entries = state.room.audit_log(limit, q.before).await?;
+    let entries: Vec<Value> = entries.iter().map(audit_entry).collect();
+    Ok(Json(json!({"entries": entries})))
+}
+
+fn audit_entry(e: &AuditEntry) -> Value {
+    json!({
+        "id": e.id,
+        "at": e.at,
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "detail": e.detail,
+    })
 }
 
 #[cfg(test)]

@@ -117,6 +117,18 @@ impl From<crate::auth::AuthError> for ApiError {
     }
 }
 
+impl From<crate::room::RoomError> for ApiError {
+    fn from(e: crate::room::RoomError) -> Self {
+        use crate::room::RoomError as R;
+        match e {
+            R::NotFound(m) => ApiError::json_error(StatusCode::NOT_FOUND, m),
+            R::Conflict(m) => ApiError::json_error(StatusCode::CONFLICT, m),
+            R::Invalid(m) => ApiError::json_error(StatusCode::BAD_REQUEST, m),
+            R::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<crate::workspace::preview::PreviewError> for ApiError {
     fn from(e: crate::workspace::preview::PreviewError) -> Self {
         use crate::workspace::preview::PreviewError as P;

@@ -58,6 +58,25 @@ pub fn router(state: AppState) -> Router {
             "/admin/api/groups/{group}/use",
             axum::routing::post(admin::use_group),
         )
+        .route("/admin/api/jobs", get(admin::jobs))
+        .route(
+            "/admin/api/jobs/{id}/{action}",
+            axum::routing::post(admin::job_action),
+        )
+        .route(
+            "/admin/api/users/{name}/cancel-jobs",
+            axum::routing::post(admin::cancel_jobs_of),
+        )
+        .route("/admin/api/room", get(admin::room))
+        .route(
+            "/admin/api/room/broadcast",
+            axum::routing::post(admin::broadcast),
+        )
+        .route(
+            "/admin/api/room/{action}",
+            axum::routing::post(admin::room_action),
+        )
+        .route("/admin/api/audit", get(admin::audit))
         // ComfyUI registers each of its routes twice: plain and under /api.
         .merge(comfy.clone())
         .nest("/api", comfy)

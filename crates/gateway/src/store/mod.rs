@@ -62,6 +62,8 @@ pub struct NewJob {
 pub struct PendingRow {
     pub id: JobId,
     pub owner: UserId,
+    /// In the instructor lane: an instructor's job, or one an instructor
+    /// moved to the front.
     pub admin: bool,
     pub number: f64,
     pub seq: i64,
@@ -128,6 +130,35 @@ pub struct Finish {
     pub messages: Vec<Value>,
     pub error: Option<Value>,
     pub finished_at: i64,
+}
+
+/// One instructor action, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// An instructor's name, or `admin token`.
+    pub actor: String,
+    /// What was done, as `subject.verb` (`job.cancel`, `room.pause`).
+    pub action: String,
+    /// What it was done to: a job id, a user name, a backend, `room`.
+    pub target: String,
+    /// What the action changed, as JSON.
+    pub detail: Value,
+}
+
+/// A pending or running job of the room, as the instructor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomJob {
+    pub id: JobId,
+    pub owner: UserName,
+    pub state: JobState,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub backend: Option<String>,
+    /// When an instructor moved it to the front, if one did.
+    pub bumped_at: Option<i64>,
 }
 
 /// What [`Store::insert_job`] did.
@@ -249,6 +280,20 @@ operations! {
     fn cancel_pending(&self, owner: UserId, ids: Option<&[JobId]>, now: i64) -> StoreResult<Vec<JobId>>;
     /// Deletes the owner's finished jobs among `ids` (all when `None`).
     fn delete_history(&self, owner: UserId, ids: Option<&[JobId]>) -> StoreResult<u64>;
+    /// Every pending and running job of the room, oldest first, with its
+    /// owner's name.
+    fn room_jobs(&self) -> StoreResult<Vec<RoomJob>>;
+    /// Puts a pending job in the instructor lane (it starts before every
+    /// job outside it); false if it is not pending.
+    fn bump_job(&self, id: &JobId, now: i64) -> StoreResult<bool>;
+    /// Appends one entry to the audit log and returns it.
+    fn record_audit(&self, at: i64, actor: &str, action: &str, target: &str, detail: &Value) -> StoreResult<AuditEntry>;
+    /// The newest `limit` entries of the audit log, newest first, older
+    /// than entry `before` when given.
+    fn audit_log(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
+    /// A room switch that outlives a restart (`None`: never set).
+    fn room_value(&self, key: &str) -> StoreResult<Option<String>>;
+    fn set_room_value(&self, key: &str, value: &str) -> StoreResult<()>;
     /// GPU milliseconds and runs per user of the jobs finished since
     /// `since_ms`.
     fn gpu_time_by_user(&self, since_ms: i64) -> StoreResult<Vec<(UserId, i64, i64)>>;

@@ -19,6 +19,7 @@ mod loadtest;
 mod metrics;
 mod placement;
 mod queue_ahead;
+mod room;
 mod stock_comfyui;
 mod stock_faults;
 mod userdata;

@@ -1245,5 +1245,10 @@ async fn each_phase_of_a_run_is_a_span() {
         .filter(|(r, _)| *r == 1)
         .map(|(_, name)| name.clone())
         .collect();
-    assert_eq!(phases, ["inputs", "submit", "output", "follow", "finish"]);
+    assert_eq!(
+        phases,
+        [
+            "inputs", "submit", "download", "store", "output", "follow", "finish"
+        ]
+    );
 }

@@ -243,7 +243,7 @@ impl Sqlite {
     /// Every pending job, in submission order, with its owner's role.
     pub async fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>> {
         let rows = sqlx::query(
-            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, u.role FROM jobs j JOIN users u ON u.id = j.user_id
+            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, j.bumped_at, u.role FROM jobs j JOIN users u ON u.id = j.user_id
              WHERE j.state = 'pending' ORDER BY j.seq",
         )
         .fetch_all(&self.pool)
@@ -251,10 +251,11 @@ impl Sqlite {
         rows.iter()
             .map(|r| {
                 let role: String = r.try_get("role")?;
+                let bumped: Option<i64> = r.try_get("bumped_at")?;
                 Ok(PendingRow {
                     id: parse_id(r)?,
                     owner: UserId(r.try_get("user_id")?),
-                    admin: role == Role::Admin.as_str(),
+                    admin: role == Role::Admin.as_str() || bumped.is_some(),
                     number: r.try_get("number")?,
                     seq: r.try_get("seq")?,
                     retry: r.try_get("retry")?,
@@ -555,7 +556,7 @@ fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn parse_id(r: &SqliteRow) -> StoreResult<JobId> {
+pub(super) fn parse_id(r: &SqliteRow) -> StoreResult<JobId> {
     let id: String = r.try_get("id")?;
     JobId::parse(&id).map_err(|_| StoreError::Corrupt(format!("job id {id:?}")))
 }

@@ -2,6 +2,7 @@
 //! migrations. Accounts and sessions here, jobs in `jobs`.
 
 mod jobs;
+mod room;
 
 use std::str::FromStr;
 use std::time::Duration;

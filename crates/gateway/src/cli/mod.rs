@@ -1,6 +1,8 @@
 //! The `comfyume` command line. Each subcommand parses its arguments into
 //! domain types and calls the same library functions the server uses.
 
+mod admin;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,7 +58,15 @@ enum Command {
     /// stock ComfyUI: one streaming HTTP request per job.
     Worker(comfyume_worker::WorkerArgs),
     /// See and steer the GPU backends of a running server (admin API).
-    Backends(BackendsArgs),
+    Backends(admin::Connection<admin::BackendsCommand>),
+    /// The room's waiting and running jobs: list, cancel, move to the
+    /// front (admin API of a running server).
+    Jobs(admin::Connection<admin::JobsCommand>),
+    /// Pause, resume or speak to the whole room (admin API of a running
+    /// server).
+    Room(admin::Connection<admin::RoomCommand>),
+    /// What instructors did, newest first (admin API of a running server).
+    Audit(admin::Connection<admin::AuditCommand>),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -156,38 +166,6 @@ fn positive_seconds(text: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err(format!("`{text}`: must be more than zero seconds")),
         d => Ok(d),
     }
-}
-
-#[derive(Args, Debug)]
-struct BackendsArgs {
-    /// The server (default: http://<listen> from the configuration).
-    #[arg(long, global = true)]
-    url: Option<String>,
-    /// The admin token (default: `admin_token` from the configuration).
-    #[arg(
-        long,
-        global = true,
-        env = "COMFYUME_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-    #[command(subcommand)]
-    command: BackendsCommand,
-}
-
-#[derive(Subcommand, Debug)]
-enum BackendsCommand {
-    /// Every backend with its state (ready, busy, starting, unreachable,
-    /// disabled, draining) and running jobs.
-    List,
-    /// Put a backend back in service.
-    Enable { name: String },
-    /// Take a backend out of service (its running jobs finish).
-    Disable { name: String },
-    /// Let a backend finish its running jobs and take no new ones.
-    Drain { name: String },
-    /// Send new work only to the backends of GROUP (`all`: every backend).
-    Use { group: String },
 }
 
 #[derive(Args, Debug)]
@@ -366,7 +344,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backends(args) => {
             let config = Config::load(cli.config.as_deref(), &overrides)?;
-            backends(&config, args).await
+            admin::backends(&config, args).await
+        }
+        Command::Jobs(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            admin::jobs(&config, args).await
+        }
+        Command::Room(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            admin::room(&config, args).await
+        }
+        Command::Audit(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            admin::audit(&config, args).await
         }
         Command::Users(cmd) => {
             let config = Config::load(cli.config.as_deref(), &overrides)?;
@@ -627,81 +617,6 @@ async fn import(
         rows.len(),
         out.display()
     );
-    Ok(())
-}
-
-async fn backends(config: &Config, args: BackendsArgs) -> anyhow::Result<()> {
-    let base = args
-        .url
-        .unwrap_or_else(|| format!("http://{}", config.listen))
-        .trim_end_matches('/')
-        .to_string();
-    let token = args
-        .token
-        .or_else(|| config.admin_token.as_ref().map(|t| t.expose().to_string()))
-        .context("no admin token: pass --token, set COMFYUME_ADMIN_TOKEN, or set admin_token in the configuration")?;
-    let (method, path) = match &args.command {
-        BackendsCommand::List => (reqwest::Method::GET, "/admin/api/backends".to_string()),
-        BackendsCommand::Enable { name } => (
-            reqwest::Method::POST,
-            format!("/admin/api/backends/{name}/enable"),
-        ),
-        BackendsCommand::Disable { name } => (
-            reqwest::Method::POST,
-            format!("/admin/api/backends/{name}/disable"),
-        ),
-        BackendsCommand::Drain { name } => (
-            reqwest::Method::POST,
-            format!("/admin/api/backends/{name}/drain"),
-        ),
-        BackendsCommand::Use { group } => (
-            reqwest::Method::POST,
-            format!("/admin/api/groups/{group}/use"),
-        ),
-    };
-    let response = Backend::http_client()?
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the server at {base}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .context("the server's answer is not JSON")?;
-    if !status.is_success() {
-        bail!(
-            "{}",
-            body.get("error")
-                .and_then(|e| e.as_str())
-                .unwrap_or("the server refused")
-        );
-    }
-    let list = body.get("backends").unwrap_or(&body);
-    println!(
-        "{:<16} {:<8} {:<10} {:<12} {:>7} {:>6} {:<32}",
-        "NAME", "KIND", "GROUP", "STATE", "RUNNING", "QUEUED", "URL"
-    );
-    for b in list.as_array().into_iter().flatten() {
-        let text = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
-        let group = if b.get("active").and_then(|v| v.as_bool()).unwrap_or(true) {
-            text("group")
-        } else {
-            format!("{} (off)", text("group"))
-        };
-        println!(
-            "{:<16} {:<8} {:<10} {:<12} {:>3}/{:<3} {:>6} {:<32}",
-            text("name"),
-            text("kind"),
-            group,
-            text("state"),
-            b.get("running").and_then(|v| v.as_u64()).unwrap_or(0),
-            b.get("slots").and_then(|v| v.as_u64()).unwrap_or(0),
-            b.get("queued").and_then(|v| v.as_u64()).unwrap_or(0),
-            text("url")
-        );
-    }
     Ok(())
 }
 

@@ -1,0 +1,331 @@
+//! The instructor's hold on the room: the room's jobs across participants,
+//! and every action an instructor takes on them (cancel, move to the front,
+//! pause and resume, broadcast, the backends' switches, new accounts).
+//! Each action is written to the audit log (who, what, when, on what)
+//! once it has taken effect; the admin API and the CLI reach the room only
+//! through here.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::clock::now_ms;
+use crate::dispatch::{Admission, Dispatcher, Shared};
+use crate::hub::Outbound;
+use crate::store::{AuditEntry, RoomJob, StoreError};
+use comfyume_domain::{JobId, JobState, Role, UserName};
+
+/// Who took an action, as the audit log names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An instructor, by their session.
+    Instructor(UserName),
+    /// A caller holding the configured `admin_token` (the CLI, scripts).
+    Token,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::Instructor(name) => f.write_str(name.as_str()),
+            Actor::Token => f.write_str("admin token"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error("{0}")]
+    NotFound(String),
+    /// The target is not in a state the action applies to.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type RoomResult<T> = Result<T, RoomError>;
+
+/// The longest broadcast message, in characters: a banner, not a letter.
+pub const MAX_BROADCAST_CHARS: usize = 500;
+
+/// Where the room's pause is kept across restarts.
+const PAUSED_KEY: &str = "paused";
+
+/// The instructor's actions on the room; cheap to share.
+pub struct Room {
+    dispatcher: Arc<Dispatcher>,
+}
+
+/// The room at a glance, as `GET /admin/api/jobs` answers it.
+pub struct RoomView {
+    pub paused: bool,
+    pub jobs: Vec<RoomJob>,
+}
+
+impl Room {
+    /// The room of `dispatcher`, paused again if it was paused when the
+    /// server last stopped.
+    pub async fn open(dispatcher: Arc<Dispatcher>) -> RoomResult<Room> {
+        let paused = dispatcher.shared().store.room_value(PAUSED_KEY).await?;
+        if paused.as_deref() == Some("true") {
+            tracing::warn!(
+                "the room was paused when the server stopped: it stays paused until an instructor resumes it"
+            );
+            dispatcher.set_paused(true);
+        }
+        Ok(Room { dispatcher })
+    }
+
+    fn shared(&self) -> &Shared {
+        self.dispatcher.shared()
+    }
+
+    /// Every waiting and running job, oldest first, and whether the room
+    /// is paused.
+    pub async fn view(&self) -> RoomResult<RoomView> {
+        Ok(RoomView {
+            paused: self.dispatcher.is_paused(),
+            jobs: self.shared().store.room_jobs().await?,
+        })
+    }
+
+    /// Cancels anyone's job: a waiting one leaves the queue, a running one
+    /// is interrupted on its GPU (its owner is told as for their own
+    /// cancel).
+    pub async fn cancel_job(&self, actor: &Actor, id: &JobId) -> RoomResult<AuditEntry> {
+        let job = self.job(id).await?;
+        let owner = self.owner_name(&job).await?;
+        let was = job.state;
+        match job.state {
+            JobState::Pending => {
+                let done = self
+                    .shared()
+                    .store
+                    .cancel_pending(job.owner, Some(&[*id]), now_ms())
+                    .await?;
+                if done.is_empty() && !self.dispatcher.cancel_running(id) {
+                    return Err(ended(id));
+                }
+                self.shared().send_status(job.owner).await;
+            }
+            JobState::InProgress => {
+                if !self.dispatcher.cancel_running(id) {
+                    return Err(ended(id));
+                }
+            }
+            _ => return Err(ended(id)),
+        }
+        self.audit(
+            actor,
+            "job.cancel",
+            &id.to_string(),
+            json!({"owner": owner.as_str(), "was": was.as_str()}),
+        )
+        .await
+    }
+
+    /// Cancels every waiting and running job of one participant.
+    pub async fn cancel_jobs_of(&self, actor: &Actor, name: &UserName) -> RoomResult<AuditEntry> {
+        let user = self
+            .shared()
+            .store
+            .user_by_name(name)
+            .await?
+            .ok_or_else(|| RoomError::NotFound(format!("no account named '{name}'")))?;
+        let dequeued = self
+            .shared()
+            .store
+            .cancel_pending(user.id, None, now_ms())
+            .await?;
+        let mut interrupted = Vec::new();
+        for job in self.shared().store.active_jobs_of(user.id).await? {
+            if job.state == JobState::InProgress && self.dispatcher.cancel_running(&job.id) {
+                interrupted.push(job.id.to_string());
+            }
+        }
+        self.shared().send_status(user.id).await;
+        let dequeued: Vec<String> = dequeued.iter().map(ToString::to_string).collect();
+        self.audit(
+            actor,
+            "user.cancel_jobs",
+            name.as_str(),
+            json!({"dequeued": dequeued, "interrupted": interrupted}),
+        )
+        .await
+    }
+
+    /// Moves a waiting job to the front of the room: it starts before
+    /// every job outside the instructor lane (its owner's cap on running
+    /// jobs still holds).
+    pub async fn bump(&self, actor: &Actor, id: &JobId) -> RoomResult<AuditEntry> {
+        let job = self.job(id).await?;
+        let owner = self.owner_name(&job).await?;
+        if !self.shared().store.bump_job(id, now_ms()).await? {
+            return Err(RoomError::Conflict(format!(
+                "job {id} is not waiting: only a waiting job can move to the front"
+            )));
+        }
+        self.dispatcher.wake();
+        self.audit(
+            actor,
+            "job.bump",
+            &id.to_string(),
+            json!({"owner": owner.as_str()}),
+        )
+        .await
+    }
+
+    /// Pauses the room ("eyes on me"): nothing new starts, running jobs
+    /// finish, and every participant is told.
+    pub async fn pause(&self, actor: &Actor) -> RoomResult<AuditEntry> {
+        self.set_paused(actor, true).await
+    }
+
+    /// Resumes a paused room: waiting jobs start again.
+    pub async fn resume(&self, actor: &Actor) -> RoomResult<AuditEntry> {
+        self.set_paused(actor, false).await
+    }
+
+    async fn set_paused(&self, actor: &Actor, paused: bool) -> RoomResult<AuditEntry> {
+        let was = self.dispatcher.is_paused();
+        // Stored first: a restart right after the answer keeps what the
+        // instructor saw.
+        self.shared()
+            .store
+            .set_room_value(PAUSED_KEY, if paused { "true" } else { "false" })
+            .await?;
+        self.dispatcher.set_paused(paused);
+        let text = if paused {
+            "The instructor paused the room: jobs already running finish, and new ones wait until it resumes."
+        } else {
+            "The room is running again: waiting jobs start now."
+        };
+        self.tell_everyone(text, "comfyume-room-pause");
+        let action = if paused { "room.pause" } else { "room.resume" };
+        self.audit(actor, action, "room", json!({"was_paused": was}))
+            .await
+    }
+
+    /// Shows `message` on every connected participant's canvas.
+    pub async fn broadcast(&self, actor: &Actor, message: &str) -> RoomResult<AuditEntry> {
+        let message = message.trim();
+        if message.is_empty() {
+            return Err(RoomError::Invalid("the message is empty".into()));
+        }
+        let chars = message.chars().count();
+        if chars > MAX_BROADCAST_CHARS {
+            return Err(RoomError::Invalid(format!(
+                "the message has {chars} characters; at most {MAX_BROADCAST_CHARS} fit on a canvas"
+            )));
+        }
+        let sockets = self.tell_everyone(message, &format!("comfyume-broadcast-{}", now_ms()));
+        self.audit(
+            actor,
+            "room.broadcast",
+            "room",
+            json!({"message": message, "sockets": sockets}),
+        )
+        .await
+    }
+
+    /// Enables, disables or drains a backend.
+    pub async fn set_admission(
+        &self,
+        actor: &Actor,
+        backend: &str,
+        admission: Admission,
+    ) -> RoomResult<AuditEntry> {
+        if !self.dispatcher.set_admission(backend, admission) {
+            return Err(RoomError::NotFound(format!("no backend named '{backend}'")));
+        }
+        let action = match admission {
+            Admission::Enabled => "backend.enable",
+            Admission::Disabled => "backend.disable",
+            Admission::Draining => "backend.drain",
+        };
+        self.audit(actor, action, backend, json!({})).await
+    }
+
+    /// Sends new work only to the backends of `group` (`None`: all).
+    pub async fn use_group(&self, actor: &Actor, group: Option<&str>) -> RoomResult<AuditEntry> {
+        if !self.dispatcher.use_group(group.map(str::to_string)) {
+            return Err(RoomError::NotFound(format!(
+                "no backend is in group '{}'",
+                group.unwrap_or("all")
+            )));
+        }
+        self.audit(actor, "group.use", group.unwrap_or("all"), json!({}))
+            .await
+    }
+
+    /// Records accounts an instructor created (the accounts service made
+    /// them; the passwords are never logged).
+    pub async fn accounts_created(
+        &self,
+        actor: &Actor,
+        names: &[&str],
+        role: Role,
+    ) -> RoomResult<AuditEntry> {
+        self.audit(
+            actor,
+            "accounts.create",
+            &format!("{} accounts", names.len()),
+            json!({"names": names, "role": role.as_str()}),
+        )
+        .await
+    }
+
+    /// The newest `limit` audit entries, older than entry `before` if given.
+    pub async fn audit_log(&self, limit: u32, before: Option<i64>) -> RoomResult<Vec<AuditEntry>> {
+        Ok(self.shared().store.audit_log(limit, before).await?)
+    }
+
+    async fn audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> RoomResult<AuditEntry> {
+        let actor = actor.to_string();
+        tracing::info!(%actor, action, target, %detail, "instructor action");
+        Ok(self
+            .shared()
+            .store
+            .record_audit(now_ms(), &actor, action, target, &detail)
+            .await?)
+    }
+
+    /// A `notification` toast on every open socket; returns how many.
+    fn tell_everyone(&self, text: &str, id: &str) -> usize {
+        let msg = json!({"type": "notification", "data": {"value": text, "id": id}});
+        self.shared()
+            .hub
+            .send_to_everyone(Outbound::Text(msg.to_string()))
+    }
+
+    async fn job(&self, id: &JobId) -> RoomResult<comfyume_domain::Job> {
+        self.shared()
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| RoomError::NotFound(format!("no job {id}")))
+    }
+
+    async fn owner_name(&self, job: &comfyume_domain::Job) -> RoomResult<UserName> {
+        Ok(self
+            .shared()
+            .store
+            .user_by_id(job.owner)
+            .await?
+            .ok_or_else(|| RoomError::NotFound(format!("the owner of job {} is gone", job.id)))?
+            .name)
+    }
+}
+
+fn ended(id: &JobId) -> RoomError {
+    RoomError::Conflict(format!("job {id} has already ended"))
+}

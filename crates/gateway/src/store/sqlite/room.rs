@@ -1,0 +1,126 @@
+//! The instructor's console in SQLite: the room's jobs across owners, the
+//! instructor lane for bumped jobs, the audit log and the room's switches.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::Sqlite;
+use super::jobs::parse_id;
+use crate::store::{AuditEntry, RoomJob, StoreError, StoreResult};
+use comfyume_domain::{JobId, UserName};
+
+impl Sqlite {
+    pub async fn room_jobs(&self) -> StoreResult<Vec<RoomJob>> {
+        let rows = sqlx::query(
+            "SELECT j.id, u.name, j.state, j.created_at, j.started_at, j.backend, j.bumped_at
+             FROM jobs j JOIN users u ON u.id = j.user_id
+             WHERE j.state IN ('pending', 'in_progress') ORDER BY j.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get("name")?;
+                let state: String = r.try_get("state")?;
+                Ok(RoomJob {
+                    id: parse_id(r)?,
+                    owner: UserName::parse(&name)
+                        .map_err(|_| StoreError::Corrupt(format!("user name {name:?}")))?,
+                    state: state
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("job state {state:?}")))?,
+                    created_at: r.try_get("created_at")?,
+                    started_at: r.try_get("started_at")?,
+                    backend: r.try_get("backend")?,
+                    bumped_at: r.try_get("bumped_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn bump_job(&self, id: &JobId, now: i64) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE jobs SET bumped_at = $2 WHERE id = $1 AND state = 'pending'")
+                .bind(id.to_string())
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn record_audit(
+        &self,
+        at: i64,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &Value,
+    ) -> StoreResult<AuditEntry> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)
+             RETURNING id",
+        )
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(detail.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(AuditEntry {
+            id,
+            at,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            detail: detail.clone(),
+        })
+    }
+
+    pub async fn audit_log(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, detail FROM audit_log
+             WHERE id < $2 ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .bind(before.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    pub async fn room_value(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM room_state WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_room_value(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO room_state (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn audit_from_row(r: &SqliteRow) -> StoreResult<AuditEntry> {
+    let detail: String = r.try_get("detail")?;
+    Ok(AuditEntry {
+        id: r.try_get("id")?,
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|e| StoreError::Corrupt(format!("audit_log.detail: {e}")))?,
+    })
+}

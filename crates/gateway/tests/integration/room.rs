@@ -1,0 +1,474 @@
+//! The instructor's hold on the room through the admin API and the CLI:
+//! cancelling and bumping anyone's job, cancelling all of a participant's,
+//! pausing and resuming the room, broadcasting to every canvas. Each
+//! action takes effect, lands in the audit log with who did it, and is
+//! refused to a participant's session and to no session.
+
+use comfyume::config::Secret;
+use comfyume_domain::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::execution::{
+    Participant, cpu_prompt, frames_until_done, next_frame, participant, submit_ok, txt2img_prompt,
+};
+use crate::support::{Options, TestApp};
+
+const TOKEN: &str = "room-admin-token-0123456789";
+
+/// A manually dispatched room on one simulator whose sampler steps take
+/// 100 ms (a 50-step job runs long enough to be caught running), with an
+/// admin token and an instructor account `teacher`.
+async fn room() -> TestApp {
+    let app = TestApp::spawn_full(
+        Options {
+            manual_dispatch: true,
+            sim: comfyume_sim::SimOptions {
+                step_time: std::time::Duration::from_millis(100),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        |c| c.admin_token = Some(Secret::new(TOKEN)),
+    )
+    .await;
+    app.add_user_with_role("teacher", "teacher-pw", Role::Admin)
+        .await;
+    app
+}
+
+fn by_token(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .request(method, app.at(path))
+        .bearer_auth(TOKEN)
+}
+
+async fn teacher(app: &TestApp) -> reqwest::Client {
+    let client = app.client();
+    let r = app.try_login(&client, "teacher", "teacher-pw").await;
+    assert_eq!(r.status(), 303);
+    client
+}
+
+/// Sends `request`, expects `status`, returns the JSON answer.
+async fn expect(request: reqwest::RequestBuilder, status: u16) -> Value {
+    let r = request.send().await.unwrap();
+    let got = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "answer: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+/// The audit log, newest first.
+async fn audit_log(app: &TestApp) -> Vec<Value> {
+    let body = expect(by_token(app, Method::GET, "/admin/api/audit"), 200).await;
+    body["entries"].as_array().unwrap().clone()
+}
+
+async fn job_status(app: &TestApp, p: &Participant, id: &str) -> String {
+    let job = p.get_json(app, &format!("/api/jobs/{id}")).await;
+    job["status"].as_str().unwrap().to_string()
+}
+
+/// Reads frames until a `notification`, which it returns.
+async fn next_notification(p: &mut Participant) -> Value {
+    loop {
+        let f = next_frame(&mut p.ws).await;
+        if f["type"] == "notification" {
+            return f;
+        }
+    }
+}
+
+/// Reads frames until the job's first `progress` (it runs on the GPU).
+async fn until_running(p: &mut Participant) {
+    loop {
+        if next_frame(&mut p.ws).await["type"] == "progress" {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_actions_are_refused_to_participants_and_to_no_session() {
+    let app = room().await;
+    let a = participant(&app, "alice").await;
+    let id = submit_ok(&app, &a, cpu_prompt("r")).await;
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, "/admin/api/jobs".into(), None),
+        (Method::POST, format!("/admin/api/jobs/{id}/cancel"), None),
+        (Method::POST, format!("/admin/api/jobs/{id}/bump"), None),
+        (
+            Method::POST,
+            "/admin/api/users/alice/cancel-jobs".into(),
+            None,
+        ),
+        (Method::GET, "/admin/api/room".into(), None),
+        (Method::POST, "/admin/api/room/pause".into(), None),
+        (Method::POST, "/admin/api/room/resume".into(), None),
+        (
+            Method::POST,
+            "/admin/api/room/broadcast".into(),
+            Some(json!({"message": "hello"})),
+        ),
+        (Method::GET, "/admin/api/audit".into(), None),
+    ];
+    for (method, path, body) in &routes {
+        let with_body = |r: reqwest::RequestBuilder| match body {
+            Some(b) => r.json(b),
+            None => r,
+        };
+        let none = with_body(reqwest::Client::new().request(method.clone(), app.at(path)));
+        assert_eq!(none.send().await.unwrap().status(), 401, "{method} {path}");
+        let participant = with_body(a.http.request(method.clone(), app.at(path)));
+        assert_eq!(
+            participant.send().await.unwrap().status(),
+            403,
+            "{method} {path}"
+        );
+        let wrong = with_body(
+            reqwest::Client::new()
+                .request(method.clone(), app.at(path))
+                .bearer_auth("not-the-token"),
+        );
+        assert_eq!(wrong.send().await.unwrap().status(), 401, "{method} {path}");
+    }
+    // Nothing happened, and nothing was recorded.
+    assert_eq!(job_status(&app, &a, &id).await, "pending");
+    assert!(!app.state.dispatcher.is_paused());
+    assert_eq!(audit_log(&app).await, Vec::<Value>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instructor_cancels_and_bumps_anyones_jobs_and_each_is_audited() {
+    let app = room().await;
+    let teacher = teacher(&app).await;
+    let mut a = participant(&app, "alice").await;
+    let mut b = participant(&app, "bob").await;
+    let a1 = submit_ok(&app, &a, cpu_prompt("a1")).await;
+    let b1 = submit_ok(&app, &b, cpu_prompt("b1")).await;
+    let b2 = submit_ok(&app, &b, txt2img_prompt(2, 50)).await;
+
+    // The room's list: every waiting job, oldest first, with its owner.
+    let list = expect(by_token(&app, Method::GET, "/admin/api/jobs"), 200).await;
+    assert_eq!(list["paused"], false);
+    let listed: Vec<(&str, &str, &str)> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["id"].as_str().unwrap(),
+                j["owner"].as_str().unwrap(),
+                j["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (a1.as_str(), "alice", "pending"),
+            (b1.as_str(), "bob", "pending"),
+            (b2.as_str(), "bob", "pending"),
+        ]
+    );
+
+    // Bumped by the instructor's session: bob's second job goes before
+    // alice's older one and bob's own first.
+    let done = expect(
+        teacher.post(app.at(&format!("/admin/api/jobs/{b2}/bump"))),
+        200,
+    )
+    .await;
+    assert_eq!(done["audit"]["action"], "job.bump");
+    assert_eq!(done["audit"]["actor"], "teacher");
+    assert_eq!(done["audit"]["target"], b2.as_str());
+    assert_eq!(done["audit"]["detail"]["owner"], "bob");
+    let list = expect(by_token(&app, Method::GET, "/admin/api/jobs"), 200).await;
+    assert_eq!(list["jobs"][2]["bumped"], true);
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&b2));
+    until_running(&mut b).await;
+
+    // Only a waiting job moves; an unknown one is not found; a bad id is
+    // refused with a reason.
+    let running = expect(
+        by_token(&app, Method::POST, &format!("/admin/api/jobs/{b2}/bump")),
+        409,
+    )
+    .await;
+    assert!(
+        running["error"].as_str().unwrap().contains("not waiting"),
+        "{running}"
+    );
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    expect(
+        by_token(
+            &app,
+            Method::POST,
+            &format!("/admin/api/jobs/{unknown}/cancel"),
+        ),
+        404,
+    )
+    .await;
+    expect(
+        by_token(&app, Method::POST, "/admin/api/jobs/nope/cancel"),
+        400,
+    )
+    .await;
+    expect(
+        by_token(&app, Method::POST, &format!("/admin/api/jobs/{a1}/launch")),
+        404,
+    )
+    .await;
+
+    // Cancelling alice's waiting job: it leaves the queue, and alice's
+    // status says so.
+    let done = expect(
+        by_token(&app, Method::POST, &format!("/admin/api/jobs/{a1}/cancel")),
+        200,
+    )
+    .await;
+    assert_eq!(done["audit"]["actor"], "admin token");
+    assert_eq!(
+        done["audit"]["detail"],
+        json!({"owner": "alice", "was": "pending"})
+    );
+    assert_eq!(job_status(&app, &a, &a1).await, "cancelled");
+    loop {
+        let f = next_frame(&mut a.ws).await;
+        if f["type"] == "status" && f["data"]["status"]["exec_info"]["queue_remaining"] == 0 {
+            break;
+        }
+    }
+    expect(
+        by_token(&app, Method::POST, &format!("/admin/api/jobs/{a1}/cancel")),
+        409,
+    )
+    .await;
+
+    // Cancelling all of bob's: the waiting one leaves, the running one is
+    // interrupted on its GPU and bob's canvas hears it.
+    let done = expect(
+        by_token(&app, Method::POST, "/admin/api/users/bob/cancel-jobs"),
+        200,
+    )
+    .await;
+    assert_eq!(
+        done["audit"]["detail"],
+        json!({"dequeued": [b1], "interrupted": [b2]})
+    );
+    let frames = frames_until_done(&mut b.ws, &b2).await;
+    assert!(
+        frames.iter().any(|f| f["type"] == "execution_interrupted"),
+        "{frames:?}"
+    );
+    assert_eq!(job_status(&app, &b, &b1).await, "cancelled");
+    assert_eq!(job_status(&app, &b, &b2).await, "cancelled");
+    expect(
+        by_token(&app, Method::POST, "/admin/api/users/nobody/cancel-jobs"),
+        404,
+    )
+    .await;
+
+    // The audit log, newest first: exactly the actions that took effect.
+    let log = audit_log(&app).await;
+    let actions: Vec<(&str, &str, &str)> = log
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["target"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("admin token", "user.cancel_jobs", "bob"),
+            ("admin token", "job.cancel", a1.as_str()),
+            ("teacher", "job.bump", b2.as_str()),
+        ]
+    );
+    assert!(log.iter().all(|e| e["at"].as_i64().unwrap() > 0));
+    // Paging back from the newest entry.
+    let older = expect(
+        by_token(
+            &app,
+            Method::GET,
+            &format!("/admin/api/audit?limit=1&before={}", log[0]["id"]),
+        ),
+        200,
+    )
+    .await;
+    assert_eq!(older["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(older["entries"][0]["action"], "job.cancel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_room_starts_nothing_until_resumed_even_across_a_restart() {
+    let mut app = room().await;
+    let mut a = participant(&app, "alice").await;
+    let mut b = participant(&app, "bob").await;
+    let running = submit_ok(&app, &a, cpu_prompt("before")).await;
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&running));
+
+    let done = expect(by_token(&app, Method::POST, "/admin/api/room/pause"), 200).await;
+    assert_eq!(done["paused"], true);
+    assert_eq!(done["audit"]["action"], "room.pause");
+    // Everyone is told, the one with a job and the one without.
+    for p in [&mut a, &mut b] {
+        let told = next_notification(p).await;
+        assert!(
+            told["data"]["value"].as_str().unwrap().contains("paused"),
+            "{told}"
+        );
+    }
+    // The job that was running finishes.
+    frames_until_done(&mut a.ws, &running).await;
+    assert_eq!(job_status(&app, &a, &running).await, "completed");
+
+    // New work waits, safe in the queue.
+    let waiting = submit_ok(&app, &b, cpu_prompt("during")).await;
+    assert!(app.dispatch_once().await.is_empty(), "the room is paused");
+    assert_eq!(job_status(&app, &b, &waiting).await, "pending");
+
+    // A restart keeps the room paused.
+    app.restart().await;
+    let status = expect(by_token(&app, Method::GET, "/admin/api/room"), 200).await;
+    assert_eq!(status, json!({"paused": true}));
+    assert!(app.dispatch_once().await.is_empty(), "still paused");
+
+    // Resumed: the waiting job starts and runs to its end.
+    let mut b = reconnect(&app, b).await;
+    let done = expect(by_token(&app, Method::POST, "/admin/api/room/resume"), 200).await;
+    assert_eq!(done["paused"], false);
+    let told = next_notification(&mut b).await;
+    assert!(
+        told["data"]["value"]
+            .as_str()
+            .unwrap()
+            .contains("running again"),
+        "{told}"
+    );
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&waiting));
+    frames_until_done(&mut b.ws, &waiting).await;
+    assert_eq!(job_status(&app, &b, &waiting).await, "completed");
+
+    let log = audit_log(&app).await;
+    let actions: Vec<&str> = log.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["room.resume", "room.pause"]);
+    assert_eq!(log[0]["detail"], json!({"was_paused": true}));
+}
+
+/// The participant's socket again, on a restarted gateway (the session
+/// survives a restart).
+async fn reconnect(app: &TestApp, p: Participant) -> Participant {
+    let mut ws =
+        crate::support::ws_connect(app, &format!("/ws?clientId={}", p.sid), Some(&p.cookie))
+            .await
+            .unwrap();
+    assert_eq!(next_frame(&mut ws).await["type"], "status");
+    Participant { ws, ..p }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_every_connected_participant() {
+    let app = room().await;
+    let teacher = teacher(&app).await;
+    let mut a = participant(&app, "alice").await;
+    let mut b = participant(&app, "bob").await;
+    let message = "Break until 11:15 — leave your jobs queued.";
+    let done = expect(
+        teacher
+            .post(app.at("/admin/api/room/broadcast"))
+            .json(&json!({"message": message})),
+        200,
+    )
+    .await;
+    assert_eq!(done["audit"]["action"], "room.broadcast");
+    assert_eq!(done["audit"]["detail"]["message"], message);
+    assert_eq!(done["audit"]["detail"]["sockets"], 2);
+    for p in [&mut a, &mut b] {
+        let told = next_notification(p).await;
+        assert_eq!(told["data"]["value"], message);
+    }
+
+    // An empty or overlong message is refused with the reason.
+    let empty = expect(
+        teacher
+            .post(app.at("/admin/api/room/broadcast"))
+            .json(&json!({"message": "   "})),
+        400,
+    )
+    .await;
+    assert!(
+        empty["error"].as_str().unwrap().contains("empty"),
+        "{empty}"
+    );
+    let long = "x".repeat(comfyume::room::MAX_BROADCAST_CHARS + 1);
+    let refused = expect(
+        teacher
+            .post(app.at("/admin/api/room/broadcast"))
+            .json(&json!({"message": long})),
+        400,
+    )
+    .await;
+    assert!(
+        refused["error"].as_str().unwrap().contains("at most"),
+        "{refused}"
+    );
+    assert_eq!(audit_log(&app).await.len(), 1, "refusals are not actions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_steers_the_room() {
+    let app = room().await;
+    let a = participant(&app, "alice").await;
+    let id = submit_ok(&app, &a, cpu_prompt("cli")).await;
+    let url = app.url.clone();
+    // The CLI runs on a blocking thread: the server answering it lives on
+    // this test's runtime.
+    let run = move |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_comfyume"));
+        cmd.args(args)
+            .args(["--url", &url])
+            .env_remove("COMFYUME_CONFIG")
+            .env("COMFYUME_ADMIN_TOKEN", TOKEN);
+        tokio::task::spawn_blocking(move || {
+            let out = cmd.output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (ok, out, err) = run(&["room", "pause"]).await.unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("room: paused"), "{out}");
+    let (ok, out, _) = run(&["jobs", "list"]).await.unwrap();
+    assert!(ok);
+    assert!(out.contains("PAUSED"), "{out}");
+    assert!(out.contains(&id) && out.contains("alice"), "{out}");
+    let (ok, out, err) = run(&["jobs", "bump", &id]).await.unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("job.bump"), "{out}");
+    let (ok, _, err) = run(&["jobs", "cancel", "nope"]).await.unwrap();
+    assert!(!ok);
+    assert!(err.contains("not a job id"), "{err}");
+    let (ok, out, err) = run(&["room", "resume"]).await.unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("room: running"), "{out}");
+    let (ok, out, _) = run(&["audit", "list"]).await.unwrap();
+    assert!(ok);
+    // Newest first, each by the token.
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (line, action) in lines.iter().zip(["room.resume", "job.bump", "room.pause"]) {
+        assert!(
+            line.contains(action) && line.contains("admin token"),
+            "{out}"
+        );
+    }
+}
