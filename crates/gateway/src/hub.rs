@@ -165,6 +165,14 @@ impl Hub {
         reached
     }
 
+    /// Closes every socket of `user` (their account was disabled or its
+    /// password reset); returns how many.
+    pub fn disconnect_user(&self, user: UserId) -> usize {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        // Each socket's task ends when its sender goes.
+        users.remove(&user).map_or(0, |conns| conns.len())
+    }
+
     /// How many sockets are open, over all users.
     pub fn connection_count(&self) -> usize {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());

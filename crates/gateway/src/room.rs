@@ -1,6 +1,7 @@
 //! The instructor's hold on the room: the room's jobs across participants,
 //! and every action an instructor takes on them (cancel, move to the front,
-//! pause and resume, broadcast, the backends' switches, new accounts).
+//! pause and resume, broadcast, the backends' switches, accounts created,
+//! disabled, enabled or given a new password).
 //! Each action is written to the audit log (who, what, when, on what)
 //! once it has taken effect; the admin API and the CLI reach the room only
 //! through here.
@@ -9,11 +10,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::auth::{Accounts, generate_password};
 use crate::clock::now_ms;
 use crate::dispatch::{Admission, Dispatcher, Shared};
 use crate::hub::Outbound;
 use crate::store::{AuditEntry, RoomJob, StoreError};
-use comfyume_domain::{JobId, JobState, Role, UserName};
+use comfyume_domain::{JobId, JobState, Password, Role, UserName};
 
 /// Who took an action, as the audit log names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,7 @@ const PAUSED_KEY: &str = "paused";
 /// The instructor's actions on the room; cheap to share.
 pub struct Room {
     dispatcher: Arc<Dispatcher>,
+    accounts: Accounts,
 }
 
 /// The room at a glance, as `GET /admin/api/jobs` answers it.
@@ -68,7 +71,7 @@ pub struct RoomView {
 impl Room {
     /// The room of `dispatcher`, paused again if it was paused when the
     /// server last stopped.
-    pub async fn open(dispatcher: Arc<Dispatcher>) -> RoomResult<Room> {
+    pub async fn open(dispatcher: Arc<Dispatcher>, accounts: Accounts) -> RoomResult<Room> {
         let paused = dispatcher.shared().store.room_value(PAUSED_KEY).await?;
         if paused.as_deref() == Some("true") {
             tracing::warn!(
@@ -76,7 +79,10 @@ impl Room {
             );
             dispatcher.set_paused(true);
         }
-        Ok(Room { dispatcher })
+        Ok(Room {
+            dispatcher,
+            accounts,
+        })
     }
 
     fn shared(&self) -> &Shared {
@@ -129,12 +135,7 @@ impl Room {
 
     /// Cancels every waiting and running job of one participant.
     pub async fn cancel_jobs_of(&self, actor: &Actor, name: &UserName) -> RoomResult<AuditEntry> {
-        let user = self
-            .shared()
-            .store
-            .user_by_name(name)
-            .await?
-            .ok_or_else(|| RoomError::NotFound(format!("no account named '{name}'")))?;
+        let user = self.account(name).await?;
         let dequeued = self
             .shared()
             .store
@@ -276,6 +277,75 @@ impl Room {
             json!({"names": names, "role": role.as_str()}),
         )
         .await
+    }
+
+    /// Disables an account: its sessions end and its open canvases
+    /// disconnect; it cannot log in until enabled again. Its jobs stay as
+    /// they are (`cancel_jobs_of` stops them).
+    pub async fn disable_account(&self, actor: &Actor, name: &UserName) -> RoomResult<AuditEntry> {
+        if *actor == Actor::Instructor(name.clone()) {
+            return Err(RoomError::Conflict(
+                "you cannot disable your own account".into(),
+            ));
+        }
+        let user = self.account(name).await?;
+        self.shared()
+            .store
+            .set_disabled(name, Some(now_ms()))
+            .await?;
+        let sockets = self.shared().hub.disconnect_user(user.id);
+        self.audit(
+            actor,
+            "account.disable",
+            name.as_str(),
+            json!({"sockets_closed": sockets}),
+        )
+        .await
+    }
+
+    /// Lets a disabled account log in again.
+    pub async fn enable_account(&self, actor: &Actor, name: &UserName) -> RoomResult<AuditEntry> {
+        self.account(name).await?;
+        self.shared().store.set_disabled(name, None).await?;
+        self.audit(actor, "account.enable", name.as_str(), json!({}))
+            .await
+    }
+
+    /// Gives an account a new generated password, which only the answer
+    /// carries (never the log): its sessions end and its open canvases
+    /// disconnect.
+    pub async fn reset_password(
+        &self,
+        actor: &Actor,
+        name: &UserName,
+    ) -> RoomResult<(AuditEntry, String)> {
+        let user = self.account(name).await?;
+        let password = generate_password();
+        self.accounts
+            .set_password(name, &Password::new(password.clone()))
+            .await
+            .map_err(|e| match e {
+                crate::auth::AuthError::Store(e) => RoomError::Store(e),
+                other => RoomError::Invalid(other.to_string()),
+            })?;
+        let sockets = self.shared().hub.disconnect_user(user.id);
+        let entry = self
+            .audit(
+                actor,
+                "account.reset_password",
+                name.as_str(),
+                json!({"sockets_closed": sockets}),
+            )
+            .await?;
+        Ok((entry, password))
+    }
+
+    async fn account(&self, name: &UserName) -> RoomResult<crate::store::UserRecord> {
+        self.shared()
+            .store
+            .user_by_name(name)
+            .await?
+            .ok_or_else(|| RoomError::NotFound(format!("no account named '{name}'")))
     }
 
     /// The newest `limit` audit entries, older than entry `before` if given.

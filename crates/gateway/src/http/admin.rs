@@ -174,12 +174,13 @@ pub async fn job_action(
     Ok(Json(json!({"audit": audit_entry(&entry)})))
 }
 
-/// `POST /admin/api/users/{name}/cancel-jobs`: every waiting and running
-/// job of one participant.
-pub async fn cancel_jobs_of(
+/// `POST /admin/api/users/{name}/{action}`: `cancel-jobs` (every
+/// waiting and running job of theirs), `disable` and `enable` (the
+/// account), `reset-password` (answers the new password).
+pub async fn user_action(
     Admin(actor): Admin,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path((name, action)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let name = UserName::parse(&name).map_err(|e| {
         ApiError::json_error(
@@ -187,7 +188,25 @@ pub async fn cancel_jobs_of(
             format!("'{name}' is not a user name: {e}"),
         )
     })?;
-    let entry = state.room.cancel_jobs_of(&actor, &name).await?;
+    let entry = match action.as_str() {
+        "cancel-jobs" => state.room.cancel_jobs_of(&actor, &name).await?,
+        "disable" => state.room.disable_account(&actor, &name).await?,
+        "enable" => state.room.enable_account(&actor, &name).await?,
+        "reset-password" => {
+            let (entry, password) = state.room.reset_password(&actor, &name).await?;
+            return Ok(Json(json!({
+                "user": name.as_str(),
+                "password": password,
+                "audit": audit_entry(&entry),
+            })));
+        }
+        _ => {
+            return Err(ApiError::json_error(
+                StatusCode::NOT_FOUND,
+                "actions on an account are cancel-jobs, disable, enable and reset-password",
+            ));
+        }
+    };
     Ok(Json(json!({"audit": audit_entry(&entry)})))
 }
 

@@ -64,8 +64,8 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(admin::job_action),
         )
         .route(
-            "/admin/api/users/{name}/cancel-jobs",
-            axum::routing::post(admin::cancel_jobs_of),
+            "/admin/api/users/{name}/{action}",
+            axum::routing::post(admin::user_action),
         )
         .route("/admin/api/room", get(admin::room))
         .route(

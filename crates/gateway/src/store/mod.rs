@@ -226,6 +226,9 @@ operations! {
     fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     /// Replaces a password and ends every session of that user.
     fn set_password(&self, name: &UserName, password_hash: &str) -> StoreResult<()>;
+    /// Disables an account (`Some(when)`), ending its sessions, or enables
+    /// it again (`None`).
+    fn set_disabled(&self, name: &UserName, disabled_at: Option<i64>) -> StoreResult<()>;
     /// Removes an account and its sessions (its files are the workspace's
     /// business).
     fn remove_user(&self, name: &UserName) -> StoreResult<()>;

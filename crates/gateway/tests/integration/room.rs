@@ -1,6 +1,7 @@
 //! The instructor's hold on the room through the admin API and the CLI:
 //! cancelling and bumping anyone's job, cancelling all of a participant's,
-//! pausing and resuming the room, broadcasting to every canvas. Each
+//! pausing and resuming the room, broadcasting to every canvas, disabling
+//! an account and resetting its password. Each
 //! action takes effect, lands in the audit log with who did it, and is
 //! refused to a participant's session and to no session.
 
@@ -470,5 +471,125 @@ async fn the_cli_steers_the_room() {
             line.contains(action) && line.contains("admin token"),
             "{out}"
         );
+    }
+}
+
+/// Reads frames until the gateway closes the socket.
+async fn until_closed(p: &mut Participant) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match crate::support::within("the socket to close", p.ws.next()).await {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instructor_disables_an_account_and_resets_its_password() {
+    let app = room().await;
+    let teacher = teacher(&app).await;
+    let mut a = participant(&app, "alice").await;
+    let old_password = "alice-secret-pw";
+
+    // Disabled: the open canvas disconnects, the session is gone, and the
+    // password no longer logs in.
+    let done = expect(teacher.post(app.at("/admin/api/users/alice/disable")), 200).await;
+    assert_eq!(done["audit"]["action"], "account.disable");
+    assert_eq!(done["audit"]["detail"], json!({"sockets_closed": 1}));
+    until_closed(&mut a).await;
+    assert_eq!(
+        a.http
+            .get(app.at("/api/queue"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let login = app.try_login(&app.client(), "alice", old_password).await;
+    assert_ne!(login.status(), 303, "a disabled account cannot log in");
+    // An instructor cannot lock themselves out.
+    let own = expect(
+        teacher.post(app.at("/admin/api/users/teacher/disable")),
+        409,
+    )
+    .await;
+    assert!(own["error"].as_str().unwrap().contains("your own"), "{own}");
+
+    // Enabled again: the same password works.
+    expect(teacher.post(app.at("/admin/api/users/alice/enable")), 200).await;
+    let mut a = participant_again(&app, "alice", old_password).await;
+
+    // A new password: only the answer carries it; the old one stops
+    // working and the open canvas disconnects.
+    let done = expect(
+        by_token(&app, Method::POST, "/admin/api/users/alice/reset-password"),
+        200,
+    )
+    .await;
+    let new_password = done["password"].as_str().unwrap().to_string();
+    assert_eq!(done["user"], "alice");
+    until_closed(&mut a).await;
+    let old = app.try_login(&app.client(), "alice", old_password).await;
+    assert_ne!(old.status(), 303);
+    let new = app.try_login(&app.client(), "alice", &new_password).await;
+    assert_eq!(new.status(), 303);
+
+    expect(
+        by_token(&app, Method::POST, "/admin/api/users/nobody/disable"),
+        404,
+    )
+    .await;
+    expect(
+        by_token(&app, Method::POST, "/admin/api/users/alice/promote"),
+        404,
+    )
+    .await;
+
+    let log = audit_log(&app).await;
+    let actions: Vec<&str> = log.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "account.reset_password",
+            "account.enable",
+            "account.disable"
+        ]
+    );
+    assert!(
+        !serde_json::to_string(&log).unwrap().contains(&new_password),
+        "the audit log never holds a password"
+    );
+}
+
+/// An existing account logging in again, with an open socket.
+async fn participant_again(app: &TestApp, name: &str, password: &str) -> Participant {
+    let r = app.try_login(&app.client(), name, password).await;
+    assert_eq!(r.status(), 303, "{name} logs in");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut ws =
+        crate::support::ws_connect(app, &format!("/ws?clientId={name}-tab"), Some(&cookie))
+            .await
+            .unwrap();
+    assert_eq!(next_frame(&mut ws).await["type"], "status");
+    let http = reqwest::Client::builder()
+        .default_headers(
+            std::iter::once((reqwest::header::COOKIE, cookie.parse().unwrap())).collect(),
+        )
+        .build()
+        .unwrap();
+    Participant {
+        http,
+        ws,
+        sid: format!("{name}-tab"),
+        cookie,
     }
 }

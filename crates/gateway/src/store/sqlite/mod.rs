@@ -119,6 +119,30 @@ impl Sqlite {
         Ok(())
     }
 
+    /// Disables an account (`Some(when)`), ending its sessions, or enables
+    /// it again (`None`).
+    pub async fn set_disabled(&self, name: &UserName, disabled_at: Option<i64>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE users SET disabled_at = $1 WHERE name = $2")
+            .bind(disabled_at)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user '{name}'")));
+        }
+        if disabled_at.is_some() {
+            sqlx::query(
+                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE name = $1)",
+            )
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Removes an account and its sessions (its files are the workspace's
     /// business).
     pub async fn remove_user(&self, name: &UserName) -> StoreResult<()> {
