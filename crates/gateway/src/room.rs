@@ -1,7 +1,8 @@
 //! The instructor's hold on the room: the room's jobs across participants,
 //! and every action an instructor takes on them (cancel, move to the front,
-//! pause and resume, broadcast, the backends' switches, accounts created,
-//! disabled, enabled or given a new password).
+//! pause and resume, broadcast, pushing a workflow into everyone's
+//! Workflows, the backends' switches, accounts created, disabled, enabled
+//! or given a new password).
 //! Each action is written to the audit log (who, what, when, on what)
 //! once it has taken effect; the admin API and the CLI reach the room only
 //! through here.
@@ -46,6 +47,9 @@ pub enum RoomError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A participant's files could not be written.
+    #[error(transparent)]
+    Files(crate::workspace::WorkspaceError),
 }
 
 pub type RoomResult<T> = Result<T, RoomError>;
@@ -60,7 +64,17 @@ const PAUSED_KEY: &str = "paused";
 pub struct Room {
     dispatcher: Arc<Dispatcher>,
     accounts: Accounts,
+    /// One delivery of pushed workflows at a time, so a push and a login
+    /// never both give someone the same workflow.
+    delivering: tokio::sync::Mutex<()>,
 }
+
+/// The longest name of a pushed workflow, in characters.
+pub const MAX_WORKFLOW_NAME_CHARS: usize = 100;
+
+/// How many other names (`name (2)` …) a pushed workflow tries when a
+/// participant already has a different file by its name.
+const OTHER_NAMES: u32 = 100;
 
 /// The room at a glance, as `GET /admin/api/jobs` answers it.
 pub struct RoomView {
@@ -82,6 +96,7 @@ impl Room {
         Ok(Room {
             dispatcher,
             accounts,
+            delivering: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -348,6 +363,77 @@ impl Room {
             .ok_or_else(|| RoomError::NotFound(format!("no account named '{name}'")))
     }
 
+    /// Puts a workflow (as the frontend saves it) into every account's
+    /// Workflows now, and into each account that logs in later. A
+    /// participant's own file of the same name is never replaced: the
+    /// pushed one takes the name `NAME (2)` (or the next free one).
+    pub async fn push_workflow(
+        &self,
+        actor: &Actor,
+        name: &str,
+        workflow: &Value,
+    ) -> RoomResult<AuditEntry> {
+        let name = workflow_name(name)?;
+        if !workflow.get("nodes").is_some_and(Value::is_array) {
+            return Err(RoomError::Invalid(
+                "not a workflow as ComfyUI saves it (it has no \"nodes\" list)".into(),
+            ));
+        }
+        let store = &self.shared().store;
+        store
+            .add_room_workflow(&name, workflow, now_ms(), &actor.to_string())
+            .await?;
+        let mut delivered = 0;
+        let mut failed = Vec::new();
+        for user in store.list_users().await? {
+            if user.disabled {
+                // They get it when enabled and logged in again.
+                continue;
+            }
+            match self.deliver_workflows(user.id, &user.name).await {
+                Ok(n) => delivered += n,
+                Err(e) => {
+                    tracing::warn!(user = %user.name, error = %e, "a pushed workflow did not reach a participant now; it is tried again at their next login");
+                    failed.push(user.name.to_string());
+                }
+            }
+        }
+        self.tell_everyone(
+            &format!("The instructor shared the workflow \"{name}\": open it from your Workflows."),
+            &format!("comfyume-workflow-{}", now_ms()),
+        );
+        self.audit(
+            actor,
+            "room.push_workflow",
+            &name,
+            json!({"delivered": delivered, "not_yet": failed}),
+        )
+        .await
+    }
+
+    /// Writes the pushed workflows `user` has not had into their
+    /// Workflows; returns how many. Called for everyone on a push, and for
+    /// one participant at each login.
+    pub async fn deliver_workflows(
+        &self,
+        user: comfyume_domain::UserId,
+        name: &UserName,
+    ) -> RoomResult<usize> {
+        let _one_at_a_time = self.delivering.lock().await;
+        let store = &self.shared().store;
+        let pending = store.undelivered_workflows(user).await?;
+        let workspace = self.shared().workspaces.user(name);
+        for workflow in &pending {
+            let bytes = serde_json::to_vec(&workflow.content)
+                .map_err(|e| RoomError::Invalid(format!("the workflow cannot be written: {e}")))?;
+            put_workflow(&workspace, &workflow.name, bytes).await?;
+            store
+                .mark_workflow_delivered(workflow.id, user, now_ms())
+                .await?;
+        }
+        Ok(pending.len())
+    }
+
     /// The newest `limit` audit entries, older than entry `before` if given.
     pub async fn audit_log(&self, limit: u32, before: Option<i64>) -> RoomResult<Vec<AuditEntry>> {
         Ok(self.shared().store.audit_log(limit, before).await?)
@@ -394,6 +480,59 @@ impl Room {
             .ok_or_else(|| RoomError::NotFound(format!("the owner of job {} is gone", job.id)))?
             .name)
     }
+}
+
+/// A pushed workflow's file name: one name (no folders), without
+/// `.json`, not hidden.
+fn workflow_name(raw: &str) -> RoomResult<String> {
+    let name = raw.trim();
+    let name = name.strip_suffix(".json").unwrap_or(name).trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_WORKFLOW_NAME_CHARS {
+        return Err(RoomError::Invalid(format!(
+            "a workflow's name has 1 to {MAX_WORKFLOW_NAME_CHARS} characters"
+        )));
+    }
+    if name.starts_with('.') || name.contains(['/', '\\']) || name.chars().any(char::is_control) {
+        return Err(RoomError::Invalid(format!(
+            "'{name}' cannot be a workflow's name: no folders, no leading dot"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+/// Writes `bytes` as `workflows/NAME.json`, or under the next free
+/// `NAME (n).json` when the participant has a different file by that
+/// name; the same content already there counts as delivered.
+async fn put_workflow(
+    workspace: &crate::workspace::Workspace,
+    name: &str,
+    bytes: Vec<u8>,
+) -> RoomResult<()> {
+    use crate::workspace::WorkspaceError;
+    use comfyume_domain::SafeRelPath;
+    for n in 1..=OTHER_NAMES {
+        let file = if n == 1 {
+            format!("workflows/{name}.json")
+        } else {
+            format!("workflows/{name} ({n}).json")
+        };
+        let path = SafeRelPath::parse(&file).map_err(|e| {
+            RoomError::Invalid(format!("'{name}' cannot be a workflow's name: {e}"))
+        })?;
+        match workspace.write(&path, bytes.clone(), false).await {
+            Ok(_) => return Ok(()),
+            Err(WorkspaceError::Conflict) => {
+                if workspace.read_bytes(&path).await.ok().as_deref() == Some(&bytes[..]) {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(RoomError::Files(e)),
+        }
+    }
+    Err(RoomError::Conflict(format!(
+        "every name from '{name}' to '{name} ({OTHER_NAMES})' is taken in a participant's Workflows"
+    )))
 }
 
 fn ended(id: &JobId) -> RoomError {

@@ -66,6 +66,14 @@ pub enum RoomCommand {
     Resume,
     /// Show MESSAGE on every connected participant's canvas.
     Broadcast { message: String },
+    /// Put a workflow (a .json saved from ComfyUI) into every account's
+    /// Workflows, now and at each later login.
+    PushWorkflow {
+        file: std::path::PathBuf,
+        /// Its name in Workflows (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -272,6 +280,27 @@ pub async fn room(config: &Config, args: Connection<RoomCommand>) -> anyhow::Res
                 .post(
                     "/admin/api/room/broadcast",
                     Some(json!({"message": message})),
+                )
+                .await?;
+            print_done(&done);
+            return Ok(());
+        }
+        RoomCommand::PushWorkflow { file, name } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let workflow: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let name = match name {
+                Some(n) => n.clone(),
+                None => file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .context("the file has no name; pass --name")?,
+            };
+            let done = api
+                .post(
+                    "/admin/api/room/workflows",
+                    Some(json!({"name": name, "workflow": workflow})),
                 )
                 .await?;
             print_done(&done);

@@ -256,6 +256,27 @@ pub async fn broadcast(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PushedWorkflow {
+    name: String,
+    workflow: Value,
+}
+
+/// `POST /admin/api/room/workflows` `{"name", "workflow"}`: the workflow
+/// into every account's Workflows, now and at each later login.
+pub async fn push_workflow(
+    Admin(actor): Admin,
+    State(state): State<AppState>,
+    Json(body): Json<PushedWorkflow>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = state
+        .room
+        .push_workflow(&actor, &body.name, &body.workflow)
+        .await?;
+    Ok(Json(json!({"audit": audit_entry(&entry)})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     limit: Option<u32>,
     before: Option<i64>,

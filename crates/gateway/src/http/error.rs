@@ -125,6 +125,7 @@ impl From<crate::room::RoomError> for ApiError {
             R::Conflict(m) => ApiError::json_error(StatusCode::CONFLICT, m),
             R::Invalid(m) => ApiError::json_error(StatusCode::BAD_REQUEST, m),
             R::Store(e) => ApiError::internal(e),
+            R::Files(e) => ApiError::internal(e),
         }
     }
 }

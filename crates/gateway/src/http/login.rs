@@ -91,6 +91,11 @@ pub async fn submit(
         }) => {
             tracing::info!(user = %user.name, "login");
             state.metrics.login(LoginResult::Accepted);
+            // Workflows the instructor pushed while they were away. A
+            // failure leaves them for the next login, and says why.
+            if let Err(e) = state.room.deliver_workflows(user.id, &user.name).await {
+                tracing::warn!(user = %user.name, error = %e, "could not deliver the room's pushed workflows at login");
+            }
             let mut r = Redirect::to(next).into_response();
             set_cookie(&mut r, &session_cookie(&state, session.expose()));
             append_cookie(&mut r, &device_cookie(&state, device.expose()));

@@ -73,6 +73,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(admin::broadcast),
         )
         .route(
+            "/admin/api/room/workflows",
+            axum::routing::post(admin::push_workflow),
+        )
+        .route(
             "/admin/api/room/{action}",
             axum::routing::post(admin::room_action),
         )

@@ -161,6 +161,15 @@ pub struct RoomJob {
     pub bumped_at: Option<i64>,
 }
 
+/// A workflow an instructor pushed to the room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomWorkflow {
+    pub id: i64,
+    /// Its file name in Workflows, without `.json`.
+    pub name: String,
+    pub content: Value,
+}
+
 /// What [`Store::insert_job`] did.
 #[derive(Debug)]
 pub enum Inserted {
@@ -294,6 +303,11 @@ operations! {
     /// The newest `limit` entries of the audit log, newest first, older
     /// than entry `before` when given.
     fn audit_log(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
+    /// Keeps a workflow pushed to the room; returns its id.
+    fn add_room_workflow(&self, name: &str, content: &Value, at: i64, by: &str) -> StoreResult<i64>;
+    /// The pushed workflows `user` has not had yet, oldest first.
+    fn undelivered_workflows(&self, user: UserId) -> StoreResult<Vec<RoomWorkflow>>;
+    fn mark_workflow_delivered(&self, id: i64, user: UserId, at: i64) -> StoreResult<()>;
     /// A room switch that outlives a restart (`None`: never set).
     fn room_value(&self, key: &str) -> StoreResult<Option<String>>;
     fn set_room_value(&self, key: &str, value: &str) -> StoreResult<()>;

@@ -200,6 +200,13 @@ impl Workspace {
         }
     }
 
+    /// A userdata file's bytes (a pushed workflow compares them with its
+    /// own before taking another name).
+    pub async fn read_bytes(&self, file: &SafeRelPath) -> Result<Vec<u8>> {
+        let found = self.read(file).await?;
+        Ok(tokio::fs::read(&found.path).await?)
+    }
+
     /// `POST /userdata/{file}`: stores `data` atomically (staged, then
     /// renamed into place), creating parent directories. With
     /// `overwrite == false` an existing file (or directory) is 409. Returns

@@ -1,6 +1,7 @@
 //! The instructor's hold on the room through the admin API and the CLI:
 //! cancelling and bumping anyone's job, cancelling all of a participant's,
-//! pausing and resuming the room, broadcasting to every canvas, disabling
+//! pausing and resuming the room, broadcasting to every canvas, pushing a
+//! workflow into everyone's Workflows, disabling
 //! an account and resetting its password. Each
 //! action takes effect, lands in the audit log with who did it, and is
 //! refused to a participant's session and to no session.
@@ -111,6 +112,11 @@ async fn room_actions_are_refused_to_participants_and_to_no_session() {
             Method::POST,
             "/admin/api/room/broadcast".into(),
             Some(json!({"message": "hello"})),
+        ),
+        (
+            Method::POST,
+            "/admin/api/room/workflows".into(),
+            Some(json!({"name": "intro", "workflow": {"nodes": []}})),
         ),
         (Method::GET, "/admin/api/audit".into(), None),
     ];
@@ -461,12 +467,25 @@ async fn the_cli_steers_the_room() {
     let (ok, out, err) = run(&["room", "resume"]).await.unwrap();
     assert!(ok, "{err}");
     assert!(out.contains("room: running"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warm-up.json");
+    std::fs::write(&file, r#"{"nodes": [], "links": []}"#).unwrap();
+    let (ok, out, err) = run(&["room", "push-workflow", file.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("room.push_workflow warm-up"), "{out}");
     let (ok, out, _) = run(&["audit", "list"]).await.unwrap();
     assert!(ok);
     // Newest first, each by the token.
     let lines: Vec<&str> = out.lines().skip(1).collect();
-    assert_eq!(lines.len(), 3, "{out}");
-    for (line, action) in lines.iter().zip(["room.resume", "job.bump", "room.pause"]) {
+    assert_eq!(lines.len(), 4, "{out}");
+    for (line, action) in lines.iter().zip([
+        "room.push_workflow",
+        "room.resume",
+        "job.bump",
+        "room.pause",
+    ]) {
         assert!(
             line.contains(action) && line.contains("admin token"),
             "{out}"
@@ -592,4 +611,108 @@ async fn participant_again(app: &TestApp, name: &str, password: &str) -> Partici
         sid: format!("{name}-tab"),
         cookie,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_workflow_reaches_everyone_now_and_later_and_replaces_nothing() {
+    let app = room().await;
+    let teacher = teacher(&app).await;
+    let mut a = participant(&app, "alice").await;
+    let b = participant(&app, "bob").await;
+    // Bob already has a workflow of his own by that name.
+    let his = json!({"nodes": [{"id": 1, "type": "EmptyImage"}], "links": []});
+    let r = b
+        .http
+        .post(app.at("/api/userdata/workflows%2Fintro.json"))
+        .json(&his)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let pushed = json!({"nodes": [], "links": [], "version": 0.4, "extra": {"by": "teacher"}});
+    let done = expect(
+        teacher
+            .post(app.at("/admin/api/room/workflows"))
+            .json(&json!({"name": "intro.json", "workflow": pushed})),
+        200,
+    )
+    .await;
+    assert_eq!(done["audit"]["action"], "room.push_workflow");
+    assert_eq!(done["audit"]["target"], "intro");
+    // teacher, alice and bob.
+    assert_eq!(
+        done["audit"]["detail"],
+        json!({"delivered": 3, "not_yet": []})
+    );
+    let told = next_notification(&mut a).await;
+    assert!(
+        told["data"]["value"].as_str().unwrap().contains("intro"),
+        "{told}"
+    );
+
+    let listing = |p: &Participant| {
+        let (http, url) = (p.http.clone(), app.at("/api/userdata?dir=workflows"));
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let read = |p: &Participant, file: &str| {
+        let (http, url) = (
+            p.http.clone(),
+            app.at(&format!("/api/userdata/workflows%2F{file}")),
+        );
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(listing(&a).await, json!(["intro.json"]));
+    assert_eq!(read(&a, "intro.json").await, pushed);
+    // Bob keeps his; the pushed one takes the next name.
+    assert_eq!(listing(&b).await, json!(["intro (2).json", "intro.json"]));
+    assert_eq!(read(&b, "intro.json").await, his);
+    assert_eq!(read(&b, "intro%20(2).json").await, pushed);
+
+    // Someone who logs in later gets it at login, once.
+    let c = participant(&app, "carol").await;
+    assert_eq!(listing(&c).await, json!(["intro.json"]));
+    let again = participant_again(&app, "alice", "alice-secret-pw").await;
+    assert_eq!(listing(&again).await, json!(["intro.json"]));
+
+    // What cannot be a workflow, or a name, is refused with the reason.
+    let bad_name = expect(
+        teacher
+            .post(app.at("/admin/api/room/workflows"))
+            .json(&json!({"name": "../escape", "workflow": pushed})),
+        400,
+    )
+    .await;
+    assert!(
+        bad_name["error"].as_str().unwrap().contains("no folders"),
+        "{bad_name}"
+    );
+    let not_a_workflow = expect(
+        teacher
+            .post(app.at("/admin/api/room/workflows"))
+            .json(&json!({"name": "x", "workflow": {"1": {"class_type": "SaveImage"}}})),
+        400,
+    )
+    .await;
+    assert!(
+        not_a_workflow["error"].as_str().unwrap().contains("nodes"),
+        "{not_a_workflow}"
+    );
+    assert_eq!(audit_log(&app).await.len(), 1);
 }

@@ -7,8 +7,8 @@ use sqlx::sqlite::SqliteRow;
 
 use super::Sqlite;
 use super::jobs::parse_id;
-use crate::store::{AuditEntry, RoomJob, StoreError, StoreResult};
-use comfyume_domain::{JobId, UserName};
+use crate::store::{AuditEntry, RoomJob, RoomWorkflow, StoreError, StoreResult};
+use comfyume_domain::{JobId, UserId, UserName};
 
 impl Sqlite {
     pub async fn room_jobs(&self) -> StoreResult<Vec<RoomJob>> {
@@ -106,6 +106,63 @@ impl Sqlite {
         )
         .bind(key)
         .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Sqlite {
+    pub async fn add_room_workflow(
+        &self,
+        name: &str,
+        content: &Value,
+        at: i64,
+        by: &str,
+    ) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO room_workflows (name, content, pushed_at, pushed_by) VALUES ($1, $2, $3, $4)
+             RETURNING id",
+        )
+        .bind(name)
+        .bind(content.to_string())
+        .bind(at)
+        .bind(by)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn undelivered_workflows(&self, user: UserId) -> StoreResult<Vec<RoomWorkflow>> {
+        let rows = sqlx::query(
+            "SELECT w.id, w.name, w.content FROM room_workflows w
+             WHERE NOT EXISTS (SELECT 1 FROM room_workflow_deliveries d
+                               WHERE d.workflow_id = w.id AND d.user_id = $1)
+             ORDER BY w.id",
+        )
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let content: String = r.try_get("content")?;
+                Ok(RoomWorkflow {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    content: serde_json::from_str(&content)
+                        .map_err(|e| StoreError::Corrupt(format!("room_workflows.content: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_workflow_delivered(&self, id: i64, user: UserId, at: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO room_workflow_deliveries (workflow_id, user_id, delivered_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(user.0)
+        .bind(at)
         .execute(&self.pool)
         .await?;
         Ok(())
