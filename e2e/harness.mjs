@@ -34,6 +34,9 @@ export const OFFICIAL_TEMPLATES_DIR = path.join(REPO, 'frontend', 'workflow_temp
 export const NODE_DOCS_DIR = path.join(REPO, 'frontend', 'embedded_docs');
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
+/** The admin API's bearer token in every workshop the harness starts. */
+export const ADMIN_TOKEN = 'e2e-admin-token-0123456789abcdef';
+
 /** The accounts the harness creates. */
 export const USERS = {
   alice: { name: 'alice', password: 'alice-e2e-password-1' },
@@ -292,6 +295,8 @@ export async function startWorkshop({ stepMs, comfyuiUrl } = {}) {
       `templates_dir = ${tomlString(TEMPLATES_DIR)}`,
       `official_templates_dir = ${tomlString(OFFICIAL_TEMPLATES_DIR)}`,
       `node_docs_dir = ${tomlString(NODE_DOCS_DIR)}`,
+      '',
+      `admin_token = ${tomlString(ADMIN_TOKEN)}`,
       '',
       '[auth]',
       'secure_cookies = false',

@@ -173,6 +173,12 @@ impl Hub {
         users.remove(&user).map_or(0, |conns| conns.len())
     }
 
+    /// The users with at least one socket open.
+    pub fn connected_users(&self) -> Vec<UserId> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.keys().copied().collect()
+    }
+
     /// How many sockets are open, over all users.
     pub fn connection_count(&self) -> usize {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,6 +6,12 @@
 //! Each action is written to the audit log (who, what, when, on what)
 //! once it has taken effect; the admin API and the CLI reach the room only
 //! through here.
+//!
+//! It also tells each participant where they stand (`standing_of`, and
+//! `publish_once` on every change to the queue): their name, whether the
+//! room is paused, the instructor's banner, and each waiting prompt's
+//! place in the room's expected start order with an estimated start.
+//! ComfyUME's frontend extension (`web/room.js`) shows it on the canvas.
 
 use std::sync::Arc;
 
@@ -60,6 +66,13 @@ pub const MAX_BROADCAST_CHARS: usize = 500;
 /// Where the room's pause is kept across restarts.
 const PAUSED_KEY: &str = "paused";
 
+/// Where the instructor's current broadcast is kept (its banner stays on
+/// every canvas until cleared, for those who arrive later too).
+const BANNER_KEY: &str = "banner";
+
+/// The `type` of the frames that tell a participant where they stand.
+pub const NEWS_FRAME: &str = "comfyume.room";
+
 /// The instructor's actions on the room; cheap to share.
 pub struct Room {
     dispatcher: Arc<Dispatcher>,
@@ -67,6 +80,9 @@ pub struct Room {
     /// One delivery of pushed workflows at a time, so a push and a login
     /// never both give someone the same workflow.
     delivering: tokio::sync::Mutex<()>,
+    /// What each connected participant was last told of where they stand,
+    /// so only changes are sent.
+    told: std::sync::Mutex<std::collections::HashMap<comfyume_domain::UserId, Value>>,
 }
 
 /// The longest name of a pushed workflow, in characters.
@@ -97,6 +113,7 @@ impl Room {
             dispatcher,
             accounts,
             delivering: tokio::sync::Mutex::new(()),
+            told: std::sync::Mutex::default(),
         })
     }
 
@@ -131,6 +148,7 @@ impl Room {
                     return Err(ended(id));
                 }
                 self.shared().send_status(job.owner).await;
+                self.dispatcher.wake();
             }
             JobState::InProgress => {
                 if !self.dispatcher.cancel_running(id) {
@@ -163,6 +181,7 @@ impl Room {
             }
         }
         self.shared().send_status(user.id).await;
+        self.dispatcher.wake();
         let dequeued: Vec<String> = dequeued.iter().map(ToString::to_string).collect();
         self.audit(
             actor,
@@ -237,6 +256,12 @@ impl Room {
                 "the message has {chars} characters; at most {MAX_BROADCAST_CHARS} fit on a canvas"
             )));
         }
+        let banner = json!({"message": message, "at": now_ms()});
+        self.shared()
+            .store
+            .set_room_value(BANNER_KEY, &banner.to_string())
+            .await?;
+        self.dispatcher.wake();
         let sockets = self.tell_everyone(message, &format!("comfyume-broadcast-{}", now_ms()));
         self.audit(
             actor,
@@ -245,6 +270,120 @@ impl Room {
             json!({"message": message, "sockets": sockets}),
         )
         .await
+    }
+
+    /// Takes the broadcast's banner off every canvas.
+    pub async fn clear_broadcast(&self, actor: &Actor) -> RoomResult<AuditEntry> {
+        let was = self.banner().await?;
+        self.shared()
+            .store
+            .set_room_value(BANNER_KEY, "null")
+            .await?;
+        self.dispatcher.wake();
+        self.audit(
+            actor,
+            "room.clear_broadcast",
+            "room",
+            json!({"message": was.and_then(|b| b.get("message").cloned())}),
+        )
+        .await
+    }
+
+    /// The instructor's current broadcast (`{"message", "at"}`), if any.
+    async fn banner(&self) -> RoomResult<Option<Value>> {
+        let stored = self.shared().store.room_value(BANNER_KEY).await?;
+        let Some(text) = stored else { return Ok(None) };
+        let banner: Value = serde_json::from_str(&text).map_err(|e| {
+            RoomError::Store(StoreError::Corrupt(format!("room_state.banner: {e}")))
+        })?;
+        Ok((!banner.is_null()).then_some(banner))
+    }
+
+    /// Where `user` stands in the room, as their canvas shows it: their
+    /// name, whether the room is paused, the instructor's banner, and for
+    /// each of their waiting prompts its place in the room's queue (1 =
+    /// next), how many wait ahead of it and about when it starts.
+    pub async fn standing_of(&self, user: &crate::auth::SessionUser) -> RoomResult<Value> {
+        let places = self.dispatcher.queue_places().await?;
+        let banner = self.banner().await?;
+        Ok(self.standing(user.id, &user.name, &places, banner.as_ref()))
+    }
+
+    fn standing(
+        &self,
+        user: comfyume_domain::UserId,
+        name: &UserName,
+        places: &[crate::dispatch::QueuePlace],
+        banner: Option<&Value>,
+    ) -> Value {
+        let waiting: Vec<Value> = places
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.owner == user)
+            .map(|(ahead, p)| {
+                json!({
+                    "prompt_id": p.job.to_string(),
+                    "position": ahead + 1,
+                    "ahead": ahead,
+                    "estimated_start_seconds": p.wait_ms.map(|ms| ms.div_ceil(1000)),
+                })
+            })
+            .collect();
+        json!({
+            "user": name.as_str(),
+            "paused": self.dispatcher.is_paused(),
+            "banner": banner,
+            "waiting": waiting,
+            "room_waiting": places.len(),
+        })
+    }
+
+    /// Tells every connected participant where they stand, if that
+    /// changed since they were last told (a `comfyume.room` frame, which
+    /// ComfyUME's frontend extension shows). Returns how many were told.
+    pub async fn publish_once(&self) -> RoomResult<usize> {
+        let connected = self.shared().hub.connected_users();
+        if connected.is_empty() {
+            self.told.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            return Ok(0);
+        }
+        let places = self.dispatcher.queue_places().await?;
+        let banner = self.banner().await?;
+        let connected: std::collections::HashSet<_> = connected.into_iter().collect();
+        // One query for every name, however many are connected.
+        let names: std::collections::HashMap<_, _> = self
+            .shared()
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .filter(|u| connected.contains(&u.id))
+            .map(|u| (u.id, u.name))
+            .collect();
+        let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+        told.retain(|user, _| names.contains_key(user));
+        let mut sent = 0;
+        for (user, name) in &names {
+            let standing = self.standing(*user, name, &places, banner.as_ref());
+            if told.get(user) == Some(&standing) {
+                continue;
+            }
+            let frame = json!({"type": NEWS_FRAME, "data": standing});
+            self.shared()
+                .hub
+                .send_to_user(*user, Outbound::Text(frame.to_string()));
+            told.insert(*user, standing);
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// A participant's new socket has been told nothing yet.
+    pub fn forget_told(&self, user: comfyume_domain::UserId) {
+        self.told
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&user);
     }
 
     /// Enables, disables or drains a backend.

@@ -36,6 +36,7 @@ pub async fn run(
     let mut background = JoinSet::new();
     background.spawn(housekeeping(state.clone()));
     background.spawn(state.dispatcher.clone().run());
+    background.spawn(room_news(state.clone()));
     // Closes with the main address (which flips `closing`), and is waited
     // for after it.
     let metrics = match metrics_listener {
@@ -78,6 +79,21 @@ async fn housekeeping(state: AppState) {
     loop {
         tick.tick().await;
         run_housekeeping_once(&state).await;
+    }
+}
+
+/// Tells participants where they stand whenever the queue changes
+/// ([`crate::room::Room::publish_once`]).
+async fn room_news(state: AppState) {
+    loop {
+        state.dispatcher.changed().await;
+        // Changes come in bursts (a job ends, the next one starts, its
+        // owner's status goes out): one look after the burst, at most a
+        // few a second however busy the room is.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Err(e) = state.room.publish_once().await {
+            tracing::warn!(error = %e, "could not tell participants where they stand in the queue");
+        }
     }
 }
 

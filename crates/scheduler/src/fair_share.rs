@@ -135,6 +135,11 @@ impl FairShare {
             .map(|(u, _)| *u)
     }
 
+    /// The room's mean job length so far, if any job has been charged.
+    pub fn room_mean_ms(&self) -> Option<u64> {
+        self.room.mean_ms()
+    }
+
     /// What a job of `user` is expected to cost while it runs: the user's
     /// mean job length, else the room's, else 1 ms. Never zero.
     pub fn estimate_ms(&self, user: UserId) -> u64 {

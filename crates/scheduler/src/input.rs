@@ -168,7 +168,7 @@ impl PendingJob {
 
     /// The order of a user's own queue: instructor lane first, then
     /// [`OrderKey`].
-    pub(super) fn queue_cmp(&self, other: &Self) -> Ordering {
+    pub(crate) fn queue_cmp(&self, other: &Self) -> Ordering {
         other
             .admin
             .cmp(&self.admin)

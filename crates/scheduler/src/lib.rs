@@ -84,4 +84,4 @@ mod tests;
 
 pub use fair_share::{FairShare, Usage};
 pub use input::{BackendId, OrderKey, PendingJob, RunningCounts, Slot};
-pub use plan::{plan, plan_ahead};
+pub use plan::{plan, plan_ahead, start_order};

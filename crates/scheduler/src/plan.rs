@@ -193,3 +193,43 @@ pub fn plan_ahead(
     let slots: Vec<Slot> = busy.iter().map(|(slot, _)| slot.clone()).collect();
     assign(pending, running, &ending, share, &slots, cap)
 }
+
+/// The order the pending jobs are expected to start in, for telling each
+/// participant their place in the room's queue.
+///
+/// It is [`plan`]'s choice made for every job at once, as if there were a
+/// slot for each and every backend could run every job: the instructor
+/// lane first, then the users in turn by virtual time, each taking their
+/// jobs in their own queue order, each start adding the user's estimated
+/// GPU time to their virtual time (so a user with many jobs interleaves
+/// with the others instead of going first with all of them). It cannot
+/// know what the caps and backends will allow when a slot really frees,
+/// so it is an estimate; `plan` still decides.
+pub fn start_order(
+    pending: &[PendingJob],
+    running: &RunningCounts,
+    share: &FairShare,
+) -> Vec<JobId> {
+    let anywhere: Vec<PendingJob> = pending
+        .iter()
+        .map(|job| PendingJob {
+            allowed: None,
+            ..job.clone()
+        })
+        .collect();
+    let backend = super::BackendId::new("anywhere");
+    let slots: Vec<Slot> = (0..anywhere.len())
+        .map(|i| Slot::new(backend.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+    assign(
+        &anywhere,
+        running,
+        &RunningCounts::new(),
+        share,
+        &slots,
+        u32::MAX,
+    )
+    .into_iter()
+    .map(|(id, _)| id)
+    .collect()
+}

@@ -64,8 +64,11 @@ pub enum RoomCommand {
     Pause,
     /// Let waiting jobs start again.
     Resume,
-    /// Show MESSAGE on every connected participant's canvas.
+    /// Show MESSAGE on every participant's canvas (a banner that stays
+    /// until cleared, and a notice on the canvases open now).
     Broadcast { message: String },
+    /// Take the broadcast's banner off every canvas.
+    ClearBroadcast,
     /// Put a workflow (a .json saved from ComfyUI) into every account's
     /// Workflows, now and at each later login.
     PushWorkflow {
@@ -281,6 +284,13 @@ pub async fn room(config: &Config, args: Connection<RoomCommand>) -> anyhow::Res
                     "/admin/api/room/broadcast",
                     Some(json!({"message": message})),
                 )
+                .await?;
+            print_done(&done);
+            return Ok(());
+        }
+        RoomCommand::ClearBroadcast => {
+            let done = api
+                .call(reqwest::Method::DELETE, "/admin/api/room/broadcast", None)
                 .await?;
             print_done(&done);
             return Ok(());

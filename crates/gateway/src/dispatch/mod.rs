@@ -100,6 +100,9 @@ pub struct Dispatcher {
     /// The prompt each backend runs when it comes up, if configured.
     warmup: Option<serde_json::Value>,
     wake: Notify,
+    /// Fired with every wake: what participants see of the queue may have
+    /// changed (the room's news loop listens).
+    changed: Notify,
     state: Mutex<State>,
     /// Every task the dispatcher starts (job runs, warm-ups, clean-ups):
     /// `shutdown` stops and waits for them. `None` once shut down.
@@ -133,6 +136,25 @@ struct State {
 fn job_span(job: &Job, owner: &UserName, backend: &str) -> tracing::Span {
     let queued_ms = job.started_at.map_or(0, |s| (s - job.created_at).max(0));
     tracing::info_span!("job", job = %job.id, user = %owner, backend, attempt = job.attempts, queued_ms)
+}
+
+/// A waiting job's place in the room (see [`Dispatcher::queue_places`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePlace {
+    pub job: JobId,
+    pub owner: UserId,
+    /// Expected wait before it starts, if the room has a history to tell.
+    pub wait_ms: Option<u64>,
+}
+
+/// Where a pending job stands in its owner's own queue.
+fn order_key(r: &PendingRow) -> OrderKey {
+    let seq = r.seq.max(0) as u64;
+    if r.retry {
+        OrderKey::retry(seq)
+    } else {
+        OrderKey::new(r.number, seq)
+    }
 }
 
 /// How long a running job's backend may stay silent before it is asked
@@ -177,6 +199,7 @@ impl Dispatcher {
             warmup: None,
             policy,
             wake: Notify::new(),
+            changed: Notify::new(),
             state: Mutex::new(State {
                 health,
                 loaded,
@@ -265,6 +288,58 @@ impl Dispatcher {
     /// Something changed (a job arrived, a slot freed): look again.
     pub fn wake(&self) {
         self.wake.notify_one();
+        self.changed.notify_one();
+    }
+
+    /// Resolves after the next change to the queue or the slots (one
+    /// waiter; a change while nobody waits is kept for the next).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Every waiting job in the order it is expected to start (see
+    /// [`scheduler::start_order`]), with its owner and the GPU time
+    /// expected before it can start, spread over the slots that serve the
+    /// room: the jobs ahead of it, and half of each running one (on
+    /// average, half done). `None` for that time until the room has
+    /// finished a job to estimate from.
+    pub async fn queue_places(&self) -> Result<Vec<QueuePlace>, StoreError> {
+        let rows = self.shared.store.pending_jobs().await?;
+        let pending: Vec<PendingJob> = rows
+            .iter()
+            .map(|r| PendingJob::new(r.id, r.owner, r.admin, order_key(r)))
+            .collect();
+        let owners: HashMap<JobId, UserId> = rows.iter().map(|r| (r.id, r.owner)).collect();
+        let slots: u32 = {
+            let serving = self.serving();
+            self.backends
+                .iter()
+                .filter(|b| serving.contains(&b.name))
+                .map(|b| b.slots)
+                .sum()
+        };
+        let state = self.lock();
+        let running: RunningCounts = state.running.values().map(|r| r.owner).collect();
+        let order = scheduler::start_order(&pending, &running, &state.share);
+        let known = state.share.room_mean_ms().is_some();
+        let mut ahead_ms: u64 = state
+            .running
+            .values()
+            .map(|r| state.share.estimate_ms(r.owner) / 2)
+            .sum();
+        let mut places = Vec::with_capacity(order.len());
+        for id in order {
+            let Some(owner) = owners.get(&id).copied() else {
+                continue;
+            };
+            places.push(QueuePlace {
+                job: id,
+                owner,
+                wait_ms: (known && slots > 0).then(|| ahead_ms / u64::from(slots)),
+            });
+            ahead_ms = ahead_ms.saturating_add(state.share.estimate_ms(owner));
+        }
+        Ok(places)
     }
 
     /// Runs the coordinator until the task is dropped.
@@ -485,13 +560,7 @@ impl Dispatcher {
         needs: &Requirements,
         abilities: Option<&Snapshot>,
     ) -> PendingJob {
-        let seq = r.seq.max(0) as u64;
-        let order = if r.retry {
-            OrderKey::retry(seq)
-        } else {
-            OrderKey::new(r.number, seq)
-        };
-        let job = PendingJob::new(r.id, r.owner, r.admin, order);
+        let job = PendingJob::new(r.id, r.owner, r.admin, order_key(r));
         // Only backends that have every node and model the prompt names
         // (when that leaves any: otherwise let a backend say what is wrong).
         let capable: Vec<&Backend> = self

@@ -254,6 +254,15 @@ pub async fn broadcast(
     Ok(Json(json!({"audit": audit_entry(&entry)})))
 }
 
+/// `DELETE /admin/api/room/broadcast`: the banner comes off every canvas.
+pub async fn clear_broadcast(
+    Admin(actor): Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = state.room.clear_broadcast(&actor).await?;
+    Ok(Json(json!({"audit": audit_entry(&entry)})))
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushedWorkflow {

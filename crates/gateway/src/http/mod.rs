@@ -11,6 +11,7 @@ pub mod fuzzing;
 mod guard;
 mod login;
 mod probes;
+mod room;
 mod serve;
 mod session;
 mod static_files;
@@ -58,6 +59,9 @@ pub fn router(state: AppState) -> Router {
             "/admin/api/groups/{group}/use",
             axum::routing::post(admin::use_group),
         )
+        .route("/comfyume/room", get(room::standing))
+        .route("/api/comfyume/room", get(room::standing))
+        .route(room::EXTENSION_PATH, get(room::extension))
         .route("/admin/api/jobs", get(admin::jobs))
         .route(
             "/admin/api/jobs/{id}/{action}",
@@ -70,7 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/room", get(admin::room))
         .route(
             "/admin/api/room/broadcast",
-            axum::routing::post(admin::broadcast),
+            axum::routing::post(admin::broadcast).delete(admin::clear_broadcast),
         )
         .route(
             "/admin/api/room/workflows",

@@ -229,6 +229,8 @@ impl Jobs {
                     .await?;
                 if !done.is_empty() {
                     self.dispatcher.shared().send_status(user.id).await;
+                    // Everyone behind it moves up.
+                    self.dispatcher.wake();
                     return Ok(true);
                 }
                 // It started meanwhile: interrupt it instead.
@@ -254,6 +256,7 @@ impl Jobs {
             .await?;
         if !done.is_empty() {
             self.dispatcher.shared().send_status(user.id).await;
+            self.dispatcher.wake();
         }
         Ok(())
     }

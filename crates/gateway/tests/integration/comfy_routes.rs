@@ -139,7 +139,10 @@ async fn features_stats_extensions_and_empty_catalogues() {
 
     assert_eq!(
         get_json(&c, app.at("/api/extensions")).await,
-        json!(["/extensions/core/groupNode.js"])
+        json!([
+            "/extensions/core/groupNode.js",
+            "/extensions/comfyume-room/room.js"
+        ])
     );
     assert_eq!(
         get_json(&c, app.at("/api/prompt")).await,

@@ -716,3 +716,152 @@ async fn a_pushed_workflow_reaches_everyone_now_and_later_and_replaces_nothing()
     );
     assert_eq!(audit_log(&app).await.len(), 1);
 }
+
+/// Reads frames until the next `comfyume.room` one, and returns its data.
+async fn next_standing(p: &mut Participant) -> Value {
+    loop {
+        let f = next_frame(&mut p.ws).await;
+        if f["type"] == "comfyume.room" {
+            return f["data"].clone();
+        }
+    }
+}
+
+async fn standing(app: &TestApp, p: &Participant) -> Value {
+    p.get_json(app, "/api/comfyume/room").await
+}
+
+/// The (position, ahead) of each waiting prompt in a standing.
+fn places(standing: &Value) -> Vec<(u64, u64)> {
+    standing["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["position"].as_u64().unwrap(),
+                w["ahead"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_participant_sees_their_place_in_the_room_and_it_moves_as_jobs_end() {
+    let app = room().await;
+    let mut d = participant(&app, "dora").await;
+    let long = submit_ok(&app, &d, txt2img_prompt(3, 50)).await;
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&long));
+    until_running(&mut d).await;
+    // Three participants queue behind dora's running job, in this order.
+    let mut queued = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let p = participant(&app, name).await;
+        let id = submit_ok(&app, &p, cpu_prompt(name)).await;
+        queued.push((p, id));
+    }
+    for (n, (p, id)) in queued.iter().enumerate() {
+        let s = standing(&app, p).await;
+        assert_eq!(s["waiting"][0]["prompt_id"], id.as_str(), "{s}");
+        assert_eq!(places(&s), [(n as u64 + 1, n as u64)], "{s}");
+        assert_eq!(s["paused"], false);
+        assert_eq!(s["room_waiting"], 3);
+        // Nothing has finished yet: no history to estimate a start from.
+        assert_eq!(s["waiting"][0]["estimated_start_seconds"], Value::Null);
+    }
+    assert_eq!(standing(&app, &d).await["waiting"], json!([]));
+
+    // Each socket hears it too, once: a second look with no change tells
+    // nobody.
+    assert_eq!(app.state.room.publish_once().await.unwrap(), 4);
+    for (n, (p, _)) in queued.iter_mut().enumerate() {
+        let s = next_standing(p).await;
+        assert_eq!(places(&s), [(n as u64 + 1, n as u64)], "{s}");
+        assert_eq!(s["user"], ["alice", "bob", "carol"][n]);
+    }
+    assert_eq!(app.state.room.publish_once().await.unwrap(), 0);
+
+    // Dora's job ends; alice's starts: bob and carol move up, and hear it.
+    expect(
+        by_token(
+            &app,
+            Method::POST,
+            &format!("/admin/api/jobs/{long}/cancel"),
+        ),
+        200,
+    )
+    .await;
+    frames_until_done(&mut d.ws, &long).await;
+    assert_eq!(
+        app.dispatch_once().await,
+        std::slice::from_ref(&queued[0].1)
+    );
+    assert_eq!(standing(&app, &queued[0].0).await["waiting"], json!([]));
+    assert!(app.state.room.publish_once().await.unwrap() >= 3);
+    for (n, (p, _)) in queued.iter_mut().enumerate().skip(1) {
+        let s = next_standing(p).await;
+        assert_eq!(places(&s), [(n as u64, n as u64 - 1)], "{s}");
+        assert_eq!(standing(&app, p).await["waiting"], s["waiting"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_participant_panel_is_an_extension_and_shows_the_banner_until_cleared() {
+    let app = room().await;
+    let a = participant(&app, "alice").await;
+    let listed = a.get_json(&app, "/api/extensions").await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .contains(&json!("/extensions/comfyume-room/room.js")),
+        "{listed}"
+    );
+    let script = a
+        .http
+        .get(app.at("/extensions/comfyume-room/room.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(script.text().await.unwrap().contains("registerExtension"));
+    let anonymous = reqwest::get(app.at("/extensions/comfyume-room/room.js"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        reqwest::get(app.at("/api/comfyume/room"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    assert_eq!(standing(&app, &a).await["banner"], Value::Null);
+    expect(
+        by_token(&app, Method::POST, "/admin/api/room/broadcast")
+            .json(&json!({"message": "Look at the projector"})),
+        200,
+    )
+    .await;
+    let s = standing(&app, &a).await;
+    assert_eq!(s["banner"]["message"], "Look at the projector");
+    assert_eq!(s["user"], "alice");
+    let done = expect(
+        by_token(&app, Method::DELETE, "/admin/api/room/broadcast"),
+        200,
+    )
+    .await;
+    assert_eq!(done["audit"]["action"], "room.clear_broadcast");
+    assert_eq!(
+        done["audit"]["detail"],
+        json!({"message": "Look at the projector"})
+    );
+    assert_eq!(standing(&app, &a).await["banner"], Value::Null);
+}

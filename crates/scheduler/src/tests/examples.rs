@@ -1,7 +1,9 @@
 //! Readable examples of the policy, most of them simulated.
 
 use super::sim::{Room, SimJob, backend, job_id, run};
-use crate::{FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage, plan, plan_ahead};
+use crate::{
+    FairShare, OrderKey, PendingJob, RunningCounts, Slot, Usage, plan, plan_ahead, start_order,
+};
 use comfyume_domain::UserId;
 
 const A: i64 = 1;
@@ -278,4 +280,31 @@ fn queueing_ahead_keeps_the_cap_for_jobs_running_elsewhere() {
         plan_ahead(&pending, &running, &share, &behind_a, 2),
         [(job_id(1), slot(0, 0))]
     );
+}
+
+/// What each participant is told of their place: A queued three jobs, then
+/// B and C one each, while T's job runs; B and C come between A's jobs, and
+/// a job an instructor bumped (in the lane) goes before everyone's.
+#[test]
+fn the_expected_start_order_takes_turns() {
+    let job = |n: usize, user: i64, lane: bool| {
+        PendingJob::new(job_id(n), UserId(user), lane, OrderKey::back(n as u64))
+    };
+    let pending = vec![
+        job(0, A, false),
+        job(1, A, false),
+        job(2, A, false),
+        job(3, B, false),
+        job(4, C, false),
+    ];
+    let running: RunningCounts = [UserId(T)].into_iter().collect();
+    let mut share = FairShare::new();
+    share.sync_active([A, B, C, T].map(UserId));
+    let order = start_order(&pending, &running, &share);
+    assert_eq!(order, [0, 3, 4, 1, 2].map(job_id));
+
+    let mut bumped = pending.clone();
+    bumped[2].admin = true;
+    let order = start_order(&bumped, &running, &share);
+    assert_eq!(order[0], job_id(2));
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use proptest::prelude::*;
 
 use super::sim::{backend, job_id};
-use crate::{FairShare, OrderKey, PendingJob, RunningCounts, Slot, plan};
+use crate::{FairShare, OrderKey, PendingJob, RunningCounts, Slot, plan, start_order};
 use comfyume_domain::{JobId, UserId};
 
 /// A random snapshot: what the dispatcher would hand to `plan`.
@@ -197,5 +197,38 @@ proptest! {
                 .collect::<Vec<_>>()
         };
         prop_assert_eq!(owners(&s.pending), owners(&shuffled));
+    }
+
+    /// The expected start order holds every pending job once; each user's
+    /// jobs keep their own queue order; the instructor lane comes first;
+    /// and the first job in it is one `plan` would start on a free slot
+    /// that every job may use, with no cap.
+    #[test]
+    fn the_start_order_is_the_plans_order(s in snapshot(true)) {
+        let order = start_order(&s.pending, &s.running, &s.share);
+        let mut ids: Vec<JobId> = s.pending.iter().map(|j| j.id).collect();
+        ids.sort();
+        ids.dedup();
+        let mut got = order.clone();
+        got.sort();
+        prop_assert_eq!(&got, &ids, "every job once");
+        let jobs: HashMap<JobId, &PendingJob> = s.pending.iter().map(|j| (j.id, j)).collect();
+        let mut last: HashMap<UserId, &PendingJob> = HashMap::new();
+        let mut lane_over = false;
+        for id in &order {
+            let job = jobs[id];
+            if let Some(before) = last.get(&job.owner) {
+                prop_assert!(before.queue_cmp(job).is_le(), "{:?} before {:?} in its owner's queue", before.id, job.id);
+            }
+            last.insert(job.owner, job);
+            prop_assert!(!(lane_over && job.admin), "the instructor lane goes first");
+            lane_over |= !job.admin;
+        }
+        if let Some(first) = order.first() {
+            let anywhere: Vec<PendingJob> = s.pending.iter().map(|j| PendingJob { allowed: None, ..j.clone() }).collect();
+            let one = [Slot::new(backend(0), 0)];
+            let planned = plan(&anywhere, &s.running, &s.share, &one, u32::MAX);
+            prop_assert_eq!(planned.first().map(|(id, _)| *id), Some(*first));
+        }
     }
 }

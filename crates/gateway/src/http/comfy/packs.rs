@@ -48,12 +48,11 @@ pub async fn extensions(
     CurrentUser(_): CurrentUser,
     State(state): State<AppState>,
 ) -> Json<Vec<String>> {
-    Json(
-        state
-            .assets
-            .extensions(&state.frontend.extensions, &asked(&state))
-            .await,
-    )
+    // The frontend's own, then ComfyUME's participant panel, then the
+    // packs' from the backends.
+    let mut own = state.frontend.extensions.clone();
+    own.push(crate::http::room::EXTENSION_PATH.to_string());
+    Json(state.assets.extensions(&own, &asked(&state)).await)
 }
 
 pub async fn i18n(CurrentUser(_): CurrentUser, State(state): State<AppState>) -> Json<Value> {

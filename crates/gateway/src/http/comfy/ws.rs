@@ -75,6 +75,9 @@ const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn serve_socket(state: AppState, user: SessionUser, sid: String, socket: WebSocket) {
     let (registration, mut outbound) = state.hub.register(user.id, &sid);
+    // Its canvas asks where it stands when it loads; from here on it hears
+    // each change.
+    state.room.forget_told(user.id);
     let (mut sink, mut stream) = socket.split();
     let mut closing = state.closing.subscribe();
 

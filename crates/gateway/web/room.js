@@ -1,0 +1,99 @@
+// ComfyUME's participant panel: a frontend extension the gateway serves
+// (listed in /extensions like a custom node pack's, so the frontend itself
+// is not modified). It shows who is logged in with a way to log out, the
+// instructor's broadcast, a notice while the room is paused, and where
+// each of the participant's waiting prompts stands in the room's queue
+// with an estimated start. It reads GET /api/comfyume/room when the page
+// loads or its socket reconnects, then follows the gateway's
+// `comfyume.room` frames. Text only ever goes in through textContent.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const STYLE = `
+#comfyume-room { position: fixed; left: 50%; top: 52px; transform: translateX(-50%);
+  z-index: 2000; display: flex; flex-direction: column; gap: 6px; align-items: center;
+  pointer-events: none; font: 14px/1.4 system-ui, sans-serif; max-width: 90vw; }
+#comfyume-room > div { pointer-events: auto; padding: 6px 14px; border-radius: 8px;
+  box-shadow: 0 2px 8px rgba(0,0,0,.35); }
+#comfyume-room .banner { background: #fde68a; color: #1c1917; font-weight: 600; }
+#comfyume-room .paused { background: #fecaca; color: #450a0a; }
+#comfyume-room .queue { background: #1e293b; color: #e2e8f0; }
+#comfyume-user { position: fixed; left: 50%; bottom: 12px; transform: translateX(-50%); z-index: 2000;
+  background: #1e293b; color: #e2e8f0; padding: 4px 10px; border-radius: 8px;
+  font: 13px system-ui, sans-serif; box-shadow: 0 2px 8px rgba(0,0,0,.35); }
+#comfyume-user a { color: #93c5fd; margin-left: 8px; }
+`;
+
+function line(cls, text) {
+  const div = document.createElement("div");
+  div.className = cls;
+  div.textContent = text;
+  return div;
+}
+
+function about(seconds) {
+  if (seconds == null) return "";
+  if (seconds < 60) return ` · starts in about ${Math.max(seconds, 1)} s`;
+  return ` · starts in about ${Math.round(seconds / 60)} min`;
+}
+
+function render(panel, badge, standing) {
+  const lines = [];
+  if (standing.banner && standing.banner.message) {
+    lines.push(line("banner", `From the instructor: ${standing.banner.message}`));
+  }
+  if (standing.paused) {
+    lines.push(line("paused",
+      "Room paused by the instructor: prompts already running finish; yours wait until it resumes."));
+  }
+  const waiting = standing.waiting || [];
+  if (waiting.length > 0) {
+    const first = waiting[0];
+    const ahead = first.ahead === 0 ? "next to start" : `${first.ahead} ahead of it`;
+    let text = `Your prompt is #${first.position} in the room's queue (${ahead})${about(first.estimated_start_seconds)}`;
+    if (waiting.length > 1) text += ` · and ${waiting.length - 1} more of yours after it`;
+    lines.push(line("queue", text));
+  }
+  panel.replaceChildren(...lines);
+  panel.dataset.paused = standing.paused ? "true" : "false";
+  if (standing.user) {
+    const name = document.createElement("span");
+    name.textContent = standing.user;
+    const out = document.createElement("a");
+    out.href = "/logout";
+    out.textContent = "Log out";
+    badge.replaceChildren(name, out);
+  }
+}
+
+app.registerExtension({
+  name: "comfyume.room",
+  async setup() {
+    const style = document.createElement("style");
+    style.textContent = STYLE;
+    document.head.append(style);
+    const panel = document.createElement("div");
+    panel.id = "comfyume-room";
+    const badge = document.createElement("div");
+    badge.id = "comfyume-user";
+    document.body.append(panel, badge);
+
+    let latest = null;
+    const show = (standing) => {
+      // The user name comes with the page's first look; frames keep it.
+      latest = { ...latest, ...standing };
+      render(panel, badge, latest);
+    };
+    const look = async () => {
+      try {
+        const r = await api.fetchApi("/comfyume/room");
+        if (r.ok) show(await r.json());
+      } catch (e) {
+        console.warn("ComfyUME: could not read the room's state", e);
+      }
+    };
+    api.addEventListener("comfyume.room", (e) => show(e.detail));
+    api.addEventListener("reconnected", look);
+    await look();
+  },
+});
