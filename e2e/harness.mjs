@@ -41,6 +41,7 @@ export const ADMIN_TOKEN = 'e2e-admin-token-0123456789abcdef';
 export const USERS = {
   alice: { name: 'alice', password: 'alice-e2e-password-1' },
   bob: { name: 'bob', password: 'bob-e2e-password-2' },
+  teacher: { name: 'teacher', password: 'teacher-e2e-password-3', admin: true },
 };
 
 // Generous: the machine has 2 slow cores and may be compiling at the same time.
@@ -310,7 +311,7 @@ export async function startWorkshop({ stepMs, comfyuiUrl } = {}) {
     ].join('\n'));
 
     for (const u of Object.values(USERS)) {
-      await runCli(['--config', config, 'users', 'add', u.name, '--password', u.password]);
+      await runCli(['--config', config, 'users', 'add', u.name, '--password', u.password, ...(u.admin ? ['--admin'] : [])]);
     }
 
     const server = new Proc('serve', ['--config', config, 'serve', '--listen', '127.0.0.1:0']);

@@ -83,10 +83,26 @@ async fn housekeeping(state: AppState) {
 }
 
 /// Tells participants where they stand whenever the queue changes
-/// ([`crate::room::Room::publish_once`]).
+/// ([`crate::room::Room::publish_once`]), and samples the queue for the
+/// dashboard's charts.
 async fn room_news(state: AppState) {
+    let mut changes = state.dispatcher.changes();
+    let mut sample = tokio::time::interval(crate::room::dashboard::SAMPLE_EVERY);
     loop {
-        state.dispatcher.changed().await;
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = sample.tick() => {
+                // The dashboard's charts: the queue every few seconds.
+                if let Err(e) = state.room.sample_once().await {
+                    tracing::warn!(error = %e, "could not sample the queue for the dashboard");
+                }
+                continue;
+            }
+        }
         // Changes come in bursts (a job ends, the next one starts, its
         // owner's status goes out): one look after the burst, at most a
         // few a second however busy the room is.

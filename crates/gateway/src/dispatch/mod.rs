@@ -100,9 +100,10 @@ pub struct Dispatcher {
     /// The prompt each backend runs when it comes up, if configured.
     warmup: Option<serde_json::Value>,
     wake: Notify,
-    /// Fired with every wake: what participants see of the queue may have
-    /// changed (the room's news loop listens).
-    changed: Notify,
+    /// Counts wakes: what participants and instructors see of the queue
+    /// may have changed (the room's news loop and each open dashboard
+    /// watch it).
+    changes: tokio::sync::watch::Sender<u64>,
     state: Mutex<State>,
     /// Every task the dispatcher starts (job runs, warm-ups, clean-ups):
     /// `shutdown` stops and waits for them. `None` once shut down.
@@ -199,7 +200,7 @@ impl Dispatcher {
             warmup: None,
             policy,
             wake: Notify::new(),
-            changed: Notify::new(),
+            changes: tokio::sync::watch::Sender::new(0),
             state: Mutex::new(State {
                 health,
                 loaded,
@@ -288,13 +289,13 @@ impl Dispatcher {
     /// Something changed (a job arrived, a slot freed): look again.
     pub fn wake(&self) {
         self.wake.notify_one();
-        self.changed.notify_one();
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Resolves after the next change to the queue or the slots (one
-    /// waiter; a change while nobody waits is kept for the next).
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// Changes to the queue or the slots, for whoever shows them: the
+    /// receiver sees a new value after each.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Every waiting job in the order it is expected to start (see
@@ -887,6 +888,26 @@ impl Dispatcher {
             })
             .map(|b| b.name)
             .collect()
+    }
+
+    /// The jobs on the slots now: id, owner, backend, and how long since
+    /// each was started there.
+    pub fn running_jobs(&self) -> Vec<(JobId, UserId, String, Duration)> {
+        let state = self.lock();
+        let mut jobs: Vec<_> = state
+            .running
+            .iter()
+            .map(|(id, r)| {
+                (
+                    *id,
+                    r.owner,
+                    self.backends[r.backend].name.clone(),
+                    r.since.elapsed(),
+                )
+            })
+            .collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.3));
+        jobs
     }
 
     /// Every backend's state, for the admin API.

@@ -17,6 +17,7 @@ use crate::dispatch::{Admission, BackendStatus};
 use crate::http::error::ApiError;
 use crate::http::session::CurrentUser;
 use crate::room::Actor;
+use crate::room::dashboard::Look;
 use crate::store::{AuditEntry, RoomJob};
 use comfyume_domain::{JobId, Role, UserName};
 
@@ -53,6 +54,106 @@ impl FromRequestParts<AppState> for Admin {
             ))
         }
     }
+}
+
+/// `GET /admin`: the instructor's dashboard (a page and its script; the
+/// room arrives over `/admin/api/events`). Anyone else logged in is
+/// turned away; nobody logged in goes to the login page first.
+pub async fn dashboard_page(
+    crate::http::session::PageUser(user): crate::http::session::PageUser,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if user.role != Role::Admin {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::response::Html("<!doctype html><title>ComfyUME</title><p>Only instructors see the room's dashboard. <a href=\"/\">Back to ComfyUI</a></p>"),
+        )
+            .into_response();
+    }
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-cache")],
+        axum::response::Html(DASHBOARD),
+    )
+        .into_response()
+}
+
+const DASHBOARD: &str = include_str!("pages/admin.html");
+
+/// Without any change, an open dashboard looks again this often (who is
+/// online, how long jobs have waited).
+const DASHBOARD_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Changes come in bursts (a job ends, the next starts): one look after.
+const DASHBOARD_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// `GET /admin/api/events`: the dashboard's stream (server-sent events).
+/// The first `delta` event holds the whole room; each later one only the
+/// rows that changed (see [`Look::delta_from`]). At most
+/// [`crate::room::MAX_DASHBOARDS`] are open at once (503 beyond).
+pub async fn events(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let Some(place) = state.room.dashboard_place() else {
+        return Err(ApiError::json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} dashboards are open already; close one",
+                crate::room::MAX_DASHBOARDS
+            ),
+        ));
+    };
+    struct Watching {
+        state: AppState,
+        shown: Look,
+        changes: tokio::sync::watch::Receiver<u64>,
+        closing: tokio::sync::watch::Receiver<bool>,
+        first: bool,
+        _place: tokio::sync::OwnedSemaphorePermit,
+    }
+    let watching = Watching {
+        changes: state.room.changes(),
+        closing: state.closing.subscribe(),
+        state,
+        shown: Look::default(),
+        first: true,
+        _place: place,
+    };
+    let stream = futures_util::stream::unfold(watching, |mut w| async move {
+        loop {
+            if !std::mem::take(&mut w.first) {
+                tokio::select! {
+                    changed = w.changes.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                    () = tokio::time::sleep(DASHBOARD_REFRESH) => {}
+                    _ = w.closing.wait_for(|closing| *closing) => return None,
+                }
+                tokio::time::sleep(DASHBOARD_SETTLE).await;
+            }
+            let event = match w.state.room.look().await {
+                Ok(look) => {
+                    let delta = look.delta_from(&w.shown);
+                    w.shown = look;
+                    if delta.as_object().is_some_and(serde_json::Map::is_empty) {
+                        continue;
+                    }
+                    Event::default().event("delta").data(delta.to_string())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the dashboard could not look at the room");
+                    Event::default()
+                        .event("problem")
+                        .data(format!("The room could not be read just now: {e}"))
+                }
+            };
+            return Some((Ok::<_, std::convert::Infallible>(event), w));
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a

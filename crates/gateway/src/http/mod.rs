@@ -62,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/comfyume/room", get(room::standing))
         .route("/api/comfyume/room", get(room::standing))
         .route(room::EXTENSION_PATH, get(room::extension))
+        .route("/admin", get(admin::dashboard_page))
+        .route("/admin/api/events", get(admin::events))
         .route("/admin/api/jobs", get(admin::jobs))
         .route(
             "/admin/api/jobs/{id}/{action}",

@@ -161,6 +161,29 @@ pub struct RoomJob {
     pub bumped_at: Option<i64>,
 }
 
+/// One account's work, as the instructor's dashboard lists it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccountActivity {
+    pub pending: u32,
+    pub running: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+    /// GPU milliseconds of the jobs that ran (start to end).
+    pub gpu_ms: i64,
+    /// When they last submitted or had a job end, if ever.
+    pub last_activity: Option<i64>,
+}
+
+/// One backend's finished jobs since a moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendActivity {
+    pub backend: String,
+    pub jobs: u32,
+    /// Their summed run time (start to end), in milliseconds.
+    pub run_ms: i64,
+}
+
 /// A workflow an instructor pushed to the room.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomWorkflow {
@@ -303,6 +326,13 @@ operations! {
     /// The newest `limit` entries of the audit log, newest first, older
     /// than entry `before` when given.
     fn audit_log(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
+    /// Every account's work, by user id.
+    fn account_activity(&self) -> StoreResult<Vec<(UserId, AccountActivity)>>;
+    /// Each backend's jobs that ended since `since_ms`.
+    fn backend_activity(&self, since_ms: i64) -> StoreResult<Vec<BackendActivity>>;
+    /// How long each of the last `limit` started jobs waited for its slot
+    /// (milliseconds), newest first.
+    fn recent_waits(&self, limit: u32) -> StoreResult<Vec<i64>>;
     /// Keeps a workflow pushed to the room; returns its id.
     fn add_room_workflow(&self, name: &str, content: &Value, at: i64, by: &str) -> StoreResult<i64>;
     /// The pushed workflows `user` has not had yet, oldest first.

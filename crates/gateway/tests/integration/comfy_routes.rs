@@ -336,7 +336,13 @@ where
     loop {
         let frame = crate::support::within("a frame from the gateway", ws.next()).await;
         match frame.expect("socket open").expect("frame") {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Text(t) => {
+                let frame: Value = serde_json::from_str(&t).unwrap();
+                // The gateway's own news of the room is not ComfyUI's.
+                if frame["type"] != "comfyume.room" {
+                    return frame;
+                }
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected frame {other:?}"),
         }

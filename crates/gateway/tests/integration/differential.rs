@@ -78,7 +78,9 @@ async fn frames_of(
     let mut progressed = false;
     loop {
         let f = read(ws).await;
-        if f["type"] == "status" {
+        // Queue status, and (through the gateway) where its owner stands
+        // in the room: neither is the prompt's own.
+        if f["type"] == "status" || f["type"] == "comfyume.room" {
             continue;
         }
         let done = f["type"] == "executing"

@@ -74,8 +74,21 @@ impl Participant {
     }
 }
 
-/// The next frame: text as JSON, binary as `{"binary": <type>}`.
+/// The next frame of ComfyUI's protocol: text as JSON, binary as
+/// `{"binary": <type>}`. The gateway's own `comfyume.room` frames (where
+/// the participant stands in the room, sent whenever that changes) are
+/// skipped; `next_frame_any` returns them too.
 pub async fn next_frame(ws: &mut Socket) -> Value {
+    loop {
+        let frame = next_frame_any(ws).await;
+        if frame["type"] != "comfyume.room" {
+            return frame;
+        }
+    }
+}
+
+/// The next frame, whatever it is.
+pub async fn next_frame_any(ws: &mut Socket) -> Value {
     loop {
         let frame = within("a frame from the gateway", ws.next()).await;
         match frame.expect("socket open").expect("frame") {

@@ -720,7 +720,7 @@ async fn a_pushed_workflow_reaches_everyone_now_and_later_and_replaces_nothing()
 /// Reads frames until the next `comfyume.room` one, and returns its data.
 async fn next_standing(p: &mut Participant) -> Value {
     loop {
-        let f = next_frame(&mut p.ws).await;
+        let f = crate::execution::next_frame_any(&mut p.ws).await;
         if f["type"] == "comfyume.room" {
             return f["data"].clone();
         }
@@ -864,4 +864,125 @@ async fn the_participant_panel_is_an_extension_and_shows_the_banner_until_cleare
         json!({"message": "Look at the projector"})
     );
     assert_eq!(standing(&app, &a).await["banner"], Value::Null);
+}
+
+/// Reads server-sent events from `response` until one named `event`;
+/// returns its data as JSON.
+async fn next_event(response: &mut reqwest::Response, buffer: &mut String, event: &str) -> Value {
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = "message";
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = if n == event { event } else { "other" };
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if name == event {
+                return serde_json::from_str(&data).unwrap();
+            }
+        }
+        let chunk = crate::support::within("an event from the dashboard", response.chunk())
+            .await
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_the_instructors_and_follows_the_room_by_deltas() {
+    let app = TestApp::spawn_with(|c| c.admin_token = Some(Secret::new(TOKEN))).await;
+    app.add_user_with_role("teacher", "teacher-pw", Role::Admin)
+        .await;
+
+    // The page: instructors only; nobody logged in goes to log in first.
+    let anonymous = app.client().get(app.at("/admin")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(anonymous.headers()["location"], "/login?next=/admin");
+    let mut a = participant(&app, "alice").await;
+    assert_eq!(
+        a.http.get(app.at("/admin")).send().await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        a.http
+            .get(app.at("/admin/api/events"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let teacher = teacher(&app).await;
+    let page = teacher.get(app.at("/admin")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("EventSource(\"/admin/api/events\")"),
+        "the page follows the stream"
+    );
+
+    // The stream: the whole room first.
+    let mut events = teacher
+        .get(app.at("/admin/api/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut buffer = String::new();
+    let first = next_event(&mut events, &mut buffer, "delta").await;
+    assert_eq!(first["summary"]["upsert"]["room"]["paused"], false);
+    assert_eq!(first["backends"]["upsert"]["sim"]["slots"], 1);
+    assert_eq!(first["participants"]["upsert"]["alice"]["online"], true);
+    assert_eq!(first["participants"]["upsert"]["teacher"]["role"], "admin");
+    assert!(first.get("jobs").is_none(), "no job yet: {first}");
+
+    // Alice's job: it appears, runs and leaves the queue; only the rows
+    // that changed come each time.
+    let id = submit_ok(&app, &a, cpu_prompt("dash")).await;
+    frames_until_done(&mut a.ws, &id).await;
+    loop {
+        let delta = next_event(&mut events, &mut buffer, "delta").await;
+        if delta["participants"]["upsert"]["alice"]["completed"] == 1 {
+            // Only the rows that changed: the teacher's did not.
+            assert!(
+                delta["participants"]["upsert"].get("teacher").is_none(),
+                "{delta}"
+            );
+            break;
+        }
+    }
+    // Ended: the queue no longer lists it.
+    let now = app.state.room.look().await.unwrap();
+    assert_eq!(now.delta_from(&now), json!({}));
+    let jobs = expect(by_token(&app, Method::GET, "/admin/api/jobs"), 200).await;
+    assert_eq!(jobs["jobs"], json!([]));
+
+    // Bounded: past the limit, a clear refusal.
+    let mut open = Vec::new();
+    for _ in 1..comfyume::room::MAX_DASHBOARDS {
+        let r = by_token(&app, Method::GET, "/admin/api/events")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let refused = by_token(&app, Method::GET, "/admin/api/events")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    drop(open);
+    drop(events);
 }

@@ -7,7 +7,9 @@ use sqlx::sqlite::SqliteRow;
 
 use super::Sqlite;
 use super::jobs::parse_id;
-use crate::store::{AuditEntry, RoomJob, RoomWorkflow, StoreError, StoreResult};
+use crate::store::{
+    AccountActivity, AuditEntry, BackendActivity, RoomJob, RoomWorkflow, StoreError, StoreResult,
+};
 use comfyume_domain::{JobId, UserId, UserName};
 
 impl Sqlite {
@@ -166,6 +168,70 @@ impl Sqlite {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+impl Sqlite {
+    pub async fn account_activity(&self) -> StoreResult<Vec<(UserId, AccountActivity)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, state, COUNT(*) AS n,
+                    SUM(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL
+                             THEN finished_at - started_at ELSE 0 END) AS gpu_ms,
+                    MAX(MAX(created_at, COALESCE(finished_at, 0))) AS last
+             FROM jobs GROUP BY user_id, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_user: std::collections::BTreeMap<i64, AccountActivity> = Default::default();
+        for r in &rows {
+            let user: i64 = r.try_get("user_id")?;
+            let state: String = r.try_get("state")?;
+            let n = u32::try_from(r.try_get::<i64, _>("n")?).unwrap_or(u32::MAX);
+            let a = by_user.entry(user).or_default();
+            match state.as_str() {
+                "pending" => a.pending = n,
+                "in_progress" => a.running = n,
+                "completed" => a.completed = n,
+                "failed" => a.failed = n,
+                "cancelled" => a.cancelled = n,
+                other => return Err(StoreError::Corrupt(format!("job state {other:?}"))),
+            }
+            a.gpu_ms += r.try_get::<Option<i64>, _>("gpu_ms")?.unwrap_or(0);
+            let last: Option<i64> = r.try_get("last")?;
+            a.last_activity = a.last_activity.max(last);
+        }
+        Ok(by_user.into_iter().map(|(u, a)| (UserId(u), a)).collect())
+    }
+
+    pub async fn backend_activity(&self, since_ms: i64) -> StoreResult<Vec<BackendActivity>> {
+        let rows = sqlx::query(
+            "SELECT backend, COUNT(*) AS n, SUM(finished_at - started_at) AS run_ms FROM jobs
+             WHERE backend IS NOT NULL AND started_at IS NOT NULL AND finished_at >= $1
+               AND state IN ('completed', 'failed', 'cancelled')
+             GROUP BY backend ORDER BY backend",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BackendActivity {
+                    backend: r.try_get("backend")?,
+                    jobs: u32::try_from(r.try_get::<i64, _>("n")?).unwrap_or(u32::MAX),
+                    run_ms: r.try_get::<Option<i64>, _>("run_ms")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn recent_waits(&self, limit: u32) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT started_at - created_at FROM jobs WHERE started_at IS NOT NULL
+             ORDER BY started_at DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 

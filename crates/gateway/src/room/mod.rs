@@ -13,6 +13,8 @@
 //! place in the room's expected start order with an estimated start.
 //! ComfyUME's frontend extension (`web/room.js`) shows it on the canvas.
 
+pub mod dashboard;
+
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -83,7 +85,15 @@ pub struct Room {
     /// What each connected participant was last told of where they stand,
     /// so only changes are sent.
     told: std::sync::Mutex<std::collections::HashMap<comfyume_domain::UserId, Value>>,
+    /// The queue over time, for the dashboard's charts.
+    series: std::sync::Mutex<dashboard::Series>,
+    /// One place per open dashboard (each holds a stream and looks at the
+    /// room on every change).
+    dashboards: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many dashboards may be open at once.
+pub const MAX_DASHBOARDS: usize = 16;
 
 /// The longest name of a pushed workflow, in characters.
 pub const MAX_WORKFLOW_NAME_CHARS: usize = 100;
@@ -114,6 +124,8 @@ impl Room {
             accounts,
             delivering: tokio::sync::Mutex::new(()),
             told: std::sync::Mutex::default(),
+            series: std::sync::Mutex::default(),
+            dashboards: Arc::new(tokio::sync::Semaphore::new(MAX_DASHBOARDS)),
         })
     }
 
@@ -376,6 +388,17 @@ impl Room {
             sent += 1;
         }
         Ok(sent)
+    }
+
+    /// A place for one more open dashboard, unless [`MAX_DASHBOARDS`]
+    /// are open.
+    pub fn dashboard_place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.dashboards.clone().try_acquire_owned().ok()
+    }
+
+    /// Changes to the queue or the slots (see [`Dispatcher::changes`]).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.dispatcher.changes()
     }
 
     /// A participant's new socket has been told nothing yet.
