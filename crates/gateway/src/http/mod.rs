@@ -14,6 +14,7 @@ mod probes;
 mod room;
 mod serve;
 mod session;
+mod sheet;
 mod static_files;
 
 pub use serve::serve;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route(room::EXTENSION_PATH, get(room::extension))
         .route("/admin", get(admin::dashboard_page))
         .route("/admin/api/events", get(admin::events))
+        .route("/admin/accounts", axum::routing::post(sheet::create))
         .route("/admin/api/jobs", get(admin::jobs))
         .route(
             "/admin/api/jobs/{id}/{action}",

@@ -986,3 +986,87 @@ async fn the_dashboard_is_the_instructors_and_follows_the_room_by_deltas() {
     drop(open);
     drop(events);
 }
+
+/// The text of each `<dd class=NAME>` in a page, in order.
+fn cells(html: &str, class: &str) -> Vec<String> {
+    let open = format!("<dd class={class}>");
+    html.split(&open)
+        .skip(1)
+        .map(|rest| rest.split("</dd>").next().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credential_sheet_prints_one_card_per_account_whose_password_logs_in() {
+    let app = room().await;
+    let teacher = teacher(&app).await;
+    let form = [
+        ("prefix", "ws-"),
+        ("count", "3"),
+        ("url", "https://workshop.example.org"),
+        ("paper", "letter"),
+    ];
+    let a = participant(&app, "alice").await;
+    assert_eq!(
+        a.http
+            .post(app.at("/admin/accounts"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        reqwest::Client::new()
+            .post(app.at("/admin/accounts"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let r = teacher
+        .post(app.at("/admin/accounts"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("size: letter"), "printed on Letter");
+    let users = cells(&html, "user");
+    let passwords = cells(&html, "password");
+    assert_eq!(users, ["ws-001", "ws-002", "ws-003"]);
+    assert_eq!(cells(&html, "url"), vec!["https://workshop.example.org"; 3]);
+    for (user, password) in users.iter().zip(&passwords) {
+        let login = app.try_login(&app.client(), user, password).await;
+        assert_eq!(
+            login.status(),
+            303,
+            "{user} logs in with the sheet's password"
+        );
+    }
+    let log = audit_log(&app).await;
+    assert_eq!(log[0]["action"], "accounts.create");
+    assert_eq!(log[0]["actor"], "teacher");
+    assert_eq!(
+        log[0]["detail"]["names"],
+        json!(["ws-001", "ws-002", "ws-003"])
+    );
+    assert!(!serde_json::to_string(&log).unwrap().contains(&passwords[0]));
+
+    // A sheet without a usable address is refused, and nothing created.
+    let bad = teacher
+        .post(app.at("/admin/accounts"))
+        .form(&[("prefix", "x-"), ("count", "2"), ("url", "workshop")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let x = comfyume_domain::UserName::parse("x-001").unwrap();
+    assert!(app.state.store.user_by_name(&x).await.unwrap().is_none());
+}
