@@ -15,6 +15,7 @@ mod room;
 mod serve;
 mod session;
 mod sheet;
+mod shoulder;
 mod static_files;
 
 pub use serve::serve;
@@ -66,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin", get(admin::dashboard_page))
         .route("/admin/api/events", get(admin::events))
         .route("/admin/accounts", axum::routing::post(sheet::create))
+        .route("/admin/participants/{name}", get(shoulder::page))
+        .route("/admin/api/users/{name}/file", get(shoulder::file))
         .route("/admin/api/jobs", get(admin::jobs))
         .route(
             "/admin/api/jobs/{id}/{action}",

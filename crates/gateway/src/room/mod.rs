@@ -390,6 +390,19 @@ impl Room {
         Ok(sent)
     }
 
+    /// Records that an instructor looked at a participant's workspace
+    /// (`what`: the overview, or one of their files).
+    pub async fn looked_at(
+        &self,
+        actor: &Actor,
+        name: &UserName,
+        what: Value,
+    ) -> RoomResult<AuditEntry> {
+        self.account(name).await?;
+        self.audit(actor, "participant.look", name.as_str(), what)
+            .await
+    }
+
     /// A place for one more open dashboard, unless [`MAX_DASHBOARDS`]
     /// are open.
     pub fn dashboard_place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {

@@ -1070,3 +1070,143 @@ async fn the_credential_sheet_prints_one_card_per_account_whose_password_logs_in
     let x = comfyume_domain::UserName::parse("x-001").unwrap();
     assert!(app.state.store.user_by_name(&x).await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instructor_looks_over_a_shoulder_and_cannot_change_anything() {
+    let app = room().await;
+    let teacher = teacher(&app).await;
+    let mut a = participant(&app, "alice").await;
+    let b = participant(&app, "bob").await;
+    let workflow = json!({"nodes": [{"id": 7, "type": "SaveImage"}], "links": []});
+    let saved = a
+        .http
+        .post(app.at("/api/userdata/workflows%2Fmine.json"))
+        .json(&workflow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    let id = submit_ok(&app, &a, cpu_prompt("look")).await;
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&id));
+    frames_until_done(&mut a.ws, &id).await;
+    let history = a.get_json(&app, &format!("/api/history/{id}")).await;
+    let output = history[&id]["outputs"]["5"]["images"][0]["filename"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The page lists her workflow and her output, with their links.
+    let page = teacher
+        .get(app.at("/admin/participants/alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("mine.json") && html.contains(&output),
+        "{html}"
+    );
+    assert!(html.contains("read-only"));
+
+    let file = |kind: &str, path: &str| {
+        format!(
+            "/admin/api/users/alice/file?type={kind}&path={}",
+            path.replace('/', "%2F")
+        )
+    };
+    let opened = teacher
+        .get(app.at(&file("userdata", "workflows/mine.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    assert!(
+        opened.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    assert_eq!(opened.json::<Value>().await.unwrap(), workflow);
+    let image = teacher
+        .get(app.at(&file("output", &output)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+    assert_eq!(image.headers()["content-type"], "image/png");
+
+    // No route of the view writes: every other method is refused, and her
+    // files are as they were.
+    let before = (
+        a.get_json(&app, "/api/userdata?dir=workflows").await,
+        a.get_json(&app, "/internal/files/output").await,
+    );
+    for path in [
+        "/admin/participants/alice".to_string(),
+        file("userdata", "workflows/mine.json"),
+        file("output", &output),
+    ] {
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            let r = teacher
+                .request(method.clone(), app.at(&path))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 405, "{method} {path}");
+        }
+    }
+    let after = (
+        a.get_json(&app, "/api/userdata?dir=workflows").await,
+        a.get_json(&app, "/internal/files/output").await,
+    );
+    assert_eq!(before, after);
+    let again: Value = a
+        .http
+        .get(app.at("/api/userdata/workflows%2Fmine.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, workflow);
+
+    // Only instructors look; a path out of her folders is refused.
+    for who in [&a.http, &b.http] {
+        for path in [
+            "/admin/participants/alice".to_string(),
+            file("output", &output),
+        ] {
+            assert_eq!(
+                who.get(app.at(&path)).send().await.unwrap().status(),
+                403,
+                "{path}"
+            );
+        }
+    }
+    let escape = teacher
+        .get(app.at(&file("userdata", "../bob/workflows/x.json")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        escape.status() == 400 || escape.status() == 404,
+        "{}",
+        escape.status()
+    );
+
+    // Opening the view and her workflow are in the audit log.
+    let log = audit_log(&app).await;
+    let looks: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["action"] == "participant.look")
+        .map(|e| &e["detail"]["opened"])
+        .collect();
+    assert_eq!(looks, [&json!("workflows/mine.json"), &json!("workspace")]);
+    assert!(
+        log.iter()
+            .all(|e| e["target"] == "alice" && e["actor"] == "teacher")
+    );
+}

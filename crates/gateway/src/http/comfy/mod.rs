@@ -109,7 +109,7 @@ pub fn server_features(state: &AppState) -> Value {
 /// A user's file with the headers ComfyUI sends for it: the chosen content
 /// type and disposition, `nosniff`, and, when the type depended on
 /// `Sec-Fetch-Dest`, `Vary` and `no-store` so no cache replays it elsewhere.
-async fn serve_file(
+pub(super) async fn serve_file(
     path: &std::path::Path,
     serve_as: &crate::workspace::ServeAs,
 ) -> Result<axum::response::Response, crate::http::error::ApiError> {
