@@ -12,7 +12,9 @@
 //   4. the instructor resumes the room: the prompt runs to its end, and the
 //      pause notice and the queue line go away.
 //   5. the instructor clears the broadcast: the banner goes.
-//   6. no page logged an unexpected error or failed request.
+//   6. alice shares her output from the panel ("Share to wall"), and bob's
+//      /wall page shows it with her name (screenshot wall.png).
+//   7. no page logged an unexpected error or failed request.
 
 import { describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -119,5 +121,32 @@ describe('the room on a participant\'s canvas', { concurrency: false }, () => {
     return [watcher];
   });
 
-  suite.finalCheck('6. no page logged an unexpected error or failed request');
+  step('6. alice shares her output to the wall, and bob sees it there', [S4], async () => {
+    const share = panel().locator('.share button', { hasText: 'Share to wall' });
+    await share.waitFor({ timeout: WAIT_MS });
+    await share.click();
+    await panel().locator('.share', { hasText: 'is on the wall' }).waitFor({ timeout: WAIT_MS });
+    const s = await suite.newWatchedPage('bob');
+    const bob = s.page;
+    // Straight to the wall, logging in on the way.
+    await bob.goto(`${suite.ws.url}/wall`);
+    assert.equal(new URL(bob.url()).pathname, '/login');
+    await bob.locator('input[name=username]').fill(USERS.bob.name);
+    await bob.locator('input[name=password]').fill(USERS.bob.password);
+    await Promise.all([
+      bob.waitForURL((u) => u.pathname === '/wall', { timeout: WAIT_MS }),
+      bob.locator('button[type=submit]').click(),
+    ]);
+    const figure = bob.locator('#grid figure', { hasText: 'alice' });
+    await figure.waitFor({ timeout: WAIT_MS });
+    await bob.waitForFunction(() => {
+      const img = document.querySelector('#grid figure img');
+      return img && img.complete && img.naturalWidth > 0;
+    }, null, { timeout: WAIT_MS, polling: 250 });
+    await painted(bob);
+    await screenshot(bob, 'wall.png');
+    return [watcher, s.watcher];
+  });
+
+  suite.finalCheck('7. no page logged an unexpected error or failed request');
 });

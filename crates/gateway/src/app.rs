@@ -145,9 +145,13 @@ impl AppState {
             .with_warmup(warmup),
         );
         let jobs = Jobs::new(dispatcher.clone(), config.limits.clone());
-        let room = crate::room::Room::open(dispatcher.clone(), accounts.clone())
-            .await
-            .map_err(|e| StartError::Room(e.to_string()))?;
+        let room = crate::room::Room::open(
+            dispatcher.clone(),
+            accounts.clone(),
+            config.data_dir.join("wall"),
+        )
+        .await
+        .map_err(|e| StartError::Room(e.to_string()))?;
         Ok(AppState(Arc::new(App {
             config,
             store,

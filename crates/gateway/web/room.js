@@ -3,7 +3,8 @@
 // is not modified). It shows who is logged in with a way to log out, the
 // instructor's broadcast, a notice while the room is paused, and where
 // each of the participant's waiting prompts stands in the room's queue
-// with an estimated start. It reads GET /api/comfyume/room when the page
+// with an estimated start, and a "Share to wall" button for their latest
+// output image. It reads GET /api/comfyume/room when the page
 // loads or its socket reconnects, then follows the gateway's
 // `comfyume.room` frames. Text only ever goes in through textContent.
 import { app } from "../../scripts/app.js";
@@ -18,6 +19,8 @@ const STYLE = `
 #comfyume-room .banner { background: #fde68a; color: #1c1917; font-weight: 600; }
 #comfyume-room .paused { background: #fecaca; color: #450a0a; }
 #comfyume-room .queue { background: #1e293b; color: #e2e8f0; }
+#comfyume-room .share { background: #1e293b; color: #e2e8f0; display: flex; gap: 10px; align-items: center; }
+#comfyume-room .share button { background: #0369a1; color: #fff; border: 0; border-radius: 6px; padding: 3px 10px; cursor: pointer; }
 #comfyume-user { position: fixed; left: 50%; bottom: 12px; transform: translateX(-50%); z-index: 2000;
   background: #1e293b; color: #e2e8f0; padding: 4px 10px; border-radius: 8px;
   font: 13px system-ui, sans-serif; box-shadow: 0 2px 8px rgba(0,0,0,.35); }
@@ -37,6 +40,27 @@ function about(seconds) {
   return ` · starts in about ${Math.round(seconds / 60)} min`;
 }
 
+// The latest output image of this participant's, to share, and what
+// became of sharing it.
+let latestOutput = null;
+let shareNote = "";
+
+function shareLine(onShare) {
+  const div = document.createElement("div");
+  div.className = "share";
+  const label = document.createElement("span");
+  label.textContent = shareNote || `Your latest output: ${latestOutput.filename}`;
+  div.append(label);
+  if (!shareNote) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Share to wall";
+    button.addEventListener("click", onShare);
+    div.append(button);
+  }
+  return div;
+}
+
 function render(panel, badge, standing) {
   const lines = [];
   if (standing.banner && standing.banner.message) {
@@ -54,6 +78,7 @@ function render(panel, badge, standing) {
     if (waiting.length > 1) text += ` · and ${waiting.length - 1} more of yours after it`;
     lines.push(line("queue", text));
   }
+  if (latestOutput) lines.push(shareLine(panel.onShare));
   panel.replaceChildren(...lines);
   panel.dataset.paused = standing.paused ? "true" : "false";
   if (standing.user) {
@@ -92,6 +117,25 @@ app.registerExtension({
         console.warn("ComfyUME: could not read the room's state", e);
       }
     };
+    panel.onShare = async () => {
+      const r = await api.fetchApi("/comfyume/wall", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(latestOutput),
+      });
+      const answer = await r.json().catch(() => ({}));
+      shareNote = r.ok ? `${latestOutput.filename} is on the wall` : `Not shared: ${answer.error || r.status}`;
+      render(panel, badge, latest || {});
+    };
+    api.addEventListener("executed", (e) => {
+      const images = (e.detail && e.detail.output && e.detail.output.images) || [];
+      const saved = images.filter((i) => i.type === "output");
+      if (!saved.length) return;
+      const last = saved[saved.length - 1];
+      latestOutput = { filename: last.filename, subfolder: last.subfolder || "", type: "output" };
+      shareNote = "";
+      render(panel, badge, latest || {});
+    });
     api.addEventListener("comfyume.room", (e) => show(e.detail));
     api.addEventListener("reconnected", look);
     await look();

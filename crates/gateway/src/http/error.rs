@@ -125,7 +125,18 @@ impl From<crate::room::RoomError> for ApiError {
             R::Conflict(m) => ApiError::json_error(StatusCode::CONFLICT, m),
             R::Invalid(m) => ApiError::json_error(StatusCode::BAD_REQUEST, m),
             R::Store(e) => ApiError::internal(e),
-            R::Files(e) => ApiError::internal(e),
+            R::Files(e) => {
+                use crate::workspace::WorkspaceError as W;
+                match e {
+                    W::NotFound(m) => ApiError::json_error(StatusCode::NOT_FOUND, m),
+                    W::BadRequest(m) => ApiError::json_error(StatusCode::BAD_REQUEST, m),
+                    W::Forbidden(m) => ApiError::json_error(StatusCode::FORBIDDEN, m),
+                    W::QuotaExceeded(m) => {
+                        ApiError::json_error(StatusCode::INSUFFICIENT_STORAGE, m)
+                    }
+                    other => ApiError::internal(other),
+                }
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ mod session;
 mod sheet;
 mod shoulder;
 mod static_files;
+mod wall;
 
 pub use serve::serve;
 
@@ -60,6 +61,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/api/groups/{group}/use",
             axum::routing::post(admin::use_group),
+        )
+        .route("/wall", get(wall::page))
+        .route("/wall/images/{id}", get(wall::image))
+        .route("/api/comfyume/wall", get(wall::items).post(wall::share))
+        .route(
+            "/admin/api/wall/{id}/{action}",
+            axum::routing::post(wall::hide),
         )
         .route("/comfyume/room", get(room::standing))
         .route("/api/comfyume/room", get(room::standing))

@@ -14,6 +14,7 @@
 //! ComfyUME's frontend extension (`web/room.js`) shows it on the canvas.
 
 pub mod dashboard;
+pub mod wall;
 
 use std::sync::Arc;
 
@@ -90,6 +91,8 @@ pub struct Room {
     /// One place per open dashboard (each holds a stream and looks at the
     /// room on every change).
     dashboards: Arc<tokio::sync::Semaphore>,
+    /// Where the wall's images are kept.
+    wall_dir: std::path::PathBuf,
 }
 
 /// How many dashboards may be open at once.
@@ -111,7 +114,11 @@ pub struct RoomView {
 impl Room {
     /// The room of `dispatcher`, paused again if it was paused when the
     /// server last stopped.
-    pub async fn open(dispatcher: Arc<Dispatcher>, accounts: Accounts) -> RoomResult<Room> {
+    pub async fn open(
+        dispatcher: Arc<Dispatcher>,
+        accounts: Accounts,
+        wall_dir: std::path::PathBuf,
+    ) -> RoomResult<Room> {
         let paused = dispatcher.shared().store.room_value(PAUSED_KEY).await?;
         if paused.as_deref() == Some("true") {
             tracing::warn!(
@@ -126,6 +133,7 @@ impl Room {
             told: std::sync::Mutex::default(),
             series: std::sync::Mutex::default(),
             dashboards: Arc::new(tokio::sync::Semaphore::new(MAX_DASHBOARDS)),
+            wall_dir,
         })
     }
 

@@ -184,6 +184,17 @@ pub struct BackendActivity {
     pub run_ms: i64,
 }
 
+/// An output shared on the room wall.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WallItem {
+    pub id: i64,
+    pub author: UserName,
+    pub file_name: String,
+    pub ext: String,
+    pub shared_at: i64,
+    pub hidden: bool,
+}
+
 /// A workflow an instructor pushed to the room.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomWorkflow {
@@ -333,6 +344,15 @@ operations! {
     /// How long each of the last `limit` started jobs waited for its slot
     /// (milliseconds), newest first.
     fn recent_waits(&self, limit: u32) -> StoreResult<Vec<i64>>;
+    /// Puts an output on the wall (its copy is the caller's business);
+    /// `None` when the author already has `max_shown` items shown.
+    fn add_wall_item(&self, user: UserId, file_name: &str, ext: &str, at: i64, max_shown: u32) -> StoreResult<Option<i64>>;
+    /// The wall, newest first: the `limit` newest items still shown (all,
+    /// hidden ones too, with `with_hidden`).
+    fn wall_items(&self, limit: u32, with_hidden: bool) -> StoreResult<Vec<WallItem>>;
+    fn wall_item(&self, id: i64) -> StoreResult<Option<WallItem>>;
+    /// Takes an item off the wall (or puts it back); false if no such item.
+    fn set_wall_hidden(&self, id: i64, hidden_by: Option<&str>, at: i64) -> StoreResult<bool>;
     /// Keeps a workflow pushed to the room; returns its id.
     fn add_room_workflow(&self, name: &str, content: &Value, at: i64, by: &str) -> StoreResult<i64>;
     /// The pushed workflows `user` has not had yet, oldest first.

@@ -1210,3 +1210,116 @@ async fn an_instructor_looks_over_a_shoulder_and_cannot_change_anything() {
             .all(|e| e["target"] == "alice" && e["actor"] == "teacher")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_shared_to_the_wall_is_seen_by_the_room_until_hidden() {
+    let app = room().await;
+    let teacher = teacher(&app).await;
+    let mut a = participant(&app, "alice").await;
+    let b = participant(&app, "bob").await;
+    let id = submit_ok(&app, &a, cpu_prompt("wall")).await;
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&id));
+    frames_until_done(&mut a.ws, &id).await;
+    let history = a.get_json(&app, &format!("/api/history/{id}")).await;
+    let output = history[&id]["outputs"]["5"]["images"][0]["filename"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let own_bytes = a
+        .http
+        .get(app.at(&format!("/api/view?filename={output}&type=output")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    let shared = expect(
+        a.http
+            .post(app.at("/api/comfyume/wall"))
+            .json(&json!({"filename": output, "type": "output", "subfolder": ""})),
+        201,
+    )
+    .await;
+    assert_eq!(shared["author"], "alice");
+    let url = shared["url"].as_str().unwrap().to_string();
+
+    // Everyone logged in sees it, with the same bytes; nobody else.
+    let wall = b.get_json(&app, "/api/comfyume/wall").await;
+    assert_eq!(wall["items"][0]["id"], shared["id"]);
+    assert_eq!(wall["can_hide"], false);
+    let seen = b.http.get(app.at(&url)).send().await.unwrap();
+    assert_eq!(seen.status(), 200);
+    assert_eq!(seen.headers()["content-type"], "image/png");
+    assert_eq!(seen.bytes().await.unwrap(), own_bytes);
+    for path in ["/api/comfyume/wall", url.as_str()] {
+        assert_eq!(
+            reqwest::get(app.at(path)).await.unwrap().status(),
+            401,
+            "{path}"
+        );
+    }
+    let page = app.client().get(app.at("/wall")).send().await.unwrap();
+    assert_eq!(page.status(), 303, "the wall page asks for a login");
+    assert_eq!(
+        b.http.get(app.at("/wall")).send().await.unwrap().status(),
+        200
+    );
+
+    // Only one's own files can be shared: bob cannot name alice's.
+    let not_his = b
+        .http
+        .post(app.at("/api/comfyume/wall"))
+        .json(&json!({"filename": output}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_his.status(), 404);
+
+    // A participant cannot hide; an instructor can, and it is audited.
+    let path = format!("/admin/api/wall/{}/hide", shared["id"]);
+    assert_eq!(
+        a.http.post(app.at(&path)).send().await.unwrap().status(),
+        403
+    );
+    expect(teacher.post(app.at(&path)), 200).await;
+    assert_eq!(
+        b.get_json(&app, "/api/comfyume/wall").await["items"],
+        json!([])
+    );
+    assert_eq!(b.http.get(app.at(&url)).send().await.unwrap().status(), 404);
+    let for_teacher: Value = teacher
+        .get(app.at("/api/comfyume/wall"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(for_teacher["items"][0]["hidden"], true);
+    assert_eq!(for_teacher["can_hide"], true);
+    assert_eq!(audit_log(&app).await[0]["action"], "wall.hide");
+
+    // Each participant has a bounded number of items shown.
+    for _ in 0..comfyume::room::wall::MAX_SHOWN_PER_AUTHOR {
+        expect(
+            a.http
+                .post(app.at("/api/comfyume/wall"))
+                .json(&json!({"filename": output})),
+            201,
+        )
+        .await;
+    }
+    let full = expect(
+        a.http
+            .post(app.at("/api/comfyume/wall"))
+            .json(&json!({"filename": output})),
+        409,
+    )
+    .await;
+    assert!(
+        full["error"].as_str().unwrap().contains("already"),
+        "{full}"
+    );
+}

@@ -9,6 +9,7 @@ use super::Sqlite;
 use super::jobs::parse_id;
 use crate::store::{
     AccountActivity, AuditEntry, BackendActivity, RoomJob, RoomWorkflow, StoreError, StoreResult,
+    WallItem,
 };
 use comfyume_domain::{JobId, UserId, UserName};
 
@@ -233,6 +234,89 @@ impl Sqlite {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+impl Sqlite {
+    pub async fn add_wall_item(
+        &self,
+        user: UserId,
+        file_name: &str,
+        ext: &str,
+        at: i64,
+        max_shown: u32,
+    ) -> StoreResult<Option<i64>> {
+        // The cap is checked by the inserting statement itself, so two
+        // shares at once cannot both pass it.
+        Ok(sqlx::query_scalar(
+            "INSERT INTO wall_items (user_id, file_name, ext, shared_at)
+             SELECT $1, $2, $3, $4
+             WHERE (SELECT COUNT(*) FROM wall_items WHERE user_id = $1 AND hidden_at IS NULL) < $5
+             RETURNING id",
+        )
+        .bind(user.0)
+        .bind(file_name)
+        .bind(ext)
+        .bind(at)
+        .bind(i64::from(max_shown))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn wall_items(&self, limit: u32, with_hidden: bool) -> StoreResult<Vec<WallItem>> {
+        let rows = sqlx::query(
+            "SELECT w.id, u.name, w.file_name, w.ext, w.shared_at, w.hidden_at
+             FROM wall_items w JOIN users u ON u.id = w.user_id
+             WHERE $2 OR w.hidden_at IS NULL ORDER BY w.id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .bind(with_hidden)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(wall_from_row).collect()
+    }
+
+    pub async fn wall_item(&self, id: i64) -> StoreResult<Option<WallItem>> {
+        let row = sqlx::query(
+            "SELECT w.id, u.name, w.file_name, w.ext, w.shared_at, w.hidden_at
+             FROM wall_items w JOIN users u ON u.id = w.user_id WHERE w.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(wall_from_row).transpose()
+    }
+
+    pub async fn set_wall_hidden(
+        &self,
+        id: i64,
+        hidden_by: Option<&str>,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE wall_items SET hidden_at = CASE WHEN $2 IS NULL THEN NULL ELSE $3 END, hidden_by = $2
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(hidden_by)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn wall_from_row(r: &SqliteRow) -> StoreResult<WallItem> {
+    let name: String = r.try_get("name")?;
+    let hidden: Option<i64> = r.try_get("hidden_at")?;
+    Ok(WallItem {
+        id: r.try_get("id")?,
+        author: UserName::parse(&name)
+            .map_err(|_| StoreError::Corrupt(format!("user name {name:?}")))?,
+        file_name: r.try_get("file_name")?,
+        ext: r.try_get("ext")?,
+        shared_at: r.try_get("shared_at")?,
+        hidden: hidden.is_some(),
+    })
 }
 
 fn audit_from_row(r: &SqliteRow) -> StoreResult<AuditEntry> {

@@ -1,0 +1,160 @@
+//! The room wall: outputs participants share with the room, shown on a
+//! projector page (`/wall`) to everyone logged in, with the author's name.
+//! Sharing copies the image out of its author's folders (so the wall keeps
+//! it whatever they do with their files, and nobody reads a participant's
+//! folders through the wall); an instructor can take an item off it.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{Actor, Room, RoomError, RoomResult};
+use crate::auth::SessionUser;
+use crate::clock::now_ms;
+use crate::store::{AuditEntry, WallItem};
+
+/// How many items one participant may have on the wall at once.
+pub const MAX_SHOWN_PER_AUTHOR: u32 = 12;
+
+/// How many items the wall shows (the newest).
+pub const WALL_SHOWN: u32 = 120;
+
+/// The largest image that goes on the wall.
+pub const MAX_WALL_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// What can go on the wall: images a browser shows.
+const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "webp", "gif"];
+
+impl Room {
+    /// Shares one of `user`'s own files (as `/view` names it) on the wall.
+    pub async fn share(
+        &self,
+        user: &SessionUser,
+        filename: Option<&str>,
+        kind: Option<&str>,
+        subfolder: Option<&str>,
+    ) -> RoomResult<WallItem> {
+        let target = self
+            .shared()
+            .workspaces
+            .user(&user.name)
+            .resolve_view(filename, kind, subfolder)
+            .await
+            .map_err(RoomError::Files)?;
+        let ext = target
+            .file_name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .filter(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+            .ok_or_else(|| RoomError::Invalid("only images go on the wall".into()))?;
+        if target.size > MAX_WALL_FILE_BYTES {
+            return Err(RoomError::Invalid(format!(
+                "the image is {} MB; the wall takes images up to {} MB",
+                target.size / 1_000_000,
+                MAX_WALL_FILE_BYTES / 1_000_000
+            )));
+        }
+        let dir = self.wall_dir.clone();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| RoomError::Files(e.into()))?;
+        let incoming = dir.join(format!(".incoming-{}", uuid::Uuid::new_v4()));
+        if let Err(e) = tokio::fs::copy(&target.path, &incoming).await {
+            return Err(RoomError::Files(e.into()));
+        }
+        let id = match self
+            .shared()
+            .store
+            .add_wall_item(
+                user.id,
+                &target.file_name,
+                &ext,
+                now_ms(),
+                MAX_SHOWN_PER_AUTHOR,
+            )
+            .await
+        {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                let _ = tokio::fs::remove_file(&incoming).await;
+                return Err(RoomError::Conflict(format!(
+                    "you have {MAX_SHOWN_PER_AUTHOR} images on the wall already; ask your instructor to take one off"
+                )));
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&incoming).await;
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = tokio::fs::rename(&incoming, self.wall_file_of(id, &ext)).await {
+            // The row exists but its image does not: keep it off the wall.
+            let _ = tokio::fs::remove_file(&incoming).await;
+            self.shared()
+                .store
+                .set_wall_hidden(id, Some("(the copy failed)"), now_ms())
+                .await?;
+            return Err(RoomError::Files(e.into()));
+        }
+        tracing::info!(user = %user.name, item = id, "an output was shared on the wall");
+        self.shared()
+            .store
+            .wall_item(id)
+            .await?
+            .ok_or_else(|| RoomError::NotFound(format!("wall item {id} vanished")))
+    }
+
+    /// The wall, newest first; instructors see the hidden items too.
+    pub async fn wall(&self, with_hidden: bool) -> RoomResult<Vec<WallItem>> {
+        Ok(self
+            .shared()
+            .store
+            .wall_items(WALL_SHOWN, with_hidden)
+            .await?)
+    }
+
+    /// An item's image, if the caller may see it (hidden items only for
+    /// instructors).
+    pub async fn wall_image(&self, id: i64, with_hidden: bool) -> RoomResult<(WallItem, PathBuf)> {
+        let item = self
+            .shared()
+            .store
+            .wall_item(id)
+            .await?
+            .filter(|i| with_hidden || !i.hidden)
+            .ok_or_else(|| RoomError::NotFound(format!("no wall item {id}")))?;
+        let path = self.wall_file_of(item.id, &item.ext);
+        Ok((item, path))
+    }
+
+    /// Takes an item off the wall, or puts it back.
+    pub async fn set_wall_hidden(
+        &self,
+        actor: &Actor,
+        id: i64,
+        hidden: bool,
+    ) -> RoomResult<AuditEntry> {
+        let item = self
+            .shared()
+            .store
+            .wall_item(id)
+            .await?
+            .ok_or_else(|| RoomError::NotFound(format!("no wall item {id}")))?;
+        let by = actor.to_string();
+        self.shared()
+            .store
+            .set_wall_hidden(id, hidden.then_some(by.as_str()), now_ms())
+            .await?;
+        let action = if hidden { "wall.hide" } else { "wall.show" };
+        self.audit(
+            actor,
+            action,
+            &id.to_string(),
+            json!({"author": item.author.as_str(), "file": item.file_name}),
+        )
+        .await
+    }
+
+    fn wall_file_of(&self, id: i64, ext: &str) -> PathBuf {
+        self.wall_dir.join(format!("{id}.{ext}"))
+    }
+}
