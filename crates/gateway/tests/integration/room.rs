@@ -119,6 +119,15 @@ async fn room_actions_are_refused_to_participants_and_to_no_session() {
             Some(json!({"name": "intro", "workflow": {"nodes": []}})),
         ),
         (Method::GET, "/admin/api/audit".into(), None),
+        (Method::DELETE, "/admin/api/room/broadcast".into(), None),
+        (Method::GET, "/admin/api/events".into(), None),
+        (Method::GET, "/admin/participants/alice".into(), None),
+        (
+            Method::GET,
+            "/admin/api/users/alice/file?type=output&path=x.png".into(),
+            None,
+        ),
+        (Method::POST, "/admin/api/wall/1/hide".into(), None),
     ];
     for (method, path, body) in &routes {
         let with_body = |r: reqwest::RequestBuilder| match body {
