@@ -140,6 +140,9 @@ pub struct PendingJob {
     /// groups, drained backends and jobs needing a model only some backends
     /// have all narrow this set.)
     pub allowed: Option<BTreeSet<BackendId>>,
+    /// Its owner's own limit on running jobs, when an instructor set one
+    /// (in place of the room's `cap`).
+    pub owner_cap: Option<u32>,
 }
 
 impl PendingJob {
@@ -151,7 +154,14 @@ impl PendingJob {
             admin,
             order,
             allowed: None,
+            owner_cap: None,
         }
+    }
+
+    /// The same job, its owner limited to `cap` running jobs.
+    pub fn owner_capped(mut self, cap: Option<u32>) -> Self {
+        self.owner_cap = cap;
+        self
     }
 
     /// The same job, restricted to `backends`.

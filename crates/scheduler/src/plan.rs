@@ -9,7 +9,8 @@ use comfyume_domain::{JobId, UserId};
 /// Assigns as many pending jobs as possible to the free slots, in the order
 /// they should start. Each slot and each job is used at most once, a user
 /// never ends up with more than `cap` running jobs (running ones plus those
-/// assigned here), and a job only goes to a backend it may run on.
+/// assigned here; their own limit instead, when their jobs carry one), and
+/// a job only goes to a backend it may run on.
 ///
 /// One assignment at a time:
 /// 1. A user is *eligible* if they are below `cap` and one of their pending
@@ -57,7 +58,7 @@ fn assign(
     loop {
         let mut best: Option<(Pick, usize, usize, usize)> = None;
         for (qi, queue) in queues.iter().enumerate() {
-            if queue.busy.saturating_sub(queue.ending) >= cap {
+            if queue.busy.saturating_sub(queue.ending) >= queue.own_cap.unwrap_or(cap) {
                 continue;
             }
             let Some((ji, si)) = queue.candidate(&slots) else {
@@ -108,6 +109,8 @@ struct Queue<'a> {
     busy: u32,
     /// Of `busy`, the jobs about to end (see [`plan_ahead`]).
     ending: u32,
+    /// The user's own limit, in place of the room's `cap`.
+    own_cap: Option<u32>,
 }
 
 impl Queue<'_> {
@@ -147,6 +150,7 @@ fn user_queues<'a>(
         .map(|(user, mut jobs)| {
             jobs.sort_by(|a, b| a.queue_cmp(b));
             let oldest = jobs.iter().map(|j| j.order.seq()).min().unwrap_or(0);
+            let own_cap = jobs.iter().filter_map(|j| j.owner_cap).max();
             Queue {
                 user,
                 taken: vec![false; jobs.len()],
@@ -156,6 +160,7 @@ fn user_queues<'a>(
                 estimate: share.estimate_ms(user),
                 busy: running.get(user),
                 ending: ending.get(user),
+                own_cap,
             }
         })
         .collect()
@@ -214,6 +219,7 @@ pub fn start_order(
         .iter()
         .map(|job| PendingJob {
             allowed: None,
+            owner_cap: None,
             ..job.clone()
         })
         .collect();

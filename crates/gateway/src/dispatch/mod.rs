@@ -561,7 +561,7 @@ impl Dispatcher {
         needs: &Requirements,
         abilities: Option<&Snapshot>,
     ) -> PendingJob {
-        let job = PendingJob::new(r.id, r.owner, r.admin, order_key(r));
+        let job = PendingJob::new(r.id, r.owner, r.admin, order_key(r)).owner_capped(r.owner_cap);
         // Only backends that have every node and model the prompt names
         // (when that leaves any: otherwise let a backend say what is wrong).
         let capable: Vec<&Backend> = self

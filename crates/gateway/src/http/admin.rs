@@ -311,6 +311,35 @@ pub async fn user_action(
     Ok(Json(json!({"audit": audit_entry(&entry)})))
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapsBody {
+    max_pending: Option<u32>,
+    max_running: Option<u32>,
+}
+
+/// `POST /admin/api/users/{name}/caps` `{"max_pending", "max_running"}`:
+/// one participant's own limits (`null`: the room's).
+pub async fn set_caps(
+    Admin(actor): Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(body): Json<CapsBody>,
+) -> Result<Json<Value>, ApiError> {
+    let name = UserName::parse(&name).map_err(|e| {
+        ApiError::json_error(
+            StatusCode::BAD_REQUEST,
+            format!("'{name}' is not a user name: {e}"),
+        )
+    })?;
+    let caps = crate::store::Caps {
+        max_pending: body.max_pending,
+        max_running: body.max_running,
+    };
+    let entry = state.room.set_caps(&actor, &name, caps).await?;
+    Ok(Json(json!({"audit": audit_entry(&entry)})))
+}
+
 /// `GET /admin/api/room`: the room's switches.
 pub async fn room(_: Admin, State(state): State<AppState>) -> Json<Value> {
     Json(json!({"paused": state.dispatcher.is_paused()}))

@@ -83,6 +83,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(admin::job_action),
         )
         .route(
+            "/admin/api/users/{name}/caps",
+            axum::routing::post(admin::set_caps),
+        )
+        .route(
             "/admin/api/users/{name}/{action}",
             axum::routing::post(admin::user_action),
         )

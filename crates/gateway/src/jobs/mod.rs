@@ -159,10 +159,8 @@ impl Jobs {
             .await?;
         let job = match inserted {
             Inserted::Queued(job) => *job,
-            Inserted::QueueFull => {
-                return Err(SubmitError::QueueFull(queue_full_body(
-                    self.limits.max_pending_per_user,
-                )));
+            Inserted::QueueFull { limit } => {
+                return Err(SubmitError::QueueFull(queue_full_body(limit)));
             }
         };
         shared.send_status(user.id).await;

@@ -231,6 +231,8 @@ impl Room {
                     "cancelled": a.cancelled,
                     "gpu_ms": a.gpu_ms,
                     "last_activity": a.last_activity,
+                    "max_pending": u.caps.max_pending,
+                    "max_running": u.caps.max_running,
                 }),
             );
         }

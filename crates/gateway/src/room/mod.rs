@@ -95,6 +95,9 @@ pub struct Room {
     wall_dir: std::path::PathBuf,
 }
 
+/// The highest limit an instructor may give one participant.
+pub const MAX_CAP: u32 = 1000;
+
 /// How many dashboards may be open at once.
 pub const MAX_DASHBOARDS: usize = 16;
 
@@ -497,6 +500,37 @@ impl Room {
             "account.disable",
             name.as_str(),
             json!({"sockets_closed": sockets}),
+        )
+        .await
+    }
+
+    /// Sets one participant's own limits (jobs waiting, jobs running), or
+    /// gives them the room's again (`None`).
+    pub async fn set_caps(
+        &self,
+        actor: &Actor,
+        name: &UserName,
+        caps: crate::store::Caps,
+    ) -> RoomResult<AuditEntry> {
+        for (what, n) in [("waiting", caps.max_pending), ("running", caps.max_running)] {
+            if n.is_some_and(|n| !(1..=MAX_CAP).contains(&n)) {
+                return Err(RoomError::Invalid(format!(
+                    "jobs {what} at once: from 1 to {MAX_CAP}, or null for the room's limit"
+                )));
+            }
+        }
+        let was = self.account(name).await?.caps;
+        self.shared().store.set_caps(name, caps).await?;
+        // A higher running limit may start a job now.
+        self.dispatcher.wake();
+        self.audit(
+            actor,
+            "account.caps",
+            name.as_str(),
+            json!({
+                "max_pending": caps.max_pending, "max_running": caps.max_running,
+                "was": {"max_pending": was.max_pending, "max_running": was.max_running},
+            }),
         )
         .await
     }

@@ -39,6 +39,17 @@ pub struct UserRecord {
     pub role: Role,
     pub created_at: i64,
     pub disabled: bool,
+    /// The instructor's limits for this account, if set.
+    pub caps: Caps,
+}
+
+/// One account's limits, in place of the room's; `None`: the room's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// Jobs waiting in the queue at once.
+    pub max_pending: Option<u32>,
+    /// Jobs running at once.
+    pub max_running: Option<u32>,
 }
 
 /// What `POST /prompt` stores.
@@ -71,6 +82,8 @@ pub struct PendingRow {
     pub retry: bool,
     /// The backend that failed it, to avoid when another can take it.
     pub avoid_backend: Option<String>,
+    /// Its owner's own limit on running jobs, if an instructor set one.
+    pub owner_cap: Option<u32>,
 }
 
 /// A job just claimed for a slot, with what starting it needs: its owner's
@@ -208,8 +221,11 @@ pub struct RoomWorkflow {
 #[derive(Debug)]
 pub enum Inserted {
     Queued(Box<Job>),
-    /// The owner already has the most pending jobs they may have.
-    QueueFull,
+    /// The owner already has the most pending jobs they may have (`limit`:
+    /// theirs, or the room's).
+    QueueFull {
+        limit: u32,
+    },
 }
 
 /// The handle every part of the server shares; cheap to clone.
@@ -269,6 +285,8 @@ operations! {
     fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     /// Replaces a password and ends every session of that user.
     fn set_password(&self, name: &UserName, password_hash: &str) -> StoreResult<()>;
+    /// Sets an account's own limits (`None` in a field: the room's).
+    fn set_caps(&self, name: &UserName, caps: Caps) -> StoreResult<()>;
     /// Disables an account (`Some(when)`), ending its sessions, or enables
     /// it again (`None`).
     fn set_disabled(&self, name: &UserName, disabled_at: Option<i64>) -> StoreResult<()>;

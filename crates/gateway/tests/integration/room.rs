@@ -128,6 +128,11 @@ async fn room_actions_are_refused_to_participants_and_to_no_session() {
             None,
         ),
         (Method::POST, "/admin/api/wall/1/hide".into(), None),
+        (
+            Method::POST,
+            "/admin/api/users/alice/caps".into(),
+            Some(json!({"max_pending": 5, "max_running": 2})),
+        ),
     ];
     for (method, path, body) in &routes {
         let with_body = |r: reqwest::RequestBuilder| match body {
@@ -1331,4 +1336,68 @@ async fn an_output_shared_to_the_wall_is_seen_by_the_room_until_hidden() {
         full["error"].as_str().unwrap().contains("already"),
         "{full}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participants_own_limits_replace_the_rooms() {
+    let app = TestApp::spawn_full(
+        Options {
+            manual_dispatch: true,
+            second_sim: Some(Default::default()),
+            ..Default::default()
+        },
+        |c| {
+            c.admin_token = Some(Secret::new(TOKEN));
+            c.limits.max_running_per_user = 1;
+            c.limits.max_pending_per_user = 10;
+        },
+    )
+    .await;
+    let mut a = participant(&app, "alice").await;
+    let ids = [
+        submit_ok(&app, &a, cpu_prompt("c1")).await,
+        submit_ok(&app, &a, cpu_prompt("c2")).await,
+        submit_ok(&app, &a, cpu_prompt("c3")).await,
+    ];
+    // The room's limit: one running at a time, though two slots are free.
+    assert_eq!(app.dispatch_once().await, [ids[0].clone()]);
+    frames_until_done(&mut a.ws, &ids[0]).await;
+
+    // Her own: two at once, and one waiting at most.
+    let done = expect(
+        by_token(&app, Method::POST, "/admin/api/users/alice/caps")
+            .json(&json!({"max_pending": 1, "max_running": 2})),
+        200,
+    )
+    .await;
+    assert_eq!(done["audit"]["action"], "account.caps");
+    assert_eq!(
+        done["audit"]["detail"],
+        json!({"max_pending": 1, "max_running": 2, "was": {"max_pending": null, "max_running": null}})
+    );
+    let started = app.dispatch_once().await;
+    assert_eq!(started.len(), 2, "{started:?}");
+    for id in &ids[1..] {
+        frames_until_done(&mut a.ws, id).await;
+    }
+    submit_ok(&app, &a, cpu_prompt("c4")).await;
+    let refused = crate::execution::submit(&app, &a, cpu_prompt("c5")).await;
+    assert_ne!(refused.status(), 200);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("1 prompts waiting"), "{body}");
+
+    // Limits are counts from 1; null gives back the room's.
+    expect(
+        by_token(&app, Method::POST, "/admin/api/users/alice/caps")
+            .json(&json!({"max_pending": 0, "max_running": 2})),
+        400,
+    )
+    .await;
+    expect(
+        by_token(&app, Method::POST, "/admin/api/users/alice/caps")
+            .json(&json!({"max_pending": null, "max_running": null})),
+        200,
+    )
+    .await;
+    submit_ok(&app, &a, cpu_prompt("c6")).await;
 }

@@ -308,3 +308,32 @@ fn the_expected_start_order_takes_turns() {
     let order = start_order(&bumped, &running, &share);
     assert_eq!(order[0], job_id(2));
 }
+
+/// An instructor let A run two jobs at once: with two free slots A takes
+/// both, while B, at the room's cap of one, has one running already.
+#[test]
+fn a_participants_own_cap_replaces_the_rooms() {
+    let job = |n: usize, user: i64| {
+        PendingJob::new(job_id(n), UserId(user), false, OrderKey::back(n as u64))
+    };
+    let pending = vec![
+        job(0, A).owner_capped(Some(2)),
+        job(1, A).owner_capped(Some(2)),
+        job(2, B),
+    ];
+    let running: RunningCounts = [UserId(B)].into_iter().collect();
+    let mut share = FairShare::new();
+    share.sync_active([A, B].map(UserId));
+    let free = [slot(0, 0), slot(1, 0)];
+    let got: Vec<_> = plan(&pending, &running, &share, &free, 1)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, [job_id(0), job_id(1)]);
+    // Without it, A gets one and the other slot stays free (B is at cap).
+    let plain: Vec<PendingJob> = pending
+        .iter()
+        .map(|j| j.clone().owner_capped(None))
+        .collect();
+    assert_eq!(plan(&plain, &running, &share, &free, 1).len(), 1);
+}

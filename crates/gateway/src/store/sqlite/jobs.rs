@@ -63,7 +63,8 @@ impl Sqlite {
             "INSERT INTO jobs (id, user_id, state, number, number_is_float, prompt, extra_data, \
              outputs_to_execute, partial_targets, workflow_id, created_at)
              SELECT $1, $2, 'pending', COALESCE($3, 0), $3 IS NOT NULL, $4, $5, $6, $7, $8, $9
-             WHERE (SELECT COUNT(*) FROM jobs WHERE user_id = $2 AND state = 'pending') < $10
+             WHERE (SELECT COUNT(*) FROM jobs WHERE user_id = $2 AND state = 'pending')
+                   < COALESCE((SELECT max_pending FROM users WHERE id = $2), $10)
              RETURNING seq",
         )
         .bind(new.id.to_string())
@@ -80,7 +81,18 @@ impl Sqlite {
         .await;
         let seq: i64 = match inserted {
             Ok(Some(row)) => row.try_get("seq")?,
-            Ok(None) => return Ok(Inserted::QueueFull),
+            Ok(None) => {
+                drop(tx);
+                let own: Option<i64> =
+                    sqlx::query_scalar("SELECT max_pending FROM users WHERE id = $1")
+                        .bind(new.owner.0)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .flatten();
+                let limit =
+                    own.map_or(max_pending, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
+                return Ok(Inserted::QueueFull { limit });
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(format!("job {}", new.id)));
             }
@@ -243,7 +255,7 @@ impl Sqlite {
     /// Every pending job, in submission order, with its owner's role.
     pub async fn pending_jobs(&self) -> StoreResult<Vec<PendingRow>> {
         let rows = sqlx::query(
-            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, j.bumped_at, u.role FROM jobs j JOIN users u ON u.id = j.user_id
+            "SELECT j.id, j.user_id, j.number, j.seq, j.retry, j.avoid_backend, j.bumped_at, u.role, u.max_running FROM jobs j JOIN users u ON u.id = j.user_id
              WHERE j.state = 'pending' ORDER BY j.seq",
         )
         .fetch_all(&self.pool)
@@ -260,6 +272,9 @@ impl Sqlite {
                     seq: r.try_get("seq")?,
                     retry: r.try_get("retry")?,
                     avoid_backend: r.try_get("avoid_backend")?,
+                    owner_cap: r
+                        .try_get::<Option<i64>, _>("max_running")?
+                        .map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
                 })
             })
             .collect()
@@ -658,7 +673,7 @@ mod tests {
     fn queued(inserted: StoreResult<Inserted>) -> Job {
         match inserted.unwrap() {
             Inserted::Queued(job) => *job,
-            Inserted::QueueFull => panic!("the queue is not full"),
+            Inserted::QueueFull { .. } => panic!("the queue is not full"),
         }
     }
 

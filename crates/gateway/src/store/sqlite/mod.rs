@@ -12,7 +12,7 @@ use sqlx::{Row, SqlitePool};
 
 use comfyume_domain::{Role, UserId, UserName};
 
-use super::{StoreError, StoreResult, UserRecord};
+use super::{Caps, StoreError, StoreResult, UserRecord};
 
 #[derive(Clone)]
 pub(super) struct Sqlite {
@@ -63,6 +63,7 @@ impl Sqlite {
                 role,
                 created_at: now_ms,
                 disabled: false,
+                caps: Caps::default(),
             }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::Conflict(format!("user '{name}'")))
@@ -73,7 +74,7 @@ impl Sqlite {
 
     pub async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(
-            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users WHERE name = $1",
+            "SELECT id, name, password_hash, role, created_at, disabled_at, max_pending, max_running FROM users WHERE name = $1",
         )
         .bind(name.as_str())
         .fetch_optional(&self.pool)
@@ -83,7 +84,7 @@ impl Sqlite {
 
     pub async fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(
-            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users WHERE id = $1",
+            "SELECT id, name, password_hash, role, created_at, disabled_at, max_pending, max_running FROM users WHERE id = $1",
         )
         .bind(id.0)
         .fetch_optional(&self.pool)
@@ -93,7 +94,7 @@ impl Sqlite {
 
     pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
         let rows = sqlx::query(
-            "SELECT id, name, password_hash, role, created_at, disabled_at FROM users ORDER BY name",
+            "SELECT id, name, password_hash, role, created_at, disabled_at, max_pending, max_running FROM users ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -116,6 +117,20 @@ impl Sqlite {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_caps(&self, name: &UserName, caps: Caps) -> StoreResult<()> {
+        let updated =
+            sqlx::query("UPDATE users SET max_pending = $1, max_running = $2 WHERE name = $3")
+                .bind(caps.max_pending.map(i64::from))
+                .bind(caps.max_running.map(i64::from))
+                .bind(name.as_str())
+                .execute(&self.pool)
+                .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user '{name}'")));
+        }
         Ok(())
     }
 
@@ -182,7 +197,7 @@ impl Sqlite {
         now_ms: i64,
     ) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(
-            "SELECT u.id, u.name, u.password_hash, u.role, u.created_at, u.disabled_at
+            "SELECT u.id, u.name, u.password_hash, u.role, u.created_at, u.disabled_at, u.max_pending, u.max_running
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
         )
@@ -221,6 +236,11 @@ impl Sqlite {
     }
 }
 
+/// A stored limit (a count, so never negative in practice).
+fn cap(stored: Option<i64>) -> Option<u32> {
+    stored.map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+}
+
 fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<UserRecord> {
     let name: String = r.try_get("name")?;
     let role: String = r.try_get("role")?;
@@ -233,6 +253,10 @@ fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<UserRecord> {
         role: role.parse().map_err(StoreError::Corrupt)?,
         created_at: r.try_get("created_at")?,
         disabled: disabled_at.is_some(),
+        caps: Caps {
+            max_pending: cap(r.try_get("max_pending")?),
+            max_running: cap(r.try_get("max_running")?),
+        },
     })
 }
 
