@@ -78,6 +78,9 @@ fn main() {
         if runs("startup") {
             startup().await;
         }
+        if runs("dashboard") {
+            dashboard().await;
+        }
     });
 }
 
@@ -861,6 +864,74 @@ async fn startup() {
         ms(times[0]),
         ms(times[1]),
         ms(times[1]) / ms(times[0]),
+    );
+}
+
+// --- the instructor's dashboard ------------------------------------------------
+
+/// One look at the room (what each open dashboard computes after a change)
+/// and the delta it sends, for a small room and for 500 participants with
+/// 20 past jobs each and 50 backends.
+async fn dashboard() {
+    println!("\n## dashboard: one look at the room, and the delta after one change");
+    let sim = start_sim().await;
+    let mut looks = Vec::new();
+    for (participants, backends) in [(10usize, 1usize), (500, 50)] {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut config = config(dir.path(), &sim);
+        // The other backends are configured but never answer.
+        for b in 1..backends {
+            config.backends.push(BackendConfig::new(
+                &format!("gpu-{b:02}"),
+                BackendKind::Comfyui,
+                "http://127.0.0.1:9".to_string(),
+                1,
+            ));
+        }
+        let (_url, state) = gateway(config).await;
+        let hash = password_hash();
+        for u in 0..participants {
+            let user = state
+                .store
+                .create_user(
+                    &UserName::parse(&format!("p{u:03}")).expect("a name"),
+                    &hash,
+                    Role::Participant,
+                    0,
+                )
+                .await
+                .expect("an account");
+            past_jobs(&state.store, user.id, 20).await;
+        }
+        let mut times = Vec::new();
+        let mut delta_bytes = 0;
+        for _ in 0..20 {
+            let before = state.room.look().await.expect("a look");
+            let started = Instant::now();
+            let after = state.room.look().await.expect("a look");
+            times.push(started.elapsed());
+            delta_bytes = after.delta_from(&before).to_string().len();
+        }
+        let first = state
+            .room
+            .look()
+            .await
+            .expect("a look")
+            .delta_from(&Default::default())
+            .to_string()
+            .len();
+        println!(
+            "{participants} participants, {backends} backends, {} past jobs: a look {:.2} ms (median of 20); the first event {} KB, an unchanged room's {} bytes",
+            participants * 20,
+            ms(median(times.clone())),
+            first / 1024,
+            delta_bytes
+        );
+        looks.push(median(times));
+    }
+    println!(
+        "ratio (500 participants and 50 backends / 10 and 1): {:.1}",
+        ms(looks[1]) / ms(looks[0])
     );
 }
 
