@@ -882,7 +882,7 @@ async fn dashboard() {
         // The other backends are configured but never answer.
         for b in 1..backends {
             config.backends.push(BackendConfig::new(
-                &format!("gpu-{b:02}"),
+                format!("gpu-{b:02}"),
                 BackendKind::Comfyui,
                 "http://127.0.0.1:9".to_string(),
                 1,
