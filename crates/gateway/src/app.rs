@@ -101,6 +101,10 @@ impl AppState {
             store.clone(),
             limiter,
             Duration::from_secs(u64::from(config.auth.session_hours) * 3600),
+        )
+        .with_room_password(
+            config.auth.room_password.clone(),
+            config.auth.room_max_members,
         );
         let local_user = match config.auth.mode {
             AuthMode::Password => None,

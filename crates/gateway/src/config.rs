@@ -91,6 +91,14 @@ pub struct AuthConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// The header those proxies name the client in.
     pub forwarded_header: ForwardedHeader,
+    /// The room's shared password (JupyterHub's shared-password way): a
+    /// participant logs in with a user name of their choosing and this
+    /// password, which makes their account the first time and logs them
+    /// in again later. Accounts with passwords of their own (instructors,
+    /// credential cards) are never reached with it. `None`: off.
+    pub room_password: Option<Secret>,
+    /// The most accounts the room's password may make.
+    pub room_max_members: u32,
 }
 
 /// Which header a trusted proxy names the client in. Only one is read: a
@@ -119,6 +127,8 @@ impl Default for AuthConfig {
             login_max_delay_seconds: 60,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
+            room_password: None,
+            room_max_members: 500,
         }
     }
 }
@@ -379,6 +389,16 @@ impl Config {
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
         }
+        if self
+            .auth
+            .room_password
+            .as_ref()
+            .is_some_and(|p| p.expose().chars().count() < 8)
+        {
+            return Err(ConfigError::Invalid(
+                "auth.room_password must be at least 8 characters: it is all that stands between the room and anyone who reaches the address".into(),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for b in &self.backends {
             if !names.insert(b.name.as_str()) {
@@ -496,6 +516,20 @@ mod tests {
             let err = load_str(bad).unwrap_err().to_string();
             assert!(err.contains("must be at least 1"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_rooms_password_is_long_enough_to_keep_anyone_out() {
+        let err = load_str("[auth]\nroom_password = \"short\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 8 characters"), "{err}");
+        let c = load_str("[auth]\nroom_password = \"open-sesame-42\"").unwrap();
+        assert_eq!(
+            c.auth.room_password.as_ref().map(|p| p.expose().to_string()),
+            Some("open-sesame-42".into())
+        );
+        assert_eq!(c.auth.room_max_members, 500);
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub enum AuthError {
     BadBatch(String),
     #[error("user '{0}' already exists; choose another prefix or remove the old accounts first")]
     Exists(UserName),
+    /// The room's password, with a name someone else has.
+    #[error("That name is taken: choose another one.")]
+    NameTaken,
+    #[error("The room is full: ask your instructor for an account.")]
+    RoomFull,
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -81,6 +86,9 @@ pub struct Accounts {
     store: Store,
     limiter: LoginLimiter,
     session_ttl: Duration,
+    /// The room's shared password and how many accounts it may make
+    /// (`auth.room_password`), when the room uses one.
+    room: Option<(crate::config::Secret, u32)>,
 }
 
 impl Accounts {
@@ -89,7 +97,33 @@ impl Accounts {
             store,
             limiter,
             session_ttl,
+            room: None,
         }
+    }
+
+    /// Lets participants join with the room's shared `password` (at most
+    /// `max_members` accounts made that way).
+    pub fn with_room_password(
+        mut self,
+        password: Option<crate::config::Secret>,
+        max_members: u32,
+    ) -> Self {
+        self.room = password.map(|p| (p, max_members));
+        self
+    }
+
+    /// Whether participants join with the room's shared password.
+    pub fn room_mode(&self) -> bool {
+        self.room.is_some()
+    }
+
+    /// `password` is the room's shared password (compared in constant
+    /// time).
+    fn is_room_password(&self, password: &Password) -> bool {
+        self.room.as_ref().is_some_and(|(room, _)| {
+            let (a, b) = (room.expose().as_bytes(), password.expose().as_bytes());
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -197,12 +231,40 @@ impl Accounts {
             return Err(AuthError::InvalidCredentials);
         };
         let record = self.store.user_by_name(&name).await?;
-        let hash = record.as_ref().map(|u| u.password_hash.clone());
+        // A room member has no password of their own: checked like an
+        // unknown name (the same time spent), so nothing matches.
+        let hash = record
+            .as_ref()
+            .filter(|u| !u.room_member)
+            .map(|u| u.password_hash.clone());
         let turn = password::turn().await;
         let attempt = self.limiter.recheck(attempt).map_err(limited)?;
         let ok = password::verify_in_turn(turn, password, hash).await;
+        let record = match record {
+            // A new name with the room's password: their account, made now.
+            None if self.is_room_password(password) => {
+                let max = self.room.as_ref().map_or(0, |(_, max)| *max);
+                match self.store.create_room_member(&name, now_ms(), max).await {
+                    Ok(Some(user)) => {
+                        tracing::info!(user = %name, "a participant joined with the room's password");
+                        Some(user)
+                    }
+                    Ok(None) => {
+                        self.limiter.failed(attempt);
+                        return Err(AuthError::RoomFull);
+                    }
+                    // Taken a moment ago, by this name's other tab or
+                    // someone else: decided below like any account.
+                    Err(StoreError::Conflict(_)) => self.store.user_by_name(&name).await?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            record => record,
+        };
+        let room_member_back =
+            |user: &UserRecord| user.room_member && self.is_room_password(password);
         match record {
-            Some(user) if ok && !user.disabled => {
+            Some(user) if (ok || room_member_back(&user)) && !user.disabled => {
                 let device = SessionToken::generate();
                 self.limiter.succeeded(attempt, device.expose());
                 let token = SessionToken::generate();
@@ -216,6 +278,12 @@ impl Accounts {
                     session: token,
                     device,
                 })
+            }
+            // The room's password, with a name that has a password of its
+            // own: say so, to someone who knows the room's password.
+            Some(user) if !user.room_member && self.is_room_password(password) => {
+                self.limiter.failed(attempt);
+                Err(AuthError::NameTaken)
             }
             _ => {
                 self.limiter.failed(attempt);

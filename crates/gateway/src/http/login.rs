@@ -63,7 +63,13 @@ pub async fn page(
             return Ok(Redirect::to(next).into_response());
         }
     }
-    Ok(render(StatusCode::OK, next, "", None))
+    Ok(render(
+        StatusCode::OK,
+        next,
+        "",
+        None,
+        state.accounts.room_mode(),
+    ))
 }
 
 pub async fn submit(
@@ -101,13 +107,14 @@ pub async fn submit(
             append_cookie(&mut r, &device_cookie(&state, device.expose()));
             Ok(r)
         }
-        Err(e @ AuthError::InvalidCredentials) => {
+        Err(e @ (AuthError::InvalidCredentials | AuthError::NameTaken | AuthError::RoomFull)) => {
             state.metrics.login(LoginResult::Refused);
             Ok(render(
                 StatusCode::UNAUTHORIZED,
                 next,
                 &form.username,
                 Some(&e.to_string()),
+                state.accounts.room_mode(),
             ))
         }
         Err(e @ AuthError::RateLimited { retry_after }) => {
@@ -118,6 +125,7 @@ pub async fn submit(
                 next,
                 &form.username,
                 Some(&e.to_string()),
+                state.accounts.room_mode(),
             );
             if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -175,11 +183,23 @@ fn device_cookie(state: &AppState, value: &str) -> String {
     )
 }
 
-fn render(status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {
+fn render(
+    status: StatusCode,
+    next: &str,
+    username: &str,
+    error: Option<&str>,
+    room_mode: bool,
+) -> Response {
     let error_html = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
+    let how = if room_mode {
+        "With a card from your instructor, use its user name and password. Without one, choose a user name (letters, digits, - and _) and enter the room's password: the same name brings you back to your work."
+    } else {
+        "The user name and password are on the card your instructor gave you."
+    };
     let main = LOGIN
+        .replace("{{how}}", how)
         .replace("{{error}}", &error_html)
         .replace("{{next}}", &escape(next))
         .replace("{{username}}", &escape(username));

@@ -41,6 +41,9 @@ pub struct UserRecord {
     pub disabled: bool,
     /// The instructor's limits for this account, if set.
     pub caps: Caps,
+    /// Made by joining with the room's shared password (no password of
+    /// its own).
+    pub room_member: bool,
 }
 
 /// One account's limits, in place of the room's; `None`: the room's.
@@ -285,6 +288,9 @@ operations! {
     fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     /// Replaces a password and ends every session of that user.
     fn set_password(&self, name: &UserName, password_hash: &str) -> StoreResult<()>;
+    /// A participant account made by joining with the room's password;
+    /// `None` when `max_members` such accounts exist already.
+    fn create_room_member(&self, name: &UserName, now_ms: i64, max_members: u32) -> StoreResult<Option<UserRecord>>;
     /// Sets an account's own limits (`None` in a field: the room's).
     fn set_caps(&self, name: &UserName, caps: Caps) -> StoreResult<()>;
     /// Disables an account (`Some(when)`), ending its sessions, or enables

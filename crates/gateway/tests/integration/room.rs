@@ -1401,3 +1401,104 @@ async fn a_participants_own_limits_replace_the_rooms() {
     .await;
     submit_ok(&app, &a, cpu_prompt("c6")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_rooms_password_a_participant_picks_a_name_and_comes_back_to_it() {
+    const ROOM: &str = "open-sesame-42";
+    let app = TestApp::spawn_with(|c| {
+        c.auth.room_password = Some(Secret::new(ROOM));
+        c.auth.room_max_members = 2;
+    })
+    .await;
+    app.add_user_with_role("teacher", "teacher-pw", Role::Admin)
+        .await;
+    app.add_user("carded", "carded-own-pw").await;
+    let page = app.client().get(app.at("/login")).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains("the room's password"));
+
+    // A new name with the room's password: an account, logged in.
+    let zoe = app.client();
+    assert_eq!(app.try_login(&zoe, "zoe", ROOM).await.status(), 303);
+    let record = app
+        .state
+        .store
+        .user_by_name(&comfyume_domain::UserName::parse("zoe").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.role, Role::Participant);
+    assert!(record.room_member);
+    let saved = zoe
+        .post(app.at("/api/userdata/workflows%2Fmine.json"))
+        .json(&json!({"nodes": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+
+    // The same name again, from another browser: the same account.
+    let again = app.client();
+    assert_eq!(app.try_login(&again, "zoe", ROOM).await.status(), 303);
+    let listed: Value = again
+        .get(app.at("/api/userdata?dir=workflows"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, json!(["mine.json"]));
+
+    // The wrong password makes nothing; names with passwords of their own
+    // (a card's, an instructor's) are never reached with the room's.
+    let wrong = app.try_login(&app.client(), "yves", "not-the-room").await;
+    assert_eq!(wrong.status(), 401);
+    let yves = comfyume_domain::UserName::parse("yves").unwrap();
+    assert!(app.state.store.user_by_name(&yves).await.unwrap().is_none());
+    for taken in ["carded", "teacher"] {
+        let r = app.try_login(&app.client(), taken, ROOM).await;
+        assert_eq!(r.status(), 401, "{taken}");
+        assert!(
+            r.text().await.unwrap().contains("That name is taken"),
+            "{taken}"
+        );
+    }
+    // Their own passwords still work.
+    assert_eq!(
+        app.try_login(&app.client(), "carded", "carded-own-pw")
+            .await
+            .status(),
+        303
+    );
+
+    // The room's password makes a bounded number of accounts.
+    assert_eq!(
+        app.try_login(&app.client(), "xena", ROOM).await.status(),
+        303
+    );
+    let full = app.try_login(&app.client(), "walt", ROOM).await;
+    assert_eq!(full.status(), 401);
+    assert!(full.text().await.unwrap().contains("The room is full"));
+
+    // A disabled member cannot come back with it.
+    expect(
+        teacher(&app)
+            .await
+            .post(app.at("/admin/api/users/zoe/disable")),
+        200,
+    )
+    .await;
+    assert_eq!(
+        app.try_login(&app.client(), "zoe", ROOM).await.status(),
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_rooms_password_a_new_name_logs_nobody_in() {
+    let app = TestApp::spawn().await;
+    let r = app.try_login(&app.client(), "zoe", "open-sesame-42").await;
+    assert_eq!(r.status(), 401);
+    let zoe = comfyume_domain::UserName::parse("zoe").unwrap();
+    assert!(app.state.store.user_by_name(&zoe).await.unwrap().is_none());
+}

@@ -64,6 +64,7 @@ impl Sqlite {
                 created_at: now_ms,
                 disabled: false,
                 caps: Caps::default(),
+                room_member: false,
             }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::Conflict(format!("user '{name}'")))
@@ -74,7 +75,7 @@ impl Sqlite {
 
     pub async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(
-            "SELECT id, name, password_hash, role, created_at, disabled_at, max_pending, max_running FROM users WHERE name = $1",
+            "SELECT id, name, password_hash, role, created_at, disabled_at, max_pending, max_running, room_member FROM users WHERE name = $1",
         )
         .bind(name.as_str())
         .fetch_optional(&self.pool)
@@ -84,7 +85,7 @@ impl Sqlite {
 
     pub async fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(
-            "SELECT id, name, password_hash, role, created_at, disabled_at, max_pending, max_running FROM users WHERE id = $1",
+            "SELECT id, name, password_hash, role, created_at, disabled_at, max_pending, max_running, room_member FROM users WHERE id = $1",
         )
         .bind(id.0)
         .fetch_optional(&self.pool)
@@ -94,7 +95,7 @@ impl Sqlite {
 
     pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
         let rows = sqlx::query(
-            "SELECT id, name, password_hash, role, created_at, disabled_at, max_pending, max_running FROM users ORDER BY name",
+            "SELECT id, name, password_hash, role, created_at, disabled_at, max_pending, max_running, room_member FROM users ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -118,6 +119,34 @@ impl Sqlite {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn create_room_member(
+        &self,
+        name: &UserName,
+        now_ms: i64,
+        max_members: u32,
+    ) -> StoreResult<Option<UserRecord>> {
+        // The bound is checked by the inserting statement itself. The
+        // stored hash is no hash at all, so no password ever matches it.
+        let result = sqlx::query(
+            "INSERT INTO users (name, password_hash, role, created_at, room_member)
+             SELECT $1, '!room-member', 'participant', $2, 1
+             WHERE (SELECT COUNT(*) FROM users WHERE room_member = 1) < $3",
+        )
+        .bind(name.as_str())
+        .bind(now_ms)
+        .bind(i64::from(max_members))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(r) if r.rows_affected() == 0 => Ok(None),
+            Ok(_) => self.user_by_name(name).await,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("user '{name}'")))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn set_caps(&self, name: &UserName, caps: Caps) -> StoreResult<()> {
@@ -197,7 +226,7 @@ impl Sqlite {
         now_ms: i64,
     ) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(
-            "SELECT u.id, u.name, u.password_hash, u.role, u.created_at, u.disabled_at, u.max_pending, u.max_running
+            "SELECT u.id, u.name, u.password_hash, u.role, u.created_at, u.disabled_at, u.max_pending, u.max_running, u.room_member
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
         )
@@ -253,6 +282,7 @@ fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<UserRecord> {
         role: role.parse().map_err(StoreError::Corrupt)?,
         created_at: r.try_get("created_at")?,
         disabled: disabled_at.is_some(),
+        room_member: r.try_get("room_member")?,
         caps: Caps {
             max_pending: cap(r.try_get("max_pending")?),
             max_running: cap(r.try_get("max_running")?),
