@@ -526,7 +526,10 @@ mod tests {
         assert!(err.contains("at least 8 characters"), "{err}");
         let c = load_str("[auth]\nroom_password = \"open-sesame-42\"").unwrap();
         assert_eq!(
-            c.auth.room_password.as_ref().map(|p| p.expose().to_string()),
+            c.auth
+                .room_password
+                .as_ref()
+                .map(|p| p.expose().to_string()),
             Some("open-sesame-42".into())
         );
         assert_eq!(c.auth.room_max_members, 500);

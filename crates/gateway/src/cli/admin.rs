@@ -9,6 +9,54 @@ use serde_json::{Value, json};
 use crate::backend::Backend;
 use crate::config::Config;
 
+/// Where the server is and the token that lets a command in.
+#[derive(Args, Debug, Clone)]
+pub struct Server {
+    /// The server (default: http://<listen> from the configuration).
+    #[arg(long)]
+    url: Option<String>,
+    /// The admin token (default: `admin_token` from the configuration).
+    #[arg(long, env = "COMFYUME_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// `comfyume users disable|enable|reset-password NAME`.
+pub async fn user_action(
+    config: &Config,
+    server: &Server,
+    name: &str,
+    action: &str,
+) -> anyhow::Result<()> {
+    let api = AdminApi::at(config, server.url.clone(), server.token.clone())?;
+    let path = format!("/admin/api/users/{}/{action}", segment(name));
+    let done = api.post(&path, None).await?;
+    print_done(&done);
+    if let Some(password) = done.get("password").and_then(Value::as_str) {
+        println!("new password for {name}: {password}");
+    }
+    Ok(())
+}
+
+/// `comfyume users limits NAME [--waiting N] [--running N]`.
+pub async fn limits(
+    config: &Config,
+    server: &Server,
+    name: &str,
+    waiting: Option<u32>,
+    running: Option<u32>,
+) -> anyhow::Result<()> {
+    let api = AdminApi::at(config, server.url.clone(), server.token.clone())?;
+    let path = format!("/admin/api/users/{}/caps", segment(name));
+    let done = api
+        .post(
+            &path,
+            Some(json!({"max_pending": waiting, "max_running": running})),
+        )
+        .await?;
+    print_done(&done);
+    Ok(())
+}
+
 /// Where the server is and the token that lets the command in, then what
 /// to do.
 #[derive(Args, Debug)]
@@ -98,15 +146,15 @@ struct AdminApi {
 
 impl AdminApi {
     fn new<C: Subcommand>(config: &Config, args: &Connection<C>) -> anyhow::Result<Self> {
-        let base = args
-            .url
-            .clone()
+        Self::at(config, args.url.clone(), args.token.clone())
+    }
+
+    fn at(config: &Config, url: Option<String>, token: Option<String>) -> anyhow::Result<Self> {
+        let base = url
             .unwrap_or_else(|| format!("http://{}", config.listen))
             .trim_end_matches('/')
             .to_string();
-        let token = args
-            .token
-            .clone()
+        let token = token
             .or_else(|| config.admin_token.as_ref().map(|t| t.expose().to_string()))
             .context("no admin token: pass --token, set COMFYUME_ADMIN_TOKEN, or set admin_token in the configuration")?;
         Ok(Self {

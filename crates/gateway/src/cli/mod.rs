@@ -207,6 +207,39 @@ enum UsersCommand {
     },
     /// Delete an account (its files stay in the data directory).
     Remove { name: String },
+    /// Disable an account on the running server: its sessions end and its
+    /// open canvases disconnect (admin API).
+    Disable {
+        name: String,
+        #[command(flatten)]
+        server: admin::Server,
+    },
+    /// Let a disabled account log in again (admin API).
+    Enable {
+        name: String,
+        #[command(flatten)]
+        server: admin::Server,
+    },
+    /// Give an account a new generated password on the running server and
+    /// print it; its sessions end and its canvases disconnect (admin API).
+    ResetPassword {
+        name: String,
+        #[command(flatten)]
+        server: admin::Server,
+    },
+    /// Set one participant's own limits on the running server, in place of
+    /// the room's (admin API).
+    Limits {
+        name: String,
+        /// Jobs waiting at once (omit: the room's limit).
+        #[arg(long, value_name = "N")]
+        waiting: Option<u32>,
+        /// Jobs running at once (omit: the room's limit).
+        #[arg(long, value_name = "N")]
+        running: Option<u32>,
+        #[command(flatten)]
+        server: admin::Server,
+    },
     /// Create numbered participant accounts with generated passwords and
     /// write a printable credential sheet.
     Import {
@@ -506,7 +539,27 @@ async fn print_demo_accounts(state: &AppState, url: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `comfyume users …`: the commands on a running server go through its
+/// admin API; the others work on the database directly.
 async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
+    match &cmd {
+        UsersCommand::Disable { name, server } => {
+            return admin::user_action(&config, server, name, "disable").await;
+        }
+        UsersCommand::Enable { name, server } => {
+            return admin::user_action(&config, server, name, "enable").await;
+        }
+        UsersCommand::ResetPassword { name, server } => {
+            return admin::user_action(&config, server, name, "reset-password").await;
+        }
+        UsersCommand::Limits {
+            name,
+            waiting,
+            running,
+            server,
+        } => return admin::limits(&config, server, name, *waiting, *running).await,
+        _ => {}
+    }
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -587,6 +640,12 @@ async fn users_command(
                 "removed '{name}' (their files stay in {})",
                 config.data_dir.join("users").display()
             );
+        }
+        UsersCommand::Disable { .. }
+        | UsersCommand::Enable { .. }
+        | UsersCommand::ResetPassword { .. }
+        | UsersCommand::Limits { .. } => {
+            bail!("this command talks to the running server (`users` sends it there)")
         }
         UsersCommand::Import {
             count,

@@ -489,12 +489,43 @@ async fn the_cli_steers_the_room() {
         .unwrap();
     assert!(ok, "{err}");
     assert!(out.contains("room.push_workflow warm-up"), "{out}");
+    // Accounts on the running server.
+    let (ok, out, err) = run(&["users", "limits", "alice", "--running", "2"])
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("account.caps alice"), "{out}");
+    let (ok, out, err) = run(&["users", "reset-password", "alice"]).await.unwrap();
+    assert!(ok, "{err}");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("new password for alice: "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    assert_eq!(
+        app.try_login(&app.client(), "alice", &password)
+            .await
+            .status(),
+        303
+    );
+    let (ok, _, err) = run(&["users", "disable", "alice"]).await.unwrap();
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["users", "enable", "alice"]).await.unwrap();
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["users", "disable", "nobody"]).await.unwrap();
+    assert!(!ok);
+    assert!(err.contains("no account named 'nobody'"), "{err}");
+
     let (ok, out, _) = run(&["audit", "list"]).await.unwrap();
     assert!(ok);
     // Newest first, each by the token.
     let lines: Vec<&str> = out.lines().skip(1).collect();
-    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines.len(), 8, "{out}");
     for (line, action) in lines.iter().zip([
+        "account.enable",
+        "account.disable",
+        "account.reset_password",
+        "account.caps",
         "room.push_workflow",
         "room.resume",
         "job.bump",
