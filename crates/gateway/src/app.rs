@@ -137,6 +137,7 @@ impl AppState {
             metrics: metrics.clone(),
             workspaces: workspaces.clone(),
             catalogue: catalogue.clone(),
+            progress: Default::default(),
         });
         let warmup = load_warmup(config.dispatch.warmup_prompt.as_deref())?;
         let dispatcher = Arc::new(

@@ -49,6 +49,34 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub workspaces: Workspaces,
     pub catalogue: Arc<Catalogue>,
+    /// Each running job's last `progress` (value, max), for the
+    /// instructor's dashboard.
+    pub progress: JobProgress,
+}
+
+/// The last `progress` frame of each running job.
+#[derive(Default)]
+pub struct JobProgress(Mutex<HashMap<JobId, (u64, u64)>>);
+
+impl JobProgress {
+    pub fn set(&self, job: JobId, value: u64, max: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job, (value, max));
+    }
+
+    pub fn clear(&self, job: &JobId) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(job);
+    }
+
+    pub fn of(&self, job: &JobId) -> Option<(u64, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(job)
+            .copied()
+    }
 }
 
 impl Shared {
@@ -891,7 +919,7 @@ impl Dispatcher {
     }
 
     /// The jobs on the slots now: id, owner, backend, and how long since
-    /// each was started there.
+    /// each was started there (its progress is in [`Shared::progress`]).
     pub fn running_jobs(&self) -> Vec<(JobId, UserId, String, Duration)> {
         let state = self.lock();
         let mut jobs: Vec<_> = state

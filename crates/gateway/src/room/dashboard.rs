@@ -184,10 +184,12 @@ impl Room {
                 .iter()
                 .filter(|(_, _, backend, _)| *backend == b.name)
                 .map(|(id, owner, _, elapsed)| {
+                    let progress = self.shared().progress.of(id);
                     json!({
                         "job": id.to_string(),
                         "owner": name_of(*owner),
                         "elapsed_ms": u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                        "progress": progress.map(|(value, max)| json!({"value": value, "max": max})),
                     })
                 })
                 .collect();

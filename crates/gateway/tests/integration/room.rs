@@ -798,6 +798,12 @@ async fn each_participant_sees_their_place_in_the_room_and_it_moves_as_jobs_end(
     let long = submit_ok(&app, &d, txt2img_prompt(3, 50)).await;
     assert_eq!(app.dispatch_once().await, std::slice::from_ref(&long));
     until_running(&mut d).await;
+    // The dashboard sees whose job runs where, and how far it got.
+    let look = app.state.room.look().await.unwrap();
+    let first = look.delta_from(&Default::default());
+    let current = &first["backends"]["upsert"]["sim"]["current"][0];
+    assert_eq!(current["owner"], "dora", "{first}");
+    assert_eq!(current["progress"]["max"], 50, "{current}");
     // Three participants queue behind dora's running job, in this order.
     let mut queued = Vec::new();
     for name in ["alice", "bob", "carol"] {

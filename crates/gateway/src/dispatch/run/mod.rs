@@ -131,6 +131,7 @@ pub async fn run<S: BackendSession>(
             handed_back
         }
     };
+    shared.progress.clear(&run.report.job.id);
     let run_time = started.elapsed();
     let (run_ms, copy_ms) = (
         run_time.as_millis() as u64,

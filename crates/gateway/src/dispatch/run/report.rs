@@ -119,6 +119,16 @@ impl<'a> Report<'a> {
                 self.outcome = Some(JobState::Cancelled);
                 self.error = Some(data.clone());
             }
+            "progress" => {
+                let number = |k: &str| {
+                    data.get(k)
+                        .and_then(Value::as_f64)
+                        .map(|n| n.max(0.0) as u64)
+                };
+                if let (Some(value), Some(max)) = (number("value"), number("max")) {
+                    self.shared.progress.set(self.job.id, value, max);
+                }
+            }
             _ => {}
         }
     }

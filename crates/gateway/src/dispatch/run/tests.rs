@@ -172,6 +172,7 @@ impl Rig {
             metrics: Arc::default(),
             workspaces: Workspaces::new(dir.path().join("users")),
             catalogue: Arc::new(Catalogue::new(Vec::new(), cache)),
+            progress: Default::default(),
         };
         let inserted = shared
             .store
