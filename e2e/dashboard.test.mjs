@@ -102,11 +102,13 @@ describe('the instructor\'s dashboard', { concurrency: false }, () => {
     await page.locator('#room-state', { hasText: 'running' }).waitFor({ timeout: WAIT_MS });
     await page.locator('#jobs-count', { hasText: '0 waiting or running' }).waitFor({ timeout: WAIT_MS });
     for (const name of ['alice', 'bob']) {
-      // Name, online, waiting, running, done: 2 done each.
+      // Last output, name, online, waiting, running, done: 2 done each,
+      // and the last one's thumbnail.
       await page.waitForFunction((who) => {
         const row = [...document.querySelectorAll('#participants tbody tr')]
-          .find((r) => r.cells[0].textContent === who);
-        return row && row.cells[4].textContent === '2';
+          .find((r) => r.cells[1].textContent === who);
+        const img = row && row.cells[0].querySelector('img');
+        return row && row.cells[5].textContent === '2' && img && img.complete && img.naturalWidth > 0;
       }, name, { timeout: WAIT_MS, polling: 250 });
     }
     for (const action of ['room.pause', 'room.resume']) {

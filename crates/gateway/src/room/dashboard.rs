@@ -216,9 +216,27 @@ impl Room {
             );
         }
 
-        // Participants (and instructors), with their work.
+        // Participants (and instructors), with their work and the last
+        // image it made.
+        let latest: std::collections::HashMap<_, _> =
+            store.latest_outputs().await?.into_iter().collect();
         for u in &users {
             let a = activity.get(&u.id).cloned().unwrap_or_default();
+            let thumbnail = latest
+                .get(&u.id)
+                .and_then(last_image)
+                .map(|(subfolder, file)| {
+                    let path = if subfolder.is_empty() {
+                        file
+                    } else {
+                        format!("{subfolder}/{file}")
+                    };
+                    format!(
+                        "/admin/api/users/{}/file?type=output&path={}",
+                        encode(u.name.as_str()),
+                        encode(&path)
+                    )
+                });
             look.section("participants").insert(
                 u.name.to_string(),
                 json!({
@@ -235,6 +253,7 @@ impl Room {
                     "last_activity": a.last_activity,
                     "max_pending": u.caps.max_pending,
                     "max_running": u.caps.max_running,
+                    "last_output": thumbnail,
                 }),
             );
         }
@@ -302,6 +321,28 @@ impl Room {
             .insert("histogram".into(), Value::Array(counts));
         Ok(look)
     }
+}
+
+/// The last saved image among a job's outputs (`{node: ui output}`):
+/// (subfolder, file name).
+fn last_image(outputs: &Value) -> Option<(String, String)> {
+    let is_image = |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        [".png", ".jpg", ".jpeg", ".webp", ".gif"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+    };
+    outputs
+        .as_object()?
+        .values()
+        .flat_map(comfyume_protocol::frames::output_files)
+        .filter(|f| f.kind == "output" && is_image(&f.filename))
+        .last()
+        .map(|f| (f.subfolder, f.filename))
+}
+
+fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[cfg(test)]

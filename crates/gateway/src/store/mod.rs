@@ -365,6 +365,9 @@ operations! {
     fn account_activity(&self) -> StoreResult<Vec<(UserId, AccountActivity)>>;
     /// Each backend's jobs that ended since `since_ms`.
     fn backend_activity(&self, since_ms: i64) -> StoreResult<Vec<BackendActivity>>;
+    /// Each account's latest completed job with outputs: its outputs
+    /// (`{node: ui output}`), by user id.
+    fn latest_outputs(&self) -> StoreResult<Vec<(UserId, Value)>>;
     /// How long each of the last `limit` started jobs waited for its slot
     /// (milliseconds), newest first.
     fn recent_waits(&self, limit: u32) -> StoreResult<Vec<i64>>;

@@ -1005,6 +1005,14 @@ async fn the_dashboard_is_the_instructors_and_follows_the_room_by_deltas() {
     loop {
         let delta = next_event(&mut events, &mut buffer, "delta").await;
         if delta["participants"]["upsert"]["alice"]["completed"] == 1 {
+            // With her latest image, which the instructor may look at.
+            let thumbnail = delta["participants"]["upsert"]["alice"]["last_output"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{delta}"))
+                .to_string();
+            let image = teacher.get(app.at(&thumbnail)).send().await.unwrap();
+            assert_eq!(image.status(), 200);
+            assert_eq!(image.headers()["content-type"], "image/png");
             // Only the rows that changed: the teacher's did not.
             assert!(
                 delta["participants"]["upsert"].get("teacher").is_none(),

@@ -225,6 +225,25 @@ impl Sqlite {
             .collect()
     }
 
+    pub async fn latest_outputs(&self) -> StoreResult<Vec<(UserId, Value)>> {
+        let rows = sqlx::query(
+            "SELECT j.user_id, j.outputs FROM jobs j
+             JOIN (SELECT user_id, MAX(seq) AS seq FROM jobs
+                   WHERE state = 'completed' AND outputs != '{}' GROUP BY user_id) latest
+               ON latest.seq = j.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("outputs")?;
+                let outputs = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("jobs.outputs: {e}")))?;
+                Ok((UserId(r.try_get("user_id")?), outputs))
+            })
+            .collect()
+    }
+
     pub async fn recent_waits(&self, limit: u32) -> StoreResult<Vec<i64>> {
         Ok(sqlx::query_scalar(
             "SELECT started_at - created_at FROM jobs WHERE started_at IS NOT NULL
