@@ -337,7 +337,7 @@ fn last_image(outputs: &Value) -> Option<(String, String)> {
         .values()
         .flat_map(comfyume_protocol::frames::output_files)
         .filter(|f| f.kind == "output" && is_image(&f.filename))
-        .last()
+        .next_back()
         .map(|f| (f.subfolder, f.filename))
 }
 
