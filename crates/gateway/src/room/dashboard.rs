@@ -336,8 +336,7 @@ fn last_image(outputs: &Value) -> Option<(String, String)> {
         .as_object()?
         .values()
         .flat_map(comfyume_protocol::frames::output_files)
-        .filter(|f| f.kind == "output" && is_image(&f.filename))
-        .next_back()
+        .rfind(|f| f.kind == "output" && is_image(&f.filename))
         .map(|f| (f.subfolder, f.filename))
 }
 
