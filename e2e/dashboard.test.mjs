@@ -10,7 +10,9 @@
 //   3. the teacher resumes from the dashboard: the jobs run, and the
 //      dashboard shows each participant's two done and an empty queue,
 //      with every action in the audit log (screenshot dashboard.png).
-//   4. no page logged an unexpected error or failed request.
+//   4. the teacher pushes a workshop template into everyone's Workflows
+//      from the dashboard; the audit log shows it.
+//   5. no page logged an unexpected error or failed request.
 
 import { describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -121,5 +123,14 @@ describe('the instructor\'s dashboard', { concurrency: false }, () => {
     return [watcher];
   });
 
-  suite.finalCheck('4. no page logged an unexpected error or failed request');
+  step('4. the teacher pushes a workshop template from the dashboard', [S1], async () => {
+    const options = await page.locator('#template option').allTextContents();
+    assert.ok(options.includes('text-to-image'), `templates offered: ${options}`);
+    await page.locator('#template').selectOption('text-to-image');
+    await page.locator('#push-template button').click();
+    await cell('audit', 'room.push_workflow').waitFor({ timeout: WAIT_MS });
+    return [watcher];
+  });
+
+  suite.finalCheck('5. no page logged an unexpected error or failed request');
 });

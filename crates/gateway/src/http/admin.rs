@@ -396,22 +396,68 @@ pub async fn clear_broadcast(
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushedWorkflow {
-    name: String,
-    workflow: Value,
+    /// Its name in Workflows (default: the template's).
+    name: Option<String>,
+    /// The workflow itself (uploaded)…
+    workflow: Option<Value>,
+    /// …or one of the workshop's templates, by name.
+    template: Option<String>,
 }
 
-/// `POST /admin/api/room/workflows` `{"name", "workflow"}`: the workflow
-/// into every account's Workflows, now and at each later login.
+/// `POST /admin/api/room/workflows` `{"name", "workflow"}` or
+/// `{"template"[, "name"]}`: the workflow into every account's Workflows,
+/// now and at each later login.
 pub async fn push_workflow(
     Admin(actor): Admin,
     State(state): State<AppState>,
     Json(body): Json<PushedWorkflow>,
 ) -> Result<Json<Value>, ApiError> {
-    let entry = state
-        .room
-        .push_workflow(&actor, &body.name, &body.workflow)
-        .await?;
+    let bad = |m: &str| ApiError::json_error(StatusCode::BAD_REQUEST, m);
+    let (name, workflow) = match (body.workflow, body.template) {
+        (Some(workflow), None) => (
+            body.name
+                .ok_or_else(|| bad("name the workflow: \"name\""))?,
+            workflow,
+        ),
+        (None, Some(template)) => {
+            let found = state
+                .templates
+                .workflows()
+                .any(|(name, _)| name == template);
+            if !found {
+                return Err(ApiError::json_error(
+                    StatusCode::NOT_FOUND,
+                    format!("no workshop template named '{template}'"),
+                ));
+            }
+            let file = state
+                .templates
+                .file(&format!("{template}.json"))
+                .await
+                .map_err(ApiError::internal)?;
+            let Some(crate::templates::TemplateFile::Json(workflow)) = file else {
+                return Err(ApiError::json_error(
+                    StatusCode::NOT_FOUND,
+                    format!("no workshop template named '{template}'"),
+                ));
+            };
+            (body.name.unwrap_or(template), workflow)
+        }
+        _ => {
+            return Err(bad(
+                "send either \"workflow\" (with \"name\") or \"template\"",
+            ));
+        }
+    };
+    let entry = state.room.push_workflow(&actor, &name, &workflow).await?;
     Ok(Json(json!({"audit": audit_entry(&entry)})))
+}
+
+/// `GET /admin/api/templates`: the workshop's templates, by name (what the
+/// dashboard can push).
+pub async fn templates(_: Admin, State(state): State<AppState>) -> Json<Value> {
+    let names: Vec<&str> = state.templates.workflows().map(|(name, _)| name).collect();
+    Json(json!({"templates": names}))
 }
 
 #[derive(serde::Deserialize)]

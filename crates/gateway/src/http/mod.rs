@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(admin::room_action),
         )
         .route("/admin/api/audit", get(admin::audit))
+        .route("/admin/api/templates", get(admin::templates))
         // ComfyUI registers each of its routes twice: plain and under /api.
         .merge(comfy.clone())
         .nest("/api", comfy)

@@ -736,6 +736,36 @@ async fn a_pushed_workflow_reaches_everyone_now_and_later_and_replaces_nothing()
     let again = participant_again(&app, "alice", "alice-secret-pw").await;
     assert_eq!(listing(&again).await, json!(["intro.json"]));
 
+    // One of the workshop's templates, by name.
+    let templates = expect(by_token(&app, Method::GET, "/admin/api/templates"), 200).await;
+    assert_eq!(templates, json!({"templates": ["invert"]}));
+    let done = expect(
+        by_token(&app, Method::POST, "/admin/api/room/workflows")
+            .json(&json!({"template": "invert"})),
+        200,
+    )
+    .await;
+    assert_eq!(done["audit"]["target"], "invert");
+    let listed = listing(&c).await;
+    assert_eq!(listed, json!(["intro.json", "invert.json"]));
+    let template: Value = serde_json::from_str(include_str!(
+        "../../../../demo/templates/invert-an-image.json"
+    ))
+    .unwrap();
+    assert_eq!(read(&c, "invert.json").await, template);
+    expect(
+        by_token(&app, Method::POST, "/admin/api/room/workflows")
+            .json(&json!({"template": "nope"})),
+        404,
+    )
+    .await;
+    expect(
+        by_token(&app, Method::POST, "/admin/api/room/workflows")
+            .json(&json!({"template": "invert", "workflow": {"nodes": []}})),
+        400,
+    )
+    .await;
+
     // What cannot be a workflow, or a name, is refused with the reason.
     let bad_name = expect(
         teacher
@@ -759,7 +789,7 @@ async fn a_pushed_workflow_reaches_everyone_now_and_later_and_replaces_nothing()
         not_a_workflow["error"].as_str().unwrap().contains("nodes"),
         "{not_a_workflow}"
     );
-    assert_eq!(audit_log(&app).await.len(), 1);
+    assert_eq!(audit_log(&app).await.len(), 2);
 }
 
 /// Reads frames until the next `comfyume.room` one, and returns its data.
