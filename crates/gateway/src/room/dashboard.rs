@@ -169,6 +169,8 @@ impl Room {
                     "started_at": j.started_at,
                     "backend": j.backend,
                     "bumped": j.bumped_at.is_some(),
+                    "progress": self.shared().progress.of(&j.id)
+                        .map(|(value, max)| json!({"value": value, "max": max})),
                 }),
             );
         }

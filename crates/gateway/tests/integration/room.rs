@@ -834,6 +834,7 @@ async fn each_participant_sees_their_place_in_the_room_and_it_moves_as_jobs_end(
     let current = &first["backends"]["upsert"]["sim"]["current"][0];
     assert_eq!(current["owner"], "dora", "{first}");
     assert_eq!(current["progress"]["max"], 50, "{current}");
+    assert_eq!(first["jobs"]["upsert"][&long]["progress"]["max"], 50, "{first}");
     // Three participants queue behind dora's running job, in this order.
     let mut queued = Vec::new();
     for name in ["alice", "bob", "carol"] {
