@@ -91,11 +91,11 @@ pub struct AuthConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// The header those proxies name the client in.
     pub forwarded_header: ForwardedHeader,
-    /// The room's shared password (JupyterHub's shared-password way): a
-    /// participant logs in with a user name of their choosing and this
-    /// password, which makes their account the first time and logs them
-    /// in again later. Accounts with passwords of their own (instructors,
-    /// credential cards) are never reached with it. `None`: off.
+    /// The room's shared password: the first time, a participant without a
+    /// card chooses a free user name and a password of their own and
+    /// enters this one, which makes their account (`Accounts::join`);
+    /// afterwards they log in with their own password, and this one
+    /// reaches no account. `None`: off.
     pub room_password: Option<Secret>,
     /// The most accounts the room's password may make.
     pub room_max_members: u32,

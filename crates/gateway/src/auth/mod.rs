@@ -50,14 +50,27 @@ pub enum AuthError {
     BadBatch(String),
     #[error("user '{0}' already exists; choose another prefix or remove the old accounts first")]
     Exists(UserName),
-    /// The room's password, with a name someone else has.
-    #[error("That name is taken: choose another one.")]
+    /// Joining with the room's password, with a name someone has.
+    #[error(
+        "That name is taken: choose another one (or log in with your own password, if it is yours)."
+    )]
     NameTaken,
     #[error("The room is full: ask your instructor for an account.")]
     RoomFull,
+    #[error("That is not the room's password.")]
+    WrongRoomPassword,
+    #[error("A user name has letters, digits, - and _ only (at most 64).")]
+    BadName,
+    #[error(
+        "Choose a password of your own of at least 8 characters: you log in with it next time."
+    )]
+    OwnPasswordTooShort,
     #[error("{0}")]
     Store(#[from] StoreError),
 }
+
+/// The shortest password a participant may choose when joining a room.
+pub const MIN_OWN_PASSWORD_CHARS: usize = 8;
 
 /// The most accounts one numbered batch creates.
 pub const MAX_BATCH: u32 = 9999;
@@ -89,6 +102,9 @@ pub struct Accounts {
     /// The room's shared password and how many accounts it may make
     /// (`auth.room_password`), when the room uses one.
     room: Option<(crate::config::Secret, u32)>,
+    /// Wrong room passwords from anyone, for one limit over the whole room
+    /// (guesses spread over many names and addresses).
+    room_guesses: std::sync::Arc<rate_limit::RoomGuesses>,
 }
 
 impl Accounts {
@@ -98,6 +114,7 @@ impl Accounts {
             limiter,
             session_ttl,
             room: None,
+            room_guesses: Default::default(),
         }
     }
 
@@ -177,18 +194,33 @@ impl Accounts {
             (name, password, hash)
         }))
         .await;
-        let mut rows = Vec::with_capacity(hashed.len());
-        for (name, password, hash) in hashed {
-            self.store
-                .create_user(&name, &hash, Role::Participant, now_ms())
-                .await?;
-            rows.push(CredentialRow {
+        // One transaction: a name taken meanwhile (a participant joining
+        // with the room's password, say) leaves none of them made.
+        let accounts: Vec<(UserName, String)> = hashed
+            .iter()
+            .map(|(name, _, hash)| (name.clone(), hash.clone()))
+            .collect();
+        match self
+            .store
+            .create_users(&accounts, Role::Participant, now_ms())
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict(taken)) => {
+                let name = UserName::parse(&taken)
+                    .map_err(|_| StoreError::Corrupt(format!("user name {taken:?}")))?;
+                return Err(AuthError::Exists(name));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(hashed
+            .into_iter()
+            .map(|(name, password, _)| CredentialRow {
                 user: name.to_string(),
                 password,
                 role: Role::Participant.to_string(),
-            });
-        }
-        Ok(rows)
+            })
+            .collect())
     }
 
     pub async fn set_password(
@@ -231,65 +263,108 @@ impl Accounts {
             return Err(AuthError::InvalidCredentials);
         };
         let record = self.store.user_by_name(&name).await?;
-        // A room member has no password of their own: checked like an
-        // unknown name (the same time spent), so nothing matches.
-        let hash = record
-            .as_ref()
-            .filter(|u| !u.room_member)
-            .map(|u| u.password_hash.clone());
+        let hash = record.as_ref().map(|u| u.password_hash.clone());
         let turn = password::turn().await;
         let attempt = self.limiter.recheck(attempt).map_err(limited)?;
         let ok = password::verify_in_turn(turn, password, hash).await;
-        let record = match record {
-            // A new name with the room's password: their account, made now.
-            None if self.is_room_password(password) => {
-                let max = self.room.as_ref().map_or(0, |(_, max)| *max);
-                match self.store.create_room_member(&name, now_ms(), max).await {
-                    Ok(Some(user)) => {
-                        tracing::info!(user = %name, "a participant joined with the room's password");
-                        Some(user)
-                    }
-                    Ok(None) => {
-                        self.limiter.failed(attempt);
-                        return Err(AuthError::RoomFull);
-                    }
-                    // Taken a moment ago, by this name's other tab or
-                    // someone else: decided below like any account.
-                    Err(StoreError::Conflict(_)) => self.store.user_by_name(&name).await?,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            record => record,
-        };
-        let room_member_back =
-            |user: &UserRecord| user.room_member && self.is_room_password(password);
         match record {
-            Some(user) if (ok || room_member_back(&user)) && !user.disabled => {
-                let device = SessionToken::generate();
-                self.limiter.succeeded(attempt, device.expose());
-                let token = SessionToken::generate();
-                let now = now_ms();
-                let ttl = i64::try_from(self.session_ttl.as_millis()).unwrap_or(i64::MAX);
-                self.store
-                    .create_session(&token.hash(), user.id, now, now.saturating_add(ttl))
-                    .await?;
-                Ok(LoggedIn {
-                    user: user.into(),
-                    session: token,
-                    device,
-                })
-            }
-            // The room's password, with a name that has a password of its
-            // own: say so, to someone who knows the room's password.
-            Some(user) if !user.room_member && self.is_room_password(password) => {
-                self.limiter.failed(attempt);
-                Err(AuthError::NameTaken)
-            }
+            Some(user) if ok && !user.disabled => self.open_session(attempt, user).await,
             _ => {
                 self.limiter.failed(attempt);
                 Err(AuthError::InvalidCredentials)
             }
         }
+    }
+
+    /// A participant's first time in a room with a shared password
+    /// (`auth.room_password`): with the room's password, a free name of
+    /// their choosing and a password of their own, their account is made
+    /// and they are logged in. From then on they log in with their own
+    /// password, like anyone: the room's password reaches no account.
+    /// Counted against the same limits as logins, and against one limit
+    /// for the whole room's wrong room passwords.
+    pub async fn join(
+        &self,
+        raw_name: &str,
+        own_password: &Password,
+        room_password: &Password,
+        client: IpAddr,
+        device: Option<&str>,
+    ) -> Result<LoggedIn, AuthError> {
+        let Some((_, max_members)) = &self.room else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        let name = UserName::parse(raw_name).ok();
+        let name_key = name.as_ref().map_or(NOT_A_NAME, UserName::as_str);
+        let limited = |retry_after| AuthError::RateLimited { retry_after };
+        let attempt = self
+            .limiter
+            .begin(name_key, client, device)
+            .map_err(limited)?;
+        if let Some(retry_after) = self.room_guesses.blocked() {
+            self.limiter.failed(attempt);
+            return Err(limited(retry_after));
+        }
+        if !self.is_room_password(room_password) {
+            self.room_guesses.wrong();
+            self.limiter.failed(attempt);
+            return Err(AuthError::WrongRoomPassword);
+        }
+        let Some(name) = name else {
+            self.limiter.failed(attempt);
+            return Err(AuthError::BadName);
+        };
+        if own_password.expose().chars().count() < MIN_OWN_PASSWORD_CHARS {
+            self.limiter.failed(attempt);
+            return Err(AuthError::OwnPasswordTooShort);
+        }
+        check_length(own_password)?;
+        if self.store.user_by_name(&name).await?.is_some() {
+            self.limiter.failed(attempt);
+            return Err(AuthError::NameTaken);
+        }
+        let hash = password::hash(own_password).await;
+        let attempt = self.limiter.recheck(attempt).map_err(limited)?;
+        match self
+            .store
+            .create_room_member(&name, &hash, now_ms(), *max_members)
+            .await
+        {
+            Ok(Some(user)) => {
+                tracing::info!(user = %name, "a participant joined with the room's password");
+                self.open_session(attempt, user).await
+            }
+            Ok(None) => {
+                self.limiter.failed(attempt);
+                Err(AuthError::RoomFull)
+            }
+            Err(StoreError::Conflict(_)) => {
+                self.limiter.failed(attempt);
+                Err(AuthError::NameTaken)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A session for `user`, whose login `attempt` succeeded.
+    async fn open_session(
+        &self,
+        attempt: rate_limit::Attempt,
+        user: UserRecord,
+    ) -> Result<LoggedIn, AuthError> {
+        let device = SessionToken::generate();
+        self.limiter.succeeded(attempt, device.expose());
+        let token = SessionToken::generate();
+        let now = now_ms();
+        let ttl = i64::try_from(self.session_ttl.as_millis()).unwrap_or(i64::MAX);
+        self.store
+            .create_session(&token.hash(), user.id, now, now.saturating_add(ttl))
+            .await?;
+        Ok(LoggedIn {
+            user: user.into(),
+            session: token,
+            device,
+        })
     }
 
     /// The user behind a session cookie value, if it is live.

@@ -484,3 +484,72 @@ mod tests {
         );
     }
 }
+
+/// Wrong room passwords from anyone (`Accounts::join`): past
+/// [`RoomGuesses::MAX`] in one [`RoomGuesses::WINDOW`], joining waits until
+/// the window has passed. Per-name and per-address limits cannot stop
+/// guesses spread over many names and addresses; this one can, at the
+/// price of making everyone wait a few minutes while someone guesses.
+#[derive(Default)]
+pub struct RoomGuesses {
+    wrong: Mutex<VecDeque<Instant>>,
+}
+
+impl RoomGuesses {
+    pub const MAX: usize = 50;
+    pub const WINDOW: Duration = Duration::from_secs(300);
+
+    /// How long joining must wait, if it must.
+    pub fn blocked(&self) -> Option<Duration> {
+        self.blocked_at(Instant::now())
+    }
+
+    pub fn wrong(&self) {
+        self.wrong_at(Instant::now());
+    }
+
+    fn blocked_at(&self, now: Instant) -> Option<Duration> {
+        let mut wrong = self.wrong.lock().unwrap_or_else(|e| e.into_inner());
+        while wrong
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Self::WINDOW)
+        {
+            wrong.pop_front();
+        }
+        (wrong.len() >= Self::MAX).then(|| {
+            wrong
+                .front()
+                .map_or(Duration::ZERO, |t| Self::WINDOW - now.duration_since(*t))
+        })
+    }
+
+    fn wrong_at(&self, now: Instant) {
+        let mut wrong = self.wrong.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: older ones than the window go first, and no more than
+        // the limit are kept.
+        if wrong.len() >= Self::MAX {
+            wrong.pop_front();
+        }
+        wrong.push_back(now);
+    }
+}
+
+#[cfg(test)]
+mod room_guesses_tests {
+    use super::*;
+
+    #[test]
+    fn many_wrong_room_passwords_make_everyone_wait_out_the_window() {
+        let guesses = RoomGuesses::default();
+        let start = Instant::now();
+        for _ in 0..RoomGuesses::MAX - 1 {
+            guesses.wrong_at(start);
+        }
+        assert_eq!(guesses.blocked_at(start), None);
+        guesses.wrong_at(start);
+        let wait = guesses.blocked_at(start).expect("blocked");
+        assert_eq!(wait, RoomGuesses::WINDOW);
+        let later = start + RoomGuesses::WINDOW;
+        assert_eq!(guesses.blocked_at(later), None);
+    }
+}

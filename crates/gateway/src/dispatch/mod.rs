@@ -347,14 +347,19 @@ impl Dispatcher {
                 .map(|b| b.slots)
                 .sum()
         };
-        let state = self.lock();
-        let running: RunningCounts = state.running.values().map(|r| r.owner).collect();
-        let order = scheduler::start_order(&pending, &running, &state.share);
-        let known = state.share.room_mean_ms().is_some();
-        let mut ahead_ms: u64 = state
-            .running
-            .values()
-            .map(|r| state.share.estimate_ms(r.owner) / 2)
+        // A copy of what the order needs, so the lock is not held while
+        // it is worked out.
+        let (running_owners, share) = {
+            let state = self.lock();
+            let owners: Vec<UserId> = state.running.values().map(|r| r.owner).collect();
+            (owners, state.share.clone())
+        };
+        let running: RunningCounts = running_owners.iter().copied().collect();
+        let order = scheduler::start_order(&pending, &running, &share);
+        let known = share.room_mean_ms().is_some();
+        let mut ahead_ms: u64 = running_owners
+            .iter()
+            .map(|owner| share.estimate_ms(*owner) / 2)
             .sum();
         let mut places = Vec::with_capacity(order.len());
         for id in order {
@@ -366,7 +371,7 @@ impl Dispatcher {
                 owner,
                 wait_ms: (known && slots > 0).then(|| ahead_ms / u64::from(slots)),
             });
-            ahead_ms = ahead_ms.saturating_add(state.share.estimate_ms(owner));
+            ahead_ms = ahead_ms.saturating_add(share.estimate_ms(owner));
         }
         Ok(places)
     }

@@ -91,9 +91,19 @@ const DASHBOARD_SETTLE: std::time::Duration = std::time::Duration::from_millis(3
 /// rows that changed (see [`Look::delta_from`]). At most
 /// [`crate::room::MAX_DASHBOARDS`] are open at once (503 beyond).
 pub async fn events(
-    _: Admin,
+    Admin(actor): Admin,
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
+    // An instructor's stream lasts as long as their session: it ends once
+    // they log out, are disabled or get a new password.
+    let session = match actor {
+        Actor::Instructor(_) => {
+            crate::http::session::session_token(&headers, crate::http::session::cookie_name(&state))
+                .map(str::to_string)
+        }
+        Actor::Token => None,
+    };
     use axum::response::sse::{Event, KeepAlive, Sse};
     let Some(place) = state.room.dashboard_place() else {
         return Err(ApiError::json_error(
@@ -106,6 +116,7 @@ pub async fn events(
     };
     struct Watching {
         state: AppState,
+        session: Option<String>,
         shown: Look,
         changes: tokio::sync::watch::Receiver<u64>,
         closing: tokio::sync::watch::Receiver<bool>,
@@ -116,6 +127,7 @@ pub async fn events(
         changes: state.room.changes(),
         closing: state.closing.subscribe(),
         state,
+        session,
         shown: Look::default(),
         first: true,
         _place: place,
@@ -133,6 +145,12 @@ pub async fn events(
                     _ = w.closing.wait_for(|closing| *closing) => return None,
                 }
                 tokio::time::sleep(DASHBOARD_SETTLE).await;
+            }
+            if let Some(token) = &w.session {
+                let still = w.state.accounts.session_user(token).await;
+                if !matches!(still, Ok(Some(user)) if user.role == Role::Admin) {
+                    return None;
+                }
             }
             let event = match w.state.room.look().await {
                 Ok(look) => {

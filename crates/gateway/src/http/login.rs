@@ -47,6 +47,10 @@ pub struct LoginForm {
     username: String,
     password: String,
     next: Option<String>,
+    /// The room's shared password: given, this is a first time in a room
+    /// that has one (`Accounts::join`).
+    #[serde(default)]
+    room_password: Option<String>,
 }
 
 pub async fn page(
@@ -80,16 +84,44 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let next = safe_next(form.next.as_deref());
     let device = session_token(&headers, DEVICE_COOKIE);
-    match state
-        .accounts
-        .login(
-            &form.username,
-            &Password::new(form.password),
-            client,
-            device,
-        )
-        .await
-    {
+    let joining = form
+        .room_password
+        .as_deref()
+        .filter(|p| !p.is_empty() && state.accounts.room_mode());
+    let answer = match joining {
+        Some(room_password) => {
+            // A name whose folders outlive a removed account stays taken:
+            // nobody joins into someone else's files.
+            let leftover = comfyume_domain::UserName::parse(&form.username)
+                .is_ok_and(|name| state.workspaces.user(&name).dir().exists());
+            if leftover {
+                Err(AuthError::NameTaken)
+            } else {
+                state
+                    .accounts
+                    .join(
+                        &form.username,
+                        &Password::new(form.password.clone()),
+                        &Password::new(room_password),
+                        client,
+                        device,
+                    )
+                    .await
+            }
+        }
+        None => {
+            state
+                .accounts
+                .login(
+                    &form.username,
+                    &Password::new(form.password.clone()),
+                    client,
+                    device,
+                )
+                .await
+        }
+    };
+    match answer {
         Ok(LoggedIn {
             user,
             session,
@@ -107,7 +139,14 @@ pub async fn submit(
             append_cookie(&mut r, &device_cookie(&state, device.expose()));
             Ok(r)
         }
-        Err(e @ (AuthError::InvalidCredentials | AuthError::NameTaken | AuthError::RoomFull)) => {
+        Err(
+            e @ (AuthError::InvalidCredentials
+            | AuthError::NameTaken
+            | AuthError::RoomFull
+            | AuthError::WrongRoomPassword
+            | AuthError::BadName
+            | AuthError::OwnPasswordTooShort),
+        ) => {
             state.metrics.login(LoginResult::Refused);
             Ok(render(
                 StatusCode::UNAUTHORIZED,
@@ -193,13 +232,20 @@ fn render(
     let error_html = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
-    let how = if room_mode {
-        "With a card from your instructor, use its user name and password. Without one, choose a user name (letters, digits, - and _) and enter the room's password: the same name brings you back to your work."
+    let (how, room_field) = if room_mode {
+        (
+            "With a card from your instructor, use its user name and password. The first time without one, choose a user name (letters, digits, - and _) and a password of your own (8 characters or more), and enter the room's password; next time, your name and your own password are enough.",
+            "<label for=\"room_password\">Room password (first time only)</label>\n    <input id=\"room_password\" name=\"room_password\" type=\"password\" autocomplete=\"off\">",
+        )
     } else {
-        "The user name and password are on the card your instructor gave you."
+        (
+            "The user name and password are on the card your instructor gave you.",
+            "",
+        )
     };
     let main = LOGIN
         .replace("{{how}}", how)
+        .replace("{{room}}", room_field)
         .replace("{{error}}", &error_html)
         .replace("{{next}}", &escape(next))
         .replace("{{username}}", &escape(username));

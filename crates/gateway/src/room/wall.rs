@@ -25,6 +25,12 @@ pub const MAX_WALL_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// What can go on the wall: images a browser shows.
 const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "webp", "gif"];
 
+fn full() -> RoomError {
+    RoomError::Conflict(format!(
+        "you have {MAX_SHOWN_PER_AUTHOR} images on the wall already; ask your instructor to take one off"
+    ))
+}
+
 impl Room {
     /// Shares one of `user`'s own files (as `/view` names it) on the wall.
     pub async fn share(
@@ -54,6 +60,11 @@ impl Room {
                 MAX_WALL_FILE_BYTES / 1_000_000
             )));
         }
+        // Checked before the copy too (the insert checks again, atomically),
+        // so a participant at the limit costs no copying.
+        if self.shared().store.wall_shown_by(user.id).await? >= MAX_SHOWN_PER_AUTHOR {
+            return Err(full());
+        }
         let dir = self.wall_dir.clone();
         tokio::fs::create_dir_all(&dir)
             .await
@@ -77,9 +88,7 @@ impl Room {
             Ok(Some(id)) => id,
             Ok(None) => {
                 let _ = tokio::fs::remove_file(&incoming).await;
-                return Err(RoomError::Conflict(format!(
-                    "you have {MAX_SHOWN_PER_AUTHOR} images on the wall already; ask your instructor to take one off"
-                )));
+                return Err(full());
             }
             Err(e) => {
                 let _ = tokio::fs::remove_file(&incoming).await;

@@ -41,8 +41,8 @@ pub struct UserRecord {
     pub disabled: bool,
     /// The instructor's limits for this account, if set.
     pub caps: Caps,
-    /// Made by joining with the room's shared password (no password of
-    /// its own).
+    /// Made by joining with the room's shared password (counted against
+    /// `auth.room_max_members`).
     pub room_member: bool,
 }
 
@@ -282,15 +282,19 @@ operations! {
     /// Answers once the database does (for `/ready`).
     fn ping(&self) -> StoreResult<()>;
     fn create_user(&self, name: &UserName, password_hash: &str, role: Role, now_ms: i64) -> StoreResult<UserRecord>;
+    /// Creates every account of `users` (name, password hash), or none:
+    /// `Conflict(name)` names the first that exists.
+    fn create_users(&self, users: &[(UserName, String)], role: Role, now_ms: i64) -> StoreResult<()>;
     fn user_by_name(&self, name: &UserName) -> StoreResult<Option<UserRecord>>;
     fn user_by_id(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
     /// Every account, by name.
     fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     /// Replaces a password and ends every session of that user.
     fn set_password(&self, name: &UserName, password_hash: &str) -> StoreResult<()>;
-    /// A participant account made by joining with the room's password;
-    /// `None` when `max_members` such accounts exist already.
-    fn create_room_member(&self, name: &UserName, now_ms: i64, max_members: u32) -> StoreResult<Option<UserRecord>>;
+    /// A participant account made by joining with the room's password
+    /// (with the password they chose); `None` when `max_members` such
+    /// accounts exist already.
+    fn create_room_member(&self, name: &UserName, password_hash: &str, now_ms: i64, max_members: u32) -> StoreResult<Option<UserRecord>>;
     /// Sets an account's own limits (`None` in a field: the room's).
     fn set_caps(&self, name: &UserName, caps: Caps) -> StoreResult<()>;
     /// Disables an account (`Some(when)`), ending its sessions, or enables
@@ -378,6 +382,8 @@ operations! {
     /// hidden ones too, with `with_hidden`).
     fn wall_items(&self, limit: u32, with_hidden: bool) -> StoreResult<Vec<WallItem>>;
     fn wall_item(&self, id: i64) -> StoreResult<Option<WallItem>>;
+    /// How many of `user`'s items the wall shows.
+    fn wall_shown_by(&self, user: UserId) -> StoreResult<u32>;
     /// Takes an item off the wall (or puts it back); false if no such item.
     fn set_wall_hidden(&self, id: i64, hidden_by: Option<&str>, at: i64) -> StoreResult<bool>;
     /// Keeps a workflow pushed to the room; returns its id.

@@ -834,7 +834,10 @@ async fn each_participant_sees_their_place_in_the_room_and_it_moves_as_jobs_end(
     let current = &first["backends"]["upsert"]["sim"]["current"][0];
     assert_eq!(current["owner"], "dora", "{first}");
     assert_eq!(current["progress"]["max"], 50, "{current}");
-    assert_eq!(first["jobs"]["upsert"][&long]["progress"]["max"], 50, "{first}");
+    assert_eq!(
+        first["jobs"]["upsert"][&long]["progress"]["max"], 50,
+        "{first}"
+    );
     // Three participants queue behind dora's running job, in this order.
     let mut queued = Vec::new();
     for name in ["alice", "bob", "carol"] {
@@ -1074,7 +1077,21 @@ async fn the_dashboard_is_the_instructors_and_follows_the_room_by_deltas() {
         .unwrap();
     assert_eq!(refused.status(), 503);
     drop(open);
-    drop(events);
+
+    // The teacher's stream lasts as long as their session.
+    expect(
+        by_token(
+            &app,
+            Method::POST,
+            "/admin/api/users/teacher/reset-password",
+        ),
+        200,
+    )
+    .await;
+    crate::support::within("the teacher's stream to end", async {
+        while events.chunk().await.ok().flatten().is_some() {}
+    })
+    .await;
 }
 
 /// The text of each `<dd class=NAME>` in a page, in order.
@@ -1478,10 +1495,33 @@ async fn a_participants_own_limits_replace_the_rooms() {
     submit_ok(&app, &a, cpu_prompt("c6")).await;
 }
 
+/// A first time in a room with a shared password: the login form with
+/// the room's password filled in.
+async fn join(
+    app: &TestApp,
+    client: &reqwest::Client,
+    name: &str,
+    own: &str,
+    room: &str,
+) -> reqwest::Response {
+    client
+        .post(app.at("/login"))
+        .form(&[
+            ("username", name),
+            ("password", own),
+            ("room_password", room),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_rooms_password_a_participant_picks_a_name_and_comes_back_to_it() {
+async fn with_the_rooms_password_a_participant_joins_then_logs_in_with_their_own() {
     const ROOM: &str = "open-sesame-42";
     let app = TestApp::spawn_with(|c| {
+        c.admin_token = Some(Secret::new(TOKEN));
         c.auth.room_password = Some(Secret::new(ROOM));
         c.auth.room_max_members = 2;
     })
@@ -1490,11 +1530,15 @@ async fn with_the_rooms_password_a_participant_picks_a_name_and_comes_back_to_it
         .await;
     app.add_user("carded", "carded-own-pw").await;
     let page = app.client().get(app.at("/login")).send().await.unwrap();
-    assert!(page.text().await.unwrap().contains("the room's password"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("name=\"room_password\""), "{html}");
 
-    // A new name with the room's password: an account, logged in.
+    // The first time: a free name, a password of her own, the room's.
     let zoe = app.client();
-    assert_eq!(app.try_login(&zoe, "zoe", ROOM).await.status(), 303);
+    assert_eq!(
+        join(&app, &zoe, "zoe", "zoe-own-pw", ROOM).await.status(),
+        303
+    );
     let record = app
         .state
         .store
@@ -1512,9 +1556,12 @@ async fn with_the_rooms_password_a_participant_picks_a_name_and_comes_back_to_it
         .unwrap();
     assert_eq!(saved.status(), 200);
 
-    // The same name again, from another browser: the same account.
+    // Next time, her own password, like anyone's, brings her back.
     let again = app.client();
-    assert_eq!(app.try_login(&again, "zoe", ROOM).await.status(), 303);
+    assert_eq!(
+        app.try_login(&again, "zoe", "zoe-own-pw").await.status(),
+        303
+    );
     let listed: Value = again
         .get(app.at("/api/userdata?dir=workflows"))
         .send()
@@ -1525,47 +1572,85 @@ async fn with_the_rooms_password_a_participant_picks_a_name_and_comes_back_to_it
         .unwrap();
     assert_eq!(listed, json!(["mine.json"]));
 
-    // The wrong password makes nothing; names with passwords of their own
-    // (a card's, an instructor's) are never reached with the room's.
-    let wrong = app.try_login(&app.client(), "yves", "not-the-room").await;
-    assert_eq!(wrong.status(), 401);
-    let yves = comfyume_domain::UserName::parse("yves").unwrap();
-    assert!(app.state.store.user_by_name(&yves).await.unwrap().is_none());
-    for taken in ["carded", "teacher"] {
-        let r = app.try_login(&app.client(), taken, ROOM).await;
+    // The room's password reaches nobody's account: not hers, not a
+    // card's, not an instructor's.
+    assert_eq!(
+        app.try_login(&app.client(), "zoe", ROOM).await.status(),
+        401
+    );
+    for taken in ["zoe", "carded", "teacher"] {
+        let r = join(&app, &app.client(), taken, "someone-else-pw", ROOM).await;
         assert_eq!(r.status(), 401, "{taken}");
         assert!(
             r.text().await.unwrap().contains("That name is taken"),
             "{taken}"
         );
     }
-    // Their own passwords still work.
+    // Nor the files a removed account left behind.
+    app.add_user("gone", "gone-own-pw").await;
+    std::fs::create_dir_all(app.user_dir("gone").join("output")).unwrap();
+    app.state
+        .store
+        .remove_user(&comfyume_domain::UserName::parse("gone").unwrap())
+        .await
+        .unwrap();
+    let r = join(&app, &app.client(), "gone", "new-owner-pw", ROOM).await;
+    assert!(r.text().await.unwrap().contains("That name is taken"));
+
+    // The wrong room password, or too short a password of one's own,
+    // makes nothing, with the reason.
+    let wrong = join(&app, &app.client(), "yves", "yves-own-pw", "not-the-room").await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.text().await.unwrap().contains("That is not the room"));
+    let short = join(&app, &app.client(), "yves", "short", ROOM).await;
+    assert!(
+        short
+            .text()
+            .await
+            .unwrap()
+            .contains("at least 8 characters")
+    );
+    let yves = comfyume_domain::UserName::parse("yves").unwrap();
+    assert!(app.state.store.user_by_name(&yves).await.unwrap().is_none());
+
+    // A bounded number of accounts join this way.
     assert_eq!(
-        app.try_login(&app.client(), "carded", "carded-own-pw")
+        join(&app, &app.client(), "xena", "xena-own-pw", ROOM)
             .await
             .status(),
         303
     );
-
-    // The room's password makes a bounded number of accounts.
-    assert_eq!(
-        app.try_login(&app.client(), "xena", ROOM).await.status(),
-        303
-    );
-    let full = app.try_login(&app.client(), "walt", ROOM).await;
-    assert_eq!(full.status(), 401);
+    let full = join(&app, &app.client(), "walt", "walt-own-pw", ROOM).await;
     assert!(full.text().await.unwrap().contains("The room is full"));
 
-    // A disabled member cannot come back with it.
-    expect(
-        teacher(&app)
+    // The instructor's tools work on such an account as on any.
+    let reset = expect(
+        by_token(&app, Method::POST, "/admin/api/users/zoe/reset-password"),
+        200,
+    )
+    .await;
+    let new_password = reset["password"].as_str().unwrap();
+    assert_eq!(
+        app.try_login(&app.client(), "zoe", "zoe-own-pw")
             .await
-            .post(app.at("/admin/api/users/zoe/disable")),
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.try_login(&app.client(), "zoe", new_password)
+            .await
+            .status(),
+        303
+    );
+    expect(
+        by_token(&app, Method::POST, "/admin/api/users/zoe/disable"),
         200,
     )
     .await;
     assert_eq!(
-        app.try_login(&app.client(), "zoe", ROOM).await.status(),
+        app.try_login(&app.client(), "zoe", new_password)
+            .await
+            .status(),
         401
     );
 }

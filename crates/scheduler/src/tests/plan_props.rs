@@ -224,6 +224,7 @@ proptest! {
             prop_assert!(!(lane_over && job.admin), "the instructor lane goes first");
             lane_over |= !job.admin;
         }
+        prop_assert_eq!(&order, &crate::plan::start_order_by_plan(&s.pending, &s.running, &s.share), "the heap orders as plan does");
         if let Some(first) = order.first() {
             let anywhere: Vec<PendingJob> = s.pending.iter().map(|j| PendingJob { allowed: None, ..j.clone() }).collect();
             let one = [Slot::new(backend(0), 0)];

@@ -121,20 +121,51 @@ impl Sqlite {
         Ok(())
     }
 
+    pub async fn create_users(
+        &self,
+        users: &[(UserName, String)],
+        role: Role,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (name, hash) in users {
+            let inserted = sqlx::query(
+                "INSERT INTO users (name, password_hash, role, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(name.as_str())
+            .bind(hash)
+            .bind(role.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                // Dropping the transaction takes back the ones before.
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(StoreError::Conflict(name.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn create_room_member(
         &self,
         name: &UserName,
+        password_hash: &str,
         now_ms: i64,
         max_members: u32,
     ) -> StoreResult<Option<UserRecord>> {
-        // The bound is checked by the inserting statement itself. The
-        // stored hash is no hash at all, so no password ever matches it.
+        // The bound is checked by the inserting statement itself.
         let result = sqlx::query(
             "INSERT INTO users (name, password_hash, role, created_at, room_member)
-             SELECT $1, '!room-member', 'participant', $2, 1
-             WHERE (SELECT COUNT(*) FROM users WHERE room_member = 1) < $3",
+             SELECT $1, $2, 'participant', $3, 1
+             WHERE (SELECT COUNT(*) FROM users WHERE room_member = 1) < $4",
         )
         .bind(name.as_str())
+        .bind(password_hash)
         .bind(now_ms)
         .bind(i64::from(max_members))
         .execute(&self.pool)
@@ -301,6 +332,34 @@ mod tests {
 
     fn name(s: &str) -> UserName {
         UserName::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_accounts_is_made_whole_or_not_at_all() {
+        let s = store().await;
+        s.create_user(&name("b"), "h", Role::Participant, 1)
+            .await
+            .unwrap();
+        let batch: Vec<(UserName, String)> = ["a", "b", "c"]
+            .iter()
+            .map(|n| (name(n), "h".to_string()))
+            .collect();
+        let err = s
+            .create_users(&batch, Role::Participant, 2)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref n) if n == "b"),
+            "{err}"
+        );
+        assert!(s.user_by_name(&name("a")).await.unwrap().is_none());
+        assert!(s.user_by_name(&name("c")).await.unwrap().is_none());
+        let fresh: Vec<(UserName, String)> = ["x", "y"]
+            .iter()
+            .map(|n| (name(n), "h".to_string()))
+            .collect();
+        s.create_users(&fresh, Role::Participant, 3).await.unwrap();
+        assert!(s.user_by_name(&name("y")).await.unwrap().is_some());
     }
 
     #[tokio::test]

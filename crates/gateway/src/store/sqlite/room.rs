@@ -305,6 +305,16 @@ impl Sqlite {
         row.as_ref().map(wall_from_row).transpose()
     }
 
+    pub async fn wall_shown_by(&self, user: UserId) -> StoreResult<u32> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM wall_items WHERE user_id = $1 AND hidden_at IS NULL",
+        )
+        .bind(user.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     pub async fn set_wall_hidden(
         &self,
         id: i64,
