@@ -18,6 +18,7 @@ const STYLE = `
   box-shadow: 0 2px 8px rgba(0,0,0,.35); }
 #comfyume-room .banner { background: #fde68a; color: #1c1917; font-weight: 600; }
 #comfyume-room .paused { background: #fecaca; color: #450a0a; }
+#comfyume-room .gpus { background: #fed7aa; color: #431407; }
 #comfyume-room .queue { background: #1e293b; color: #e2e8f0; }
 #comfyume-room .share { background: #1e293b; color: #e2e8f0; display: flex; gap: 10px; align-items: center; }
 #comfyume-room .share button { background: #0369a1; color: #fff; border: 0; border-radius: 6px; padding: 3px 10px; cursor: pointer; }
@@ -71,6 +72,14 @@ function render(panel, badge, standing) {
       "Room paused by the instructor: prompts already running finish; yours wait until it resumes."));
   }
   const waiting = standing.waiting || [];
+  if (waiting.length > 0 && standing.gpus === "warming up") {
+    lines.push(line("gpus", "The GPUs are warming up: your prompt starts as soon as one is ready."));
+  } else if (waiting.length > 0 && standing.gpus === "unavailable") {
+    lines.push(line("gpus", "No GPU can take work right now: your prompt waits in the queue."));
+  }
+  if (waiting.some((w) => w.retrying)) {
+    lines.push(line("queue", "A GPU failed your prompt: it runs again on another."));
+  }
   if (waiting.length > 0) {
     const first = waiting[0];
     const ahead = first.ahead === 0 ? "next to start" : `${first.ahead} ahead of it`;

@@ -172,6 +172,8 @@ fn job_span(job: &Job, owner: &UserName, backend: &str) -> tracing::Span {
 pub struct QueuePlace {
     pub job: JobId,
     pub owner: UserId,
+    /// Handed back by a backend that failed it: it waits to run again.
+    pub retry: bool,
     /// Expected wait before it starts, if the room has a history to tell.
     pub wait_ms: Option<u64>,
 }
@@ -338,7 +340,8 @@ impl Dispatcher {
             .iter()
             .map(|r| PendingJob::new(r.id, r.owner, r.admin, order_key(r)))
             .collect();
-        let owners: HashMap<JobId, UserId> = rows.iter().map(|r| (r.id, r.owner)).collect();
+        let owners: HashMap<JobId, (UserId, bool)> =
+            rows.iter().map(|r| (r.id, (r.owner, r.retry))).collect();
         let slots: u32 = {
             let serving = self.serving();
             self.backends
@@ -363,12 +366,13 @@ impl Dispatcher {
             .sum();
         let mut places = Vec::with_capacity(order.len());
         for id in order {
-            let Some(owner) = owners.get(&id).copied() else {
+            let Some((owner, retry)) = owners.get(&id).copied() else {
                 continue;
             };
             places.push(QueuePlace {
                 job: id,
                 owner,
+                retry,
                 wait_ms: (known && slots > 0).then(|| ahead_ms / u64::from(slots)),
             });
             ahead_ms = ahead_ms.saturating_add(share.estimate_ms(owner));
@@ -906,6 +910,34 @@ impl Dispatcher {
                 self.shared
                     .notify(r.owner, text, &format!("comfyume-waiting-{}", r.id));
             }
+        }
+    }
+
+    /// What the GPUs serving the room are doing, as a participant waiting
+    /// for one would want to know: `ready` (one is up), `warming up` (none
+    /// is up yet, some are starting), or `unavailable` (none can take
+    /// work).
+    pub fn gpus(&self) -> &'static str {
+        let serving: Vec<BackendState> = self
+            .backends()
+            .into_iter()
+            .filter(|b| b.active)
+            .map(|b| b.state)
+            .collect();
+        if serving.iter().any(|s| {
+            matches!(
+                s,
+                BackendState::Ready | BackendState::Busy | BackendState::Draining
+            )
+        }) {
+            "ready"
+        } else if serving
+            .iter()
+            .any(|s| matches!(s, BackendState::Starting | BackendState::Unknown))
+        {
+            "warming up"
+        } else {
+            "unavailable"
         }
     }
 

@@ -329,7 +329,8 @@ impl Room {
     pub async fn standing_of(&self, user: &crate::auth::SessionUser) -> RoomResult<Value> {
         let places = self.dispatcher.queue_places().await?;
         let banner = self.banner().await?;
-        Ok(self.standing(user.id, &user.name, &places, banner.as_ref()))
+        let gpus = self.dispatcher.gpus();
+        Ok(self.standing(user.id, &user.name, &places, banner.as_ref(), gpus))
     }
 
     fn standing(
@@ -338,6 +339,7 @@ impl Room {
         name: &UserName,
         places: &[crate::dispatch::QueuePlace],
         banner: Option<&Value>,
+        gpus: &str,
     ) -> Value {
         let waiting: Vec<Value> = places
             .iter()
@@ -349,12 +351,15 @@ impl Room {
                     "position": ahead + 1,
                     "ahead": ahead,
                     "estimated_start_seconds": p.wait_ms.map(|ms| ms.div_ceil(1000)),
+                    // A GPU failed it; it runs again on another.
+                    "retrying": p.retry,
                 })
             })
             .collect();
         json!({
             "user": name.as_str(),
             "paused": self.dispatcher.is_paused(),
+            "gpus": gpus,
             "banner": banner,
             "waiting": waiting,
             "room_waiting": places.len(),
@@ -383,11 +388,12 @@ impl Room {
             .filter(|u| connected.contains(&u.id))
             .map(|u| (u.id, u.name))
             .collect();
+        let gpus = self.dispatcher.gpus();
         let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
         told.retain(|user, _| names.contains_key(user));
         let mut sent = 0;
         for (user, name) in &names {
-            let standing = self.standing(*user, name, &places, banner.as_ref());
+            let standing = self.standing(*user, name, &places, banner.as_ref(), gpus);
             if told.get(user) == Some(&standing) {
                 continue;
             }

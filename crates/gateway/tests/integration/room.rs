@@ -850,6 +850,8 @@ async fn each_participant_sees_their_place_in_the_room_and_it_moves_as_jobs_end(
         assert_eq!(s["waiting"][0]["prompt_id"], id.as_str(), "{s}");
         assert_eq!(places(&s), [(n as u64 + 1, n as u64)], "{s}");
         assert_eq!(s["paused"], false);
+        assert_eq!(s["gpus"], "ready");
+        assert_eq!(s["waiting"][0]["retrying"], false);
         assert_eq!(s["room_waiting"], 3);
         // Nothing has finished yet: no history to estimate a start from.
         assert_eq!(s["waiting"][0]["estimated_start_seconds"], Value::Null);
@@ -888,6 +890,14 @@ async fn each_participant_sees_their_place_in_the_room_and_it_moves_as_jobs_end(
         assert_eq!(places(&s), [(n as u64, n as u64 - 1)], "{s}");
         assert_eq!(standing(&app, p).await["waiting"], s["waiting"]);
     }
+
+    // With no GPU able to take work, those waiting are told so.
+    expect(
+        by_token(&app, Method::POST, "/admin/api/backends/sim/disable"),
+        200,
+    )
+    .await;
+    assert_eq!(standing(&app, &queued[1].0).await["gpus"], "unavailable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
