@@ -44,6 +44,10 @@ pub struct App {
     pub jobs: Jobs,
     /// The instructor's actions on the room.
     pub room: crate::room::Room,
+    /// Scheduled backups and their status (`None`: `[backup] to` unset).
+    pub backups: Option<Arc<crate::backup::Backups>>,
+    /// The data directory's free space, checked before large writes.
+    pub disk: crate::disk::DiskGuard,
     pub frontend: Frontend,
     pub templates: Templates,
     /// The node documentation folder, when it is there.
@@ -74,6 +78,8 @@ pub enum StartError {
     Room(String),
     #[error("warm-up prompt {path}: {reason}")]
     Warmup { path: String, reason: String },
+    #[error("backups: {0}")]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 impl AppState {
@@ -88,6 +94,8 @@ impl AppState {
             source,
         })?;
         let store = Store::connect(config.database_url().expose()).await?;
+        let disk = crate::disk::DiskGuard::new(&config.data_dir, config.limits.min_free_disk_bytes);
+        let backups = scheduled_backups(&config, &store, &disk).await?;
         let limiter = LoginLimiter::new(
             config.auth.login_failures_per_user,
             config.auth.login_failures_per_ip,
@@ -128,7 +136,8 @@ impl AppState {
         ));
         let assets = crate::backend_assets::BackendAssets::new(backends.clone());
         let workspaces = Workspaces::new(config.data_dir.join("users"))
-            .with_quota(config.limits.max_user_disk_bytes);
+            .with_quota(config.limits.max_user_disk_bytes)
+            .with_disk_guard(disk.clone());
         let hub = Arc::new(Hub::default());
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
@@ -154,6 +163,10 @@ impl AppState {
             dispatcher.clone(),
             accounts.clone(),
             config.data_dir.join("wall"),
+            crate::room::Storage {
+                disk: disk.clone(),
+                backups: backups.clone(),
+            },
         )
         .await
         .map_err(|e| StartError::Room(e.to_string()))?;
@@ -169,6 +182,8 @@ impl AppState {
             dispatcher,
             jobs,
             room,
+            backups,
+            disk,
             frontend,
             templates,
             node_docs,
@@ -176,6 +191,36 @@ impl AppState {
             closing: tokio::sync::watch::Sender::new(false),
         })))
     }
+}
+
+/// The scheduled backups, when `[backup] to` names a destination (opened
+/// now, so a wrong URL stops the start rather than the first backup).
+async fn scheduled_backups(
+    config: &Config,
+    store: &Store,
+    disk: &crate::disk::DiskGuard,
+) -> Result<Option<Arc<crate::backup::Backups>>, StartError> {
+    use crate::backup::{Backups, Options, Source, Target, database_file};
+    let Some(url) = &config.backup.to else {
+        return Ok(None);
+    };
+    let target = Target::open(url, &config.backup)?;
+    let every = crate::config::parse_every(&config.backup.every)
+        .map_err(|e| crate::backup::BackupError::Internal(format!("backup.every: {e}")))?;
+    let source = Source {
+        data_dir: config.data_dir.clone(),
+        database_file: database_file(config)?,
+        store: store.clone(),
+        disk: disk.clone(),
+    };
+    let backups = Backups::open(
+        source,
+        Some(target),
+        Options::from_config(&config.backup),
+        every,
+    )
+    .await?;
+    Ok(Some(Arc::new(backups)))
 }
 
 /// The `default` account of local mode, created on first start. Its password

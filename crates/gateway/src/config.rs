@@ -42,6 +42,7 @@ pub struct Config {
     pub limits: Limits,
     pub dispatch: DispatchConfig,
     pub backends: Vec<BackendConfig>,
+    pub backup: BackupConfig,
 }
 
 impl Default for Config {
@@ -60,6 +61,7 @@ impl Default for Config {
             limits: Limits::default(),
             dispatch: DispatchConfig::default(),
             backends: Vec::new(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -149,6 +151,10 @@ pub struct Limits {
     /// What one participant's files (uploads, outputs, workflows) may take
     /// on disk together.
     pub max_user_disk_bytes: u64,
+    /// Free space the data directory's filesystem keeps: an upload, an
+    /// output copy or a backup's staging that would leave less is refused
+    /// with a clear reason instead of filling the disk.
+    pub min_free_disk_bytes: u64,
     /// Live sockets (browser tabs) one participant may hold at once.
     pub max_sockets_per_user: u32,
     /// Open HTTP connections the server holds at once, from everyone; one
@@ -176,6 +182,7 @@ impl Default for Limits {
             max_settings_bytes: 1024 * 1024,
             max_body_bytes: 1024 * 1024,
             max_user_disk_bytes: 2 * 1024 * 1024 * 1024,
+            min_free_disk_bytes: 1024 * 1024 * 1024,
             max_sockets_per_user: 16,
             max_connections: 10_000,
             header_read_timeout_seconds: 30,
@@ -240,6 +247,72 @@ impl Default for DispatchConfig {
             warmup_prompt: None,
         }
     }
+}
+
+/// Backups of the room's database and participants' files
+/// (`comfyume backup`, and on a schedule inside `serve`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Where backups go: `s3://BUCKET/PREFIX` or `file:///PATH`. `serve`
+    /// backs up on its schedule only when this is set; the CLI's `--to`
+    /// overrides it.
+    pub to: Option<String>,
+    /// How often `serve` backs up, e.g. `30m`, `1h`, `1d`.
+    pub every: String,
+    /// Retention: the newest `keep_last` backups, plus the newest of each
+    /// of the last `keep_daily` days and `keep_weekly` ISO weeks that have
+    /// one (UTC). Objects no kept backup refers to are collected.
+    pub keep_last: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    /// After writing, read back this percentage of the backup's objects in
+    /// full and check their hashes (100: all of them); the rest are
+    /// checked by size. Below 100 suits very large rooms.
+    pub verify_percent: u8,
+    /// An object the store has not answered within this is an error.
+    pub timeout_seconds: u64,
+    /// Retries of a failed request to the store (with backoff) before the
+    /// backup fails.
+    pub max_retries: u32,
+    /// Unreferenced objects younger than this are not collected: a backup
+    /// running at the same time from another process may be about to
+    /// refer to them.
+    pub collect_after_seconds: u64,
+    pub s3: S3Config,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            to: None,
+            every: "1h".into(),
+            keep_last: 24,
+            keep_daily: 7,
+            keep_weekly: 4,
+            verify_percent: 100,
+            timeout_seconds: 60,
+            max_retries: 3,
+            collect_after_seconds: 6 * 3600,
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// An S3-compatible store. Each key left unset falls back to the usual
+/// AWS environment variable (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// e.g. `https://<ACCOUNT_ID>.r2.cloudflarestorage.com` for Cloudflare
+    /// R2, `http://minio:9000` for MinIO; unset: AWS.
+    pub endpoint: Option<String>,
+    /// `auto` for R2.
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -399,6 +472,24 @@ impl Config {
                 "auth.room_password must be at least 8 characters: it is all that stands between the room and anyone who reaches the address".into(),
             ));
         }
+        if self.backup.keep_last == 0 {
+            return Err(ConfigError::Invalid(
+                "backup.keep_last must be at least 1 (the backup just taken)".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.backup.verify_percent) {
+            return Err(ConfigError::Invalid(
+                "backup.verify_percent must be between 1 and 100".into(),
+            ));
+        }
+        if self.backup.timeout_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "backup.timeout_seconds must be at least 1".into(),
+            ));
+        }
+        if let Err(e) = parse_every(&self.backup.every) {
+            return Err(ConfigError::Invalid(format!("backup.every: {e}")));
+        }
         let mut names = std::collections::HashSet::new();
         for b in &self.backends {
             if !names.insert(b.name.as_str()) {
@@ -438,6 +529,32 @@ impl Config {
             ))
         })
     }
+}
+
+/// A period such as `90s`, `30m`, `1h` or `1d` (at least a minute).
+pub fn parse_every(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a period such as 30m, 1h or 1d"))?;
+    let unit_seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    };
+    let seconds = n
+        .checked_mul(unit_seconds)
+        .ok_or_else(|| format!("`{text}` is too long"))?;
+    if seconds < 60 {
+        return Err(format!("`{text}`: at least one minute"));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn describe(e: figment::Error) -> String {
@@ -533,6 +650,23 @@ mod tests {
             Some("open-sesame-42".into())
         );
         assert_eq!(c.auth.room_max_members, 500);
+    }
+
+    #[test]
+    fn backup_periods_and_bounds() {
+        assert_eq!(parse_every("30m").unwrap().as_secs(), 1800);
+        assert_eq!(parse_every("1h").unwrap().as_secs(), 3600);
+        assert_eq!(parse_every("2d").unwrap().as_secs(), 172_800);
+        assert!(parse_every("10s").unwrap_err().contains("one minute"));
+        assert!(parse_every("1w").unwrap_err().contains("unit"));
+        assert!(parse_every("hourly").is_err());
+        let err = load_str("[backup]\nevery = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("backup.every"), "{err}");
+        let err = load_str("[backup]\nkeep_last = 0").unwrap_err();
+        assert!(err.to_string().contains("keep_last"), "{err}");
+        let c = load_str("[backup]\nto = \"s3://b/p\"\n[backup.s3]\nregion = \"auto\"").unwrap();
+        assert_eq!(c.backup.to.as_deref(), Some("s3://b/p"));
+        assert_eq!(c.backup.s3.region.as_deref(), Some("auto"));
     }
 
     #[test]

@@ -341,6 +341,46 @@ impl Metrics {
             );
         }
 
+        match &now.disk {
+            Ok(disk) => {
+                family(
+                    &mut out,
+                    "comfyume_disk_free_bytes",
+                    "gauge",
+                    "Free space on the data directory's filesystem.",
+                );
+                sample(&mut out, "comfyume_disk_free_bytes", &[], disk.free as f64);
+                family(
+                    &mut out,
+                    "comfyume_disk_min_free_bytes",
+                    "gauge",
+                    "The free space kept: below it, uploads, outputs and backups are refused.",
+                );
+                sample(
+                    &mut out,
+                    "comfyume_disk_min_free_bytes",
+                    &[],
+                    disk.min_free as f64,
+                );
+                family(
+                    &mut out,
+                    "comfyume_disk_low",
+                    "gauge",
+                    "1 while free space is below the threshold.",
+                );
+                sample(
+                    &mut out,
+                    "comfyume_disk_low",
+                    &[],
+                    f64::from(u8::from(disk.low())),
+                );
+            }
+            Err(reason) => {
+                let _ = writeln!(out, "# disk figures unavailable: {reason}");
+            }
+        }
+        render_backup(&mut out, now.backup.as_ref());
+
         match &now.process {
             Ok(p) => {
                 family(
@@ -380,6 +420,98 @@ impl Metrics {
     }
 }
 
+fn render_backup(out: &mut String, status: Option<&crate::backup::BackupStatus>) {
+    family(
+        out,
+        "comfyume_backup_scheduled",
+        "gauge",
+        "1 when backups run on a schedule ([backup] to is set).",
+    );
+    sample(
+        out,
+        "comfyume_backup_scheduled",
+        &[],
+        f64::from(u8::from(status.is_some())),
+    );
+    let Some(status) = status else { return };
+    family(
+        out,
+        "comfyume_backup_failing",
+        "gauge",
+        "1 while the latest backup attempt failed.",
+    );
+    sample(
+        out,
+        "comfyume_backup_failing",
+        &[],
+        f64::from(u8::from(status.failing())),
+    );
+    family(
+        out,
+        "comfyume_backup_failures_total",
+        "counter",
+        "Backups that failed since the server started.",
+    );
+    sample(
+        out,
+        "comfyume_backup_failures_total",
+        &[],
+        status.failures as f64,
+    );
+    if let Some(s) = &status.last_success {
+        family(
+            out,
+            "comfyume_backup_last_success_timestamp_seconds",
+            "gauge",
+            "When the last verified backup finished.",
+        );
+        sample(
+            out,
+            "comfyume_backup_last_success_timestamp_seconds",
+            &[],
+            s.at_ms as f64 / 1000.0,
+        );
+        family(
+            out,
+            "comfyume_backup_last_size_bytes",
+            "gauge",
+            "What the last verified backup restores to.",
+        );
+        sample(
+            out,
+            "comfyume_backup_last_size_bytes",
+            &[],
+            s.total_bytes as f64,
+        );
+        family(
+            out,
+            "comfyume_backup_last_duration_seconds",
+            "gauge",
+            "How long the last verified backup took.",
+        );
+        sample(
+            out,
+            "comfyume_backup_last_duration_seconds",
+            &[],
+            s.duration_ms as f64 / 1000.0,
+        );
+    }
+    if let Some(f) = &status.last_failure {
+        family(
+            out,
+            "comfyume_backup_last_failure_timestamp_seconds",
+            "gauge",
+            "When the last failed backup ended.",
+        );
+        sample(
+            out,
+            "comfyume_backup_last_failure_timestamp_seconds",
+            &[],
+            f.at_ms as f64 / 1000.0,
+        );
+    }
+}
+
 fn index_of<T: PartialEq>(all: &[T], item: T) -> usize {
     all.iter()
         .position(|x| *x == item)
@@ -393,6 +525,10 @@ pub struct Gauges {
     pub backends: Vec<BackendGauge>,
     pub sockets: usize,
     pub process: Result<ProcessFigures, String>,
+    /// The data directory's free space.
+    pub disk: Result<crate::disk::DiskState, String>,
+    /// `None`: backups are not scheduled.
+    pub backup: Option<crate::backup::BackupStatus>,
 }
 
 pub struct BackendGauge {
@@ -553,6 +689,11 @@ mod tests {
                 cpu_seconds: 1.5,
                 open_fds: 12,
             }),
+            disk: Ok(crate::disk::DiskState {
+                free: 5_000_000_000,
+                min_free: 1_000_000_000,
+            }),
+            backup: None,
         }
     }
 

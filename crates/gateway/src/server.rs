@@ -37,6 +37,9 @@ pub async fn run(
     background.spawn(housekeeping(state.clone()));
     background.spawn(state.dispatcher.clone().run());
     background.spawn(room_news(state.clone()));
+    if let Some(backups) = state.backups.clone() {
+        background.spawn(scheduled_backups(backups));
+    }
     // Closes with the main address (which flips `closing`), and is waited
     // for after it.
     let metrics = match metrics_listener {
@@ -110,6 +113,18 @@ async fn room_news(state: AppState) {
         if let Err(e) = state.room.publish_once().await {
             tracing::warn!(error = %e, "could not tell participants where they stand in the queue");
         }
+    }
+}
+
+/// Backs up on the configured schedule ([`crate::backup::Backups::run_once`]);
+/// the first one waits a minute after the start, so a server restarted
+/// in a loop does not back up in a loop. Failures are recorded (and
+/// logged) by `run_once`, and tried again sooner than the period.
+async fn scheduled_backups(backups: std::sync::Arc<crate::backup::Backups>) {
+    loop {
+        tokio::time::sleep(backups.due_in(Duration::from_secs(60))).await;
+        // The outcome is in the status the console and /metrics show.
+        let _ = backups.run_once().await;
     }
 }
 

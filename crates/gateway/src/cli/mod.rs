@@ -2,6 +2,7 @@
 //! domain types and calls the same library functions the server uses.
 
 mod admin;
+mod backup;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,13 @@ enum Command {
     Room(admin::Connection<admin::RoomCommand>),
     /// What instructors did, newest first (admin API of a running server).
     Audit(admin::Connection<admin::AuditCommand>),
+    /// Back up the room (database and participants' files) to
+    /// S3-compatible storage or a folder, verified; `list` and `verify`
+    /// the backups there. Exits 1 unless the backup verified.
+    Backup(backup::BackupArgs),
+    /// Restore a backup onto an empty data directory, every file checked
+    /// against its SHA-256 (stop the server first).
+    Restore(backup::RestoreArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -396,6 +404,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             users(config, cmd).await
         }
         Command::Loadtest(args) => loadtest(args).await,
+        Command::Backup(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            backup::backup(config, args).await
+        }
+        Command::Restore(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            backup::restore(config, args).await
+        }
     }
 }
 

@@ -360,7 +360,9 @@ pub async fn set_caps(
 
 /// `GET /admin/api/room`: the room's switches.
 pub async fn room(_: Admin, State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"paused": state.dispatcher.is_paused()}))
+    let mut body = state.room.storage.status();
+    body["paused"] = json!(state.dispatcher.is_paused());
+    Json(body)
 }
 
 #[derive(serde::Deserialize)]

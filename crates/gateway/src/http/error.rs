@@ -131,7 +131,7 @@ impl From<crate::room::RoomError> for ApiError {
                     W::NotFound(m) => ApiError::json_error(StatusCode::NOT_FOUND, m),
                     W::BadRequest(m) => ApiError::json_error(StatusCode::BAD_REQUEST, m),
                     W::Forbidden(m) => ApiError::json_error(StatusCode::FORBIDDEN, m),
-                    W::QuotaExceeded(m) => {
+                    W::QuotaExceeded(m) | W::DiskFull(m) => {
                         ApiError::json_error(StatusCode::INSUFFICIENT_STORAGE, m)
                     }
                     other => ApiError::internal(other),
@@ -162,7 +162,9 @@ impl From<crate::workspace::WorkspaceError> for ApiError {
             W::Forbidden(m) => ApiError::Text(StatusCode::FORBIDDEN, m.to_string()),
             W::BadRequest(m) => ApiError::Text(StatusCode::BAD_REQUEST, m),
             W::TooLarge(m) => ApiError::Text(StatusCode::PAYLOAD_TOO_LARGE, m),
-            W::QuotaExceeded(m) => ApiError::Text(StatusCode::INSUFFICIENT_STORAGE, m),
+            W::QuotaExceeded(m) | W::DiskFull(m) => {
+                ApiError::Text(StatusCode::INSUFFICIENT_STORAGE, m)
+            }
             W::Io(io) => ApiError::internal(io),
         }
     }

@@ -12,7 +12,10 @@ use crate::metrics::{BackendGauge, Gauges, ProcessFigures};
 
 /// `/ready`: whether this gateway can serve a room: its database answers
 /// and it has a node catalogue (fetched from a backend, or the last one
-/// saved). 200 or 503, with each check's word.
+/// saved). 200 or 503, with each check's word. The disk's state is said
+/// too, without deciding readiness: a gateway short of disk still serves
+/// logins, downloads and the instructor's console (where the space is
+/// freed), and refuses new files itself with a reason.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let database = match state.store.ping().await {
         Ok(()) => Ok("ok".to_string()),
@@ -24,10 +27,20 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     let ready = database.is_ok() && catalogue.is_ok();
     let word = |check: Result<String, String>| check.unwrap_or_else(|e| e);
+    let disk = match state.disk.state() {
+        Ok(d) if d.low() => format!(
+            "low: {} free, below the {} kept free; new files are refused",
+            crate::disk::Bytes(d.free),
+            crate::disk::Bytes(d.min_free)
+        ),
+        Ok(d) => format!("{} free", crate::disk::Bytes(d.free)),
+        Err(e) => e.to_string(),
+    };
     let body = serde_json::json!({
         "ready": ready,
         "database": word(database),
         "catalogue": word(catalogue),
+        "disk": disk,
     });
     let status = if ready {
         StatusCode::OK
@@ -75,6 +88,8 @@ pub async fn exposition(State(state): State<AppState>) -> Response {
         backends,
         sockets: state.hub.connection_count(),
         process: ProcessFigures::read(),
+        disk: state.disk.state().map_err(|e| e.to_string()),
+        backup: state.backups.as_ref().map(|b| b.status()),
     };
     (
         [(

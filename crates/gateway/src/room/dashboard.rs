@@ -282,6 +282,9 @@ impl Room {
             }),
         );
 
+        look.section("summary")
+            .insert("storage".into(), self.storage.status());
+
         for e in store.audit_log(AUDIT_SHOWN, None).await? {
             look.section("audit").insert(
                 format!("{:012}", e.id),

@@ -93,6 +93,38 @@ pub struct Room {
     dashboards: Arc<tokio::sync::Semaphore>,
     /// Where the wall's images are kept.
     wall_dir: std::path::PathBuf,
+    /// The disk and the backups, as the console shows them.
+    pub storage: Storage,
+}
+
+/// What the console shows of the room's storage: the data directory's
+/// free space (against what the disk guard keeps) and the backups.
+#[derive(Clone)]
+pub struct Storage {
+    pub disk: crate::disk::DiskGuard,
+    /// `None`: backups are not scheduled (`[backup] to` unset).
+    pub backups: Option<Arc<crate::backup::Backups>>,
+}
+
+impl Storage {
+    /// `{"disk": {...}, "backup": {...} | null}`. Free space is given to
+    /// the megabyte, so the dashboard hears of it when it moves, not on
+    /// every look.
+    pub fn status(&self) -> Value {
+        let disk = match self.disk.state() {
+            Ok(d) => serde_json::json!({
+                "free_bytes": d.free / 1_000_000 * 1_000_000,
+                "min_free_bytes": d.min_free,
+                "low": d.low(),
+            }),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+        let backup = self
+            .backups
+            .as_ref()
+            .map(|b| serde_json::to_value(b.status()).expect("plain data"));
+        serde_json::json!({"disk": disk, "backup": backup})
+    }
 }
 
 /// The highest limit an instructor may give one participant.
@@ -121,6 +153,7 @@ impl Room {
         dispatcher: Arc<Dispatcher>,
         accounts: Accounts,
         wall_dir: std::path::PathBuf,
+        storage: Storage,
     ) -> RoomResult<Room> {
         let paused = dispatcher.shared().store.room_value(PAUSED_KEY).await?;
         if paused.as_deref() == Some("true") {
@@ -137,6 +170,7 @@ impl Room {
             series: std::sync::Mutex::default(),
             dashboards: Arc::new(tokio::sync::Semaphore::new(MAX_DASHBOARDS)),
             wall_dir,
+            storage,
         })
     }
 

@@ -281,6 +281,10 @@ impl Store {
 operations! {
     /// Answers once the database does (for `/ready`).
     fn ping(&self) -> StoreResult<()>;
+    /// Writes a consistent copy of the whole database to `path` (which
+    /// must not exist) while the server keeps running: one read
+    /// transaction's view, for backups.
+    fn snapshot_into(&self, path: &std::path::Path) -> StoreResult<()>;
     fn create_user(&self, name: &UserName, password_hash: &str, role: Role, now_ms: i64) -> StoreResult<UserRecord>;
     /// Creates every account of `users` (name, password hash), or none:
     /// `Conflict(name)` names the first that exists.

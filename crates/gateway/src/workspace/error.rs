@@ -28,6 +28,9 @@ pub enum WorkspaceError {
     /// Over the user's disk quota: 507 (ComfyUI has none).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The server's disk is nearly full (the disk guard): 507.
+    #[error("{0}")]
+    DiskFull(String),
     /// ComfyUI: 500 (an unexpected filesystem failure).
     #[error("workspace I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -68,6 +68,8 @@ pub struct Workspaces {
     users: Arc<StdMutex<HashMap<UserName, Arc<Writer>>>>,
     /// The most a user's files may take, in bytes (`None`: no limit).
     quota: Option<u64>,
+    /// The data directory's free space, kept before every write.
+    disk: Option<crate::disk::DiskGuard>,
 }
 
 impl Workspaces {
@@ -77,7 +79,15 @@ impl Workspaces {
             root,
             users: Arc::default(),
             quota: None,
+            disk: None,
         }
+    }
+
+    /// Refuses a write that would leave less free space on the disk than
+    /// `guard` keeps (`WorkspaceError::DiskFull`), whatever the quota.
+    pub fn with_disk_guard(mut self, guard: crate::disk::DiskGuard) -> Self {
+        self.disk = Some(guard);
+        self
     }
 
     /// Bounds what each user's files (inputs, outputs, temp, userdata)
@@ -105,6 +115,7 @@ impl Workspaces {
             dir: self.root.join(name.as_str()),
             writer,
             quota: self.quota,
+            disk: self.disk.clone(),
         }
     }
 }
@@ -140,6 +151,7 @@ pub struct Workspace {
     dir: PathBuf,
     writer: Arc<Writer>,
     quota: Option<u64>,
+    disk: Option<crate::disk::DiskGuard>,
 }
 
 impl Workspace {
@@ -252,6 +264,10 @@ impl Workspace {
         replacing: Option<&Path>,
         write: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
+        if let Some(disk) = &self.disk {
+            disk.check(incoming)
+                .map_err(|e| WorkspaceError::DiskFull(e.to_string()))?;
+        }
         let Some(quota) = self.quota else {
             return write();
         };

@@ -93,15 +93,16 @@ pub(super) fn content_name(rel: &SafeRelPath, bytes: &[u8]) -> String {
 /// already has a different file by that name). A file that cannot be
 /// fetched or stored is dropped from the output, so the browser never
 /// shows an older file of the same name instead. Returns what the owner
-/// must hear of (a full quota).
+/// must hear of (a full quota), and whether the server's disk refused one
+/// (which fails the job: see [`Collected::disk_full`]).
 pub(super) async fn collect_outputs<S: BackendSession>(
     shared: &Shared,
     owner: &UserName,
     session: &mut S,
     received: &mut HashMap<OutputFile, Vec<u8>>,
     output: &mut Value,
-) -> Vec<String> {
-    let mut tell_owner = Vec::new();
+) -> Collected {
+    let mut collected = Collected::default();
     let workspace = shared.workspaces.user(owner);
     for file in frames::output_files(output) {
         let fetched = match received.remove(&file) {
@@ -152,17 +153,36 @@ pub(super) async fn collect_outputs<S: BackendSession>(
             Err(crate::workspace::WorkspaceError::QuotaExceeded(why)) => {
                 tracing::warn!(file = %file.filename, "an output does not fit in its owner's quota");
                 frames::remove_output(output, &file);
-                tell_owner.push(format!("Your output {} was not kept. {why}", file.filename));
+                collected
+                    .tell_owner
+                    .push(format!("Your output {} was not kept. {why}", file.filename));
+            }
+            Err(crate::workspace::WorkspaceError::DiskFull(why)) => {
+                tracing::error!(file = %file.filename, reason = %why, "an output refused by the disk guard");
+                frames::remove_output(output, &file);
+                collected.disk_full =
+                    Some(format!("Your output {} was not kept: {why}", file.filename));
             }
             Err(e) => {
                 tracing::error!(file = %file.filename, error = %e, "could not store an output");
                 frames::remove_output(output, &file);
-                tell_owner.push(format!(
+                collected.tell_owner.push(format!(
                     "Your output {} could not be kept: {e}",
                     file.filename
                 ));
             }
         }
     }
-    tell_owner
+    collected
+}
+
+/// What copying a node's outputs left to say.
+#[derive(Debug, Default)]
+pub(super) struct Collected {
+    /// Notices for the owner (an output over their quota, one that could
+    /// not be stored).
+    pub tell_owner: Vec<String>,
+    /// The server's disk refused an output: the job fails with this
+    /// reason instead of succeeding without its result.
+    pub disk_full: Option<String>,
 }

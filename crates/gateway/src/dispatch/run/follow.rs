@@ -41,6 +41,9 @@ pub(super) struct JobRun<'a, S> {
     told_cold: bool,
     /// Time spent copying outputs into the owner's folders.
     pub copy_time: Duration,
+    /// Why an output was refused by the server's disk: the job then ends
+    /// failed with this reason, not as a success without its result.
+    pub disk_full: Option<String>,
 }
 
 /// How long after an output is delivered the run saves it, unless the job
@@ -87,6 +90,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
             received: HashMap::new(),
             told_cold: false,
             copy_time: Duration::ZERO,
+            disk_full: None,
         }
     }
 
@@ -295,6 +299,14 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
         if kind == "execution_start" && !std::mem::replace(&mut self.began, true) {
             self.deadline = Instant::now() + self.limit;
         }
+        if kind == "execution_success"
+            && let Some(reason) = self.disk_full.clone()
+        {
+            // In success's place, as ComfyUI ends a failed prompt.
+            self.report.fail(&super::Failure::disk_full(reason));
+            self.report.outcome = Some(JobState::Failed);
+            return;
+        }
         self.report.note(kind, &data);
         if kind != "executed" {
             self.report.send(Outbound::Text(raw));
@@ -312,7 +324,7 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
         }
         if let Some(output) = data.get_mut("output") {
             let copying = Instant::now();
-            let problems = files::collect_outputs(
+            let collected = files::collect_outputs(
                 self.report.shared(),
                 &self.owner,
                 &mut self.session,
@@ -322,7 +334,10 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
             .instrument(phase!("output", %node))
             .await;
             self.copy_time += copying.elapsed();
-            for problem in problems {
+            if let Some(reason) = collected.disk_full {
+                self.disk_full.get_or_insert(reason);
+            }
+            for problem in collected.tell_owner {
                 self.report
                     .notify(&problem, &format!("comfyume-quota-{}", self.report.job.id));
             }

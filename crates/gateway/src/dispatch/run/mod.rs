@@ -105,6 +105,12 @@ pub async fn run<S: BackendSession>(
         run.cancelled = true;
     }
     let outcome = match result {
+        // The success came another way (rebuilt from the backend's
+        // history): the refused output still fails the job.
+        Ok(JobState::Completed) if run.disk_full.is_some() => {
+            let reason = run.disk_full.take().unwrap_or_default();
+            Ok(run.report.fail(&Failure::disk_full(reason)))
+        }
         Ok(state) => Ok(state),
         // The owner asked for the stop: whatever broke after that, the
         // job ends as they asked, and never runs again.
@@ -191,6 +197,18 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// The server's disk refused an output (the disk guard): the prompt
+    /// is fine, so no other backend is tried.
+    pub(super) fn disk_full(reason: String) -> Self {
+        Failure {
+            message: reason,
+            kind: "OutOfDiskSpace",
+            retryable: false,
+            not_started: false,
+            node: None,
+        }
+    }
+
     fn session(e: SessionError) -> Self {
         match e {
             SessionError::Rejected(body) => Failure {

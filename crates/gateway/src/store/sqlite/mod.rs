@@ -290,6 +290,17 @@ impl Sqlite {
         Ok(())
     }
 
+    pub async fn snapshot_into(&self, path: &std::path::Path) -> StoreResult<()> {
+        let path = path
+            .to_str()
+            .ok_or_else(|| StoreError::Corrupt(format!("{} is not UTF-8", path.display())))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Closes the pool, flushing the WAL.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub mod fake_backend;
+pub mod s3;
 
 /// How long any single wait in a test may take before it fails, naming
 /// what it waited for. A bound against hangs, not a timed assertion: a

@@ -1,0 +1,733 @@
+//! Backups against a real S3-compatible server (moto) and a folder: a
+//! room's work backed up, wiped and restored byte for byte; damage in the
+//! store found; stores that fail, and a full disk, failing loudly;
+//! incremental uploads; retention; a backup taken while jobs run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use comfyume::backup::{
+    self, BackupError, BackupId, Destination, Options, Retention, Source, Target,
+};
+use comfyume::config::BackupConfig;
+use serde_json::json;
+
+use crate::execution::{cpu_prompt, frames_until_done, participant, submit_ok, txt2img_prompt};
+use crate::files::{image_form, upload};
+use crate::support::s3::{Broken, Moto, broken_store, s3_config};
+use crate::support::{TestApp, within};
+
+fn source_of(app: &TestApp) -> Source {
+    Source {
+        data_dir: app.data_dir.clone(),
+        database_file: app.data_dir.join("comfyume.db"),
+        store: app.state.store.clone(),
+        disk: app.state.disk.clone(),
+    }
+}
+
+fn options(keep_last: u32) -> Options {
+    Options {
+        verify_percent: 100,
+        retention: Retention {
+            keep_last,
+            keep_daily: 0,
+            keep_weekly: 0,
+        },
+        collect_after: std::time::Duration::ZERO,
+    }
+}
+
+fn folder_target(dir: &Path) -> Target {
+    let url = format!("file://{}", dir.display());
+    Target::open(&url, &BackupConfig::default()).unwrap()
+}
+
+/// What a room produces: two participants' outputs from real jobs, an
+/// upload, a saved workflow, and a shared wall item.
+async fn a_room_at_work(app: &TestApp) {
+    for name in ["alice", "bob"] {
+        let mut p = participant(app, name).await;
+        let id = submit_ok(app, &p, cpu_prompt(&format!("{name}-out"))).await;
+        within("the job's end", frames_until_done(&mut p.ws, &id)).await;
+        let r = upload(
+            app,
+            &p.http,
+            image_form(&format!("{name}.png"), name.as_bytes()),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let r = p
+            .http
+            .post(app.at("/api/userdata/workflows%2Fmine.json?overwrite=true"))
+            .body(json!({"nodes": [], "by": name}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+/// Every file a backup holds (participants' files but previews, the
+/// wall), by path.
+fn files_of(data_dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = format!("{rel}/{name}");
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), &rel, out);
+            } else {
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&data_dir.join("users"), "users", &mut out);
+    walk(&data_dir.join("wall"), "wall", &mut out);
+    out.retain(|path, _| !path.contains("/temp/") && !path.contains("/.staging/"));
+    out
+}
+
+/// Every row of every table, each value as SQLite quotes it.
+async fn rows_of(db: &Path) -> BTreeMap<String, Vec<String>> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut out = BTreeMap::new();
+    for table in tables {
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
+                .bind(&table)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let select = columns
+            .iter()
+            .map(|c| format!("quote(\"{c}\")"))
+            .collect::<Vec<_>>()
+            .join(" || ',' || ");
+        // Names from the database's own catalogue, quoted.
+        let rows: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {select} FROM \"{table}\" ORDER BY rowid"
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+        out.insert(table, rows);
+    }
+    pool.close().await;
+    out
+}
+
+/// A logged-in instructor.
+async fn instructor(app: &TestApp) -> reqwest::Client {
+    app.add_user_with_role("teacher", "teacher-secret-pw", comfyume_domain::Role::Admin)
+        .await;
+    let c = app.client();
+    let r = app.try_login(&c, "teacher", "teacher-secret-pw").await;
+    assert_eq!(r.status(), 303);
+    c
+}
+
+fn destination(dir: &Path) -> Destination {
+    Destination {
+        data_dir: dir.to_path_buf(),
+        database_file: dir.join("comfyume.db"),
+    }
+}
+
+/// Backs up a working room to `target`, restores it into an empty folder,
+/// and compares every file and every database row.
+async fn round_trip(target: &Target) {
+    let app = TestApp::spawn().await;
+    a_room_at_work(&app).await;
+    let report = backup::take::take(&source_of(&app), target, &options(5))
+        .await
+        .unwrap();
+    assert!(report.files >= 6, "{report:?}");
+    assert_eq!(report.verified_by_size, 0);
+    assert!(report.verified_in_full >= 3);
+    let before_files = files_of(&app.data_dir);
+    assert!(before_files.keys().any(|p| p.contains("/output/alice-out")));
+    assert!(before_files.contains_key("users/bob/userdata/workflows/mine.json"));
+    let data_dir = app.data_dir.clone();
+    let _keep = tempfile::tempdir().unwrap();
+    // The room is quiet: the database is what the snapshot saw.
+    let before_rows = rows_of(&data_dir.join("comfyume.db")).await;
+    app.shutdown().await;
+
+    let fresh = tempfile::tempdir().unwrap();
+    let into = fresh.path().join("data");
+    let restored = backup::restore::restore(target, None, &destination(&into), false)
+        .await
+        .unwrap();
+    assert_eq!(restored.id, report.id);
+    assert_eq!(files_of(&into), before_files);
+    let after_rows = rows_of(&into.join("comfyume.db")).await;
+    assert_eq!(
+        after_rows.keys().collect::<Vec<_>>(),
+        before_rows.keys().collect::<Vec<_>>()
+    );
+    for (table, rows) in &before_rows {
+        assert_eq!(&after_rows[table], rows, "table {table}");
+    }
+    assert!(before_rows["jobs"].len() >= 2);
+    assert!(before_rows["users"].len() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_backed_up_to_a_folder_restores_byte_for_byte() {
+    let store = tempfile::tempdir().unwrap();
+    round_trip(&folder_target(store.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_backed_up_to_s3_restores_byte_for_byte() {
+    let Some(moto) = Moto::start("a_room_backed_up_to_s3_restores_byte_for_byte") else {
+        return;
+    };
+    moto.bucket("room").await;
+    let target = Target::open("s3://room/workshops/2026-12", &s3_config(&moto.endpoint)).unwrap();
+    round_trip(&target).await;
+    // The objects are under the prefix, in the bucket.
+    let listing = reqwest::get(format!(
+        "{}/room?list-type=2&prefix=workshops/2026-12/manifests/",
+        moto.endpoint
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        listing.contains("<Key>workshops/2026-12/manifests/"),
+        "{listing}"
+    );
+}
+
+/// Damages the store behind `target` (one object rewritten, one deleted)
+/// and checks that `verify` and `restore` name both.
+async fn damage_is_found(target: &Target, rewrite: impl AsyncFn(&str, &[u8])) {
+    let app = TestApp::spawn().await;
+    a_room_at_work(&app).await;
+    let report = backup::take::take(&source_of(&app), target, &options(5))
+        .await
+        .unwrap();
+    app.shutdown().await;
+    let manifest = backup::read_manifest(target, &report.id).await.unwrap();
+    let mut files = manifest
+        .files
+        .iter()
+        .filter(|f| f.path.contains("/output/"));
+    let corrupted = files.next().unwrap().clone();
+    let deleted = manifest
+        .files
+        .iter()
+        .find(|f| f.sha256 != corrupted.sha256 && f.path.contains("/input/"))
+        .unwrap()
+        .clone();
+    let mut bytes = vec![0u8; corrupted.size as usize];
+    bytes[0] = 1;
+    rewrite(&corrupted.sha256.object_key(), &bytes).await;
+    target.delete(&deleted.sha256.object_key()).await.unwrap();
+
+    let err = backup::restore::verify(target, None, 100)
+        .await
+        .unwrap_err();
+    let BackupError::Damaged { problems, .. } = &err else {
+        panic!("verify: {err}");
+    };
+    let text = problems.join("\n");
+    assert!(
+        text.contains(&format!("{} is missing", deleted.sha256.object_key())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&corrupted.sha256.object_key()) && text.contains("not its name"),
+        "{text}"
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    let err = backup::restore::restore(target, None, &destination(fresh.path()), false)
+        .await
+        .unwrap_err();
+    let BackupError::Damaged { problems, .. } = &err else {
+        panic!("restore: {err}");
+    };
+    let text = problems.join("\n");
+    assert!(
+        text.contains(&deleted.path) && text.contains("missing"),
+        "{text}"
+    );
+    assert!(text.contains(&corrupted.path), "{text}");
+    // Nothing damaged was put in place, and no database: no server would
+    // start on a half-restored room by mistake.
+    assert!(!fresh.path().join(&corrupted.path).exists());
+    assert!(!fresh.path().join(&deleted.path).exists());
+    assert!(!fresh.path().join("comfyume.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_a_folder_store_is_found_by_verify_and_restore() {
+    let store = tempfile::tempdir().unwrap();
+    let root = store.path().to_path_buf();
+    damage_is_found(
+        &folder_target(store.path()),
+        async |key: &str, bytes: &[u8]| {
+            std::fs::write(root.join(key), bytes).unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_s3_is_found_by_verify_and_restore() {
+    let Some(moto) = Moto::start("damage_in_s3_is_found_by_verify_and_restore") else {
+        return;
+    };
+    moto.bucket("damaged").await;
+    let config = s3_config(&moto.endpoint);
+    let target = Target::open("s3://damaged/p", &config).unwrap();
+    let writer = target.clone();
+    damage_is_found(&target, async |key: &str, bytes: &[u8]| {
+        writer
+            .put(key, bytes::Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_fails_or_refuses_is_a_loud_failure_never_a_success() {
+    for (how, expect) in [
+        (Broken::ServerError, "500"),
+        (Broken::BadCredentials, "InvalidAccessKeyId"),
+        (Broken::Silent, "timed out"),
+    ] {
+        let endpoint = broken_store(how).await;
+        let mut config = s3_config(&endpoint);
+        config.timeout_seconds = 1;
+        config.max_retries = 0;
+        let app = TestApp::spawn_with(|c| {
+            c.backup = config.clone();
+            c.backup.to = Some("s3://room/p".into());
+        })
+        .await;
+        let backups = app.state.backups.clone().expect("backups are scheduled");
+        let err = within("the failing backup", backups.run_once())
+            .await
+            .unwrap_err();
+        let reason = err.to_string();
+        assert!(
+            reason.to_lowercase().contains(&expect.to_lowercase()),
+            "{how:?}: {reason}"
+        );
+        let status = backups.status();
+        assert!(status.failing(), "{how:?}");
+        assert!(status.last_success.is_none(), "{how:?}");
+        assert_eq!(status.failures, 1);
+        assert_eq!(status.last_failure.as_ref().unwrap().reason, reason);
+        // Shown to the instructor and to Prometheus.
+        let admin = instructor(&app).await;
+        let metrics = admin
+            .get(app.at("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains("comfyume_backup_failing 1"), "{metrics}");
+        assert!(!metrics.contains("comfyume_backup_last_success_timestamp_seconds"));
+        let room: serde_json::Value = admin
+            .get(app.at("/admin/api/room"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(room["backup"]["last_failure"]["reason"], reason.as_str());
+        // And remembered across a restart.
+        let mut app = app;
+        app.restart().await;
+        let status = app.state.backups.as_ref().unwrap().status();
+        assert_eq!(status.last_failure.unwrap().reason, reason);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_destination_disk_is_a_loud_failure() {
+    let Ok(small) = std::env::var("COMFYUME_TEST_SMALL_DISK") else {
+        eprintln!(
+            "SKIPPED a_full_destination_disk_is_a_loud_failure: no small filesystem (scripts/test.sh mounts a 4 MiB tmpfs as root and sets COMFYUME_TEST_SMALL_DISK)"
+        );
+        return;
+    };
+    let store = PathBuf::from(small).join(format!("store-{}", uuid::Uuid::new_v4()));
+    let target = folder_target(&store);
+    let app = TestApp::spawn().await;
+    a_room_at_work(&app).await;
+    // More than the small disk holds.
+    let big: Vec<u8> = (0..6 * 1024 * 1024u64)
+        .map(|i| (i * 7919 % 251) as u8)
+        .collect();
+    let out = app.user_dir("alice").join("output");
+    std::fs::write(out.join("big.bin"), &big).unwrap();
+    let err = backup::take::take(&source_of(&app), &target, &options(5))
+        .await
+        .unwrap_err();
+    let reason = err.to_string();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    // No manifest: nothing claims to be a backup.
+    assert!(backup::restore::list(&target).await.unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_guard_stops_a_backup_before_its_snapshot_fills_the_disk() {
+    let store = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_with(|c| c.limits.min_free_disk_bytes = u64::MAX / 2).await;
+    let err = backup::take::take(&source_of(&app), &folder_target(store.path()), &options(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::Disk(_)), "{err}");
+    assert!(err.to_string().contains("nearly full"), "{err}");
+    assert!(!app.data_dir.join(".backup-staging").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_backup_uploads_only_what_changed() {
+    let store = tempfile::tempdir().unwrap();
+    let target = folder_target(store.path());
+    let app = TestApp::spawn().await;
+    a_room_at_work(&app).await;
+    let first = backup::take::take(&source_of(&app), &target, &options(5))
+        .await
+        .unwrap();
+    let objects = |t: Target| async move {
+        t.list("objects")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let before = objects(target.clone()).await;
+    // One file changed, one new, straight on disk (the database untouched).
+    let input = app.user_dir("alice").join("input");
+    std::fs::write(input.join("alice.png"), b"alice, changed").unwrap();
+    std::fs::write(input.join("new.png"), b"a new file").unwrap();
+    let second = backup::take::take(&source_of(&app), &target, &options(5))
+        .await
+        .unwrap();
+    assert_eq!(second.files, first.files + 1);
+    let added: Vec<String> = objects(target.clone())
+        .await
+        .difference(&before)
+        .cloned()
+        .collect();
+    let manifest = backup::read_manifest(&target, &second.id).await.unwrap();
+    let database_key = manifest.database.sha256.object_key();
+    let files_added: Vec<&String> = added.iter().filter(|k| **k != database_key).collect();
+    let hash_of = |b: &[u8]| {
+        use sha2::Digest;
+        backup::manifest::Sha256::of_digest(&sha2::Sha256::digest(b)).object_key()
+    };
+    let mut expected = vec![hash_of(b"alice, changed"), hash_of(b"a new file")];
+    expected.sort();
+    let mut got: Vec<String> = files_added.into_iter().cloned().collect();
+    got.sort();
+    assert_eq!(got, expected);
+    let database_uploaded = u64::from(added.contains(&database_key));
+    assert_eq!(second.uploaded_objects as u64, 2 + database_uploaded);
+    let database_bytes = if database_uploaded == 1 {
+        manifest.database.size
+    } else {
+        0
+    };
+    assert_eq!(
+        second.uploaded_bytes,
+        (b"alice, changed".len() + b"a new file".len()) as u64 + database_bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_exactly_what_it_promises() {
+    let store = tempfile::tempdir().unwrap();
+    let target = folder_target(store.path());
+    // Through real backups: keep the last two; the first's own file is
+    // collected with it, shared ones stay.
+    let app = TestApp::spawn().await;
+    let input = app.user_dir("carol").join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        std::fs::write(input.join(format!("only-in-{i}.png")), format!("file {i}")).unwrap();
+        if i > 0 {
+            std::fs::remove_file(input.join(format!("only-in-{}.png", i - 1))).unwrap();
+        }
+        std::fs::write(input.join("shared.png"), b"in every backup").unwrap();
+        let r = backup::take::take(&source_of(&app), &target, &options(2))
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    let listed: Vec<BackupId> = backup::restore::list(&target)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(listed, ids[1..].to_vec());
+    let keys: Vec<String> = target
+        .list("objects")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let hash_key = |b: &[u8]| {
+        use sha2::Digest;
+        backup::manifest::Sha256::of_digest(&sha2::Sha256::digest(b)).object_key()
+    };
+    assert!(!keys.contains(&hash_key(b"file 0")));
+    assert!(keys.contains(&hash_key(b"file 1")) && keys.contains(&hash_key(b"file 2")));
+    assert!(keys.contains(&hash_key(b"in every backup")));
+    // Every object left is one a kept backup needs.
+    let mut needed = std::collections::HashSet::new();
+    for id in &listed {
+        let m = backup::read_manifest(&target, id).await.unwrap();
+        needed.extend(m.entries().map(|e| e.sha256.object_key()));
+    }
+    assert!(keys.iter().all(|k| needed.contains(k)), "{keys:?}");
+
+    // The daily and weekly tiers, on backups dated over three weeks (the
+    // rules are property-tested in backup::retention; this is the store).
+    let dated = tempfile::tempdir().unwrap();
+    let target = folder_target(dated.path());
+    let first = backup::read_manifest(&folder_target(store.path()), &listed[0])
+        .await
+        .unwrap();
+    let mut written = Vec::new();
+    for at in [
+        "2026-11-16T10:00:00Z",
+        "2026-11-20T10:00:00Z",
+        "2026-11-23T09:00:00Z",
+        "2026-11-30T09:00:00Z",
+        "2026-11-30T18:00:00Z",
+        "2026-12-01T09:00:00Z",
+        "2026-12-01T12:00:00Z",
+    ] {
+        let mut m = first.clone();
+        m.id = BackupId::new(at.parse().unwrap());
+        m.created_at = at.parse().unwrap();
+        target
+            .put(&m.id.manifest_key(), serde_json::to_vec(&m).unwrap().into())
+            .await
+            .unwrap();
+        written.push(m.id);
+    }
+    let rules = Retention {
+        keep_last: 1,
+        keep_daily: 2,
+        keep_weekly: 2,
+    };
+    let (pruned, _) = backup::retention::apply(
+        &target,
+        &rules,
+        std::time::Duration::ZERO,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = backup::restore::list(&target)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id.as_str()[..15].to_string())
+        .collect();
+    // Last: 12-01 12:00. Days: 12-01 (12:00), 11-30 (18:00). Weeks: the
+    // week of 11-30 (12-01 12:00) and of 11-23 (11-23 09:00).
+    assert_eq!(
+        left,
+        ["20261123T090000", "20261130T180000", "20261201T120000"]
+    );
+    assert_eq!(pruned.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_jobs_run_restores_to_a_room_that_finishes_them() {
+    let store = tempfile::tempdir().unwrap();
+    let target = folder_target(store.path());
+    let app = TestApp::spawn().await;
+    let mut alice = participant(&app, "alice").await;
+    let bob = participant(&app, "bob").await;
+    let done = submit_ok(&app, &alice, cpu_prompt("done-before")).await;
+    within("the first job", frames_until_done(&mut alice.ws, &done)).await;
+    // Slow jobs: running and waiting while the backup is taken.
+    let mut queued = Vec::new();
+    for seed in 0..2 {
+        queued.push((
+            "alice",
+            submit_ok(&app, &alice, txt2img_prompt(seed, 40)).await,
+        ));
+        queued.push((
+            "bob",
+            submit_ok(&app, &bob, txt2img_prompt(seed + 10, 40)).await,
+        ));
+    }
+    // Wait until one is running on the simulator.
+    loop {
+        let f = within(
+            "a job to start",
+            crate::execution::next_frame(&mut alice.ws),
+        )
+        .await;
+        if f["type"] == "progress" {
+            break;
+        }
+    }
+    let report = backup::take::take(&source_of(&app), &target, &options(5))
+        .await
+        .unwrap();
+    app.shutdown().await;
+    drop(bob);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let into = fresh.path().join("data");
+    backup::restore::restore(&target, Some(&report.id), &destination(&into), false)
+        .await
+        .unwrap();
+    // A sound database, and every output its finished jobs name is there.
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", into.join("comfyume.db").display()))
+            .await
+            .unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    pool.close().await;
+    let restored = TestApp::spawn_with(|c| c.data_dir = into.clone()).await;
+    let history: serde_json::Value = {
+        let c = restored.client();
+        restored.try_login(&c, "alice", "alice-secret-pw").await;
+        c.get(restored.at("/api/history"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let outputs = &history[&done]["outputs"];
+    let file = outputs["5"]["images"][0]["filename"].as_str().unwrap();
+    assert!(into.join("users/alice/output").join(file).exists());
+    // The room picks up where the backup left it: every job that was
+    // waiting or running then ends, successfully. Each owner's socket (the
+    // tab the jobs came from) is open before anything is looked up, so a
+    // job not yet in history is heard ending on it.
+    for owner in ["alice", "bob"] {
+        let c = restored.client();
+        let r = restored
+            .try_login(&c, owner, &format!("{owner}-secret-pw"))
+            .await;
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut ws = crate::support::ws_connect(
+            &restored,
+            &format!("/ws?clientId={owner}-tab"),
+            Some(&cookie),
+        )
+        .await
+        .unwrap();
+        let mut waiting: std::collections::HashSet<String> = queued
+            .iter()
+            .filter(|(o, _)| *o == owner)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in waiting.clone() {
+            let h: serde_json::Value = c
+                .get(restored.at(&format!("/api/history/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if h.get(&id).is_some() {
+                assert_eq!(h[&id]["status"]["status_str"], "success", "{h}");
+                waiting.remove(&id);
+            }
+        }
+        while !waiting.is_empty() {
+            let f = within(
+                "a restored job to end",
+                crate::execution::next_frame(&mut ws),
+            )
+            .await;
+            assert_ne!(f["type"], "execution_error", "{f}");
+            if f["type"] == "executing" && f["data"]["node"].is_null() {
+                waiting.remove(f["data"]["prompt_id"].as_str().unwrap());
+            }
+        }
+    }
+    restored.shutdown().await;
+    let jobs: i64 = {
+        let pool =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", into.join("comfyume.db").display()))
+                .await
+                .unwrap();
+        let n = sqlx::query_scalar("SELECT count(*) FROM jobs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        n
+    };
+    assert_eq!(jobs, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_refuses_a_data_directory_that_is_not_empty() {
+    let store = tempfile::tempdir().unwrap();
+    let target = folder_target(store.path());
+    let app = TestApp::spawn().await;
+    a_room_at_work(&app).await;
+    backup::take::take(&source_of(&app), &target, &options(5))
+        .await
+        .unwrap();
+    let err = backup::restore::restore(&target, None, &destination(&app.data_dir), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::NotEmpty(_)), "{err}");
+    assert!(err.to_string().contains("--force"));
+    let missing = BackupId::new("2020-01-01T00:00:00Z".parse().unwrap());
+    let fresh = tempfile::tempdir().unwrap();
+    let err = backup::restore::restore(&target, Some(&missing), &destination(fresh.path()), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::NoSuchBackup { .. }), "{err}");
+}

@@ -1,0 +1,135 @@
+//! Object stores for the backup tests: a real S3-compatible server (moto,
+//! from PyPI, in server mode on a loopback port; `scripts/test.sh`
+//! installs it and names its Python in `COMFYUME_TEST_MOTO`), and small
+//! axum fakes of a store that fails: one answering 500, one refusing the
+//! credentials as S3 does, one that never answers.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use comfyume::config::BackupConfig;
+use tokio::net::TcpListener;
+
+/// A moto server; stopped when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Starts moto, or says why the test is skipped and returns `None`
+    /// when `COMFYUME_TEST_MOTO` is unset (a plain `cargo test`; the
+    /// suite's `scripts/test.sh` always sets it).
+    pub fn start(test: &str) -> Option<Moto> {
+        let Ok(python) = std::env::var("COMFYUME_TEST_MOTO") else {
+            eprintln!(
+                "SKIPPED {test}: no S3-compatible server (scripts/test.sh installs moto and sets COMFYUME_TEST_MOTO)"
+            );
+            return None;
+        };
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/moto_server.py");
+        let mut child = Command::new(&python)
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto with {python}: {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("moto printed {line:?}, not its port"));
+        Some(Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Makes a bucket (moto takes requests without signatures).
+    pub async fn bucket(&self, name: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{name}", self.endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "creating bucket {name}: {}",
+            r.status()
+        );
+    }
+}
+
+/// The backup settings for a store at `endpoint`, failing fast.
+pub fn s3_config(endpoint: &str) -> BackupConfig {
+    let mut c = BackupConfig::default();
+    c.s3.endpoint = Some(endpoint.to_string());
+    c.s3.region = Some("us-east-1".into());
+    c.s3.access_key_id = Some("comfyume-test".into());
+    c.s3.secret_access_key = Some(comfyume::config::Secret::new("comfyume-test-secret"));
+    c.timeout_seconds = 2;
+    c.max_retries = 1;
+    c.collect_after_seconds = 0;
+    c
+}
+
+/// How a fake store fails.
+#[derive(Clone, Copy, Debug)]
+pub enum Broken {
+    /// Every request answered 500.
+    ServerError,
+    /// Every request refused as S3 refuses an unknown access key.
+    BadCredentials,
+    /// Connections accepted, never answered.
+    Silent,
+}
+
+/// Serves a broken store on a loopback port until the test ends; returns
+/// its endpoint.
+pub async fn broken_store(how: Broken) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    match how {
+        Broken::Silent => {
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = listener.accept().await {
+                    held.push(socket);
+                }
+            });
+        }
+        Broken::ServerError | Broken::BadCredentials => {
+            let app = axum::Router::new().fallback(move || async move {
+                match how {
+                    Broken::ServerError => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>",
+                    )
+                        .into_response(),
+                    _ => (
+                        StatusCode::FORBIDDEN,
+                        "<Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>",
+                    )
+                        .into_response(),
+                }
+            });
+            tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+        }
+    }
+    endpoint
+}
