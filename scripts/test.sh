@@ -24,6 +24,25 @@ fi
 
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 
+# The backup tests' S3-compatible server: moto (PyPI) in server mode, from
+# a virtualenv kept between runs (crates/gateway/tests/s3/moto_server.py).
+moto_env="${TMPDIR:-/tmp}/comfyume-test-tools/moto"
+if ! "$moto_env/bin/python" -c 'import moto.server' 2>/dev/null; then
+  echo "Installing moto (an S3-compatible server) for the backup tests..." >&2
+  python3 -m venv "$moto_env"
+  "$moto_env/bin/pip" install -q --disable-pip-version-check "moto[server]==5.2.6"
+fi
+export TEST_MOTO_PYTHON="$moto_env/bin/python"
+# A 4 MiB filesystem for the backup test of a full disk (mounting needs
+# root; without it that test says it was skipped).
+if [ "$(id -u)" = 0 ]; then
+  small_disk="${TMPDIR:-/tmp}/comfyume-small-disk"
+  mkdir -p "$small_disk"
+  mountpoint -q "$small_disk" || mount -t tmpfs -o size=4m tmpfs "$small_disk"
+  find "$small_disk" -mindepth 1 -delete
+  export TEST_SMALL_DISK_DIR="$small_disk"
+fi
+
 # The Rust suite runs in a copy of the repository's own files (tracked, or
 # new and not ignored), in a folder with nothing beside it: a test that
 # reached outside the repository (say, into ../shared) fails here as it

@@ -82,6 +82,12 @@ pub async fn backup(config: Config, args: BackupArgs) -> anyhow::Result<()> {
     match args.command {
         None => {
             let database_file = backup::database_file(&config)?;
+            if !database_file.exists() {
+                anyhow::bail!(
+                    "no database at {}: nothing to back up (is the data directory right?)",
+                    database_file.display()
+                );
+            }
             let store = Store::connect(config.database_url().expose())
                 .await
                 .context("cannot open the database")?;

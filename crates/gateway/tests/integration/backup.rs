@@ -373,9 +373,9 @@ async fn a_store_that_fails_or_refuses_is_a_loud_failure_never_a_success() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_destination_disk_is_a_loud_failure() {
-    let Ok(small) = std::env::var("COMFYUME_TEST_SMALL_DISK") else {
+    let Ok(small) = std::env::var("TEST_SMALL_DISK_DIR") else {
         eprintln!(
-            "SKIPPED a_full_destination_disk_is_a_loud_failure: no small filesystem (scripts/test.sh mounts a 4 MiB tmpfs as root and sets COMFYUME_TEST_SMALL_DISK)"
+            "SKIPPED a_full_destination_disk_is_a_loud_failure: no small filesystem (scripts/test.sh mounts a 4 MiB tmpfs as root and sets TEST_SMALL_DISK_DIR)"
         );
         return;
     };
@@ -730,4 +730,183 @@ async fn a_restore_refuses_a_data_directory_that_is_not_empty() {
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::NoSuchBackup { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nearly_full_disk_refuses_uploads_and_fails_jobs_with_the_reason() {
+    // The guard keeps more free space than any disk has: every new file
+    // is refused, as on a full one.
+    let app = TestApp::spawn_with(|c| c.limits.min_free_disk_bytes = u64::MAX / 2).await;
+    let mut alice = participant(&app, "alice").await;
+
+    let r = upload(&app, &alice.http, image_form("cat.png", b"png")).await;
+    assert_eq!(r.status(), 507);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("disk is nearly full"), "{text}");
+
+    let id = submit_ok(&app, &alice, cpu_prompt("refused")).await;
+    let frames = within("the job's end", frames_until_done(&mut alice.ws, &id)).await;
+    let error = frames
+        .iter()
+        .find(|f| f["type"] == "execution_error")
+        .unwrap_or_else(|| panic!("no execution_error in {frames:?}"));
+    assert_eq!(error["data"]["exception_type"], "OutOfDiskSpace");
+    let message = error["data"]["exception_message"].as_str().unwrap();
+    assert!(
+        message.contains("was not kept") && message.contains("nearly full"),
+        "{message}"
+    );
+    assert!(!frames.iter().any(|f| f["type"] == "execution_success"));
+    let history = alice.get_json(&app, &format!("/api/history/{id}")).await;
+    assert_eq!(history[&id]["status"]["status_str"], "error");
+    assert!(
+        !app.user_dir("alice").join("output").exists()
+            || std::fs::read_dir(app.user_dir("alice").join("output"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+
+    // Said where an operator looks.
+    let ready: serde_json::Value = reqwest::get(app.at("/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ready["disk"].as_str().unwrap().starts_with("low:"),
+        "{ready}"
+    );
+    assert_eq!(ready["ready"], true);
+    let admin = instructor(&app).await;
+    let metrics = admin
+        .get(app.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("comfyume_disk_low 1"), "{metrics}");
+    assert!(metrics.contains("comfyume_backup_scheduled 0"), "{metrics}");
+    let room: serde_json::Value = admin
+        .get(app.at("/admin/api/room"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(room["disk"]["low"], true);
+    assert!(room["backup"].is_null());
+}
+
+/// `comfyume ARGS` on a data directory of its own: (exit status, stdout, stderr).
+fn cli(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_comfyume"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("COMFYUME_CONFIG")
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_backs_up_lists_verifies_restores_and_exits_1_on_any_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let outputs = data.join("users/alice/output");
+    std::fs::create_dir_all(&outputs).unwrap();
+    std::fs::write(outputs.join("a.png"), b"an output").unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let (code, _, err) = cli(
+        &data,
+        &["users", "add", "alice", "--password", "alice-secret-pw"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = cli(&data, &["backup", "--to", &store, "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["files"], 1);
+    let id = report["id"].as_str().unwrap().to_string();
+
+    let (code, out, err) = cli(&data, &["backup", "list", "--to", &store], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id) && out.contains("1 files"), "{out}");
+    let (code, out, err) = cli(
+        &data,
+        &["backup", "verify", "--to", &store, "--at", &id],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("verified"), "{out}");
+
+    let into = dir.path().join("restored");
+    let (code, out, err) = cli(&into, &["restore", "--from", &store], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id), "{out}");
+    assert_eq!(
+        std::fs::read(into.join("users/alice/output/a.png")).unwrap(),
+        b"an output"
+    );
+    let (code, out, _) = cli(&into, &["users", "list"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("alice"), "{out}");
+    // Again onto the same, now full, directory: refused.
+    let (code, _, err) = cli(&into, &["restore", "--from", &store], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not empty"), "{err}");
+
+    // A damaged store: verify exits 1 naming the object.
+    let object = std::fs::read_dir(dir.path().join("store/objects"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).unwrap() == b"an output")
+        .unwrap();
+    std::fs::write(&object, b"bit rot!!").unwrap();
+    let (code, _, err) = cli(&data, &["backup", "verify", "--to", &store], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("damaged") && err.contains("not its name"),
+        "{err}"
+    );
+
+    // A store answering 500: exit 1 with the store's answer, no success line.
+    let endpoint = broken_store(Broken::ServerError).await;
+    let env = [
+        ("COMFYUME_BACKUP__S3__ENDPOINT", endpoint.as_str()),
+        ("COMFYUME_BACKUP__TIMEOUT_SECONDS", "2"),
+        ("COMFYUME_BACKUP__MAX_RETRIES", "0"),
+        ("AWS_ACCESS_KEY_ID", "k"),
+        ("AWS_SECRET_ACCESS_KEY", "s"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let (code, out, err) = cli(&data, &["backup", "--to", "s3://room/p"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("verified"), "{out}");
+    assert!(err.contains("500"), "{err}");
+    // No destination at all is an error too, not a no-op.
+    let (code, _, err) = cli(&data, &["backup"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no backup destination"), "{err}");
+    // Nor a data directory without a database.
+    let (code, _, err) = cli(
+        &dir.path().join("nothing"),
+        &["backup", "--to", &store],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing to back up"), "{err}");
 }

@@ -1,6 +1,6 @@
 //! Object stores for the backup tests: a real S3-compatible server (moto,
 //! from PyPI, in server mode on a loopback port; `scripts/test.sh`
-//! installs it and names its Python in `COMFYUME_TEST_MOTO`), and small
+//! installs it and names its Python in `TEST_MOTO_PYTHON`), and small
 //! axum fakes of a store that fails: one answering 500, one refusing the
 //! credentials as S3 does, one that never answers.
 
@@ -27,12 +27,12 @@ impl Drop for Moto {
 
 impl Moto {
     /// Starts moto, or says why the test is skipped and returns `None`
-    /// when `COMFYUME_TEST_MOTO` is unset (a plain `cargo test`; the
+    /// when `TEST_MOTO_PYTHON` is unset (a plain `cargo test`; the
     /// suite's `scripts/test.sh` always sets it).
     pub fn start(test: &str) -> Option<Moto> {
-        let Ok(python) = std::env::var("COMFYUME_TEST_MOTO") else {
+        let Ok(python) = std::env::var("TEST_MOTO_PYTHON") else {
             eprintln!(
-                "SKIPPED {test}: no S3-compatible server (scripts/test.sh installs moto and sets COMFYUME_TEST_MOTO)"
+                "SKIPPED {test}: no S3-compatible server (scripts/test.sh installs moto and sets TEST_MOTO_PYTHON)"
             );
             return None;
         };
