@@ -14,7 +14,9 @@
 //   5. the instructor clears the broadcast: the banner goes.
 //   6. alice shares her output from the panel ("Share to wall"), and bob's
 //      /wall page shows it with her name (screenshot wall.png).
-//   7. no page logged an unexpected error or failed request.
+//   7. alice takes her work home: "Download my work" gives a zip holding
+//      her output.
+//   8. no page logged an unexpected error or failed request.
 
 import { describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -148,5 +150,20 @@ describe('the room on a participant\'s canvas', { concurrency: false }, () => {
     return [watcher, s.watcher];
   });
 
-  suite.finalCheck('7. no page logged an unexpected error or failed request');
+  step('7. "Download my work" gives alice a zip of her output', [S4], async () => {
+    const link = alice.locator('#comfyume-user a', { hasText: 'Download my work' });
+    const [download] = await Promise.all([
+      alice.waitForEvent('download', { timeout: WAIT_MS }),
+      link.click(),
+    ]);
+    assert.equal(download.suggestedFilename(), 'comfyume-alice.zip');
+    const path = await download.path();
+    const bytes = await import('node:fs/promises').then((fs) => fs.readFile(path));
+    // A zip (local file header) naming her saved image under outputs/.
+    assert.equal(bytes.subarray(0, 4).toString('latin1'), 'PK\x03\x04');
+    assert.ok(bytes.includes(Buffer.from('outputs/room_')), 'her output is in the zip');
+    return [watcher];
+  });
+
+  suite.finalCheck('8. no page logged an unexpected error or failed request');
 });

@@ -48,6 +48,8 @@ pub struct App {
     pub backups: Option<Arc<crate::backup::Backups>>,
     /// The data directory's free space, checked before large writes.
     pub disk: crate::disk::DiskGuard,
+    /// Places for take-home exports being written at once.
+    pub exports: Arc<tokio::sync::Semaphore>,
     pub frontend: Frontend,
     pub templates: Templates,
     /// The node documentation folder, when it is there.
@@ -184,6 +186,7 @@ impl AppState {
             room,
             backups,
             disk,
+            exports: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_EXPORTS)),
             frontend,
             templates,
             node_docs,

@@ -93,10 +93,15 @@ function render(panel, badge, standing) {
   if (standing.user) {
     const name = document.createElement("span");
     name.textContent = standing.user;
+    const takeHome = document.createElement("a");
+    takeHome.href = "/api/comfyume/export.zip";
+    takeHome.download = `comfyume-${standing.user}.zip`;
+    takeHome.textContent = "Download my work";
+    takeHome.title = "Your workflows and outputs, as a zip to take home";
     const out = document.createElement("a");
     out.href = "/logout";
     out.textContent = "Log out";
-    badge.replaceChildren(name, out);
+    badge.replaceChildren(name, takeHome, out);
   }
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod backup;
+mod export;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,9 @@ enum Command {
     /// Restore a backup onto an empty data directory, every file checked
     /// against its SHA-256 (stop the server first).
     Restore(backup::RestoreArgs),
+    /// Write every participant's take-home zip (their workflows and
+    /// outputs) into a folder, one `<user>.zip` each.
+    Export(export::ExportArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -407,6 +411,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => {
             let config = Config::load(cli.config.as_deref(), &overrides)?;
             backup::backup(config, args).await
+        }
+        Command::Export(args) => {
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            export::export(config, args).await
         }
         Command::Restore(args) => {
             let config = Config::load(cli.config.as_deref(), &overrides)?;

@@ -6,6 +6,8 @@ mod admin;
 mod client_addr;
 mod comfy;
 mod error;
+mod export;
+pub use export::MAX_EXPORTS;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod guard;
@@ -69,6 +71,8 @@ pub fn router(state: AppState) -> Router {
             "/admin/api/wall/{id}/{action}",
             axum::routing::post(wall::hide),
         )
+        .route("/comfyume/export.zip", get(export::download))
+        .route("/api/comfyume/export.zip", get(export::download))
         .route("/comfyume/room", get(room::standing))
         .route("/api/comfyume/room", get(room::standing))
         .route(room::EXTENSION_PATH, get(room::extension))

@@ -28,6 +28,7 @@
 //! The lock lives in [`Workspaces`], so build that once and clone it.
 
 mod error;
+mod export;
 mod files;
 mod info;
 mod mime;
@@ -47,6 +48,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use comfyume_domain::{FileKind, UserName};
 
 pub use error::{Result, WorkspaceError};
+pub use export::ExportSummary;
 pub use files::{
     UploadOutcome, ViewRequest, ViewTarget, converted_serve_as, parse_upload_file_name,
     parse_upload_subfolder, parse_upload_type, parse_view_request, upload_overwrite_flag,

@@ -13,6 +13,7 @@ mod comfy_routes;
 mod crash;
 mod differential;
 mod execution;
+mod export;
 mod faults;
 mod files;
 mod isolation;

@@ -1,0 +1,163 @@
+//! The take-home export: one participant's workflows and outputs as a
+//! zip, written as it is read (a streaming zip: each entry's sizes and
+//! CRC follow its data), so neither the server nor the CLI holds a whole
+//! archive, however large, in memory.
+//!
+//! Inside the zip: `workflows/…` (their saved workflows, as in the
+//! Workflows panel) and `outputs/…` (their saved results, subfolders
+//! kept). Workflows are compressed; outputs (PNG, WebP, video) are stored
+//! as they are: compressing them again gains nothing and costs CPU.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use zip::CompressionMethod;
+use zip::write::SimpleFileOptions;
+
+use super::Workspace;
+
+/// What an export held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExportSummary {
+    pub workflows: usize,
+    pub outputs: usize,
+    /// Bytes of the files (before compression).
+    pub bytes: u64,
+}
+
+impl Workspace {
+    /// Writes this user's workflows and outputs as a zip to `out`. Blocking:
+    /// call it on a blocking thread.
+    pub fn export_zip<W: Write>(&self, out: W) -> io::Result<ExportSummary> {
+        let mut files = Vec::new();
+        collect(
+            &self.userdata_dir().join("workflows"),
+            "workflows",
+            &mut files,
+        )?;
+        let workflows = files.len();
+        collect(&self.dir().join("output"), "outputs", &mut files)?;
+        let mut zip = zip::ZipWriter::new_stream(out);
+        let mut summary = ExportSummary {
+            workflows,
+            outputs: files.len() - workflows,
+            bytes: 0,
+        };
+        for (name, path) in files {
+            let mut file = match fs::File::open(&path) {
+                Ok(f) => f,
+                // Deleted since it was listed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let size = file.metadata()?.len();
+            let method = if name.ends_with(".json") {
+                CompressionMethod::Deflated
+            } else {
+                CompressionMethod::Stored
+            };
+            let options = SimpleFileOptions::default()
+                .compression_method(method)
+                .large_file(size >= u64::from(u32::MAX));
+            zip.start_file(name, options).map_err(io::Error::other)?;
+            summary.bytes += io::copy(&mut file, &mut zip)?;
+        }
+        zip.finish().map_err(io::Error::other)?;
+        Ok(summary)
+    }
+}
+
+/// Every regular file under `dir`, as (name in the zip, path), in name
+/// order; none when `dir` does not exist.
+fn collect(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {
+    let mut entries = match fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<io::Result<Vec<_>>>()?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            // The gateway writes only UTF-8 names; anything else is not
+            // a participant's.
+            continue;
+        };
+        let kind = entry.file_type()?;
+        let zipped = format!("{prefix}/{name}");
+        if kind.is_dir() {
+            collect(&entry.path(), &zipped, out)?;
+        } else if kind.is_file() {
+            out.push((zipped, entry.path()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::Workspaces;
+    use comfyume_domain::UserName;
+    use std::io::Read;
+
+    #[test]
+    fn holds_the_workflows_and_outputs_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspaces::new(dir.path().join("users")).user(&UserName::parse("alice").unwrap());
+        for (path, body) in [
+            ("userdata/workflows/a.json", "{\"a\": 1}"),
+            ("userdata/workflows/sub/b.json", "{}"),
+            ("userdata/comfy.settings.json", "{}"),
+            ("output/img_00001_.png", "png bytes"),
+            ("output/video/v.mp4", "mp4 bytes"),
+            ("input/upload.png", "upload"),
+            ("temp/preview.png", "preview"),
+        ] {
+            let p = ws.dir().join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, body).unwrap();
+        }
+        let mut zipped = Vec::new();
+        let summary = ws.export_zip(&mut zipped).unwrap();
+        assert_eq!(summary.workflows, 2);
+        assert_eq!(summary.outputs, 2);
+        let mut archive = zip::ZipArchive::new(io::Cursor::new(zipped)).unwrap();
+        let mut names: Vec<String> = archive
+            .file_names()
+            .map(|n| n.unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "outputs/img_00001_.png",
+                "outputs/video/v.mp4",
+                "workflows/a.json",
+                "workflows/sub/b.json"
+            ]
+        );
+        let mut body = String::new();
+        archive
+            .by_name("workflows/a.json")
+            .unwrap()
+            .read_to_string(&mut body)
+            .unwrap();
+        assert_eq!(body, "{\"a\": 1}");
+    }
+
+    #[test]
+    fn a_participant_without_files_gets_an_empty_archive_that_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspaces::new(dir.path().join("users")).user(&UserName::parse("bob").unwrap());
+        let mut zipped = Vec::new();
+        assert_eq!(
+            ws.export_zip(&mut zipped).unwrap(),
+            ExportSummary::default()
+        );
+        assert_eq!(
+            zip::ZipArchive::new(io::Cursor::new(zipped)).unwrap().len(),
+            0
+        );
+    }
+}
