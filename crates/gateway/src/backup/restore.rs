@@ -53,6 +53,16 @@ pub async fn restore(
         refuse_if_not_empty(dest)?;
     }
     let manifest = pick(target, at).await?;
+    let free = crate::disk::free_bytes(&dest.data_dir).map_err(BackupError::Disk)?;
+    if free < manifest.total_bytes() {
+        return Err(BackupError::Internal(format!(
+            "backup {} restores to {}, but {} has only {} free",
+            manifest.id,
+            crate::disk::Bytes(manifest.total_bytes()),
+            dest.data_dir.display(),
+            crate::disk::Bytes(free)
+        )));
+    }
     let results: Vec<Option<String>> = futures_util::stream::iter(manifest.files.iter())
         .map(|entry| {
             let path = dest.data_dir.join(&entry.path);

@@ -200,6 +200,61 @@ impl Backups {
 mod tests {
     use super::*;
 
+    /// A `Backups` over an in-memory database, with the given history.
+    async fn with_history(success_ago: Option<Duration>, failure_ago: Option<Duration>) -> Backups {
+        let store = crate::store::Store::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let source = Source {
+            data_dir: dir.path().to_path_buf(),
+            database_file: dir.path().join("comfyume.db"),
+            store,
+            disk: crate::disk::DiskGuard::new(dir.path(), 0),
+        };
+        let options = Options::from_config(&crate::config::BackupConfig::default());
+        let b = Backups::open(source, None, options, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let at = |ago: Duration| now_ms() - ago.as_millis() as i64;
+        {
+            let mut status = b.status.lock().unwrap();
+            status.last_success = success_ago.map(|ago| Success {
+                id: "x".into(),
+                at_ms: at(ago),
+                files: 0,
+                total_bytes: 0,
+                uploaded_bytes: 0,
+                duration_ms: 0,
+            });
+            status.last_failure = failure_ago.map(|ago| Failure {
+                at_ms: at(ago),
+                reason: "r".into(),
+            });
+        }
+        b
+    }
+
+    #[tokio::test]
+    async fn the_next_backup_is_a_period_after_a_success_and_sooner_after_a_failure() {
+        let minute = Duration::from_secs(60);
+        // Never backed up: as soon as the server has settled.
+        assert_eq!(with_history(None, None).await.due_in(minute), minute);
+        // Just backed up: about an hour from now.
+        let wait = with_history(Some(Duration::ZERO), None)
+            .await
+            .due_in(minute);
+        assert!(wait > 50 * minute && wait <= 60 * minute, "{wait:?}");
+        // Overdue: right after the floor.
+        let wait = with_history(Some(120 * minute), None).await.due_in(minute);
+        assert_eq!(wait, minute);
+        // Failed just now, last success long ago: in about ten minutes.
+        let wait = with_history(Some(120 * minute), Some(Duration::ZERO))
+            .await
+            .due_in(minute);
+        assert!(wait > 5 * minute && wait <= 10 * minute, "{wait:?}");
+    }
+
     #[test]
     fn a_failure_newer_than_the_last_success_is_failing() {
         let ok = Success {

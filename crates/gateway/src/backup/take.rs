@@ -83,11 +83,10 @@ pub async fn take(
     let started = Instant::now();
     let created_at = Utc::now();
     let id = BackupId::new(created_at);
-    let staging = Staging::fresh(&source.data_dir)?;
-
-    let snapshot = staging.dir.join("database.sqlite");
     let estimate = database_size(&source.database_file);
     source.disk.check(estimate).map_err(BackupError::Disk)?;
+    let staging = Staging::fresh(&source.data_dir, &id)?;
+    let snapshot = staging.dir.join("database.sqlite");
     source
         .store
         .snapshot_into(&snapshot)
@@ -175,24 +174,35 @@ pub async fn take(
 }
 
 /// The backup's scratch folder in the data directory (the database
-/// snapshot waits there while it uploads); removed when dropped.
+/// snapshot waits there while it uploads), one per run so a backup from
+/// the CLI and the server's own never share one; removed when dropped.
+/// Folders a killed run left are removed after a day.
 struct Staging {
     dir: PathBuf,
 }
 
+const STAGING: &str = ".backup-staging";
+const STALE_STAGING: Duration = Duration::from_secs(24 * 3600);
+
 impl Staging {
-    fn fresh(data_dir: &Path) -> Result<Self, BackupError> {
-        let dir = data_dir.join(".backup-staging");
-        let local = |source| BackupError::Local {
+    fn fresh(data_dir: &Path, id: &BackupId) -> Result<Self, BackupError> {
+        let root = data_dir.join(STAGING);
+        for old in read_dir(&root)? {
+            let stale = old
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_STAGING);
+            if stale {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        let dir = root.join(id.as_str());
+        std::fs::create_dir_all(&dir).map_err(|source| BackupError::Local {
             path: dir.display().to_string(),
             source,
-        };
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(local(e)),
-        }
-        std::fs::create_dir_all(&dir).map_err(local)?;
+        })?;
         Ok(Self { dir })
     }
 }

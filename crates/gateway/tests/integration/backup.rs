@@ -159,6 +159,9 @@ async fn round_trip(target: &Target) {
         .await
         .unwrap();
     assert!(report.files >= 6, "{report:?}");
+    // Its scratch folder is gone.
+    let staging = app.data_dir.join(".backup-staging");
+    assert!(std::fs::read_dir(&staging).unwrap().next().is_none());
     assert_eq!(report.verified_by_size, 0);
     assert!(report.verified_in_full >= 3);
     let before_files = files_of(&app.data_dir);
@@ -408,7 +411,8 @@ async fn the_disk_guard_stops_a_backup_before_its_snapshot_fills_the_disk() {
         .unwrap_err();
     assert!(matches!(err, BackupError::Disk(_)), "{err}");
     assert!(err.to_string().contains("nearly full"), "{err}");
-    assert!(!app.data_dir.join(".backup-staging").exists());
+    let staging = app.data_dir.join(".backup-staging");
+    assert!(!staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
