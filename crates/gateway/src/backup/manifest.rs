@@ -90,6 +90,8 @@ impl From<BackupId> for String {
 }
 
 pub const MANIFESTS: &str = "manifests";
+/// One object per backup running now (`locks/<id>`).
+pub const LOCKS: &str = "locks";
 pub const OBJECTS: &str = "objects";
 
 /// A SHA-256 as 64 lowercase hex digits.
@@ -193,8 +195,19 @@ impl Manifest {
                 manifest.format
             ));
         }
-        for entry in manifest.entries() {
+        check_entry_path(&manifest.database.path)?;
+        let mut seen = std::collections::HashSet::new();
+        for entry in &manifest.files {
             check_entry_path(&entry.path)?;
+            if !(entry.path.starts_with("users/") || entry.path.starts_with("wall/")) {
+                return Err(format!(
+                    "`{}` is not a participant's file or the wall's",
+                    entry.path
+                ));
+            }
+            if !seen.insert(entry.path.as_str()) {
+                return Err(format!("`{}` is listed twice", entry.path));
+            }
         }
         Ok(manifest)
     }
@@ -204,6 +217,7 @@ impl Manifest {
 /// inside the data directory whatever the store holds.
 pub fn check_entry_path(path: &str) -> Result<(), String> {
     let bad = path.is_empty()
+        || path.ends_with(".restoring")
         || path.starts_with('/')
         || path.contains('\\')
         || path.contains('\0')
@@ -259,6 +273,34 @@ mod tests {
             None
         );
         assert!(Sha256::parse(&"AB".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn a_manifest_names_each_file_once_and_only_participants_and_the_wall() {
+        let entry = |path: &str| Entry {
+            path: path.into(),
+            size: 1,
+            sha256: Sha256::parse(&"ab".repeat(32)).unwrap(),
+            modified_ns: 0,
+        };
+        let manifest = |files: Vec<Entry>| {
+            serde_json::to_vec(&Manifest {
+                format: FORMAT,
+                id: BackupId::new("2026-12-04T23:15:00Z".parse().unwrap()),
+                created_at: "2026-12-04T23:15:00Z".parse().unwrap(),
+                comfyume: "0".into(),
+                database: entry("comfyume.db"),
+                files,
+            })
+            .unwrap()
+        };
+        assert!(Manifest::parse(&manifest(vec![entry("users/a/x"), entry("wall/1.png")])).is_ok());
+        let twice = Manifest::parse(&manifest(vec![entry("users/a/x"), entry("users/a/x")]));
+        assert!(twice.unwrap_err().contains("twice"));
+        let elsewhere = Manifest::parse(&manifest(vec![entry("etc/x")]));
+        assert!(elsewhere.unwrap_err().contains("participant"));
+        let partial = Manifest::parse(&manifest(vec![entry("users/a/x.restoring")]));
+        assert!(partial.is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 
 use super::manifest::{BackupId, Entry, Manifest};
 use super::target::{Target, ToFile};
@@ -63,15 +63,23 @@ pub async fn restore(
             crate::disk::Bytes(free)
         )));
     }
-    let results: Vec<Option<String>> = futures_util::stream::iter(manifest.files.iter())
-        .map(|entry| {
-            let path = dest.data_dir.join(&entry.path);
-            async move { restore_entry(target, entry, &path).await }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    let mut problems: Vec<String> = results.into_iter().flatten().collect();
+    // Every file to its end, even after an error: each cleans up its own
+    // partial download, so nothing half-written is left behind.
+    let results: Vec<Result<Option<String>, BackupError>> =
+        futures_util::stream::iter(manifest.files.iter())
+            .map(|entry| {
+                let path = dest.data_dir.join(&entry.path);
+                async move { restore_entry(target, entry, &path).await }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+    let mut problems = Vec::new();
+    for result in results {
+        if let Some(problem) = result? {
+            problems.push(problem);
+        }
+    }
     if problems.is_empty() {
         // The database last: a data directory with a database is one a
         // server would start on.
@@ -211,7 +219,13 @@ pub async fn verify(
     percent: u8,
 ) -> Result<VerifyReport, BackupError> {
     let manifest = pick(target, at).await?;
-    let (read_in_full, by_size) = super::take::verify_objects(target, &manifest, percent).await?;
+    let (read_in_full, by_size) = super::take::verify_objects(
+        target,
+        &manifest,
+        percent,
+        &std::collections::HashSet::new(),
+    )
+    .await?;
     Ok(VerifyReport {
         id: manifest.id,
         objects: read_in_full + by_size,

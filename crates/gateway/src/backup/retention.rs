@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
-use super::manifest::{BackupId, MANIFESTS, OBJECTS, Sha256};
+use super::manifest::{BackupId, LOCKS, MANIFESTS, OBJECTS, Sha256};
 use super::target::Target;
 use super::{BackupError, read_manifest};
 
@@ -90,7 +90,15 @@ pub async fn apply(
     }
     let cutoff = now - chrono::Duration::from_std(collect_after).unwrap_or(chrono::Duration::MAX);
     let mut collected = 0;
-    for (key, modified) in target.list_aged(OBJECTS).await? {
+    for (i, (key, modified)) in target.list_aged(OBJECTS).await?.into_iter().enumerate() {
+        // Looked at first and again every so often: a backup starting
+        // meanwhile stops the collection.
+        if i % 100 == 0 && another_backup_runs(target, now).await? {
+            tracing::info!(
+                "another backup is running: unreferenced objects are collected next time"
+            );
+            break;
+        }
         let Some(hash) = Sha256::from_object_key(&key) else {
             continue;
         };
@@ -100,6 +108,25 @@ pub async fn apply(
         }
     }
     Ok((pruned, collected))
+}
+
+/// A lock older than this is a killed run's: no backup takes a day.
+const LOCK_STALE: chrono::Duration = chrono::Duration::hours(24);
+
+/// Whether a backup is running now (a lock younger than [`LOCK_STALE`]).
+/// Older locks are removed.
+async fn another_backup_runs(target: &Target, now: DateTime<Utc>) -> Result<bool, BackupError> {
+    let cutoff = now - LOCK_STALE;
+    let mut running = false;
+    for (key, written) in target.list_aged(LOCKS).await? {
+        if written < cutoff {
+            tracing::warn!(lock = %key, "removing the lock of a backup that never finished");
+            target.delete(&key).await?;
+        } else {
+            running = true;
+        }
+    }
+    Ok(running)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use sha2::Digest;
 use tracing::Instrument;
 
-use super::manifest::{BackupId, Entry, FORMAT, Manifest, OBJECTS, Sha256};
+use super::manifest::{BackupId, Entry, FORMAT, LOCKS, Manifest, OBJECTS, Sha256};
 use super::retention::{self, Retention};
 use super::target::{Discard, PART_BYTES, Target};
 use super::{BackupError, Source, newest_manifest};
@@ -74,7 +74,9 @@ struct LocalFile {
     modified_ns: i64,
 }
 
-/// Takes one backup of `source` into `target`.
+/// Takes one backup of `source` into `target`. While it runs, a lock
+/// object (`locks/<id>`) tells every other backup's collector to delete
+/// nothing: this one may be about to refer to any object already there.
 pub async fn take(
     source: &Source,
     target: &Target,
@@ -85,7 +87,63 @@ pub async fn take(
     let id = BackupId::new(created_at);
     let estimate = database_size(&source.database_file);
     source.disk.check(estimate).map_err(BackupError::Disk)?;
-    let staging = Staging::fresh(&source.data_dir, &id)?;
+    let lock = format!("{LOCKS}/{id}");
+    target
+        .put(
+            &lock,
+            Bytes::from(format!("{{\"started\": \"{created_at}\"}}")),
+        )
+        .await?;
+    let taken = take_locked(source, target, options, &id).await;
+    if let Err(e) = target.delete(&lock).await {
+        // It ages out after `collect_after`; meanwhile nothing is
+        // collected, which costs space, never a backup.
+        tracing::warn!(error = %e, lock, "cannot remove the backup's lock");
+    }
+    let (manifest, uploaded) = taken?;
+    let (pruned, collected_objects) = retention::apply(
+        target,
+        &options.retention,
+        options.collect_after,
+        Utc::now(),
+    )
+    .instrument(tracing::info_span!("backup.retention"))
+    .await
+    .map_err(|e| BackupError::Retention {
+        id: id.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(BackupReport {
+        id,
+        files: manifest.files.len(),
+        total_bytes: manifest.total_bytes(),
+        uploaded_objects: uploaded.objects,
+        uploaded_bytes: uploaded.bytes,
+        verified_in_full: uploaded.verified_in_full,
+        verified_by_size: uploaded.verified_by_size,
+        pruned,
+        collected_objects,
+        duration: started.elapsed(),
+    })
+}
+
+/// What [`take_locked`] uploaded and checked.
+struct Uploaded {
+    objects: usize,
+    bytes: u64,
+    verified_in_full: usize,
+    verified_by_size: usize,
+}
+
+/// The backup itself, under its lock: snapshot, files, verification, and
+/// the manifest, written and checked.
+async fn take_locked(
+    source: &Source,
+    target: &Target,
+    options: &Options,
+    id: &BackupId,
+) -> Result<(Manifest, Uploaded), BackupError> {
+    let staging = Staging::fresh(&source.data_dir, id)?;
     let snapshot = staging.dir.join("database.sqlite");
     source
         .store
@@ -109,7 +167,7 @@ pub async fn take(
     let known = known_hashes(target).await;
     let state = UploadState {
         present: Mutex::new(present),
-        uploaded: Mutex::new((0, 0)),
+        uploaded: Mutex::new(HashSet::new()),
     };
 
     let mut entries: Vec<Entry> = futures_util::stream::iter(files)
@@ -130,47 +188,42 @@ pub async fn take(
     .instrument(tracing::info_span!("backup.upload_database"))
     .await?
     .ok_or_else(|| BackupError::Internal("the database snapshot vanished".into()))?;
+    drop(staging);
 
     let manifest = Manifest {
         format: FORMAT,
         id: id.clone(),
-        created_at,
+        created_at: id.taken_at(),
         comfyume: env!("CARGO_PKG_VERSION").to_string(),
         database,
         files: entries,
     };
+    let uploaded = state.uploaded.into_inner().expect("not poisoned");
     let (verified_in_full, verified_by_size) =
-        verify_objects(target, &manifest, options.verify_percent)
+        verify_objects(target, &manifest, options.verify_percent, &uploaded)
             .instrument(tracing::info_span!("backup.verify"))
             .await?;
     write_manifest(target, &manifest).await?;
-    drop(staging);
-
-    let (uploaded_objects, uploaded_bytes) = *state.uploaded.lock().expect("not poisoned");
-    let (pruned, collected_objects) = retention::apply(
-        target,
-        &options.retention,
-        options.collect_after,
-        Utc::now(),
-    )
-    .instrument(tracing::info_span!("backup.retention"))
-    .await
-    .map_err(|e| BackupError::Retention {
-        id: id.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(BackupReport {
-        id,
-        files: manifest.files.len(),
-        total_bytes: manifest.total_bytes(),
-        uploaded_objects,
-        uploaded_bytes,
+    // Still all there once the manifest is: a collector that looked
+    // before this backup's lock was written may have deleted an object
+    // it reuses. Such a backup is removed, and fails.
+    if let Err(e) = verify_objects(target, &manifest, 0, &HashSet::new()).await {
+        target.delete(&manifest.id.manifest_key()).await?;
+        return Err(e);
+    }
+    let uploaded = Uploaded {
+        objects: uploaded.len(),
+        bytes: manifest
+            .entries()
+            .filter(|e| uploaded.contains(&e.sha256))
+            .map(|e| (e.sha256.clone(), e.size))
+            .collect::<HashMap<_, _>>()
+            .values()
+            .sum(),
         verified_in_full,
         verified_by_size,
-        pruned,
-        collected_objects,
-        duration: started.elapsed(),
-    })
+    };
+    Ok((manifest, uploaded))
 }
 
 /// The backup's scratch folder in the data directory (the database
@@ -341,8 +394,8 @@ async fn known_hashes(target: &Target) -> HashMap<(String, u64, i64), Sha256> {
 struct UploadState {
     /// Objects in the store, by hash, with their sizes.
     present: Mutex<HashMap<Sha256, u64>>,
-    /// (objects, bytes) uploaded by this run.
-    uploaded: Mutex<(usize, u64)>,
+    /// The objects this run uploaded.
+    uploaded: Mutex<HashSet<Sha256>>,
 }
 
 impl UploadState {
@@ -354,10 +407,8 @@ impl UploadState {
         self.present
             .lock()
             .expect("not poisoned")
-            .insert(hash, size);
-        let mut up = self.uploaded.lock().expect("not poisoned");
-        up.0 += 1;
-        up.1 += size;
+            .insert(hash.clone(), size);
+        self.uploaded.lock().expect("not poisoned").insert(hash);
     }
 }
 
@@ -393,7 +444,13 @@ async fn store_file(
         use tokio::io::AsyncReadExt;
         let mut content = Vec::with_capacity(file.size as usize);
         opened.read_to_end(&mut content).await.map_err(local)?;
-        let hash = Sha256::of_digest(&sha2::Sha256::digest(&content));
+        // Hashing megabytes is CPU work: off the runtime's threads.
+        let (content, hash) = tokio::task::spawn_blocking(move || {
+            let hash = Sha256::of_digest(&sha2::Sha256::digest(&content));
+            (content, hash)
+        })
+        .await
+        .map_err(|e| BackupError::Internal(e.to_string()))?;
         let size = content.len() as u64;
         if !state.has(&hash, size) {
             target.put(&hash.object_key(), Bytes::from(content)).await?;
@@ -401,8 +458,18 @@ async fn store_file(
         }
         return Ok(Some(entry(size, hash)));
     }
-    // Large: hash first, then send only if the store lacks it.
-    let (size, hash) = hash_file(&mut opened).await.map_err(local)?;
+    // Large: hash first (on a blocking thread), then send only if the
+    // store lacks it.
+    let std_file = opened.into_std().await;
+    let (std_file, hashed) = tokio::task::spawn_blocking(move || {
+        let mut f = std_file;
+        let hashed = hash_file(&mut f);
+        (f, hashed)
+    })
+    .await
+    .map_err(|e| BackupError::Internal(e.to_string()))?;
+    let (size, hash) = hashed.map_err(local)?;
+    let mut opened = tokio::fs::File::from_std(std_file);
     if !state.has(&hash, size) {
         use tokio::io::AsyncSeekExt;
         opened
@@ -423,13 +490,13 @@ async fn store_file(
     Ok(Some(entry(size, hash)))
 }
 
-async fn hash_file(file: &mut tokio::fs::File) -> std::io::Result<(u64, Sha256)> {
-    use tokio::io::AsyncReadExt;
+fn hash_file(file: &mut std::fs::File) -> std::io::Result<(u64, Sha256)> {
+    use std::io::Read;
     let mut hasher = sha2::Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 1024 * 1024];
     loop {
-        let n = file.read(&mut buf).await?;
+        let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -440,12 +507,14 @@ async fn hash_file(file: &mut tokio::fs::File) -> std::io::Result<(u64, Sha256)>
 }
 
 /// Checks that every object `manifest` names is in the store with its
-/// size, and reads `percent` of them back in full to check their hashes.
+/// size, and reads back in full, checking their hashes, every object in
+/// `always` (what this run uploaded) and `percent` of the others.
 /// Returns how many were read in full and how many checked by size.
 pub async fn verify_objects(
     target: &Target,
     manifest: &Manifest,
     percent: u8,
+    always: &HashSet<Sha256>,
 ) -> Result<(usize, usize), BackupError> {
     let mut wanted: Vec<(Sha256, u64)> = Vec::new();
     let mut seen = HashSet::new();
@@ -466,7 +535,13 @@ pub async fn verify_objects(
             Some(_) => {}
         }
     }
-    let full = sample(&wanted, percent);
+    let (mut full, others): (Vec<_>, Vec<_>) = wanted
+        .iter()
+        .cloned()
+        .partition(|(h, _)| always.contains(h));
+    if percent > 0 {
+        full.extend(sample(&others, percent));
+    }
     let read: Vec<Option<String>> = futures_util::stream::iter(full.iter().cloned())
         .map(|(hash, size)| async move {
             match target.read_through(&hash.object_key(), Discard).await {
@@ -529,7 +604,7 @@ async fn write_manifest(target: &Target, manifest: &Manifest) -> Result<(), Back
     let key = manifest.id.manifest_key();
     target.put(&key, bytes.clone()).await?;
     let back = target.get(&key).await?;
-    if back != bytes {
+    if back != bytes || Manifest::parse(&back).is_err() {
         return Err(BackupError::Damaged {
             backup: manifest.id.clone(),
             problems: vec![format!("{key} reads back different from what was written")],

@@ -84,14 +84,7 @@ impl Target {
             let s3 = &config.s3;
             let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
             if let Some(endpoint) = &s3.endpoint {
-                builder = builder
-                    .with_endpoint(endpoint)
-                    .with_allow_http(endpoint.starts_with("http://"));
-            } else if std::env::var("AWS_ENDPOINT_URL")
-                .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                .is_ok_and(|e| e.starts_with("http://"))
-            {
-                builder = builder.with_allow_http(true);
+                builder = builder.with_endpoint(endpoint);
             }
             if let Some(region) = &s3.region {
                 builder = builder.with_region(region);
@@ -106,15 +99,24 @@ impl Target {
                 builder = builder.with_token(token.expose());
             }
             let timeout = Duration::from_secs(config.timeout_seconds);
-            let allow_http = s3
+            // The client options replace what `from_env` read, so plain
+            // HTTP is allowed here for an endpoint from either place.
+            let endpoint = s3
                 .endpoint
-                .as_deref()
-                .is_some_and(|e| e.starts_with("http://"));
+                .clone()
+                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+            let allow_http = endpoint.is_some_and(|e| e.starts_with("http://"))
+                || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
             builder = builder
                 .with_client_options(
+                    // The limit is on silence (connecting, or waiting for
+                    // the next bytes), not on a whole transfer: reading
+                    // back a large video takes as long as it takes.
                     ClientOptions::new()
-                        .with_timeout(timeout)
+                        .with_timeout_disabled()
                         .with_connect_timeout(timeout.min(Duration::from_secs(10)))
+                        .with_read_timeout(timeout)
                         .with_allow_http(allow_http),
                 )
                 .with_retry(RetryConfig {
@@ -222,6 +224,8 @@ impl Target {
             size += n as u64;
             // At most two parts in flight: a bounded amount in memory.
             if let Err(e) = writer.wait_for_capacity(2).await {
+                // Abandoned parts would otherwise stay in the bucket.
+                let _ = writer.abort().await;
                 return Err(self.remote(format!("writing {key}"))(e));
             }
             writer.write(&buf[..n]);

@@ -24,6 +24,14 @@ pub struct ExportArgs {
 }
 
 pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
+    // Not an empty database made by a wrong --data-dir, exported as nothing.
+    let database_file = crate::backup::database_file(&config)?;
+    if !database_file.exists() {
+        anyhow::bail!(
+            "no database at {}: no accounts to export (is the data directory right?)",
+            database_file.display()
+        );
+    }
     let store = Store::connect(config.database_url().expose())
         .await
         .context("cannot open the database")?;

@@ -1,8 +1,9 @@
 //! `GET /comfyume/export.zip` (and under `/api`): the logged-in
 //! participant's take-home zip of their workflows and outputs, streamed
 //! as it is written ([`crate::workspace::Workspace::export_zip`]). A
-//! bounded number are written at once, room-wide; the others wait their
-//! turn.
+//! bounded number are written at once, room-wide; past that the answer
+//! is 503 with a `Retry-After`, and a download that stops reading for a
+//! minute is ended, so no one holds a place for long.
 
 use std::io::{self, Write};
 
@@ -25,25 +26,25 @@ const CHUNK_BYTES: usize = 256 * 1024;
 const CHUNKS_WAITING: usize = 4;
 
 pub async fn download(CurrentUser(user): CurrentUser, State(state): State<AppState>) -> Response {
-    let permit = match state.exports.clone().acquire_owned().await {
-        Ok(permit) => permit,
-        Err(_) => {
-            return (
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            )
-                .into_response();
-        }
+    let Ok(permit) = state.exports.clone().try_acquire_owned() else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "30")],
+            "Many participants are downloading their work right now; try again in half a minute.",
+        )
+            .into_response();
     };
     let workspace = state.workspaces.user(&user.name);
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_WAITING);
     let span = tracing::info_span!("export", user = %user.name);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _in_span = span.enter();
         let _permit = permit;
         let mut out = ChunkSender {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK_BYTES),
+            runtime,
         };
         let written = workspace
             .export_zip(&mut out)
@@ -80,11 +81,15 @@ pub async fn download(CurrentUser(user): CurrentUser, State(state): State<AppSta
         .into_response()
 }
 
-/// A `Write` that hands the zip to the response in chunks; a closed
-/// connection is a broken pipe, which ends the export.
+/// A download that takes no data for this long is ended.
+const STALLED: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A `Write` that hands the zip to the response in chunks; a closed or
+/// stalled connection is a broken pipe, which ends the export.
 struct ChunkSender {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: Vec<u8>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Write for ChunkSender {
@@ -104,8 +109,14 @@ impl Write for ChunkSender {
             &mut self.buf,
             Vec::with_capacity(CHUNK_BYTES),
         ));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the download was closed"))
+        // On a blocking thread: waiting on the runtime's channel is fine.
+        self.runtime
+            .block_on(self.tx.send_timeout(Ok(chunk), STALLED))
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the download was closed or stopped reading",
+                )
+            })
     }
 }

@@ -334,12 +334,16 @@ impl<'a, S: BackendSession> JobRun<'a, S> {
             .instrument(phase!("output", %node))
             .await;
             self.copy_time += copying.elapsed();
-            if let Some(reason) = collected.disk_full {
-                self.disk_full.get_or_insert(reason);
-            }
             for problem in collected.tell_owner {
                 self.report
                     .notify(&problem, &format!("comfyume-quota-{}", self.report.job.id));
+            }
+            if let Some(reason) = collected.disk_full {
+                // Not recorded as delivered: an attempt after this one
+                // (another backend, or after a restart) copies the node's
+                // outputs again, or fails the same way.
+                self.disk_full.get_or_insert(reason);
+                return;
             }
         }
         self.report.executed(&node, data);
