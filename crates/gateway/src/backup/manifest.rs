@@ -159,6 +159,14 @@ pub struct Entry {
     /// Its modification time (nanoseconds since the epoch), restored with
     /// it: ComfyUI lists a participant's files newest first.
     pub modified_ns: i64,
+    /// Its inode and change time where it was backed up: with the size
+    /// and the modification time, how the next backup knows the file is
+    /// the same one without reading it (a file replaced by a rename is a
+    /// new inode, however quickly it came). Meaningless elsewhere.
+    #[serde(default)]
+    pub inode: u64,
+    #[serde(default)]
+    pub changed_ns: i64,
 }
 
 /// A backup: the database snapshot and every file, as of `created_at`.
@@ -282,6 +290,8 @@ mod tests {
             size: 1,
             sha256: Sha256::parse(&"ab".repeat(32)).unwrap(),
             modified_ns: 0,
+            inode: 0,
+            changed_ns: 0,
         };
         let manifest = |files: Vec<Entry>| {
             serde_json::to_vec(&Manifest {

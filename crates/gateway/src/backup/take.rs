@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{StreamExt, TryStreamExt};
+use std::os::unix::fs::MetadataExt;
+
 use sha2::Digest;
 use tracing::Instrument;
 
@@ -72,6 +74,24 @@ struct LocalFile {
     abs: PathBuf,
     size: u64,
     modified_ns: i64,
+    inode: u64,
+    changed_ns: i64,
+}
+
+/// What says a file is the one an earlier backup read: its path, size,
+/// modification time, inode and change time.
+type Stamp = (String, u64, i64, u64, i64);
+
+impl LocalFile {
+    fn stamp(&self) -> Stamp {
+        (
+            self.rel.clone(),
+            self.size,
+            self.modified_ns,
+            self.inode,
+            self.changed_ns,
+        )
+    }
 }
 
 /// Takes one backup of `source` into `target`. While it runs, a lock
@@ -346,6 +366,8 @@ fn walk(path: &Path, rel: &str, out: &mut Vec<LocalFile>) -> Result<(), BackupEr
             abs: path.to_path_buf(),
             size: meta.len(),
             modified_ns: modified_ns(&meta),
+            inode: meta.ino(),
+            changed_ns: changed_ns(&meta),
         });
     }
     // The gateway never makes links or devices; anything else is skipped.
@@ -362,7 +384,15 @@ fn local_file(path: &Path, rel: String) -> Result<LocalFile, BackupError> {
         abs: path.to_path_buf(),
         size: meta.len(),
         modified_ns: modified_ns(&meta),
+        inode: meta.ino(),
+        changed_ns: changed_ns(&meta),
     })
+}
+
+fn changed_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.ctime_nsec())
 }
 
 fn modified_ns(meta: &std::fs::Metadata) -> i64 {
@@ -373,15 +403,20 @@ fn modified_ns(meta: &std::fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
-/// Hashes the newest backup already knows, by (path, size, modification
-/// time): an unchanged file is not read again. Without a readable newest
-/// manifest every file is read, which costs time, never correctness.
-async fn known_hashes(target: &Target) -> HashMap<(String, u64, i64), Sha256> {
+/// Hashes the newest backup already knows, by [`Stamp`]: an unchanged
+/// file is not read again. Without a readable newest manifest every file
+/// is read, which costs time, never correctness.
+async fn known_hashes(target: &Target) -> HashMap<Stamp, Sha256> {
     match newest_manifest(target).await {
         Ok(Some(manifest)) => manifest
             .files
             .into_iter()
-            .map(|e| ((e.path, e.size, e.modified_ns), e.sha256))
+            .map(|e| {
+                (
+                    (e.path, e.size, e.modified_ns, e.inode, e.changed_ns),
+                    e.sha256,
+                )
+            })
             .collect(),
         Ok(None) => HashMap::new(),
         Err(e) => {
@@ -417,7 +452,7 @@ impl UploadState {
 async fn store_file(
     target: &Target,
     file: LocalFile,
-    known: &HashMap<(String, u64, i64), Sha256>,
+    known: &HashMap<Stamp, Sha256>,
     state: &UploadState,
 ) -> Result<Option<Entry>, BackupError> {
     let entry = |size, sha256| Entry {
@@ -425,8 +460,10 @@ async fn store_file(
         size,
         sha256,
         modified_ns: file.modified_ns,
+        inode: file.inode,
+        changed_ns: file.changed_ns,
     };
-    if let Some(hash) = known.get(&(file.rel.clone(), file.size, file.modified_ns))
+    if let Some(hash) = known.get(&file.stamp())
         && state.has(hash, file.size)
     {
         return Ok(Some(entry(file.size, hash.clone())));

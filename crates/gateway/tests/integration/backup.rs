@@ -452,6 +452,20 @@ async fn an_incremental_backup_uploads_only_what_changed() {
     let input = app.user_dir("alice").join("input");
     std::fs::write(input.join("alice.png"), b"alice, changed").unwrap();
     std::fs::write(input.join("new.png"), b"a new file").unwrap();
+    // The same size and modification time as before, but another file
+    // renamed into place (as the gateway writes): read again.
+    let bobs = app.user_dir("bob").join("input/bob.png");
+    let was = std::fs::metadata(&bobs).unwrap();
+    let swap = bobs.with_extension("swap");
+    std::fs::write(&swap, b"BOB").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&swap)
+        .unwrap()
+        .set_modified(was.modified().unwrap())
+        .unwrap();
+    std::fs::rename(&swap, &bobs).unwrap();
+    assert_eq!(std::fs::metadata(&bobs).unwrap().len(), was.len());
     // Sampled verification: what this run uploaded is read back in full,
     // of the rest only a share; the others are checked by size.
     let mut sampled = options(5);
@@ -478,13 +492,17 @@ async fn an_incremental_backup_uploads_only_what_changed() {
         use sha2::Digest;
         backup::manifest::Sha256::of_digest(&sha2::Sha256::digest(b)).object_key()
     };
-    let mut expected = vec![hash_of(b"alice, changed"), hash_of(b"a new file")];
+    let mut expected = vec![
+        hash_of(b"alice, changed"),
+        hash_of(b"a new file"),
+        hash_of(b"BOB"),
+    ];
     expected.sort();
     let mut got: Vec<String> = files_added.into_iter().cloned().collect();
     got.sort();
     assert_eq!(got, expected);
     let database_uploaded = u64::from(added.contains(&database_key));
-    assert_eq!(second.uploaded_objects as u64, 2 + database_uploaded);
+    assert_eq!(second.uploaded_objects as u64, 3 + database_uploaded);
     let database_bytes = if database_uploaded == 1 {
         manifest.database.size
     } else {
@@ -492,7 +510,7 @@ async fn an_incremental_backup_uploads_only_what_changed() {
     };
     assert_eq!(
         second.uploaded_bytes,
-        (b"alice, changed".len() + b"a new file".len()) as u64 + database_bytes
+        (b"alice, changed".len() + b"a new file".len() + b"BOB".len()) as u64 + database_bytes
     );
 }
 
