@@ -116,13 +116,18 @@ async fn room_news(state: AppState) {
     }
 }
 
-/// Backs up on the configured schedule ([`crate::backup::Backups::run_once`]);
-/// the first one waits a minute after the start, so a server restarted
-/// in a loop does not back up in a loop. Failures are recorded (and
+/// Backs up on the configured schedule ([`crate::backup::Backups::run_once`]),
+/// and when an instructor asks; the first scheduled one waits a minute
+/// after the start, so a server restarted in a loop does not back up in a
+/// loop. Failures are recorded (and
 /// logged) by `run_once`, and tried again sooner than the period.
 async fn scheduled_backups(backups: std::sync::Arc<crate::backup::Backups>) {
     loop {
-        tokio::time::sleep(backups.due_in(Duration::from_secs(60))).await;
+        // Or sooner, when an instructor asks for one.
+        tokio::select! {
+            () = tokio::time::sleep(backups.due_in(Duration::from_secs(60))) => {}
+            () = backups.asked() => {}
+        }
         // The outcome is in the status the console and /metrics show.
         let _ = backups.run_once().await;
     }

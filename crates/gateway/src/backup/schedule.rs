@@ -68,6 +68,10 @@ pub struct Backups {
     status: Mutex<BackupStatus>,
     /// One backup at a time.
     running: tokio::sync::Mutex<()>,
+    /// An instructor's "back up now", for the schedule's loop.
+    asked: tokio::sync::Notify,
+    /// Bumped whenever the status changes.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Backups {
@@ -109,6 +113,8 @@ impl Backups {
             every,
             status: Mutex::new(status),
             running: tokio::sync::Mutex::new(()),
+            asked: tokio::sync::Notify::new(),
+            changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -118,6 +124,26 @@ impl Backups {
 
     pub fn scheduled(&self) -> bool {
         self.target.is_some()
+    }
+
+    /// Asks the schedule's loop for a backup now (after the one running,
+    /// if one is).
+    pub fn ask_now(&self) {
+        self.asked.notify_one();
+    }
+
+    /// Resolves when someone asked for a backup now.
+    pub async fn asked(&self) {
+        self.asked.notified().await;
+    }
+
+    /// Changes whenever a backup starts or ends.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
     }
 
     /// How long until the next backup is due: a period after the last
@@ -145,6 +171,7 @@ impl Backups {
         let target = self.target.as_ref().ok_or(BackupError::NoDestination)?;
         let _one = self.running.lock().await;
         self.status.lock().expect("not poisoned").running = true;
+        self.changed();
         let outcome = take::take(&self.source, target, &self.options).await;
         let at_ms = now_ms();
         match &outcome {
@@ -183,6 +210,7 @@ impl Backups {
                 status.running = false;
             }
         }
+        self.changed();
         outcome
     }
 

@@ -365,6 +365,19 @@ pub async fn room(_: Admin, State(state): State<AppState>) -> Json<Value> {
     Json(body)
 }
 
+/// `POST /admin/api/backup`: a backup now (202; the room's state shows
+/// it running, then its outcome); 409 when backups are not scheduled.
+pub async fn back_up_now(
+    Admin(actor): Admin,
+    State(state): State<AppState>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let entry = state.room.back_up_now(&actor).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"requested": true, "audit": audit_entry(&entry)})),
+    ))
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Broadcast {

@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(admin::user_action),
         )
         .route("/admin/api/room", get(admin::room))
+        .route("/admin/api/backup", axum::routing::post(admin::back_up_now))
         .route(
             "/admin/api/room/broadcast",
             axum::routing::post(admin::broadcast).delete(admin::clear_broadcast),

@@ -491,6 +491,18 @@ impl Room {
         self.audit(actor, action, backend, json!({})).await
     }
 
+    /// Asks for a backup now (it runs in the schedule's loop, after one
+    /// already running); audited.
+    pub async fn back_up_now(&self, actor: &Actor) -> RoomResult<AuditEntry> {
+        let Some(backups) = &self.storage.backups else {
+            return Err(RoomError::Conflict(
+                "backups are not scheduled: set [backup] to in the configuration".into(),
+            ));
+        };
+        backups.ask_now();
+        self.audit(actor, "backup.request", "room", json!({})).await
+    }
+
     /// Sends new work only to the backends of `group` (`None`: all).
     pub async fn use_group(&self, actor: &Actor, group: Option<&str>) -> RoomResult<AuditEntry> {
         if !self.dispatcher.use_group(group.map(str::to_string)) {

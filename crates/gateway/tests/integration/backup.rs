@@ -993,3 +993,76 @@ async fn the_cli_backs_up_lists_verifies_restores_and_exits_1_on_any_failure() {
     assert_eq!(code, 1);
     assert!(err.contains("nothing to back up"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instructor_backs_up_now_from_the_console() {
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    let app = TestApp::spawn_with(|c| {
+        c.backup.to = Some(url.clone());
+        c.backup.collect_after_seconds = 0;
+    })
+    .await;
+    a_room_at_work(&app).await;
+    let backups = app.state.backups.clone().unwrap();
+    let mut changes = backups.changes();
+    let teacher = instructor(&app).await;
+    let r = teacher
+        .post(app.at("/admin/api/backup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["audit"]["action"], "backup.request");
+    assert_eq!(body["audit"]["actor"], "teacher");
+    // The schedule's loop takes it: wait for its outcome.
+    within("the backup asked for", async {
+        while backups.status().last_success.is_none() && backups.status().last_failure.is_none() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
+    let status = backups.status();
+    assert!(status.last_failure.is_none(), "{status:?}");
+    let success = status.last_success.unwrap();
+    assert!(success.files >= 6);
+    let listed = backup::restore::list(&folder_target(store.path()))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id.as_str(), success.id);
+    let room: serde_json::Value = teacher
+        .get(app.at("/admin/api/room"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(room["backup"]["last_success"]["id"], success.id.as_str());
+    let metrics = teacher
+        .get(app.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("comfyume_backup_failing 0"), "{metrics}");
+    assert!(
+        metrics.contains("comfyume_backup_last_success_timestamp_seconds"),
+        "{metrics}"
+    );
+
+    // Without a destination there is nothing to ask for.
+    let plain = TestApp::spawn().await;
+    let teacher = instructor(&plain).await;
+    let r = teacher
+        .post(plain.at("/admin/api/backup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("[backup] to"));
+}

@@ -119,6 +119,7 @@ async fn room_actions_are_refused_to_participants_and_to_no_session() {
             Some(json!({"name": "intro", "workflow": {"nodes": []}})),
         ),
         (Method::GET, "/admin/api/audit".into(), None),
+        (Method::POST, "/admin/api/backup".into(), None),
         (Method::DELETE, "/admin/api/room/broadcast".into(), None),
         (Method::GET, "/admin/api/events".into(), None),
         (Method::GET, "/admin/participants/alice".into(), None),
