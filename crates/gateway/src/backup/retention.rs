@@ -60,7 +60,8 @@ fn day(at: DateTime<Utc>) -> (i32, u32) {
 }
 
 /// Applies the rules to the backups in `target`: removes the manifests
-/// they do not keep, then the objects no kept manifest names that are
+/// they do not keep (never `just_taken`: a backup that finished after a
+/// newer one began is not pruned by its own run), then the objects no kept manifest names that are
 /// older than `collect_after`. Returns the backups removed and the number
 /// of objects collected. Nothing is collected unless every kept manifest
 /// was read: an unreadable one might need any object.
@@ -69,6 +70,7 @@ pub async fn apply(
     rules: &Retention,
     collect_after: Duration,
     now: DateTime<Utc>,
+    just_taken: Option<&BackupId>,
 ) -> Result<(Vec<BackupId>, usize), BackupError> {
     let ids: Vec<BackupId> = target
         .list(MANIFESTS)
@@ -76,7 +78,8 @@ pub async fn apply(
         .iter()
         .filter_map(|(key, _)| BackupId::from_manifest_key(key))
         .collect();
-    let keep = kept(&ids, rules);
+    let mut keep = kept(&ids, rules);
+    keep.extend(just_taken.filter(|id| ids.contains(id)).cloned());
     let mut needed: HashSet<Sha256> = HashSet::new();
     for id in &keep {
         let manifest = read_manifest(target, id).await?;

@@ -126,6 +126,7 @@ pub async fn take(
         &options.retention,
         options.collect_after,
         Utc::now(),
+        Some(&id),
     )
     .instrument(tracing::info_span!("backup.retention"))
     .await
