@@ -757,6 +757,20 @@ impl Dispatcher {
                 // Take it out of rotation until a probe finds it well again.
                 self.record_probe(backend, health::Reachability::Down, Some(reason.clone()))
                     .await;
+                // Told before the job goes back in the queue: once it is
+                // there, another slot may run it to its end at once, and
+                // the owner must not hear of a retry after its result.
+                let elsewhere = if self.backends.len() > 1 {
+                    " on another GPU"
+                } else {
+                    ""
+                };
+                let text = format!(
+                    "The GPU running your job went away; retrying{elsewhere} (attempt {} of {max_attempts}).",
+                    attempt + 1
+                );
+                self.shared
+                    .notify(retry_copy.owner, &text, &format!("comfyume-retry-{job_id}"));
                 match self
                     .shared
                     .store
@@ -764,20 +778,6 @@ impl Dispatcher {
                     .await
                 {
                     Ok(true) => {
-                        let elsewhere = if self.backends.len() > 1 {
-                            " on another GPU"
-                        } else {
-                            ""
-                        };
-                        let text = format!(
-                            "The GPU running your job went away; retrying{elsewhere} (attempt {} of {max_attempts}).",
-                            attempt + 1
-                        );
-                        self.shared.notify(
-                            retry_copy.owner,
-                            &text,
-                            &format!("comfyume-retry-{job_id}"),
-                        );
                         self.shared.send_status(retry_copy.owner).await;
                     }
                     Ok(false) => {}
