@@ -63,8 +63,8 @@ fn finding(verdict: Verdict, what: &str, detail: impl Into<String>) -> Finding {
     }
 }
 
-/// Free disk below which the data directory fails, and warns.
-const DISK_FAIL_BYTES: u64 = 1 << 30;
+/// Free disk below which the data directory warns (it fails below
+/// `limits.min_free_disk_bytes`, where the disk guard refuses new files).
 const DISK_WARN_BYTES: u64 = 10 << 30;
 
 /// The room the capacity estimate is for.
@@ -83,7 +83,10 @@ const ROUND_FAIL: Duration = Duration::from_secs(600);
 
 /// Every check, in order. `backends` are the ones `serve` would use.
 pub async fn examine(config: &Config, backends: &[Backend], room: Room) -> Vec<Finding> {
-    let mut report = vec![data_dir(&config.data_dir)];
+    let mut report = vec![data_dir(
+        &config.data_dir,
+        config.limits.min_free_disk_bytes,
+    )];
     report.push(frontend(&config.frontend_dir));
     report.push(folder(
         config.official_templates_dir.as_deref(),
@@ -258,7 +261,9 @@ fn seconds(d: Duration) -> String {
     }
 }
 
-fn data_dir(dir: &Path) -> Finding {
+/// `min_free`: what the disk guard keeps free; below it the room could
+/// not save a single upload or output.
+fn data_dir(dir: &Path, min_free: u64) -> Finding {
     let what = "data directory";
     if let Err(e) = std::fs::create_dir_all(dir) {
         return finding(Verdict::Fail, what, format!("{}: {e}", dir.display()));
@@ -271,21 +276,16 @@ fn data_dir(dir: &Path) -> Finding {
             format!("{} is not writable: {e}", dir.display()),
         );
     }
-    match rustix::fs::statvfs(dir) {
-        Ok(stats) => {
-            let free = stats.f_bavail.saturating_mul(stats.f_frsize);
-            let verdict = graded(free < DISK_FAIL_BYTES, free < DISK_WARN_BYTES);
+    match crate::disk::free_bytes(dir) {
+        Ok(free) => {
+            let verdict = graded(free < min_free, free < DISK_WARN_BYTES.max(min_free));
             finding(
                 verdict,
                 what,
                 format!("{}: {:.1} GB free", dir.display(), free as f64 / 1e9),
             )
         }
-        Err(e) => finding(
-            Verdict::Warn,
-            what,
-            format!("{}: free space unknown ({e})", dir.display()),
-        ),
+        Err(e) => finding(Verdict::Warn, what, e.to_string()),
     }
 }
 
@@ -437,6 +437,13 @@ fn templates(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_data_directory_fails_below_what_the_disk_guard_keeps_free() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(data_dir(dir.path(), u64::MAX).verdict, Verdict::Fail);
+        assert_ne!(data_dir(dir.path(), 0).verdict, Verdict::Fail);
+    }
 
     fn pace(slots: u32, ms: u64) -> Pace {
         Pace {

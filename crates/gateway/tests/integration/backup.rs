@@ -133,6 +133,18 @@ async fn rows_of(db: &Path) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// GETs `url` with `client`'s session: the body as text.
+async fn get_text(client: &reqwest::Client, url: String) -> String {
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {url}");
+    r.text().await.unwrap()
+}
+
+/// GETs `url` with `client`'s session: the body as JSON.
+async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    serde_json::from_str(&get_text(client, url).await).unwrap()
+}
+
 /// A logged-in instructor.
 async fn instructor(app: &TestApp) -> reqwest::Client {
     app.add_user_with_role("teacher", "teacher-secret-pw", comfyume_domain::Role::Admin)
@@ -220,6 +232,15 @@ async fn a_room_backed_up_to_s3_restores_byte_for_byte() {
         listing.contains("<Key>workshops/2026-12/manifests/"),
         "{listing}"
     );
+}
+
+/// A moto server with a fresh bucket, and a target in it under a prefix;
+/// `None` (the test skipped, and says so) without moto.
+async fn moto_target(test: &str) -> Option<(Moto, Target)> {
+    let moto = Moto::start(test)?;
+    moto.bucket("room").await;
+    let target = Target::open("s3://room/backups", &s3_config(&moto.endpoint)).unwrap();
+    Some((moto, target))
 }
 
 /// Damages the store behind `target` (one object rewritten, one deleted)
@@ -362,24 +383,10 @@ async fn a_store_that_fails_or_refuses_is_a_loud_failure_never_a_success() {
         assert_eq!(status.last_failure.as_ref().unwrap().reason, reason);
         // Shown to the instructor and to Prometheus.
         let admin = instructor(&app).await;
-        let metrics = admin
-            .get(app.at("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = get_text(&admin, app.at("/metrics")).await;
         assert!(metrics.contains("comfyume_backup_failing 1"), "{metrics}");
         assert!(!metrics.contains("comfyume_backup_last_success_timestamp_seconds"));
-        let room: serde_json::Value = admin
-            .get(app.at("/admin/api/room"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let room = get_json(&admin, app.at("/admin/api/room")).await;
         assert_eq!(room["backup"]["last_failure"]["reason"], reason.as_str());
         // And remembered across a restart.
         let mut app = app;
@@ -431,12 +438,26 @@ async fn the_disk_guard_stops_a_backup_before_its_snapshot_fills_the_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_incremental_backup_uploads_only_what_changed() {
+async fn an_incremental_backup_uploads_only_what_changed_in_a_folder() {
     let store = tempfile::tempdir().unwrap();
-    let target = folder_target(store.path());
+    incremental(&folder_target(store.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_backup_uploads_only_what_changed_in_s3() {
+    let Some((_moto, target)) =
+        moto_target("an_incremental_backup_uploads_only_what_changed_in_s3").await
+    else {
+        return;
+    };
+    incremental(&target).await;
+}
+
+/// Backs up twice to `target`, with three files changed between.
+async fn incremental(target: &Target) {
     let app = TestApp::spawn().await;
     a_room_at_work(&app).await;
-    let first = backup::take::take(&source_of(&app), &target, &options(5))
+    let first = backup::take::take(&source_of(&app), target, &options(5))
         .await
         .unwrap();
     let objects = |t: Target| async move {
@@ -470,7 +491,7 @@ async fn an_incremental_backup_uploads_only_what_changed() {
     // of the rest only a share; the others are checked by size.
     let mut sampled = options(5);
     sampled.verify_percent = 1;
-    let second = backup::take::take(&source_of(&app), &target, &sampled)
+    let second = backup::take::take(&source_of(&app), target, &sampled)
         .await
         .unwrap();
     assert_eq!(second.files, first.files + 1);
@@ -485,7 +506,7 @@ async fn an_incremental_backup_uploads_only_what_changed() {
         .difference(&before)
         .cloned()
         .collect();
-    let manifest = backup::read_manifest(&target, &second.id).await.unwrap();
+    let manifest = backup::read_manifest(target, &second.id).await.unwrap();
     let database_key = manifest.database.sha256.object_key();
     let files_added: Vec<&String> = added.iter().filter(|k| **k != database_key).collect();
     let hash_of = |b: &[u8]| {
@@ -515,9 +536,23 @@ async fn an_incremental_backup_uploads_only_what_changed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_keeps_exactly_what_it_promises() {
+async fn retention_keeps_exactly_what_it_promises_in_a_folder() {
     let store = tempfile::tempdir().unwrap();
-    let target = folder_target(store.path());
+    retention(&folder_target(store.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_exactly_what_it_promises_in_s3() {
+    let Some((_moto, target)) = moto_target("retention_keeps_exactly_what_it_promises_in_s3").await
+    else {
+        return;
+    };
+    retention(&target).await;
+}
+
+/// Real backups to `target` under keep-last-2, then the lock rule, then
+/// the daily and weekly tiers (those in a folder of their own).
+async fn retention(target: &Target) {
     // Through real backups: keep the last two; the first's own file is
     // collected with it, shared ones stay.
     let app = TestApp::spawn().await;
@@ -530,12 +565,12 @@ async fn retention_keeps_exactly_what_it_promises() {
             std::fs::remove_file(input.join(format!("only-in-{}.png", i - 1))).unwrap();
         }
         std::fs::write(input.join("shared.png"), b"in every backup").unwrap();
-        let r = backup::take::take(&source_of(&app), &target, &options(2))
+        let r = backup::take::take(&source_of(&app), target, &options(2))
             .await
             .unwrap();
         ids.push(r.id);
     }
-    let listed: Vec<BackupId> = backup::restore::list(&target)
+    let listed: Vec<BackupId> = backup::restore::list(target)
         .await
         .unwrap()
         .into_iter()
@@ -559,7 +594,7 @@ async fn retention_keeps_exactly_what_it_promises() {
     // Every object left is one a kept backup needs.
     let mut needed = std::collections::HashSet::new();
     for id in &listed {
-        let m = backup::read_manifest(&target, id).await.unwrap();
+        let m = backup::read_manifest(target, id).await.unwrap();
         needed.extend(m.entries().map(|e| e.sha256.object_key()));
     }
     assert!(keys.iter().all(|k| needed.contains(k)), "{keys:?}");
@@ -583,13 +618,13 @@ async fn retention_keeps_exactly_what_it_promises() {
     };
     let now = chrono::Utc::now();
     let (_, collected) =
-        backup::retention::apply(&target, &rules, std::time::Duration::ZERO, now, None)
+        backup::retention::apply(target, &rules, std::time::Duration::ZERO, now, None)
             .await
             .unwrap();
     assert_eq!(collected, 0);
     assert!(target.size_of(&orphan).await.unwrap().is_some());
     let (_, collected) = backup::retention::apply(
-        &target,
+        target,
         &rules,
         std::time::Duration::ZERO,
         now + chrono::Duration::hours(25),
@@ -603,11 +638,9 @@ async fn retention_keeps_exactly_what_it_promises() {
 
     // The daily and weekly tiers, on backups dated over three weeks (the
     // rules are property-tested in backup::retention; this is the store).
+    let first = backup::read_manifest(target, &listed[0]).await.unwrap();
     let dated = tempfile::tempdir().unwrap();
     let target = folder_target(dated.path());
-    let first = backup::read_manifest(&folder_target(store.path()), &listed[0])
-        .await
-        .unwrap();
     let mut written = Vec::new();
     for at in [
         "2026-11-16T10:00:00Z",
@@ -664,9 +697,24 @@ async fn retention_keeps_exactly_what_it_promises() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_taken_while_jobs_run_restores_to_a_room_that_finishes_them() {
+async fn a_backup_taken_while_jobs_run_restores_to_a_room_that_finishes_them_in_a_folder() {
     let store = tempfile::tempdir().unwrap();
-    let target = folder_target(store.path());
+    backup_while_jobs_run(&folder_target(store.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_jobs_run_restores_to_a_room_that_finishes_them_in_s3() {
+    let Some((_moto, target)) =
+        moto_target("a_backup_taken_while_jobs_run_restores_to_a_room_that_finishes_them_in_s3")
+            .await
+    else {
+        return;
+    };
+    backup_while_jobs_run(&target).await;
+}
+
+/// A backup to `target` while jobs run, restored and run to the end.
+async fn backup_while_jobs_run(target: &Target) {
     let app = TestApp::spawn().await;
     let mut alice = participant(&app, "alice").await;
     let bob = participant(&app, "bob").await;
@@ -695,7 +743,7 @@ async fn a_backup_taken_while_jobs_run_restores_to_a_room_that_finishes_them() {
             break;
         }
     }
-    let report = backup::take::take(&source_of(&app), &target, &options(5))
+    let report = backup::take::take(&source_of(&app), target, &options(5))
         .await
         .unwrap();
     app.shutdown().await;
@@ -703,7 +751,7 @@ async fn a_backup_taken_while_jobs_run_restores_to_a_room_that_finishes_them() {
 
     let fresh = tempfile::tempdir().unwrap();
     let into = fresh.path().join("data");
-    backup::restore::restore(&target, Some(&report.id), &destination(&into), false)
+    backup::restore::restore(target, Some(&report.id), &destination(&into), false)
         .await
         .unwrap();
     // A sound database, and every output its finished jobs name is there.
@@ -737,38 +785,14 @@ async fn a_backup_taken_while_jobs_run_restores_to_a_room_that_finishes_them() {
     // tab the jobs came from) is open before anything is looked up, so a
     // job not yet in history is heard ending on it.
     for owner in ["alice", "bob"] {
-        let c = restored.client();
-        let r = restored
-            .try_login(&c, owner, &format!("{owner}-secret-pw"))
-            .await;
-        let cookie = r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
-        let mut ws = crate::support::ws_connect(
-            &restored,
-            &format!("/ws?clientId={owner}-tab"),
-            Some(&cookie),
-        )
-        .await
-        .unwrap();
+        let mut p = crate::execution::log_in(&restored, owner, &format!("{owner}-secret-pw")).await;
         let mut waiting: std::collections::HashSet<String> = queued
             .iter()
             .filter(|(o, _)| *o == owner)
             .map(|(_, id)| id.clone())
             .collect();
         for id in waiting.clone() {
-            let h: serde_json::Value = c
-                .get(restored.at(&format!("/api/history/{id}")))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let h = p.get_json(&restored, &format!("/api/history/{id}")).await;
             if h.get(&id).is_some() {
                 assert_eq!(h[&id]["status"]["status_str"], "success", "{h}");
                 waiting.remove(&id);
@@ -777,7 +801,7 @@ async fn a_backup_taken_while_jobs_run_restores_to_a_room_that_finishes_them() {
         while !waiting.is_empty() {
             let f = within(
                 "a restored job to end",
-                crate::execution::next_frame(&mut ws),
+                crate::execution::next_frame(&mut p.ws),
             )
             .await;
             assert_ne!(f["type"], "execution_error", "{f}");
@@ -872,24 +896,10 @@ async fn a_nearly_full_disk_refuses_uploads_and_fails_jobs_with_the_reason() {
     );
     assert_eq!(ready["ready"], true);
     let admin = instructor(&app).await;
-    let metrics = admin
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&admin, app.at("/metrics")).await;
     assert!(metrics.contains("comfyume_disk_low 1"), "{metrics}");
     assert!(metrics.contains("comfyume_backup_scheduled 0"), "{metrics}");
-    let room: serde_json::Value = admin
-        .get(app.at("/admin/api/room"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let room = get_json(&admin, app.at("/admin/api/room")).await;
     assert_eq!(room["disk"]["low"], true);
     assert!(room["backup"].is_null());
 }
@@ -1042,23 +1052,9 @@ async fn an_instructor_backs_up_now_from_the_console() {
         .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id.as_str(), success.id);
-    let room: serde_json::Value = teacher
-        .get(app.at("/admin/api/room"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let room = get_json(&teacher, app.at("/admin/api/room")).await;
     assert_eq!(room["backup"]["last_success"]["id"], success.id.as_str());
-    let metrics = teacher
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&teacher, app.at("/metrics")).await;
     assert!(metrics.contains("comfyume_backup_failing 0"), "{metrics}");
     assert!(
         metrics.contains("comfyume_backup_last_success_timestamp_seconds"),

@@ -148,13 +148,7 @@ async fn scenario(queue_ahead: bool) {
         .send()
         .await
         .unwrap();
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = crate::support::cookie_of(&login);
     let http = reqwest::Client::builder()
         .default_headers(
             std::iter::once((reqwest::header::COOKIE, cookie.parse().unwrap())).collect(),

@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Options, TestApp, within, ws_connect};
+use crate::support::{Options, TestApp, cookie_of, within, ws_connect};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -23,15 +23,15 @@ pub struct Participant {
 pub async fn participant(app: &TestApp, name: &str) -> Participant {
     let password = format!("{name}-secret-pw");
     app.add_user(name, &password).await;
-    let http = app.client();
-    let r = app.try_login(&http, name, &password).await;
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    log_in(app, name, &password).await
+}
+
+/// An existing account logging in, with its tab's socket open (clientId
+/// `<name>-tab`) and past the frontend's start-up frames.
+pub async fn log_in(app: &TestApp, name: &str, password: &str) -> Participant {
+    let r = app.try_login(&app.client(), name, password).await;
+    assert_eq!(r.status(), 303, "{name} logs in");
+    let cookie = cookie_of(&r);
     let mut ws = ws_connect(app, &format!("/ws?clientId={name}-tab"), Some(&cookie))
         .await
         .unwrap();
@@ -869,13 +869,7 @@ async fn a_client_without_preview_metadata_gets_plain_previews() {
     app.add_user("script", "script-pw").await;
     let http = app.client();
     let r = app.try_login(&http, "script", "script-pw").await;
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = cookie_of(&r);
     let mut ws = ws_connect(&app, "/ws?clientId=script-tab", Some(&cookie))
         .await
         .unwrap();

@@ -585,7 +585,7 @@ async fn an_instructor_disables_an_account_and_resets_its_password() {
 
     // Enabled again: the same password works.
     expect(teacher.post(app.at("/admin/api/users/alice/enable")), 200).await;
-    let mut a = participant_again(&app, "alice", old_password).await;
+    let mut a = crate::execution::log_in(&app, "alice", old_password).await;
 
     // A new password: only the answer carries it; the old one stops
     // working and the open canvas disconnects.
@@ -627,36 +627,6 @@ async fn an_instructor_disables_an_account_and_resets_its_password() {
         !serde_json::to_string(&log).unwrap().contains(&new_password),
         "the audit log never holds a password"
     );
-}
-
-/// An existing account logging in again, with an open socket.
-async fn participant_again(app: &TestApp, name: &str, password: &str) -> Participant {
-    let r = app.try_login(&app.client(), name, password).await;
-    assert_eq!(r.status(), 303, "{name} logs in");
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let mut ws =
-        crate::support::ws_connect(app, &format!("/ws?clientId={name}-tab"), Some(&cookie))
-            .await
-            .unwrap();
-    assert_eq!(next_frame(&mut ws).await["type"], "status");
-    let http = reqwest::Client::builder()
-        .default_headers(
-            std::iter::once((reqwest::header::COOKIE, cookie.parse().unwrap())).collect(),
-        )
-        .build()
-        .unwrap();
-    Participant {
-        http,
-        ws,
-        sid: format!("{name}-tab"),
-        cookie,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -734,7 +704,7 @@ async fn a_pushed_workflow_reaches_everyone_now_and_later_and_replaces_nothing()
     // Someone who logs in later gets it at login, once.
     let c = participant(&app, "carol").await;
     assert_eq!(listing(&c).await, json!(["intro.json"]));
-    let again = participant_again(&app, "alice", "alice-secret-pw").await;
+    let again = crate::execution::log_in(&app, "alice", "alice-secret-pw").await;
     assert_eq!(listing(&again).await, json!(["intro.json"]));
 
     // One of the workshop's templates, by name.

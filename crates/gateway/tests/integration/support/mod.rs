@@ -391,7 +391,12 @@ pub async fn session_cookie_of(app: &TestApp, name: &str) -> String {
     let password = format!("{name}-secret-pw");
     app.add_user(name, &password).await;
     let r = app.try_login(&app.client(), name, &password).await;
-    let set = r.headers().get("set-cookie").unwrap().to_str().unwrap();
+    cookie_of(&r)
+}
+
+/// The session cookie a login answer sets, as a `Cookie:` header value.
+pub fn cookie_of(login: &reqwest::Response) -> String {
+    let set = login.headers()["set-cookie"].to_str().unwrap();
     set.split(';').next().unwrap().to_string()
 }
 
