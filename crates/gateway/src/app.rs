@@ -95,7 +95,11 @@ impl AppState {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let store = Store::connect(config.database_url().expose()).await?;
+        let store = Store::connect_with(
+            config.database_url().expose(),
+            config.database_max_connections,
+        )
+        .await?;
         let disk = crate::disk::DiskGuard::new(&config.data_dir, config.limits.min_free_disk_bytes);
         let backups = scheduled_backups(&config, &store, &disk).await?;
         let limiter = LoginLimiter::new(

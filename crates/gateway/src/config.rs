@@ -20,8 +20,12 @@ pub const EXAMPLE: &str = include_str!("../../../config/comfyume.example.toml");
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Defaults to `sqlite://<data_dir>/comfyume.db`.
+    /// Defaults to `sqlite://<data_dir>/comfyume.db`; `postgres://…` for
+    /// several gateways sharing one database.
     pub database_url: Option<Secret>,
+    /// Connections this gateway keeps to a PostgreSQL database at most
+    /// (unused with SQLite).
+    pub database_max_connections: u32,
     pub frontend_dir: PathBuf,
     pub templates_dir: Option<PathBuf>,
     /// The official ComfyUI template gallery (comfyui-workflow-templates,
@@ -51,6 +55,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8188)),
             data_dir: PathBuf::from("comfyume-data"),
             database_url: None,
+            database_max_connections: crate::store::DEFAULT_MAX_CONNECTIONS,
             frontend_dir: PathBuf::from("frontend/comfyui_frontend_package/static"),
             templates_dir: None,
             official_templates_dir: Some(PathBuf::from("frontend/workflow_templates")),
@@ -457,6 +462,10 @@ impl Config {
             (
                 "limits.max_connections",
                 u64::from(self.limits.max_connections),
+            ),
+            (
+                "database_max_connections",
+                u64::from(self.database_max_connections),
             ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {

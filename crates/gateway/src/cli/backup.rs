@@ -88,9 +88,12 @@ pub async fn backup(config: Config, args: BackupArgs) -> anyhow::Result<()> {
                     database_file.display()
                 );
             }
-            let store = Store::connect(config.database_url().expose())
-                .await
-                .context("cannot open the database")?;
+            let store = Store::connect_with(
+                config.database_url().expose(),
+                config.database_max_connections,
+            )
+            .await
+            .context("cannot open the database")?;
             let source = Source {
                 data_dir: config.data_dir.clone(),
                 database_file,

@@ -32,9 +32,12 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
             database_file.display()
         );
     }
-    let store = Store::connect(config.database_url().expose())
-        .await
-        .context("cannot open the database")?;
+    let store = Store::connect_with(
+        config.database_url().expose(),
+        config.database_max_connections,
+    )
+    .await
+    .context("cannot open the database")?;
     let accounts = store.list_users().await;
     store.close().await;
     let accounts = accounts.context("cannot list the accounts")?;

@@ -470,7 +470,11 @@ async fn participant_accounts(config: &Config) -> anyhow::Result<u32> {
     if !config.data_dir.exists() {
         return Ok(0);
     }
-    let store = Store::connect(config.database_url().expose()).await?;
+    let store = Store::connect_with(
+        config.database_url().expose(),
+        config.database_max_connections,
+    )
+    .await?;
     let users = store.list_users().await?;
     store.close().await;
     let count = users
@@ -590,7 +594,11 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let store = Store::connect(config.database_url().expose()).await?;
+    let store = Store::connect_with(
+        config.database_url().expose(),
+        config.database_max_connections,
+    )
+    .await?;
     let accounts = Accounts::new(
         store.clone(),
         LoginLimiter::new(1, 1, std::time::Duration::ZERO, Default::default()),

@@ -1,13 +1,19 @@
 //! The database: the only module that holds SQL.
 //!
 //! Callers see [`Store`]: operations on accounts, sessions and jobs, never
-//! a pool, a row or a dialect. Today's one engine is SQLite (`sqlite`); a
-//! second (PostgreSQL) is a sibling module and one more [`Engine`] variant
-//! answering the same operations. The queries that must be atomic say how
-//! in their engine (a per-user cap checked by the inserting statement, state
-//! changes compare-and-set on the current state).
+//! a pool, a row or a dialect. Two engines answer the same operations:
+//! SQLite (`sqlite`, the embedded default, one gateway) and PostgreSQL
+//! (`postgres`, one database for several gateways), each with its own
+//! migrations. The queries that must be atomic say how in their engine (a
+//! per-user cap checked under a lock, state changes compare-and-set on the
+//! current state); `conformance` holds both to the same tests.
 
+#[cfg(test)]
+mod conformance;
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use comfyume_domain::{Job, JobId, JobState, Role, UserId, UserName};
 use serde_json::Value;
@@ -18,8 +24,12 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
-    #[error("unsupported database URL (expected sqlite://PATH or sqlite::memory:)")]
+    #[error(
+        "unsupported database URL (expected sqlite://PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST/DATABASE)"
+    )]
     UnsupportedUrl,
+    #[error("{0}")]
+    Unsupported(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -231,6 +241,27 @@ pub enum Inserted {
     },
 }
 
+/// The kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// One file (or memory), one gateway.
+    Sqlite,
+    /// A server several gateways share.
+    Postgres,
+}
+
+impl Dialect {
+    pub fn of(url: &str) -> StoreResult<Dialect> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+}
+
 /// The handle every part of the server shares; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -241,7 +272,12 @@ pub struct Store {
 #[derive(Clone)]
 enum Engine {
     Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
+
+/// Connections a gateway keeps to PostgreSQL unless configured otherwise
+/// (`database_max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 
 /// Each operation of [`Store`], answered by its engine.
 macro_rules! operations {
@@ -252,6 +288,7 @@ macro_rules! operations {
                 pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match &self.engine {
                         Engine::Sqlite(db) => db.$name($($arg),*).await,
+                        Engine::Postgres(db) => db.$name($($arg),*).await,
                     }
                 }
             )*
@@ -261,19 +298,37 @@ macro_rules! operations {
 
 impl Store {
     /// Opens (creating if needed) the database at `url` and brings its
-    /// schema up to date. `sqlite://PATH` and `sqlite::memory:` are known.
+    /// schema up to date. `sqlite://PATH`, `sqlite::memory:` and
+    /// `postgres://…` (or `postgresql://…`) are known.
     pub async fn connect(url: &str) -> StoreResult<Store> {
-        if url.starts_with("sqlite:") {
-            let engine = Engine::Sqlite(sqlite::Sqlite::connect(url).await?);
-            return Ok(Store { engine });
+        Store::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`Store::connect`], with at most `max_connections` to a PostgreSQL
+    /// server (SQLite keeps its own few).
+    pub async fn connect_with(url: &str, max_connections: u32) -> StoreResult<Store> {
+        let engine = match Dialect::of(url)? {
+            Dialect::Sqlite => Engine::Sqlite(sqlite::Sqlite::connect(url).await?),
+            Dialect::Postgres => {
+                Engine::Postgres(postgres::Postgres::connect(url, max_connections.max(1)).await?)
+            }
+        };
+        Ok(Store { engine })
+    }
+
+    /// Which engine answers.
+    pub fn dialect(&self) -> Dialect {
+        match &self.engine {
+            Engine::Sqlite(_) => Dialect::Sqlite,
+            Engine::Postgres(_) => Dialect::Postgres,
         }
-        Err(StoreError::UnsupportedUrl)
     }
 
     /// Closes the connections, flushing what the engine buffers.
     pub async fn close(&self) {
         match &self.engine {
             Engine::Sqlite(db) => db.close().await,
+            Engine::Postgres(db) => db.close().await,
         }
     }
 }

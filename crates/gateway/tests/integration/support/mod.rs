@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub mod fake_backend;
+pub mod postgres;
 pub mod s3;
 
 /// How long any single wait in a test may take before it fails, naming
@@ -119,6 +120,12 @@ impl TestApp {
         config.auth.login_first_delay_seconds = 3600;
         config.auth.login_max_delay_seconds = 3600;
         adjust(&mut config);
+        if config.database_url.is_none() && postgres::gateways_on_postgres() {
+            let url = postgres::database("a gateway on PostgreSQL")
+                .await
+                .expect("TEST_DATABASE=postgres needs TEST_POSTGRES_URL");
+            config.database_url = Some(comfyume::config::Secret::new(url));
+        }
         let data_dir = config.data_dir.clone();
         let gateway = start_gateway(&config, options.manual_dispatch).await;
         let (state, addr) = (gateway.state.clone(), gateway.addr);
