@@ -39,6 +39,9 @@ pub struct App {
     /// What the backends serve beside running prompts.
     pub assets: crate::backend_assets::BackendAssets,
     pub hub: Arc<Hub>,
+    /// Its place among the gateways sharing its database (PostgreSQL);
+    /// `None`: it is the only one (SQLite).
+    pub cluster: Option<crate::cluster::Membership>,
     pub metrics: Arc<Metrics>,
     pub dispatcher: Arc<Dispatcher>,
     pub jobs: Jobs,
@@ -144,7 +147,11 @@ impl AppState {
         let workspaces = Workspaces::new(config.data_dir.join("users"))
             .with_quota(config.limits.max_user_disk_bytes)
             .with_disk_guard(disk.clone());
-        let hub = Arc::new(Hub::default());
+        let cluster = store.shared().then(crate::cluster::Membership::new);
+        let hub = Arc::new(match &cluster {
+            Some(cluster) => Hub::relaying(cluster.outbox.clone()),
+            None => Hub::default(),
+        });
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             store: store.clone(),
@@ -155,15 +162,19 @@ impl AppState {
             progress: Default::default(),
         });
         let warmup = load_warmup(config.dispatch.warmup_prompt.as_deref())?;
-        let dispatcher = Arc::new(
-            Dispatcher::new(
-                shared,
-                backends,
-                config.limits.max_running_per_user,
-                config.dispatch.clone(),
-            )
-            .with_warmup(warmup),
-        );
+        let mut dispatcher = Dispatcher::new(
+            shared,
+            backends,
+            config.limits.max_running_per_user,
+            config.dispatch.clone(),
+        )
+        .with_warmup(warmup);
+        if let Some(cluster) = &cluster {
+            // It dispatches once it holds the lease (`cluster::lead`).
+            dispatcher = dispatcher.with_relay(cluster.outbox.clone());
+            dispatcher.set_leading(false);
+        }
+        let dispatcher = Arc::new(dispatcher);
         let jobs = Jobs::new(dispatcher.clone(), config.limits.clone());
         let room = crate::room::Room::open(
             dispatcher.clone(),
@@ -184,6 +195,7 @@ impl AppState {
             catalogue,
             assets,
             hub,
+            cluster,
             metrics,
             dispatcher,
             jobs,

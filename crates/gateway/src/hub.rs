@@ -5,6 +5,10 @@
 //! message for everyone is the instructor's word to the room
 //! ([`Hub::send_to_everyone`]), which carries nobody's work.
 //!
+//! With several gateways, a user's sockets may be on any of them: each
+//! send here reaches this gateway's sockets and goes out to the others
+//! (`crate::cluster`), which deliver it to theirs.
+//!
 //! Each socket's queue is bounded: a browser that stops reading (a frozen
 //! tab, a stalled link) is disconnected once [`OUTBOUND_QUEUE`] frames wait
 //! for it, instead of holding them in memory; it reconnects and collects
@@ -16,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use crate::cluster::{Outbox, Signal};
 use comfyume_domain::UserId;
 
 /// A frame on its way to a browser.
@@ -44,6 +49,8 @@ pub struct Hub {
     users: Mutex<HashMap<UserId, Vec<Connection>>>,
     /// Sockets admitted per user (upgrading or open).
     admitted: Mutex<HashMap<UserId, u32>>,
+    /// The other gateways, when there are (see `crate::cluster`).
+    relay: Option<Outbox>,
 }
 
 /// One admitted socket of a user, held for the socket's whole life
@@ -73,6 +80,20 @@ pub struct Registration<'a> {
 }
 
 impl Hub {
+    /// A hub whose sends also go to the gateways behind `relay`.
+    pub fn relaying(relay: Outbox) -> Hub {
+        Hub {
+            relay: Some(relay),
+            ..Hub::default()
+        }
+    }
+
+    fn relay(&self, signal: impl FnOnce() -> Signal) {
+        if let Some(relay) = &self.relay {
+            relay.send(signal());
+        }
+    }
+
     /// A place for one more socket of `user`, unless they already have
     /// `max` (every browser tab holds one; thousands would only eat
     /// memory).
@@ -120,6 +141,12 @@ impl Hub {
 
     /// Sends to every socket of `user`.
     pub fn send_to_user(&self, user: UserId, msg: Outbound) {
+        self.relay(|| Signal::ToUser(user, msg.clone()));
+        self.deliver_to_user(user, msg);
+    }
+
+    /// Sends to every socket of `user` on this gateway.
+    pub fn deliver_to_user(&self, user: UserId, msg: Outbound) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(conns) = users.get_mut(&user) {
             conns.retain(|c| deliver(c, msg.clone()));
@@ -130,6 +157,12 @@ impl Hub {
     /// with metadata (type 4) reaches a client that did not ask for that
     /// form as the plain preview (type 1) stock ComfyUI would send it.
     pub fn send_to_sid(&self, user: UserId, sid: &str, msg: Outbound) {
+        self.relay(|| Signal::ToSid(user, sid.to_string(), msg.clone()));
+        self.deliver_to_sid(user, sid, msg);
+    }
+
+    /// [`send_to_sid`](Self::send_to_sid) on this gateway.
+    pub fn deliver_to_sid(&self, user: UserId, sid: &str, msg: Outbound) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         let Some(conns) = users.get_mut(&user) else {
             return;
@@ -151,8 +184,14 @@ impl Hub {
     }
 
     /// Sends to every open socket (the instructor's announcements only);
-    /// returns how many it reached.
+    /// returns how many it reached on this gateway.
     pub fn send_to_everyone(&self, msg: Outbound) -> usize {
+        self.relay(|| Signal::ToEveryone(msg.clone()));
+        self.deliver_to_everyone(msg)
+    }
+
+    /// [`send_to_everyone`](Self::send_to_everyone) on this gateway.
+    pub fn deliver_to_everyone(&self, msg: Outbound) -> usize {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         let mut reached = 0;
         for conns in users.values_mut() {
@@ -166,8 +205,14 @@ impl Hub {
     }
 
     /// Closes every socket of `user` (their account was disabled or its
-    /// password reset); returns how many.
+    /// password reset); returns how many there were on this gateway.
     pub fn disconnect_user(&self, user: UserId) -> usize {
+        self.relay(|| Signal::Disconnect(user));
+        self.disconnect_here(user)
+    }
+
+    /// [`disconnect_user`](Self::disconnect_user) on this gateway.
+    pub fn disconnect_here(&self, user: UserId) -> usize {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         // Each socket's task ends when its sender goes.
         users.remove(&user).map_or(0, |conns| conns.len())

@@ -42,6 +42,7 @@ pub mod backup;
 pub mod catalogue;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod disk;
 pub mod dispatch;

@@ -14,16 +14,22 @@ use crate::app::AppState;
 /// backends, or queued again), then the dispatcher and the chores. Every
 /// task started here, and every job task the dispatcher started, has ended
 /// when this returns.
+///
+/// A gateway sharing its database with others (`crate::cluster`) recovers
+/// and dispatches only while it holds the dispatcher's lease, and relays
+/// what changes here to the others.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    state
-        .dispatcher
-        .recover()
-        .await
-        .map_err(|e| std::io::Error::other(format!("cannot recover the job queue: {e}")))?;
+    if state.cluster.is_none() {
+        state
+            .dispatcher
+            .recover()
+            .await
+            .map_err(|e| std::io::Error::other(format!("cannot recover the job queue: {e}")))?;
+    }
     let metrics_listener = match state.config.metrics_listen {
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
             std::io::Error::new(
@@ -35,7 +41,34 @@ pub async fn run(
     };
     let mut background = JoinSet::new();
     background.spawn(housekeeping(state.clone()));
-    background.spawn(state.dispatcher.clone().run());
+    let leader = match &state.cluster {
+        None => {
+            background.spawn(state.dispatcher.clone().run());
+            None
+        }
+        Some(cluster) => {
+            if let Some(unsent) = cluster.take_unsent() {
+                background.spawn(crate::cluster::publish(
+                    state.store.clone(),
+                    cluster.replica.clone(),
+                    unsent,
+                ));
+            }
+            background.spawn(crate::cluster::listen(
+                state.store.clone(),
+                cluster.replica.clone(),
+                state.hub.clone(),
+                state.dispatcher.clone(),
+            ));
+            // Owned here, not by `background`: on the way out its runs
+            // stop before its lease goes (see `cluster::lead`).
+            Some(tokio::spawn(crate::cluster::lead(
+                state.store.clone(),
+                state.dispatcher.clone(),
+                state.closing.subscribe(),
+            )))
+        }
+    };
     background.spawn(room_news(state.clone()));
     if let Some(backups) = state.backups.clone() {
         background.spawn(scheduled_backups(backups));
@@ -53,6 +86,14 @@ pub async fn run(
         None => None,
     };
     let served = serve_http(listener, state.clone(), shutdown).await;
+    if let Some(leader) = leader {
+        // `closing` has turned true: it stops dispatching and gives the
+        // lease back.
+        state.closing.send_replace(true);
+        if let Err(e) = leader.await {
+            tracing::error!(error = %e, "the dispatcher's lease task failed");
+        }
+    }
     if let Some(metrics) = metrics {
         match metrics.await {
             Ok(Ok(())) => {}
@@ -110,6 +151,11 @@ async fn room_news(state: AppState) {
         // owner's status goes out): one look after the burst, at most a
         // few a second however busy the room is.
         tokio::time::sleep(Duration::from_millis(250)).await;
+        // Where everyone stands is the dispatching gateway's to say (it
+        // knows what runs); the other gateways relay what it sends.
+        if !state.dispatcher.is_leading() {
+            continue;
+        }
         if let Err(e) = state.room.publish_once().await {
             tracing::warn!(error = %e, "could not tell participants where they stand in the queue");
         }

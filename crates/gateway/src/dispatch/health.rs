@@ -45,7 +45,7 @@ impl BackendState {
 }
 
 /// The instructor's decision about a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Admission {
     Enabled,

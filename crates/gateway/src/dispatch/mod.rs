@@ -133,6 +133,11 @@ pub struct Dispatcher {
     /// watch it).
     changes: tokio::sync::watch::Sender<u64>,
     state: Mutex<State>,
+    /// This gateway dispatches: it alone does (it holds the lease, see
+    /// `crate::cluster`), or there is no other.
+    leading: std::sync::atomic::AtomicBool,
+    /// The other gateways, when there are.
+    relay: Option<crate::cluster::Outbox>,
     /// Every task the dispatcher starts (job runs, warm-ups, clean-ups):
     /// `shutdown` stops and waits for them. `None` once shut down.
     tasks: Mutex<Option<JoinSet<()>>>,
@@ -236,8 +241,56 @@ impl Dispatcher {
                 loaded,
                 ..State::default()
             }),
+            leading: std::sync::atomic::AtomicBool::new(true),
+            relay: None,
             tasks: Mutex::new(Some(JoinSet::new())),
         }
+    }
+
+    /// Tells the gateways behind `relay` what changes here, and leaves
+    /// dispatching to whichever holds the lease.
+    pub fn with_relay(mut self, relay: crate::cluster::Outbox) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    fn relay(&self, signal: impl FnOnce() -> crate::cluster::Signal) {
+        if let Some(relay) = &self.relay {
+            relay.send(signal());
+        }
+    }
+
+    /// Whether this gateway dispatches (see `crate::cluster::lead`).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_leading(&self, leading: bool) {
+        self.leading
+            .store(leading, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops every run here and forgets them, as a gateway that lost the
+    /// lease must: the jobs stay in progress in the store for the gateway
+    /// that takes over. The dispatcher can lead again afterwards.
+    pub async fn step_down(&self) {
+        let tasks = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            match tasks.as_mut() {
+                Some(set) => Some(std::mem::take(set)),
+                None => None,
+            }
+        };
+        if let Some(mut set) = tasks {
+            set.shutdown().await;
+        }
+        let mut state = self.lock();
+        for id in state.running.keys() {
+            self.shared.progress.clear(id);
+        }
+        state.running.clear();
+        state.slot_freed.clear();
+        state.told_waiting.clear();
     }
 
     /// Sets the warm-up prompt (API format) run on each backend that comes up.
@@ -316,8 +369,15 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Something changed (a job arrived, a slot freed): look again.
+    /// Something changed (a job arrived, a slot freed): look again, here
+    /// and on the other gateways.
     pub fn wake(&self) {
+        self.relay(|| crate::cluster::Signal::Wake);
+        self.wake_here();
+    }
+
+    /// [`wake`](Self::wake) on this gateway only.
+    pub fn wake_here(&self) {
         self.wake.notify_one();
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -1010,21 +1070,36 @@ impl Dispatcher {
     /// no such backend. Disabling or draining never touches queued work, and
     /// lets running jobs finish.
     pub fn set_admission(&self, name: &str, admission: Admission) -> bool {
+        let known = self.set_admission_here(name, admission);
+        if known {
+            self.relay(|| crate::cluster::Signal::Admission(name.to_string(), admission));
+        }
+        known
+    }
+
+    /// [`set_admission`](Self::set_admission) on this gateway only.
+    pub fn set_admission_here(&self, name: &str, admission: Admission) -> bool {
         let Some(i) = self.backends.iter().position(|b| b.name == name) else {
             return false;
         };
         self.lock().health[i].admission = admission;
         tracing::info!(backend = %name, ?admission, "backend admission changed");
-        self.wake();
+        self.wake_here();
         true
     }
 
     /// Pauses the room (nothing new starts; running jobs finish) or
     /// resumes it.
     pub fn set_paused(&self, paused: bool) {
+        self.relay(|| crate::cluster::Signal::Paused(paused));
+        self.set_paused_here(paused);
+    }
+
+    /// [`set_paused`](Self::set_paused) on this gateway only.
+    pub fn set_paused_here(&self, paused: bool) {
         self.lock().paused = paused;
         tracing::info!(paused, "room pause changed");
-        self.wake();
+        self.wake_here();
     }
 
     pub fn is_paused(&self) -> bool {
@@ -1035,6 +1110,15 @@ impl Dispatcher {
     /// Running jobs elsewhere finish where they are; queued work just waits
     /// for the new group. `false` if no backend has that group.
     pub fn use_group(&self, group: Option<String>) -> bool {
+        let known = self.use_group_here(group.clone());
+        if known {
+            self.relay(|| crate::cluster::Signal::UseGroup(group));
+        }
+        known
+    }
+
+    /// [`use_group`](Self::use_group) on this gateway only.
+    pub fn use_group_here(&self, group: Option<String>) -> bool {
         if let Some(g) = &group {
             if !self
                 .backends
@@ -1046,7 +1130,7 @@ impl Dispatcher {
         }
         tracing::info!(group = ?group, "active backend group changed");
         self.lock().active_group = group;
-        self.wake();
+        self.wake_here();
         true
     }
 
@@ -1079,8 +1163,22 @@ impl Dispatcher {
         (free, busy)
     }
 
-    /// Asks the run of `job` to stop it; false if it is not running.
+    /// Asks the run of `job` to stop it; false if it is not running. On a
+    /// gateway that does not dispatch, the one that does is asked (the
+    /// caller has seen the job in progress).
     pub fn cancel_running(&self, job: &JobId) -> bool {
+        if self.cancel_here(job) {
+            return true;
+        }
+        if self.relay.is_some() && !self.is_leading() {
+            self.relay(|| crate::cluster::Signal::Cancel(*job));
+            return true;
+        }
+        false
+    }
+
+    /// [`cancel_running`](Self::cancel_running) for a run on this gateway.
+    pub fn cancel_here(&self, job: &JobId) -> bool {
         match self.lock().running.get(job) {
             Some(r) => {
                 r.cancel.notify_one();

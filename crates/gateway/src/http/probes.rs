@@ -41,6 +41,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         "database": word(database),
         "catalogue": word(catalogue),
         "disk": disk,
+        // Whether this gateway is the one dispatching (several may share
+        // the database; any of them serves requests).
+        "dispatching": state.dispatcher.is_leading(),
     });
     let status = if ready {
         StatusCode::OK

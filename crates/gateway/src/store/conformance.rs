@@ -55,6 +55,8 @@ conformance!(
     the_wall_keeps_its_cap_under_parallel_shares,
     the_dashboards_figures,
     gateways_opening_one_database_together_share_it,
+    one_gateway_at_a_time_holds_the_dispatchers_lease,
+    what_one_gateway_broadcasts_the_others_hear_in_order,
 );
 
 fn name(s: &str) -> UserName {
@@ -971,4 +973,68 @@ async fn gateways_opening_one_database_together_share_it(s: TestStore) {
     );
     one.close().await;
     two.close().await;
+}
+
+async fn one_gateway_at_a_time_holds_the_dispatchers_lease(s: TestStore) {
+    let other = Store::connect(&s.url).await.unwrap();
+    let mut lease = s.try_lease().await.unwrap().expect("a free lease");
+    lease.held().await.unwrap();
+    if !s.shared() {
+        // One gateway per SQLite file: its lease is always its own.
+        assert!(other.try_lease().await.unwrap().is_some());
+        return;
+    }
+    assert!(
+        other.try_lease().await.unwrap().is_none(),
+        "held by the first"
+    );
+    lease.release().await;
+    let mut taken = other.try_lease().await.unwrap().expect("released");
+    taken.held().await.unwrap();
+    assert!(s.try_lease().await.unwrap().is_none());
+    // A holder whose connection ends (its process killed) frees it too.
+    drop(taken);
+    other.close().await;
+    let mut again = None;
+    for _ in 0..100 {
+        again = s.try_lease().await.unwrap();
+        if again.is_some() {
+            break;
+        }
+        // The server notices the closed connection on its own time.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the lease of a dropped connection is free");
+}
+
+async fn what_one_gateway_broadcasts_the_others_hear_in_order(s: TestStore) {
+    let other = Store::connect(&s.url).await.unwrap();
+    let Some(mut listener) = other.listen().await.unwrap() else {
+        assert!(
+            !s.shared(),
+            "only a database of one gateway has no listeners"
+        );
+        s.broadcast(&["nobody hears this".into()], 1).await.unwrap();
+        return;
+    };
+    let long = "x".repeat(20_000);
+    let sent: Vec<String> = vec![
+        "first".into(),
+        "same".into(),
+        "same".into(),
+        long.clone(),
+        "#not a row".into(),
+        "last".into(),
+    ];
+    s.broadcast(&sent[..3], 1).await.unwrap();
+    s.broadcast(&sent[3..], 2).await.unwrap();
+    let mut heard = Vec::new();
+    while heard.len() < sent.len() {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(60), listener.recv())
+            .await
+            .unwrap_or_else(|_| panic!("waited 60 s for message {}; heard {heard:?}", heard.len()));
+        heard.push(next.unwrap().expect("no lost link"));
+    }
+    assert_eq!(heard, sent, "every message, in order, long ones too");
 }

@@ -333,6 +333,80 @@ impl Store {
     }
 }
 
+/// The dispatcher's lease: while a gateway holds it, it alone dispatches
+/// (see `crate::cluster`).
+pub struct Lease(LeaseOn);
+
+enum LeaseOn {
+    /// One gateway has the database to itself.
+    Alone,
+    Postgres(postgres::Lease),
+}
+
+impl Lease {
+    /// Errs once the lease is no longer certainly held.
+    pub async fn held(&mut self) -> StoreResult<()> {
+        match &mut self.0 {
+            LeaseOn::Alone => Ok(()),
+            LeaseOn::Postgres(lease) => lease.held().await,
+        }
+    }
+
+    /// Gives the lease up, for another gateway to take.
+    pub async fn release(self) {
+        match self.0 {
+            LeaseOn::Alone => {}
+            LeaseOn::Postgres(lease) => lease.release().await,
+        }
+    }
+}
+
+/// Messages from the gateways sharing the database, this one's included.
+pub struct Listener(postgres::Listener);
+
+impl Listener {
+    /// The next message; `Ok(None)` when the link was lost and made again,
+    /// so messages sent meanwhile were missed.
+    pub async fn recv(&mut self) -> StoreResult<Option<String>> {
+        self.0.recv().await
+    }
+}
+
+/// Several gateways on one database.
+impl Store {
+    /// Whether other gateways may share this database (PostgreSQL); an
+    /// SQLite file has one.
+    pub fn shared(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(_))
+    }
+
+    /// The dispatcher's lease, unless another gateway holds it.
+    pub async fn try_lease(&self) -> StoreResult<Option<Lease>> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(Some(Lease(LeaseOn::Alone))),
+            Engine::Postgres(db) => Ok(db.try_lease().await?.map(|l| Lease(LeaseOn::Postgres(l)))),
+        }
+    }
+
+    /// Sends `messages`, in order, to every gateway listening (this one
+    /// too); nobody listens on SQLite.
+    pub async fn broadcast(&self, messages: &[String], now_ms: i64) -> StoreResult<()> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(()),
+            Engine::Postgres(db) => db.broadcast(messages, now_ms).await,
+        }
+    }
+
+    /// Listens to what the gateways broadcast; `None` on SQLite, where
+    /// there are no others.
+    pub async fn listen(&self) -> StoreResult<Option<Listener>> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(None),
+            Engine::Postgres(db) => Ok(Some(Listener(db.listen().await?))),
+        }
+    }
+}
+
 operations! {
     /// Answers once the database does (for `/ready`).
     fn ping(&self) -> StoreResult<()>;

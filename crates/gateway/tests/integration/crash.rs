@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::execution::{cpu_prompt, frames_until_done, next_frame, txt2img_prompt};
 
-struct Proc {
-    child: Child,
+pub struct Proc {
+    pub child: Child,
 }
 
 impl Drop for Proc {
@@ -26,7 +26,7 @@ impl Drop for Proc {
 
 /// Starts `comfyume ARGS` and returns it with the URL it prints on the line
 /// containing `marker` (on stdout or stderr).
-fn start(args: &[&str], marker: &str, on_stderr: bool) -> (Proc, String) {
+pub fn start(args: &[&str], marker: &str, on_stderr: bool) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_comfyume"))
         .args(args)
         .env_remove("COMFYUME_CONFIG")
@@ -63,7 +63,7 @@ fn start(args: &[&str], marker: &str, on_stderr: bool) -> (Proc, String) {
     (Proc { child }, url)
 }
 
-fn serve(config: &Path) -> (Proc, String) {
+pub fn serve(config: &Path) -> (Proc, String) {
     start(
         &[
             "--config",
@@ -249,7 +249,7 @@ async fn scenario(queue_ahead: bool) {
     }
 }
 
-async fn connect(
+pub async fn connect(
     url: &str,
     cookie: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {

@@ -21,6 +21,7 @@ mod loadtest;
 mod metrics;
 mod placement;
 mod queue_ahead;
+mod replicas;
 mod room;
 mod stock_comfyui;
 mod stock_faults;

@@ -7,8 +7,11 @@
 //! by the inserting statement) is kept here by locking what it counts: the
 //! owner's row, or a transaction-scoped advisory lock.
 
+mod cluster;
 mod jobs;
 mod room;
+
+pub use cluster::{Lease, Listener};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,6 +30,8 @@ const ROOM_MEMBERS_LOCK: i64 = 0x636f_6d66_0001;
 #[derive(Clone)]
 pub(super) struct Postgres {
     pool: PgPool,
+    /// For connections of their own (the dispatcher's lease).
+    options: std::sync::Arc<PgConnectOptions>,
 }
 
 impl Postgres {
@@ -38,10 +43,13 @@ impl Postgres {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Postgres { pool })
+        Ok(Postgres {
+            pool,
+            options: options.into(),
+        })
     }
 
     pub async fn create_user(

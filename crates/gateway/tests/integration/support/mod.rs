@@ -13,6 +13,7 @@ use reqwest::redirect::Policy;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod balancer;
 pub mod fake_backend;
 pub mod postgres;
 pub mod s3;

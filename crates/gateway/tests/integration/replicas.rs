@@ -1,0 +1,406 @@
+//! Two gateways over one PostgreSQL database, as behind a load balancer:
+//! real processes (the `comfyume` binary for both gateways and for the
+//! simulator), a database of their own on the test PostgreSQL. Prompts
+//! sent to either run exactly once; a participant whose socket is on the
+//! gateway that does not dispatch receives every event of their jobs, in
+//! order; `kill -9` of the dispatching gateway mid-job hands the room to
+//! the other, nothing lost or run twice; and a load test through a
+//! round-robin balancer (no sticky sessions) gets every job back.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use comfyume::loadtest::{AccountSource, Options, Progress};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::crash::{Proc, connect, serve, start};
+use crate::execution::{cpu_prompt, frames_until_done, next_frame, txt2img_prompt};
+use crate::support::balancer::Balancer;
+use crate::support::{WAIT_BOUND, cookie_of, postgres, within};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A simulator and the configuration two gateways share: one database,
+/// one data directory.
+struct Room {
+    dir: tempfile::TempDir,
+    database: String,
+    config: PathBuf,
+    sim_files: PathBuf,
+    _sim: Proc,
+}
+
+impl Room {
+    /// `None` (said) without a test PostgreSQL outside CI.
+    async fn new(test: &str, step_ms: u32) -> Option<Room> {
+        let database = postgres::database(test).await?;
+        let dir = tempfile::tempdir().unwrap();
+        let sim_files = dir.path().join("sim-files");
+        let (sim, sim_url) = start(
+            &[
+                "sim-backend",
+                "--listen",
+                "127.0.0.1:0",
+                "--step-ms",
+                &step_ms.to_string(),
+                "--files-dir",
+                sim_files.to_str().unwrap(),
+            ],
+            "listening on ",
+            true,
+        );
+        let frontend = dir.path().join("frontend");
+        std::fs::create_dir_all(&frontend).unwrap();
+        std::fs::write(frontend.join("index.html"), "<!doctype html>").unwrap();
+        let config = dir.path().join("comfyume.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\ndatabase_url = {database:?}\nfrontend_dir = {:?}\nadmin_token = \"room-token\"\n\
+                 [auth]\nsecure_cookies = false\n[limits]\nmax_pending_per_user = 20\n\
+                 [[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = {sim_url:?}\nslots = 2\n",
+                dir.path().join("data"),
+                frontend,
+            ),
+        )
+        .unwrap();
+        let add = Command::new(env!("CARGO_BIN_EXE_comfyume"))
+            .args(["--config", config.to_str().unwrap()])
+            .args(["users", "add", "alice", "--password", "pw"])
+            .env_remove("COMFYUME_CONFIG")
+            .output()
+            .unwrap();
+        assert!(add.status.success(), "{add:?}");
+        Some(Room {
+            dir,
+            database,
+            config,
+            sim_files,
+            _sim: sim,
+        })
+    }
+
+    /// Starts one gateway and waits until it is ready; `dispatching`: until
+    /// it dispatches too.
+    async fn gateway(&self, dispatching: bool) -> (Proc, String) {
+        let (proc, url) = serve(&self.config);
+        within("the gateway to be ready", async {
+            loop {
+                let ready = ready(&url).await;
+                if ready["ready"] == true && (!dispatching || ready["dispatching"] == true) {
+                    break;
+                }
+                // Polling a state only /ready shows (the lease is taken
+                // on the gateway's own schedule).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        (proc, url)
+    }
+
+    /// The simulator's saved images: one per job it ran.
+    fn images_made(&self) -> usize {
+        std::fs::read_dir(self.sim_files.join("output"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// How many times each job was dispatched, from the database.
+    async fn attempts(&self, ids: &[String]) -> Vec<i64> {
+        let store = comfyume::store::Store::connect(&self.database)
+            .await
+            .unwrap();
+        let mut attempts = Vec::new();
+        for id in ids {
+            let job = store
+                .job(&comfyume_domain::JobId::parse(id).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            attempts.push(job.attempts);
+        }
+        store.close().await;
+        attempts
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+async fn ready(url: &str) -> Value {
+    reqwest::get(format!("{url}/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Logs alice in at `url`: the session is the database's, good on every
+/// gateway.
+async fn log_in(url: &str) -> (reqwest::Client, String) {
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{url}/login"))
+        .form(&[("username", "alice"), ("password", "pw")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = cookie_of(&login);
+    let http = reqwest::Client::builder()
+        .default_headers(
+            std::iter::once((reqwest::header::COOKIE, cookie.parse().unwrap())).collect(),
+        )
+        .build()
+        .unwrap();
+    (http, cookie)
+}
+
+async fn submit(http: &reqwest::Client, url: &str, prompt: Value) -> String {
+    let r: Value = http
+        .post(format!("{url}/api/prompt"))
+        .json(&json!({"prompt": prompt, "client_id": "tab"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["prompt_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("queued: {r}"))
+        .to_string()
+}
+
+/// Every frame (text or binary, whole) until the end of `prompt_id`,
+/// without the queue counts (each gateway sends its own when a prompt
+/// arrives there, so those interleave differently on each).
+async fn job_frames_until_done(ws: &mut Socket, prompt_id: &str) -> Vec<Message> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = within("a frame from the gateway", ws.next())
+            .await
+            .expect("socket open")
+            .expect("frame");
+        let done = match &frame {
+            Message::Text(text) => {
+                let f: Value = serde_json::from_str(text).unwrap();
+                if f["type"] == "status" {
+                    continue;
+                }
+                f["type"] == "executing"
+                    && f["data"]["node"].is_null()
+                    && f["data"]["prompt_id"] == prompt_id
+            }
+            Message::Binary(_) => false,
+            _ => continue,
+        };
+        frames.push(frame);
+        if done {
+            return frames;
+        }
+    }
+}
+
+/// Whether a text frame of `kind` about `prompt_id` is among `frames`.
+fn has(frames: &[Message], kind: &str, prompt_id: &str) -> bool {
+    frames.iter().any(|m| match m {
+        Message::Text(t) => {
+            let f: Value = serde_json::from_str(t).unwrap();
+            f["type"] == kind && f["data"]["prompt_id"] == prompt_id
+        }
+        _ => false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_to_either_gateway_run_once_and_every_event_reaches_the_other() {
+    let Some(room) = Room::new("replicas: exactly once, events in order", 20).await else {
+        return;
+    };
+    let (_a, a) = room.gateway(true).await;
+    let (_b, b) = room.gateway(false).await;
+    assert_eq!(ready(&b).await["dispatching"], false, "one dispatches");
+
+    let (http, cookie) = log_in(&a).await;
+    // The same tab, open on each gateway: the one that dispatches, and
+    // the one whose frames all come through the database.
+    let mut on_a = connect(&a, &cookie).await;
+    let mut on_b = connect(&b, &cookie).await;
+    let prompts = [
+        txt2img_prompt(1, 6),
+        cpu_prompt("p1"),
+        txt2img_prompt(2, 6),
+        cpu_prompt("p2"),
+        cpu_prompt("p3"),
+        txt2img_prompt(3, 4),
+    ];
+    let mut ids = Vec::new();
+    for (i, prompt) in prompts.into_iter().enumerate() {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        ids.push(submit(&http, gateway, prompt).await);
+    }
+    let last = ids.last().unwrap().clone();
+    let (seen_on_a, seen_on_b) = tokio::join!(
+        job_frames_until_done(&mut on_a, &last),
+        job_frames_until_done(&mut on_b, &last)
+    );
+    for id in &ids {
+        assert!(has(&seen_on_b, "execution_success", id), "job {id} ended");
+    }
+    assert!(
+        seen_on_b.iter().any(|m| matches!(m, Message::Binary(_))),
+        "previews came through too"
+    );
+    assert_eq!(
+        seen_on_a.len(),
+        seen_on_b.len(),
+        "as many frames on either gateway"
+    );
+    assert!(
+        seen_on_a == seen_on_b,
+        "the same frames in the same order on the gateway that does not dispatch"
+    );
+
+    let jobs: Value = http
+        .get(format!("{b}/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["pagination"]["total"], 6, "nothing duplicated: {jobs}");
+    assert_eq!(
+        room.attempts(&ids).await,
+        vec![1; 6],
+        "each dispatched once"
+    );
+    assert_eq!(room.images_made(), 6, "the simulator ran each job once");
+    let outputs = std::fs::read_dir(room.data_dir().join("data/users/alice/output"))
+        .unwrap()
+        .count();
+    assert_eq!(outputs, 6, "every output in alice's own files");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_dispatching_gateway_mid_job_hands_the_room_to_the_other() {
+    let Some(room) = Room::new("replicas: kill -9 of the dispatcher", 100).await else {
+        return;
+    };
+    let (mut a, a_url) = room.gateway(true).await;
+    let (_b, b) = room.gateway(false).await;
+    let (http, cookie) = log_in(&b).await;
+    let mut ws = connect(&b, &cookie).await;
+    let mut ids = Vec::new();
+    for prompt in [txt2img_prompt(11, 40), cpu_prompt("p1"), cpu_prompt("p2")] {
+        ids.push(submit(&http, &b, prompt).await);
+    }
+    // The long job runs on the simulator, dispatched by the other gateway.
+    loop {
+        let f = next_frame(&mut ws).await;
+        if f["type"] == "progress" && f["data"]["prompt_id"] == ids[0] {
+            break;
+        }
+    }
+    a.child.kill().unwrap(); // SIGKILL: no shutdown of any kind
+    a.child.wait().unwrap();
+    drop(a);
+    assert!(
+        reqwest::get(format!("{a_url}/ready")).await.is_err(),
+        "the dispatching gateway is gone"
+    );
+
+    // The other takes the lease, picks the running job up where it runs,
+    // and runs the rest; the last one's end is the end of the scenario.
+    let frames = frames_until_done(&mut ws, &ids[2]).await;
+    let ended = |id: &str| {
+        frames
+            .iter()
+            .any(|f| f["type"] == "execution_success" && f["data"]["prompt_id"] == id)
+    };
+    assert!(
+        ended(&ids[0]),
+        "the interrupted run's end reached its owner"
+    );
+    assert_eq!(ready(&b).await["dispatching"], true);
+
+    let jobs: Value = http
+        .get(format!("{b}/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["pagination"]["total"], 3, "nothing duplicated: {jobs}");
+    for id in &ids {
+        let job: Value = http
+            .get(format!("{b}/api/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["status"], "completed", "{job}");
+        assert_eq!(job["outputs_count"], 1);
+    }
+    assert_eq!(
+        room.attempts(&ids).await,
+        vec![1; 3],
+        "each dispatched once: the running one was picked up, not sent again"
+    );
+    assert_eq!(room.images_made(), 3, "the simulator ran each job once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_test_through_a_round_robin_balancer_gets_every_job_back() {
+    const PARTICIPANTS: u32 = 12;
+    const JOBS_EACH: u32 = 2;
+    let Some(room) = Room::new("replicas: a load test across two gateways", 5).await else {
+        return;
+    };
+    let (_a, a) = room.gateway(true).await;
+    let (_b, b) = room.gateway(false).await;
+    let balancer = Balancer::start(&[a, b]).await;
+
+    let mut options = Options::new(
+        balancer.url.clone(),
+        AccountSource::Create {
+            count: PARTICIPANTS,
+        },
+    );
+    options.admin_token = Some("room-token".into());
+    options.jobs_per_user = JOBS_EACH;
+    options.think = Duration::ZERO;
+    options.timeout = WAIT_BOUND / 2;
+    let report = within(
+        "the load test",
+        comfyume::loadtest::run(options, Progress::Off),
+    )
+    .await
+    .expect("the load test runs");
+    let planned = u64::from(PARTICIPANTS * JOBS_EACH);
+    assert_eq!(report.errors.total, 0, "{}", report.table());
+    assert_eq!(report.misdirected_frames.count, 0, "{}", report.table());
+    assert_eq!(
+        (
+            report.jobs.submitted,
+            report.jobs.completed,
+            report.jobs.failed
+        ),
+        (planned, planned, 0),
+        "{}",
+        report.table()
+    );
+    assert_eq!(room.images_made() as u64, planned, "each job ran once");
+}
