@@ -105,6 +105,7 @@ impl AppState {
         .await?;
         let disk = crate::disk::DiskGuard::new(&config.data_dir, config.limits.min_free_disk_bytes);
         let backups = scheduled_backups(&config, &store, &disk).await?;
+        let cluster = store.shared().then(crate::cluster::Membership::new);
         let limiter = LoginLimiter::new(
             config.auth.login_failures_per_user,
             config.auth.login_failures_per_ip,
@@ -114,6 +115,10 @@ impl AppState {
                 max: Duration::from_secs(config.auth.login_max_delay_seconds),
             },
         );
+        let limiter = match &cluster {
+            Some(cluster) => limiter.with_relay(cluster.outbox.clone()),
+            None => limiter,
+        };
         let accounts = Accounts::new(
             store.clone(),
             limiter,
@@ -147,7 +152,6 @@ impl AppState {
         let workspaces = Workspaces::new(config.data_dir.join("users"))
             .with_quota(config.limits.max_user_disk_bytes)
             .with_disk_guard(disk.clone());
-        let cluster = store.shared().then(crate::cluster::Membership::new);
         let hub = Arc::new(match &cluster {
             Some(cluster) => Hub::relaying(cluster.outbox.clone()),
             None => Hub::default(),

@@ -25,6 +25,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::auth::{LoginEvent, LoginLimiter};
 use crate::clock::now_ms;
 use crate::dispatch::{Admission, Dispatcher};
 use crate::hub::{Hub, Outbound};
@@ -64,6 +65,8 @@ pub enum Signal {
     Paused(bool),
     UseGroup(Option<String>),
     Admission(String, Admission),
+    /// A login count (see `auth::rate_limit`).
+    Login(LoginEvent),
 }
 
 /// Where a gateway's signals wait for [`publish`]. Sending never blocks.
@@ -147,6 +150,9 @@ enum Wire {
         backend: String,
         admission: Admission,
     },
+    Login {
+        login: LoginEvent,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -209,6 +215,9 @@ impl From<&Signal> for Wire {
                 backend: backend.clone(),
                 admission: *admission,
             },
+            Signal::Login(login) => Wire::Login {
+                login: login.clone(),
+            },
         }
     }
 }
@@ -228,6 +237,7 @@ impl TryFrom<Wire> for Signal {
             Wire::Paused { paused } => Signal::Paused(paused),
             Wire::UseGroup { group } => Signal::UseGroup(group),
             Wire::Admission { backend, admission } => Signal::Admission(backend, admission),
+            Wire::Login { login } => Signal::Login(login),
         })
     }
 }
@@ -310,7 +320,7 @@ pub async fn publish(store: Store, replica: Replica, mut outbox: mpsc::Receiver<
 
 /// Applies the other gateways' signals here as they arrive, until the task
 /// is dropped. Does nothing on SQLite.
-pub async fn listen(store: Store, replica: Replica, hub: Arc<Hub>, dispatcher: Arc<Dispatcher>) {
+pub async fn listen(store: Store, replica: Replica, here: Here) {
     let mut listener = loop {
         match store.listen().await {
             Ok(Some(listener)) => break listener,
@@ -329,7 +339,7 @@ pub async fn listen(store: Store, replica: Replica, hub: Arc<Hub>, dispatcher: A
                     "the link to the other gateways was lost and made again: signals sent meanwhile were missed"
                 );
                 // Whatever changed meanwhile, the queue is looked at again.
-                dispatcher.wake_here();
+                here.dispatcher.wake_here();
                 continue;
             }
             Err(e) => {
@@ -349,33 +359,44 @@ pub async fn listen(store: Store, replica: Replica, hub: Arc<Hub>, dispatcher: A
             continue;
         }
         match Signal::try_from(envelope.signal) {
-            Ok(signal) => apply(signal, &hub, &dispatcher),
+            Ok(signal) => here.apply(signal),
             Err(why) => tracing::warn!(%why, "a signal that cannot be read; ignored"),
         }
     }
 }
 
-/// Does here what another gateway signalled.
-fn apply(signal: Signal, hub: &Hub, dispatcher: &Dispatcher) {
-    match signal {
-        Signal::ToUser(user, frame) => hub.deliver_to_user(user, frame),
-        Signal::ToSid(user, sid, frame) => hub.deliver_to_sid(user, &sid, frame),
-        Signal::ToEveryone(frame) => {
-            hub.deliver_to_everyone(frame);
-        }
-        Signal::Disconnect(user) => {
-            hub.disconnect_here(user);
-        }
-        Signal::Wake => dispatcher.wake_here(),
-        Signal::Cancel(job) => {
-            dispatcher.cancel_here(&job);
-        }
-        Signal::Paused(paused) => dispatcher.set_paused_here(paused),
-        Signal::UseGroup(group) => {
-            dispatcher.use_group_here(group);
-        }
-        Signal::Admission(backend, admission) => {
-            dispatcher.set_admission_here(&backend, admission);
+/// What the other gateways' signals act on, here.
+pub struct Here {
+    pub hub: Arc<Hub>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub logins: LoginLimiter,
+}
+
+impl Here {
+    /// Does here what another gateway signalled.
+    fn apply(&self, signal: Signal) {
+        let (hub, dispatcher) = (&self.hub, &self.dispatcher);
+        match signal {
+            Signal::ToUser(user, frame) => hub.deliver_to_user(user, frame),
+            Signal::ToSid(user, sid, frame) => hub.deliver_to_sid(user, &sid, frame),
+            Signal::ToEveryone(frame) => {
+                hub.deliver_to_everyone(frame);
+            }
+            Signal::Disconnect(user) => {
+                hub.disconnect_here(user);
+            }
+            Signal::Wake => dispatcher.wake_here(),
+            Signal::Cancel(job) => {
+                dispatcher.cancel_here(&job);
+            }
+            Signal::Paused(paused) => dispatcher.set_paused_here(paused),
+            Signal::UseGroup(group) => {
+                dispatcher.use_group_here(group);
+            }
+            Signal::Admission(backend, admission) => {
+                dispatcher.set_admission_here(&backend, admission);
+            }
+            Signal::Login(event) => self.logins.apply(event),
         }
     }
 }
@@ -470,6 +491,18 @@ mod tests {
             Signal::UseGroup(Some("a100".into())),
             Signal::UseGroup(None),
             Signal::Admission("gpu-1".into(), Admission::Draining),
+            Signal::Login(LoginEvent::Begun {
+                user: "bob".into(),
+                device: None,
+            }),
+            Signal::Login(LoginEvent::Failed {
+                ip: "2001:db8::1".parse().unwrap(),
+            }),
+            Signal::Login(LoginEvent::Succeeded {
+                user: "bob".into(),
+                old_device: Some("h1".into()),
+                device: "h2".into(),
+            }),
         ];
         for signal in signals {
             let text = serde_json::to_string(&Envelope {

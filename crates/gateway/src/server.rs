@@ -57,8 +57,11 @@ pub async fn run(
             background.spawn(crate::cluster::listen(
                 state.store.clone(),
                 cluster.replica.clone(),
-                state.hub.clone(),
-                state.dispatcher.clone(),
+                crate::cluster::Here {
+                    hub: state.hub.clone(),
+                    dispatcher: state.dispatcher.clone(),
+                    logins: state.accounts.limiter().clone(),
+                },
             ));
             // Owned here, not by `background`: on the way out its runs
             // stop before its lease goes (see `cluster::lead`).

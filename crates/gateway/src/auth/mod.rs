@@ -10,7 +10,7 @@ mod rate_limit;
 mod token;
 
 pub use credentials::{CredentialRow, generate_password, write_credentials_csv};
-pub use rate_limit::{LoginLimiter, Slowdown};
+pub use rate_limit::{LoginEvent, LoginLimiter, Slowdown};
 pub use token::SessionToken;
 
 use std::net::IpAddr;
@@ -108,6 +108,11 @@ pub struct Accounts {
 }
 
 impl Accounts {
+    /// The login limits (shared with the other gateways, when there are).
+    pub fn limiter(&self) -> &LoginLimiter {
+        &self.limiter
+    }
+
     pub fn new(store: Store, limiter: LoginLimiter, session_ttl: Duration) -> Self {
         Self {
             store,

@@ -21,8 +21,11 @@
 //! IPv6 clients are counted by their /64 (one machine or home picks any
 //! address in it).
 //!
-//! In memory: one gateway process serves a workshop, and a restart forgiving
-//! everyone is harmless.
+//! In memory: a restart forgiving everyone is harmless. Several gateways
+//! sharing one room (`crate::cluster`) share their counts: each tells the
+//! others every attempt, failure and success ([`LoginEvent`]) and counts
+//! theirs as its own, so a guesser gains nothing by spreading guesses over
+//! gateways (beyond the milliseconds a count takes to travel).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -32,6 +35,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 pub struct LoginLimiter {
     inner: Arc<Mutex<Inner>>,
+    /// The other gateways, when there are.
+    relay: Option<crate::cluster::Outbox>,
     per_user: usize,
     per_ip: usize,
     window: Duration,
@@ -89,10 +94,56 @@ impl LoginLimiter {
     pub fn new(per_user: u32, per_ip: u32, window: Duration, slowdown: Slowdown) -> Self {
         Self {
             inner: Arc::default(),
+            relay: None,
             per_user: per_user as usize,
             per_ip: per_ip as usize,
             window,
             slowdown,
+        }
+    }
+
+    /// Tells the gateways behind `relay` of every count here.
+    pub fn with_relay(mut self, relay: crate::cluster::Outbox) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    fn share(&self, event: impl FnOnce() -> LoginEvent) {
+        if let Some(relay) = &self.relay {
+            relay.send(crate::cluster::Signal::Login(event()));
+        }
+    }
+
+    /// Counts here what another gateway counted.
+    pub fn apply(&self, event: LoginEvent) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            LoginEvent::Begun { user, device } => match device {
+                Some(key) => {
+                    if let Some(d) = inner.devices.get_mut(&key) {
+                        d.attempts.push_back(now);
+                    }
+                }
+                None => inner.by_user.entry(user).or_default().push_back(now),
+            },
+            LoginEvent::Withdrawn { user, device } => {
+                let queue = match &device {
+                    Some(key) => inner.devices.get_mut(key).map(|d| &mut d.attempts),
+                    None => inner.by_user.get_mut(&user),
+                };
+                if let Some(q) = queue {
+                    q.pop_back();
+                }
+            }
+            LoginEvent::Failed { ip } => {
+                count_failure(&mut inner, address_key(ip), now, self.window);
+            }
+            LoginEvent::Succeeded {
+                user,
+                old_device,
+                device,
+            } => remember_success(&mut inner, user, old_device, device, now),
         }
     }
 
@@ -145,6 +196,10 @@ impl LoginLimiter {
                 .or_default()
                 .push_back(now),
         }
+        self.share(|| LoginEvent::Begun {
+            user: user.to_string(),
+            device: known.clone(),
+        });
         // Keep memory bounded under a flood of made-up names: entries whose
         // attempts all aged out go.
         if inner.by_user.len() > 10_000 {
@@ -185,6 +240,10 @@ impl LoginLimiter {
                 q.remove(i);
             }
         }
+        self.share(|| LoginEvent::Withdrawn {
+            user: attempt.user,
+            device: attempt.device,
+        });
         Err(retry_after)
     }
 
@@ -195,45 +254,94 @@ impl LoginLimiter {
 
     fn failed_at(&self, attempt: Attempt, now: Instant) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.by_ip.entry(attempt.ip).or_default().push_back(now);
-        // Bounded under a flood from many addresses, as names are.
-        if inner.by_ip.len() > 10_000 {
-            let window = self.window;
-            inner
-                .by_ip
-                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
-        }
+        count_failure(&mut inner, attempt.ip, now, self.window);
+        self.share(|| LoginEvent::Failed { ip: attempt.ip });
     }
 
     /// The attempt succeeded: the name's failures are forgiven.
     /// `device` is the cookie the browser gets (or keeps) for the name.
     pub fn succeeded(&self, attempt: Attempt, device: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if attempt.device.is_none() {
-            // The owner's own device does not forgive a stranger's guesses.
-            inner.by_user.remove(&attempt.user);
-        }
-        if let Some(old) = attempt.device {
-            inner.devices.remove(&old);
-        }
-        if inner.devices.len() >= MAX_DEVICES {
-            let oldest = inner
-                .devices
-                .iter()
-                .min_by_key(|(_, d)| d.attempts.back().copied())
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                inner.devices.remove(&oldest);
-            }
-        }
-        inner.devices.insert(
-            device_key(device),
-            Device {
-                user: attempt.user,
-                attempts: VecDeque::from([attempt.at]),
-            },
-        );
+        let device = device_key(device);
+        self.share(|| LoginEvent::Succeeded {
+            user: attempt.user.clone(),
+            old_device: attempt.device.clone(),
+            device: device.clone(),
+        });
+        remember_success(&mut inner, attempt.user, attempt.device, device, attempt.at);
     }
+}
+
+/// A count one gateway's limiter tells the others' (see the module's doc).
+/// Devices travel as their cookie's hash, never the cookie.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LoginEvent {
+    /// An attempt began, counted against a name or a known device.
+    Begun {
+        user: String,
+        device: Option<String>,
+    },
+    /// An attempt refused before its password was checked was taken back.
+    Withdrawn {
+        user: String,
+        device: Option<String>,
+    },
+    /// An attempt failed: it counts against its address.
+    Failed { ip: IpAddr },
+    /// An attempt succeeded: the name's count is forgiven (unless it came
+    /// from a known device), and the device is known for the name.
+    Succeeded {
+        user: String,
+        old_device: Option<String>,
+        device: String,
+    },
+}
+
+/// One more failure from `ip` (already keyed by [`address_key`]).
+fn count_failure(inner: &mut Inner, ip: IpAddr, now: Instant, window: Duration) {
+    inner.by_ip.entry(ip).or_default().push_back(now);
+    // Bounded under a flood from many addresses, as names are.
+    if inner.by_ip.len() > 10_000 {
+        inner
+            .by_ip
+            .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+    }
+}
+
+/// A success: forgives the name (unless the attempt came from a known
+/// device: the owner's own device does not forgive a stranger's guesses)
+/// and remembers `device` (a cookie's hash) for it.
+fn remember_success(
+    inner: &mut Inner,
+    user: String,
+    old_device: Option<String>,
+    device: String,
+    at: Instant,
+) {
+    if old_device.is_none() {
+        inner.by_user.remove(&user);
+    }
+    if let Some(old) = old_device {
+        inner.devices.remove(&old);
+    }
+    if inner.devices.len() >= MAX_DEVICES {
+        let oldest = inner
+            .devices
+            .iter()
+            .min_by_key(|(_, d)| d.attempts.back().copied())
+            .map(|(k, _)| k.clone());
+        if let Some(oldest) = oldest {
+            inner.devices.remove(&oldest);
+        }
+    }
+    inner.devices.insert(
+        device,
+        Device {
+            user,
+            attempts: VecDeque::from([at]),
+        },
+    );
 }
 
 /// The address an attempt is counted against: an IPv6 address by its /64,
@@ -322,6 +430,64 @@ mod tests {
             waits.push(wait.as_secs());
         }
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    /// Two gateways: what one counts, the other counts too.
+    #[test]
+    fn counts_travel_to_the_other_gateways() {
+        let (outbox, mut sent) = crate::cluster::Outbox::new(64);
+        let here = LoginLimiter::new(3, 5, Duration::from_secs(3600), Slowdown::default())
+            .with_relay(outbox);
+        let there = LoginLimiter::new(3, 5, Duration::from_secs(3600), Slowdown::default());
+        let deliver = |sent: &mut tokio::sync::mpsc::Receiver<crate::cluster::Signal>| {
+            while let Ok(signal) = sent.try_recv() {
+                match signal {
+                    crate::cluster::Signal::Login(event) => there.apply(event),
+                    other => panic!("not a login count: {other:?}"),
+                }
+            }
+        };
+        for _ in 0..3 {
+            here.failed(here.begin("bob", A, None).unwrap());
+        }
+        deliver(&mut sent);
+        assert!(
+            there.begin("bob", B, None).is_err(),
+            "the name's guesses elsewhere count"
+        );
+        for name in ["x", "y"] {
+            here.failed(here.begin(name, A, None).unwrap());
+        }
+        deliver(&mut sent);
+        assert!(
+            there.begin("zed", A, None).is_err(),
+            "the address's failures elsewhere count"
+        );
+
+        // The owner logs in on one gateway: their device is known on both.
+        let owner = LoginLimiter::new(3, 100, Duration::from_secs(3600), Slowdown::default());
+        let (outbox, mut sent) = crate::cluster::Outbox::new(64);
+        let owner = LoginLimiter {
+            relay: Some(outbox),
+            ..owner
+        };
+        let attempt = owner.begin("carol", A, None).unwrap();
+        owner.succeeded(attempt, "device-cookie");
+        let there = LoginLimiter::new(3, 100, Duration::from_secs(3600), Slowdown::default());
+        while let Ok(crate::cluster::Signal::Login(event)) = sent.try_recv() {
+            there.apply(event);
+        }
+        for _ in 0..3 {
+            there.failed(there.begin("carol", B, None).unwrap());
+        }
+        assert!(
+            there.begin("carol", B, None).is_err(),
+            "a stranger is stopped"
+        );
+        assert!(
+            there.begin("carol", A, Some("device-cookie")).is_ok(),
+            "the owner's device, known from the other gateway, is not"
+        );
     }
 
     #[test]

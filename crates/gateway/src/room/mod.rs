@@ -69,6 +69,15 @@ pub const MAX_BROADCAST_CHARS: usize = 500;
 /// Where the room's pause is kept across restarts.
 const PAUSED_KEY: &str = "paused";
 
+/// Where the backend group the room uses is kept (JSON: a name, or null
+/// for every backend), so a restart, or another gateway taking over the
+/// dispatching, keeps the instructor's choice.
+const GROUP_KEY: &str = "group";
+
+/// Where a backend's admission (enabled, disabled, draining) is kept, for
+/// the same reason: `admission:` and the backend's name.
+const ADMISSION_KEY: &str = "admission:";
+
 /// Where the instructor's current broadcast is kept (its banner stays on
 /// every canvas until cleared, for those who arrive later too).
 const BANNER_KEY: &str = "banner";
@@ -160,8 +169,9 @@ impl Room {
             tracing::warn!(
                 "the room was paused when the server stopped: it stays paused until an instructor resumes it"
             );
-            dispatcher.set_paused(true);
+            dispatcher.set_paused_here(true);
         }
+        restore_backend_choices(&dispatcher).await?;
         Ok(Room {
             dispatcher,
             accounts,
@@ -483,6 +493,12 @@ impl Room {
         if !self.dispatcher.set_admission(backend, admission) {
             return Err(RoomError::NotFound(format!("no backend named '{backend}'")));
         }
+        let stored = serde_json::to_value(admission)
+            .map_err(|e| RoomError::Store(StoreError::Corrupt(e.to_string())))?;
+        self.shared()
+            .store
+            .set_room_value(&format!("{ADMISSION_KEY}{backend}"), &stored.to_string())
+            .await?;
         let action = match admission {
             Admission::Enabled => "backend.enable",
             Admission::Disabled => "backend.disable",
@@ -511,6 +527,10 @@ impl Room {
                 group.unwrap_or("all")
             )));
         }
+        self.shared()
+            .store
+            .set_room_value(GROUP_KEY, &json!(group).to_string())
+            .await?;
         self.audit(actor, "group.use", group.unwrap_or("all"), json!({}))
             .await
     }
@@ -806,4 +826,47 @@ async fn put_workflow(
 
 fn ended(id: &JobId) -> RoomError {
     RoomError::Conflict(format!("job {id} has already ended"))
+}
+
+/// Applies the backend group and admissions an instructor chose before
+/// this gateway started (kept in the store); a choice about a backend or
+/// group no longer configured is said and left.
+async fn restore_backend_choices(dispatcher: &Dispatcher) -> RoomResult<()> {
+    let store = &dispatcher.shared().store;
+    if let Some(stored) = store.room_value(GROUP_KEY).await? {
+        let group: Option<String> = serde_json::from_str(&stored)
+            .map_err(|e| RoomError::Store(StoreError::Corrupt(format!("room_state.group: {e}"))))?;
+        if group.is_some() {
+            if dispatcher.use_group_here(group.clone()) {
+                tracing::warn!(
+                    ?group,
+                    "the room uses the backend group an instructor chose before this start"
+                );
+            } else {
+                tracing::warn!(
+                    ?group,
+                    "an instructor chose a backend group that no backend has now: every backend is used"
+                );
+            }
+        }
+    }
+    for backend in dispatcher.backends() {
+        let Some(stored) = store
+            .room_value(&format!("{ADMISSION_KEY}{}", backend.name))
+            .await?
+        else {
+            continue;
+        };
+        let admission: Admission = serde_json::from_str(&stored).map_err(|e| {
+            RoomError::Store(StoreError::Corrupt(format!(
+                "room_state.{ADMISSION_KEY}{}: {e}",
+                backend.name
+            )))
+        })?;
+        if admission != Admission::Enabled {
+            tracing::warn!(backend = %backend.name, ?admission, "a backend stays as an instructor left it before this start");
+        }
+        dispatcher.set_admission_here(&backend.name, admission);
+    }
+    Ok(())
 }

@@ -179,6 +179,55 @@ async fn drain_disable_enable_and_groups_steer_new_work_without_losing_any() {
     assert_eq!(r.status(), 404, "no such group");
 }
 
+/// A restart (or, with several gateways, another one taking over the
+/// dispatching) keeps what the instructor chose for the backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_choices_survive_a_restart() {
+    let mut app = two_sims().await;
+    for path in [
+        "/admin/api/backends/sim/drain",
+        "/admin/api/groups/h200/use",
+    ] {
+        let r = admin(&app, reqwest::Method::POST, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    app.restart().await;
+    let list = app.state.dispatcher.backends();
+    assert_eq!(list[0].state, BackendState::Draining);
+    assert_eq!(
+        list.iter().map(|b| b.active).collect::<Vec<_>>(),
+        [false, true],
+        "the h200 group only"
+    );
+    let mut a = participant(&app, "alice").await;
+    let id = submit_ok(&app, &a, cpu_prompt("after")).await;
+    assert_eq!(app.dispatch_once().await, std::slice::from_ref(&id));
+    assert_eq!(backend_of(&app, &id).await, "sim-2");
+    crate::execution::frames_until_done(&mut a.ws, &id).await;
+
+    // Back to every backend, enabled: so it stays after the next restart.
+    for path in [
+        "/admin/api/backends/sim/enable",
+        "/admin/api/groups/all/use",
+    ] {
+        let r = admin(&app, reqwest::Method::POST, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    app.restart().await;
+    let list = app.state.dispatcher.backends();
+    assert!(
+        list.iter()
+            .all(|b| b.active && b.state != BackendState::Draining),
+        "{list:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_talks_to_the_running_server() {
     let app = two_sims().await;

@@ -4,8 +4,9 @@
 //! sent to either run exactly once; a participant whose socket is on the
 //! gateway that does not dispatch receives every event of their jobs, in
 //! order; `kill -9` of the dispatching gateway mid-job hands the room to
-//! the other, nothing lost or run twice; and a load test through a
-//! round-robin balancer (no sticky sessions) gets every job back.
+//! the other, nothing lost or run twice; login limits and the room's pause
+//! hold on every gateway; and a load test through a round-robin balancer
+//! (no sticky sessions) gets every job back.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,7 +62,8 @@ impl Room {
             &config,
             format!(
                 "data_dir = {:?}\ndatabase_url = {database:?}\nfrontend_dir = {:?}\nadmin_token = \"room-token\"\n\
-                 [auth]\nsecure_cookies = false\n[limits]\nmax_pending_per_user = 20\n\
+                 [auth]\nsecure_cookies = false\nlogin_failures_per_user = 3\n\
+                 login_first_delay_seconds = 3600\nlogin_max_delay_seconds = 3600\n[limits]\nmax_pending_per_user = 20\n\
                  [[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = {sim_url:?}\nslots = 2\n",
                 dir.path().join("data"),
                 frontend,
@@ -403,4 +405,79 @@ async fn a_load_test_through_a_round_robin_balancer_gets_every_job_back() {
         report.table()
     );
     assert_eq!(room.images_made() as u64, planned, "each job ran once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_limits_and_the_rooms_pause_hold_on_every_gateway() {
+    let Some(room) = Room::new("replicas: shared limits and pause", 20).await else {
+        return;
+    };
+    let (_a, a) = room.gateway(true).await;
+    let (_b, b) = room.gateway(false).await;
+    let (http, cookie) = log_in(&a).await;
+    let mut on_b = connect(&b, &cookie).await;
+
+    // Three wrong guesses at alice's name on the first gateway...
+    let stranger = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let r = stranger
+            .post(format!("{a}/login"))
+            .form(&[("username", "alice"), ("password", "guess")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // ...then the instructor pauses the room there. Signals from one
+    // gateway arrive in order: once the pause's notice reaches a socket
+    // on the second, so have the guesses.
+    let paused = reqwest::Client::new()
+        .post(format!("{a}/admin/api/room/pause"))
+        .bearer_auth("room-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 200);
+    loop {
+        let f = next_frame(&mut on_b).await;
+        if f["type"] == "notification" && f["data"]["id"] == "comfyume-room-pause" {
+            break;
+        }
+    }
+    let r = stranger
+        .post(format!("{b}/login"))
+        .form(&[("username", "alice"), ("password", "pw")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "the name's guesses on the other gateway count here"
+    );
+    let room_b: Value = reqwest::Client::new()
+        .get(format!("{b}/admin/api/jobs"))
+        .bearer_auth("room-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(room_b["paused"], true, "{room_b}");
+
+    // Resumed on the other gateway: the dispatching one runs again.
+    let id = submit(&http, &b, cpu_prompt("waits")).await;
+    let resumed = reqwest::Client::new()
+        .post(format!("{b}/admin/api/room/resume"))
+        .bearer_auth("room-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    frames_until_done(&mut on_b, &id).await;
+    assert_eq!(room.attempts(std::slice::from_ref(&id)).await, [1]);
 }
