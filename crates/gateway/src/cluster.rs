@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{LoginEvent, LoginLimiter};
 use crate::clock::now_ms;
-use crate::dispatch::{Admission, Dispatcher};
+use crate::dispatch::{Admission, BackendStatus, Dispatcher, LiveRun, LiveView};
 use crate::hub::{Hub, Outbound};
 use crate::store::Store;
 use comfyume_domain::{JobId, UserId};
@@ -67,6 +67,11 @@ pub enum Signal {
     Admission(String, Admission),
     /// A login count (see `auth::rate_limit`).
     Login(LoginEvent),
+    /// The dispatching gateway's backends and runs, live.
+    Live(LiveView),
+    /// Who has sockets open on a gateway (named), so the room's news
+    /// reaches them.
+    Connected(String, Vec<UserId>),
 }
 
 /// Where a gateway's signals wait for [`publish`]. Sending never blocks.
@@ -153,6 +158,23 @@ enum Wire {
     Login {
         login: LoginEvent,
     },
+    Live {
+        backends: Vec<BackendStatus>,
+        running: Vec<WireRun>,
+    },
+    Connected {
+        gateway: String,
+        users: Vec<i64>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireRun {
+    job: String,
+    owner: i64,
+    backend: String,
+    elapsed_ms: u64,
+    progress: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -218,6 +240,24 @@ impl From<&Signal> for Wire {
             Signal::Login(login) => Wire::Login {
                 login: login.clone(),
             },
+            Signal::Live(view) => Wire::Live {
+                backends: view.backends.clone(),
+                running: view
+                    .running
+                    .iter()
+                    .map(|r| WireRun {
+                        job: r.job.to_string(),
+                        owner: r.owner.0,
+                        backend: r.backend.clone(),
+                        elapsed_ms: r.elapsed_ms,
+                        progress: r.progress,
+                    })
+                    .collect(),
+            },
+            Signal::Connected(gateway, users) => Wire::Connected {
+                gateway: gateway.clone(),
+                users: users.iter().map(|u| u.0).collect(),
+            },
         }
     }
 }
@@ -238,6 +278,25 @@ impl TryFrom<Wire> for Signal {
             Wire::UseGroup { group } => Signal::UseGroup(group),
             Wire::Admission { backend, admission } => Signal::Admission(backend, admission),
             Wire::Login { login } => Signal::Login(login),
+            Wire::Live { backends, running } => Signal::Live(LiveView {
+                backends,
+                running: running
+                    .into_iter()
+                    .map(|r| {
+                        Ok(LiveRun {
+                            job: JobId::parse(&r.job)
+                                .map_err(|_| format!("a live view of job {:?}", r.job))?,
+                            owner: UserId(r.owner),
+                            backend: r.backend,
+                            elapsed_ms: r.elapsed_ms,
+                            progress: r.progress,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?,
+            }),
+            Wire::Connected { gateway, users } => {
+                Signal::Connected(gateway, users.into_iter().map(UserId).collect())
+            }
         })
     }
 }
@@ -397,6 +456,80 @@ impl Here {
                 dispatcher.set_admission_here(&backend, admission);
             }
             Signal::Login(event) => self.logins.apply(event),
+            Signal::Live(view) => dispatcher.heard(view),
+            Signal::Connected(gateway, users) => {
+                // Someone came or went: the room's news looks again.
+                if hub.heard_connected(&gateway, users) {
+                    dispatcher.wake_here();
+                }
+            }
+        }
+    }
+}
+
+/// How often the dispatching gateway shares its live view (when it
+/// changed): progress bars and backend states on the other gateways'
+/// dashboards lag by at most this.
+pub const LIVE_VIEW_EVERY: Duration = Duration::from_secs(1);
+
+/// Shares the dispatching gateway's live view of the backends and runs
+/// with the others, each time it changed and every [`LIVE_VIEW_AGAIN`]
+/// ticks regardless (for gateways that started since), while this
+/// gateway dispatches.
+pub async fn share_live_view(dispatcher: Arc<Dispatcher>, outbox: Outbox) {
+    let mut tick = tokio::time::interval(LIVE_VIEW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<LiveView> = None;
+    let mut unchanged = 0;
+    loop {
+        tick.tick().await;
+        if !dispatcher.is_leading() {
+            last = None;
+            continue;
+        }
+        let view = dispatcher.live_view();
+        // Elapsed times always change: compare without them.
+        let changed = last.as_ref().is_none_or(|old| {
+            old.backends != view.backends
+                || old.running.len() != view.running.len()
+                || old.running.iter().zip(&view.running).any(|(a, b)| {
+                    (a.job, &a.backend, a.progress) != (b.job, &b.backend, b.progress)
+                })
+        });
+        unchanged = if changed { 0 } else { unchanged + 1 };
+        if changed || unchanged >= LIVE_VIEW_AGAIN {
+            unchanged = 0;
+            outbox.send(Signal::Live(view.clone()));
+            last = Some(view);
+        }
+    }
+}
+
+/// Ticks of [`LIVE_VIEW_EVERY`] after which an unchanged view is shared
+/// again.
+const LIVE_VIEW_AGAIN: u32 = 10;
+
+/// Tells the other gateways who has sockets open here, each time that
+/// changed and every [`LIVE_VIEW_AGAIN`] ticks regardless (what a gateway
+/// said holds for `hub::ELSEWHERE_FRESH`), so the dispatching gateway's
+/// news of the queue reaches participants connected anywhere.
+pub async fn share_connected(hub: Arc<Hub>, replica: Replica, outbox: Outbox) {
+    let mut tick = tokio::time::interval(LIVE_VIEW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<Vec<UserId>> = None;
+    let mut unchanged = 0;
+    loop {
+        tick.tick().await;
+        let here = hub.connected_here();
+        let changed = last.as_ref() != Some(&here);
+        unchanged = if changed { 0 } else { unchanged + 1 };
+        if changed || unchanged >= LIVE_VIEW_AGAIN {
+            unchanged = 0;
+            outbox.send(Signal::Connected(
+                replica.as_str().to_string(),
+                here.clone(),
+            ));
+            last = Some(here);
         }
     }
 }
@@ -502,6 +635,28 @@ mod tests {
                 user: "bob".into(),
                 old_device: Some("h1".into()),
                 device: "h2".into(),
+            }),
+            Signal::Connected("r2".into(), vec![UserId(1), UserId(9)]),
+            Signal::Live(LiveView {
+                backends: vec![BackendStatus {
+                    name: "gpu-1".into(),
+                    kind: crate::config::BackendKind::Comfyui,
+                    url: "http://gpu-1:8188".into(),
+                    slots: 2,
+                    group: Some("h200".into()),
+                    active: true,
+                    running: 1,
+                    queued: 0,
+                    state: crate::dispatch::BackendState::Busy,
+                    last_error: None,
+                }],
+                running: vec![LiveRun {
+                    job: JobId::new(),
+                    owner: UserId(7),
+                    backend: "gpu-1".into(),
+                    elapsed_ms: 1500,
+                    progress: Some((3, 20)),
+                }],
             }),
         ];
         for signal in signals {

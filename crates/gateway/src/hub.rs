@@ -51,7 +51,14 @@ pub struct Hub {
     admitted: Mutex<HashMap<UserId, u32>>,
     /// The other gateways, when there are (see `crate::cluster`).
     relay: Option<Outbox>,
+    /// Who has sockets open on each other gateway, as it last said, and
+    /// when.
+    elsewhere: Mutex<HashMap<String, (Vec<UserId>, std::time::Instant)>>,
 }
+
+/// How long what another gateway said of its sockets holds: it says it
+/// again well within this while it lives.
+pub const ELSEWHERE_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One admitted socket of a user, held for the socket's whole life
 /// (from before its upgrade): dropping it frees the place.
@@ -218,10 +225,37 @@ impl Hub {
         users.remove(&user).map_or(0, |conns| conns.len())
     }
 
-    /// The users with at least one socket open.
+    /// The users with at least one socket open, on this gateway or (as
+    /// they said lately) another.
     pub fn connected_users(&self) -> Vec<UserId> {
+        let mut users: std::collections::BTreeSet<UserId> =
+            self.connected_here().into_iter().collect();
+        let elsewhere = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner());
+        for (there, at) in elsewhere.values() {
+            if at.elapsed() < ELSEWHERE_FRESH {
+                users.extend(there.iter().copied());
+            }
+        }
+        users.into_iter().collect()
+    }
+
+    /// The users with at least one socket open on this gateway.
+    pub fn connected_here(&self) -> Vec<UserId> {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.keys().copied().collect()
+        let mut here: Vec<UserId> = users.keys().copied().collect();
+        here.sort();
+        here
+    }
+
+    /// Another gateway's word on who has sockets open there; true if that
+    /// changed what it said before.
+    pub fn heard_connected(&self, gateway: &str, users: Vec<UserId>) -> bool {
+        let mut elsewhere = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        elsewhere.retain(|_, (_, at)| now.duration_since(*at) < ELSEWHERE_FRESH);
+        let changed = elsewhere.get(gateway).is_none_or(|(old, _)| *old != users);
+        elsewhere.insert(gateway.to_string(), (users, now));
+        changed
     }
 
     /// How many sockets are open, over all users.

@@ -63,6 +63,15 @@ pub async fn run(
                     logins: state.accounts.limiter().clone(),
                 },
             ));
+            background.spawn(crate::cluster::share_connected(
+                state.hub.clone(),
+                cluster.replica.clone(),
+                cluster.outbox.clone(),
+            ));
+            background.spawn(crate::cluster::share_live_view(
+                state.dispatcher.clone(),
+                cluster.outbox.clone(),
+            ));
             // Owned here, not by `background`: on the way out its runs
             // stop before its lease goes (see `cluster::lead`).
             Some(tokio::spawn(crate::cluster::lead(

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::backend::{Backend, BackendError};
 
 /// A backend's state, as the rest of the system (and the admin API) names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendState {
     /// Not probed yet.

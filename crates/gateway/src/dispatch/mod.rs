@@ -138,6 +138,9 @@ pub struct Dispatcher {
     leading: std::sync::atomic::AtomicBool,
     /// The other gateways, when there are.
     relay: Option<crate::cluster::Outbox>,
+    /// On a gateway that does not dispatch: what the one that does last
+    /// said of its backends and runs, and when it arrived.
+    heard: Mutex<Option<(LiveView, std::time::Instant)>>,
     /// Every task the dispatcher starts (job runs, warm-ups, clean-ups):
     /// `shutdown` stops and waits for them. `None` once shut down.
     tasks: Mutex<Option<JoinSet<()>>>,
@@ -172,6 +175,26 @@ fn job_span(job: &Job, owner: &UserName, backend: &str) -> tracing::Span {
     tracing::info_span!("job", job = %job.id, user = %owner, backend, attempt = job.attempts, queued_ms)
 }
 
+/// The backends and the runs as the dispatching gateway sees them live,
+/// shared with the other gateways (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveView {
+    pub backends: Vec<BackendStatus>,
+    pub running: Vec<LiveRun>,
+}
+
+/// One job on a slot, in a [`LiveView`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRun {
+    pub job: JobId,
+    pub owner: UserId,
+    pub backend: String,
+    /// Since it took its slot, when the view was taken.
+    pub elapsed_ms: u64,
+    /// Its last `progress` (value, max).
+    pub progress: Option<(u64, u64)>,
+}
+
 /// A waiting job's place in the room (see [`Dispatcher::queue_places`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuePlace {
@@ -201,7 +224,7 @@ const SILENCE_CHECK: Duration = Duration::from_secs(60);
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// One backend as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BackendStatus {
     pub name: String,
     pub kind: crate::config::BackendKind,
@@ -243,6 +266,7 @@ impl Dispatcher {
             }),
             leading: std::sync::atomic::AtomicBool::new(true),
             relay: None,
+            heard: Mutex::new(None),
             tasks: Mutex::new(Some(JoinSet::new())),
         }
     }
@@ -258,6 +282,64 @@ impl Dispatcher {
         if let Some(relay) = &self.relay {
             relay.send(signal());
         }
+    }
+
+    /// What this gateway knows live of the backends and the runs, as the
+    /// dispatching gateway shares it with the others.
+    pub fn live_view(&self) -> LiveView {
+        let running = self
+            .running_here()
+            .into_iter()
+            .map(|(job, owner, backend, elapsed)| LiveRun {
+                job,
+                owner,
+                backend,
+                elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                progress: self.shared.progress.of(&job),
+            })
+            .collect();
+        LiveView {
+            backends: self.backends_here(),
+            running,
+        }
+    }
+
+    /// Takes the dispatching gateway's view as this one's, while it does
+    /// not dispatch itself.
+    pub fn heard(&self, view: LiveView) {
+        if self.is_leading() {
+            return;
+        }
+        for run in &view.running {
+            if let Some((value, max)) = run.progress {
+                self.shared.progress.set(run.job, value, max);
+            }
+        }
+        let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((old, _)) = heard.as_ref() {
+            for gone in old
+                .running
+                .iter()
+                .filter(|r| !view.running.iter().any(|n| n.job == r.job))
+            {
+                self.shared.progress.clear(&gone.job);
+            }
+        }
+        *heard = Some((view, std::time::Instant::now()));
+        drop(heard);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The dispatching gateway's view, when this one does not dispatch
+    /// and has heard it.
+    fn heard_view(&self) -> Option<(LiveView, Duration)> {
+        if self.is_leading() || self.relay.is_none() {
+            return None;
+        }
+        let heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        heard
+            .as_ref()
+            .map(|(view, at)| (view.clone(), at.elapsed()))
     }
 
     /// Whether this gateway dispatches (see `crate::cluster::lead`).
@@ -412,11 +494,13 @@ impl Dispatcher {
         };
         // A copy of what the order needs, so the lock is not held while
         // it is worked out.
-        let (running_owners, share) = {
-            let state = self.lock();
-            let owners: Vec<UserId> = state.running.values().map(|r| r.owner).collect();
-            (owners, state.share.clone())
-        };
+        // On a gateway that does not dispatch, the runs it heard of.
+        let running_owners: Vec<UserId> = self
+            .running_jobs()
+            .into_iter()
+            .map(|(_, owner, _, _)| owner)
+            .collect();
+        let share = self.lock().share.clone();
         let running: RunningCounts = running_owners.iter().copied().collect();
         let order = scheduler::start_order(&pending, &running, &share);
         let known = share.room_mean_ms().is_some();
@@ -1018,6 +1102,20 @@ impl Dispatcher {
     /// The jobs on the slots now: id, owner, backend, and how long since
     /// each was started there (its progress is in [`Shared::progress`]).
     pub fn running_jobs(&self) -> Vec<(JobId, UserId, String, Duration)> {
+        if let Some((view, age)) = self.heard_view() {
+            return view
+                .running
+                .into_iter()
+                .map(|r| {
+                    let elapsed = Duration::from_millis(r.elapsed_ms) + age;
+                    (r.job, r.owner, r.backend, elapsed)
+                })
+                .collect();
+        }
+        self.running_here()
+    }
+
+    fn running_here(&self) -> Vec<(JobId, UserId, String, Duration)> {
         let state = self.lock();
         let mut jobs: Vec<_> = state
             .running
@@ -1037,6 +1135,13 @@ impl Dispatcher {
 
     /// Every backend's state, for the admin API.
     pub fn backends(&self) -> Vec<BackendStatus> {
+        match self.heard_view() {
+            Some((view, _)) => view.backends,
+            None => self.backends_here(),
+        }
+    }
+
+    fn backends_here(&self) -> Vec<BackendStatus> {
         let state = self.lock();
         self.backends
             .iter()

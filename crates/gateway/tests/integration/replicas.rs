@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::crash::{Proc, connect, serve, start};
-use crate::execution::{cpu_prompt, frames_until_done, next_frame, txt2img_prompt};
+use crate::execution::{cpu_prompt, frames_until_done, next_frame, next_frame_any, txt2img_prompt};
 use crate::support::balancer::Balancer;
 use crate::support::{WAIT_BOUND, cookie_of, postgres, within};
 
@@ -272,6 +272,38 @@ async fn prompts_to_either_gateway_run_once_and_every_event_reaches_the_other() 
         "the same frames in the same order on the gateway that does not dispatch"
     );
 
+    // The GPUs as the dispatching gateway sees them (it has used them)
+    // reach the other: its participants' panel says they are ready, not
+    // warming up (as a gateway that never probed them would say).
+    within("the other gateway to hear the GPUs are ready", async {
+        loop {
+            let standing: Value = http
+                .get(format!("{b}/api/comfyume/room"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if standing["gpus"] == "ready" {
+                break;
+            }
+            // Shared once a second by the dispatching gateway.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let backends: Value = reqwest::Client::new()
+        .get(format!("{b}/admin/api/backends"))
+        .bearer_auth("room-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(backends[0]["name"], "sim");
+    assert_eq!(backends[0]["state"], "ready", "{backends}");
     let jobs: Value = http
         .get(format!("{b}/api/jobs"))
         .send()
@@ -306,12 +338,13 @@ async fn kill_9_of_the_dispatching_gateway_mid_job_hands_the_room_to_the_other()
     for prompt in [txt2img_prompt(11, 40), cpu_prompt("p1"), cpu_prompt("p2")] {
         ids.push(submit(&http, &b, prompt).await);
     }
-    // The long job runs on the simulator, dispatched by the other gateway.
-    loop {
-        let f = next_frame(&mut ws).await;
-        if f["type"] == "progress" && f["data"]["prompt_id"] == ids[0] {
-            break;
-        }
+    // The long job runs on the simulator, dispatched by the other gateway,
+    // which also tells alice (connected only here) where she stands.
+    let (mut told, mut running) = (false, false);
+    while !(told && running) {
+        let f = next_frame_any(&mut ws).await;
+        told |= f["type"] == comfyume::room::NEWS_FRAME;
+        running |= f["type"] == "progress" && f["data"]["prompt_id"] == ids[0];
     }
     a.child.kill().unwrap(); // SIGKILL: no shutdown of any kind
     a.child.wait().unwrap();
