@@ -149,9 +149,13 @@ impl AppState {
             config.data_dir.join("catalogue.json"),
         ));
         let assets = crate::backend_assets::BackendAssets::new(backends.clone());
-        let workspaces = Workspaces::new(config.data_dir.join("users"))
+        let mut workspaces = Workspaces::new(config.data_dir.join("users"))
             .with_quota(config.limits.max_user_disk_bytes)
             .with_disk_guard(disk.clone());
+        if cluster.is_some() {
+            // Other gateways write to the same files (a shared data_dir).
+            workspaces = workspaces.with_shared_locks(config.data_dir.join(".locks"));
+        }
         let hub = Arc::new(match &cluster {
             Some(cluster) => Hub::relaying(cluster.outbox.clone()),
             None => Hub::default(),

@@ -249,6 +249,7 @@ impl Workspace {
         let me = self.clone();
         let name = blocking(move || {
             let _guard = guard;
+            let _across = me.lock_across_gateways()?;
             fs::create_dir_all(&dir)?;
             if overwrite {
                 let target = dir.join(&file_name);

@@ -26,6 +26,8 @@
 //! name. Readers take no lock: every file is written to `.staging/` and
 //! renamed into place, so a reader sees the old or the new content, never half.
 //! The lock lives in [`Workspaces`], so build that once and clone it.
+//! Gateways sharing the data directory (`crate::cluster`) also take turns
+//! through a file lock per user ([`Workspaces::with_shared_locks`]).
 
 mod error;
 mod export;
@@ -72,6 +74,9 @@ pub struct Workspaces {
     quota: Option<u64>,
     /// The data directory's free space, kept before every write.
     disk: Option<crate::disk::DiskGuard>,
+    /// Where the per-user file locks live, when other gateways write to
+    /// the same files.
+    shared_locks: Option<PathBuf>,
 }
 
 impl Workspaces {
@@ -82,7 +87,17 @@ impl Workspaces {
             users: Arc::default(),
             quota: None,
             disk: None,
+            shared_locks: None,
         }
+    }
+
+    /// Writers to a user's files also hold a file lock in `dir` (one file
+    /// per user), so gateways sharing the data directory on a shared
+    /// filesystem take turns as this one's tasks do. The lock is `flock`,
+    /// which NFS (v4), CephFS and EFS carry between machines.
+    pub fn with_shared_locks(mut self, dir: PathBuf) -> Self {
+        self.shared_locks = Some(dir);
+        self
     }
 
     /// Refuses a write that would leave less free space on the disk than
@@ -118,6 +133,10 @@ impl Workspaces {
             writer,
             quota: self.quota,
             disk: self.disk.clone(),
+            shared_lock: self
+                .shared_locks
+                .as_ref()
+                .map(|dir| dir.join(name.as_str())),
         }
     }
 }
@@ -154,6 +173,8 @@ pub struct Workspace {
     writer: Arc<Writer>,
     quota: Option<u64>,
     disk: Option<crate::disk::DiskGuard>,
+    /// The user's lock file, when gateways share the files.
+    shared_lock: Option<PathBuf>,
 }
 
 impl Workspace {
@@ -181,6 +202,29 @@ impl Workspace {
     /// request future is dropped half-way.
     async fn write_lock(&self) -> OwnedMutexGuard<()> {
         self.writer.lock.clone().lock_owned().await
+    }
+
+    /// The user's lock across gateways (see
+    /// [`Workspaces::with_shared_locks`]), held until the returned file is
+    /// dropped; `None` when no other gateway shares the files. Blocks:
+    /// call in the blocking task, after [`write_lock`](Self::write_lock).
+    /// Another gateway's writes are not in the quota's count here, so it
+    /// is counted again.
+    fn lock_across_gateways(&self) -> io::Result<Option<fs::File>> {
+        let Some(path) = &self.shared_lock else {
+            return Ok(None);
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        self.recount_usage();
+        Ok(Some(file))
     }
 
     /// The user's files changed in a way the quota's count does not track
@@ -361,6 +405,53 @@ mod tests {
         );
         assert!(Arc::ptr_eq(&a1.writer, &a2.writer));
         assert!(!Arc::ptr_eq(&a1.writer, &bob.writer));
+    }
+
+    /// Two gateways over one data directory (two `Workspaces`, as two
+    /// processes have): their writers to one user take turns, so no
+    /// read-modify-write of the settings loses another's change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn gateways_sharing_the_files_take_turns_writing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let gateway = || {
+            Workspaces::new(tmp.path().join("users"))
+                .with_shared_locks(tmp.path().join(".locks"))
+                .user(&UserName::parse("alice").unwrap())
+        };
+        let (one, two) = (gateway(), gateway());
+        let writes = (0..200).map(|i| {
+            let ws = if i % 2 == 0 { one.clone() } else { two.clone() };
+            tokio::spawn(async move {
+                ws.set_setting(&format!("key.{i}"), serde_json::json!(i), 1 << 20)
+                    .await
+            })
+        });
+        for write in futures_util::future::join_all(writes).await {
+            write.unwrap().unwrap();
+        }
+        let settings = one.settings().await;
+        assert_eq!(settings.len(), 200, "no update lost");
+
+        // The lock itself: held by one, refused to the other until let go.
+        let held = one.lock_across_gateways().unwrap().unwrap();
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path().join(".locks/alice"))
+            .unwrap();
+        let try_lock = |f: &std::fs::File| {
+            rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        };
+        assert_eq!(try_lock(&other), Err(rustix::io::Errno::WOULDBLOCK));
+        drop(held);
+        try_lock(&other).unwrap();
+        assert!(
+            !tmp.path().join("users/.locks").exists(),
+            "the locks are not among the users"
+        );
+        // Without other gateways there is no lock file at all.
+        let alone =
+            Workspaces::new(tmp.path().join("users")).user(&UserName::parse("bob").unwrap());
+        assert!(alone.lock_across_gateways().unwrap().is_none());
     }
 
     /// The quota's running count follows the writes it lets through, and

@@ -75,6 +75,7 @@ impl Workspace {
         let me = self.clone();
         blocking(move || {
             let _guard = guard;
+            let _across = me.lock_across_gateways()?;
             // Settings are small and bounded by `max_bytes`, not the quota.
             me.recount_usage();
             let mut settings = settings_to_update(&path)?;

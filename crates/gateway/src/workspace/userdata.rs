@@ -229,6 +229,7 @@ impl Workspace {
         let me = self.clone();
         blocking(move || {
             let _guard = guard;
+            let _across = me.lock_across_gateways()?;
             if !overwrite && stat(&target).is_some() {
                 return Err(WorkspaceError::Conflict);
             }
@@ -256,6 +257,7 @@ impl Workspace {
         let me = self.clone();
         blocking(move || {
             let _guard = guard;
+            let _across = me.lock_across_gateways()?;
             let Some(md) = stat(&target) else {
                 return Err(WorkspaceError::NotFound(FILE_NOT_FOUND));
             };
@@ -296,6 +298,7 @@ impl Workspace {
         let me = self.clone();
         blocking(move || {
             let _guard = guard;
+            let _across = me.lock_across_gateways()?;
             if stat(&from).is_none() {
                 return Err(WorkspaceError::NotFound(FILE_NOT_FOUND));
             }
