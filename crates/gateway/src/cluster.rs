@@ -637,6 +637,7 @@ mod tests {
                 device: "h2".into(),
             }),
             Signal::Connected("r2".into(), vec![UserId(1), UserId(9)]),
+            Signal::Login(LoginEvent::WrongRoomPassword),
             Signal::Live(LiveView {
                 backends: vec![BackendStatus {
                     name: "gpu-1".into(),

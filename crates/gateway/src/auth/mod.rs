@@ -102,9 +102,6 @@ pub struct Accounts {
     /// The room's shared password and how many accounts it may make
     /// (`auth.room_password`), when the room uses one.
     room: Option<(crate::config::Secret, u32)>,
-    /// Wrong room passwords from anyone, for one limit over the whole room
-    /// (guesses spread over many names and addresses).
-    room_guesses: std::sync::Arc<rate_limit::RoomGuesses>,
 }
 
 impl Accounts {
@@ -119,7 +116,6 @@ impl Accounts {
             limiter,
             session_ttl,
             room: None,
-            room_guesses: Default::default(),
         }
     }
 
@@ -306,12 +302,12 @@ impl Accounts {
             .limiter
             .begin(name_key, client, device)
             .map_err(limited)?;
-        if let Some(retry_after) = self.room_guesses.blocked() {
+        if let Some(retry_after) = self.limiter.room_blocked() {
             self.limiter.failed(attempt);
             return Err(limited(retry_after));
         }
         if !self.is_room_password(room_password) {
-            self.room_guesses.wrong();
+            self.limiter.room_wrong();
             self.limiter.failed(attempt);
             return Err(AuthError::WrongRoomPassword);
         }

@@ -37,6 +37,8 @@ pub struct LoginLimiter {
     inner: Arc<Mutex<Inner>>,
     /// The other gateways, when there are.
     relay: Option<crate::cluster::Outbox>,
+    /// Wrong room passwords, from anyone (see [`RoomGuesses`]).
+    room: Arc<RoomGuesses>,
     per_user: usize,
     per_ip: usize,
     window: Duration,
@@ -95,6 +97,7 @@ impl LoginLimiter {
         Self {
             inner: Arc::default(),
             relay: None,
+            room: Arc::default(),
             per_user: per_user as usize,
             per_ip: per_ip as usize,
             window,
@@ -144,7 +147,19 @@ impl LoginLimiter {
                 old_device,
                 device,
             } => remember_success(&mut inner, user, old_device, device, now),
+            LoginEvent::WrongRoomPassword => self.room.wrong_at(now),
         }
+    }
+
+    /// How long joining with the room's password must wait, if it must.
+    pub fn room_blocked(&self) -> Option<Duration> {
+        self.room.blocked()
+    }
+
+    /// A wrong room password, counted here and on the other gateways.
+    pub fn room_wrong(&self) {
+        self.room.wrong();
+        self.share(|| LoginEvent::WrongRoomPassword);
     }
 
     /// Starts an attempt: `Err(retry_after)` when the name (or, for a
@@ -296,6 +311,8 @@ pub enum LoginEvent {
         old_device: Option<String>,
         device: String,
     },
+    /// Someone gave a wrong room password.
+    WrongRoomPassword,
 }
 
 /// One more failure from `ip` (already keyed by [`address_key`]).
@@ -474,9 +491,14 @@ mod tests {
         let attempt = owner.begin("carol", A, None).unwrap();
         owner.succeeded(attempt, "device-cookie");
         let there = LoginLimiter::new(3, 100, Duration::from_secs(3600), Slowdown::default());
+        // Wrong room passwords anywhere count towards the room's limit.
+        for _ in 0..RoomGuesses::MAX {
+            owner.room_wrong();
+        }
         while let Ok(crate::cluster::Signal::Login(event)) = sent.try_recv() {
             there.apply(event);
         }
+        assert!(there.room_blocked().is_some(), "joining waits everywhere");
         for _ in 0..3 {
             there.failed(there.begin("carol", B, None).unwrap());
         }
