@@ -313,6 +313,33 @@ impl Metrics {
 
         family(
             &mut out,
+            "comfyume_dispatching",
+            "gauge",
+            "1 on the gateway that dispatches (with several sharing a database, exactly one).",
+        );
+        sample(
+            &mut out,
+            "comfyume_dispatching",
+            &[],
+            f64::from(u8::from(now.dispatching)),
+        );
+        if let Some(dropped) = now.relay_dropped {
+            family(
+                &mut out,
+                "comfyume_relay_dropped_total",
+                "counter",
+                "Signals to the other gateways dropped because they were not going out fast enough.",
+            );
+            sample(
+                &mut out,
+                "comfyume_relay_dropped_total",
+                &[],
+                dropped as f64,
+            );
+        }
+
+        family(
+            &mut out,
             "comfyume_logins_total",
             "counter",
             "Login attempts, by result.",
@@ -524,6 +551,11 @@ pub struct Gauges {
     pub running: u64,
     pub backends: Vec<BackendGauge>,
     pub sockets: usize,
+    /// This gateway dispatches.
+    pub dispatching: bool,
+    /// Signals to the other gateways dropped so far; `None`: there are
+    /// none (SQLite).
+    pub relay_dropped: Option<u64>,
     pub process: Result<ProcessFigures, String>,
     /// The data directory's free space.
     pub disk: Result<crate::disk::DiskState, String>,
@@ -684,6 +716,8 @@ mod tests {
                 running: 1,
             }],
             sockets: 7,
+            dispatching: true,
+            relay_dropped: Some(2),
             process: Ok(ProcessFigures {
                 resident_bytes: 1024,
                 cpu_seconds: 1.5,
@@ -751,6 +785,8 @@ mod tests {
             "comfyume_http_request_duration_seconds_bucket{group=\"prompt\",le=\"0.001\"} 1\n"
         ));
         assert!(text.contains("process_resident_memory_bytes 1024\n"));
+        assert!(text.contains("comfyume_dispatching 1\n"));
+        assert!(text.contains("comfyume_relay_dropped_total 2\n"));
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub async fn exposition(State(state): State<AppState>) -> Response {
         running,
         backends,
         sockets: state.hub.connection_count(),
+        dispatching: state.dispatcher.is_leading(),
+        relay_dropped: state.cluster.as_ref().map(|c| c.outbox.dropped()),
         process: ProcessFigures::read(),
         disk: state.disk.state().map_err(|e| e.to_string()),
         backup: state.backups.as_ref().map(|b| b.status()),
