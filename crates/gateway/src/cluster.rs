@@ -39,10 +39,14 @@ pub const LEASE_POLL: Duration = Duration::from_secs(1);
 /// How often the dispatching gateway makes sure it still holds the lease.
 const LEASE_CHECK: Duration = Duration::from_secs(1);
 
-/// Signals waiting to be sent to the other gateways; past this, new ones
-/// are dropped and counted (a participant's browser collects what it
-/// missed from history, as after any network drop).
+/// Signals waiting to be sent to the other gateways; past this many, or
+/// [`OUTBOX_BYTES`] of frames, new ones are dropped and counted (a
+/// participant's browser collects what it missed from history, as after
+/// any network drop).
 pub const OUTBOX_QUEUE: usize = 16_384;
+
+/// The frames (previews are the big ones) waiting in the outbox at most.
+pub const OUTBOX_BYTES: usize = 64 << 20;
 
 /// Signals sent in one database round trip at most.
 const BATCH: usize = 256;
@@ -79,6 +83,26 @@ pub enum Signal {
 pub struct Outbox {
     tx: mpsc::Sender<Signal>,
     dropped: Arc<AtomicU64>,
+    /// The frames' bytes waiting now.
+    waiting_bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Signal {
+    /// What it holds in memory while it waits, roughly (its frame).
+    fn weight(&self) -> usize {
+        let frame_len = |frame: &Outbound| match frame {
+            Outbound::Text(text) => text.len(),
+            Outbound::Binary(bytes) => bytes.len(),
+        };
+        64 + match self {
+            Signal::ToUser(_, frame) | Signal::ToSid(_, _, frame) | Signal::ToEveryone(frame) => {
+                frame_len(frame)
+            }
+            Signal::Live(view) => 256 * (view.backends.len() + view.running.len()),
+            Signal::Connected(_, users) => 8 * users.len(),
+            _ => 0,
+        }
+    }
 }
 
 impl Outbox {
@@ -88,21 +112,38 @@ impl Outbox {
         let outbox = Outbox {
             tx,
             dropped: Arc::default(),
+            waiting_bytes: Arc::default(),
         };
         (outbox, rx)
     }
 
     pub fn send(&self, signal: Signal) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(signal) {
+        let weight = signal.weight();
+        let waiting = self.waiting_bytes.fetch_add(weight, Ordering::Relaxed) + weight;
+        let refused = if waiting > OUTBOX_BYTES {
+            true
+        } else {
+            matches!(
+                self.tx.try_send(signal),
+                Err(mpsc::error::TrySendError::Full(_))
+            )
+        };
+        if refused {
+            self.waiting_bytes.fetch_sub(weight, Ordering::Relaxed);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(
                     dropped,
-                    queue = OUTBOX_QUEUE,
                     "signals to the other gateways are not going out fast enough: dropping some"
                 );
             }
         }
+    }
+
+    /// `signal` left the outbox (sent, or given up on).
+    fn gone(&self, signal: &Signal) {
+        self.waiting_bytes
+            .fetch_sub(signal.weight(), Ordering::Relaxed);
     }
 
     /// Signals dropped so far because the outbox was full.
@@ -353,13 +394,19 @@ impl Default for Membership {
 
 /// Sends this gateway's signals to the others, in order, until the outbox
 /// closes: whatever is waiting goes in one round trip.
-pub async fn publish(store: Store, replica: Replica, mut outbox: mpsc::Receiver<Signal>) {
+pub async fn publish(
+    store: Store,
+    replica: Replica,
+    outbox: Outbox,
+    mut unsent: mpsc::Receiver<Signal>,
+) {
     let mut n: u64 = 0;
     let mut batch = Vec::with_capacity(BATCH);
-    while outbox.recv_many(&mut batch, BATCH).await > 0 {
+    while unsent.recv_many(&mut batch, BATCH).await > 0 {
         let messages: Vec<String> = batch
             .drain(..)
             .filter_map(|signal| {
+                outbox.gone(&signal);
                 n += 1;
                 let envelope = Envelope {
                     from: replica.as_str().to_string(),
@@ -397,7 +444,11 @@ pub async fn listen(store: Store, replica: Replica, here: Here) {
                 tracing::warn!(
                     "the link to the other gateways was lost and made again: signals sent meanwhile were missed"
                 );
-                // Whatever changed meanwhile, the queue is looked at again.
+                // Whatever changed meanwhile: the room's switches as the
+                // store keeps them, and the queue looked at again.
+                if let Err(e) = crate::room::restore_switches(&here.dispatcher).await {
+                    tracing::warn!(error = %e, "could not read the room's switches again");
+                }
                 here.dispatcher.wake_here();
                 continue;
             }
@@ -549,7 +600,11 @@ pub async fn lead(
         if *closing.borrow() {
             return;
         }
-        let mut lease = match store.try_lease().await {
+        let asked = tokio::select! {
+            asked = store.try_lease() => asked,
+            _ = closing.wait_for(|closing| *closing) => return,
+        };
+        let mut lease = match asked {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 let _ = tokio::time::timeout(LEASE_POLL, closing.changed()).await;
@@ -562,8 +617,20 @@ pub async fn lead(
             }
         };
         let span = tracing::info_span!("dispatching");
-        if let Err(e) = tracing::Instrument::instrument(dispatcher.recover(), span.clone()).await {
+        // What this gateway heard while another dispatched is not what it
+        // goes by now: the room's switches as the store keeps them (a
+        // signal may have been missed), and runs of its own.
+        dispatcher.forget_heard();
+        let taken_over = async {
+            crate::room::restore_switches(&dispatcher)
+                .await
+                .map_err(|e| e.to_string())?;
+            dispatcher.recover().await.map_err(|e| e.to_string())
+        };
+        if let Err(e) = tracing::Instrument::instrument(taken_over, span.clone()).await {
             tracing::error!(error = %e, "took the dispatcher's lease but cannot recover the queue; giving it back");
+            // Whatever the recovery started stops before the lease goes.
+            dispatcher.step_down().await;
             lease.release().await;
             let _ = tokio::time::timeout(LEASE_POLL, closing.changed()).await;
             continue;
@@ -679,5 +746,20 @@ mod tests {
             outbox.send(Signal::Wake);
         }
         assert_eq!(outbox.dropped(), 3);
+        // Bounded by bytes too: previews are large.
+        let (outbox, mut rx) = Outbox::new(1_000);
+        let preview = || Signal::ToUser(UserId(1), Outbound::Binary(vec![0; 1 << 20]));
+        for _ in 0..100 {
+            outbox.send(preview());
+        }
+        assert_eq!(outbox.dropped(), 100 - (OUTBOX_BYTES >> 20) as u64 + 1);
+        let first = rx.try_recv().unwrap();
+        outbox.gone(&first);
+        outbox.send(preview());
+        assert_eq!(
+            outbox.dropped(),
+            100 - (OUTBOX_BYTES >> 20) as u64 + 1,
+            "room again once one went"
+        );
     }
 }

@@ -51,6 +51,7 @@ pub async fn run(
                 background.spawn(crate::cluster::publish(
                     state.store.clone(),
                     cluster.replica.clone(),
+                    cluster.outbox.clone(),
                     unsent,
                 ));
             }

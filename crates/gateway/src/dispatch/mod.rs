@@ -175,6 +175,10 @@ fn job_span(job: &Job, owner: &UserName, backend: &str) -> tracing::Span {
     tracing::info_span!("job", job = %job.id, user = %owner, backend, attempt = job.attempts, queued_ms)
 }
 
+/// How long a view heard from the dispatching gateway holds (it shares one
+/// every ten seconds at least, see `cluster::share_live_view`).
+pub const HEARD_FRESH: Duration = Duration::from_secs(30);
+
 /// The backends and the runs as the dispatching gateway sees them live,
 /// shared with the other gateways (see `crate::cluster`).
 #[derive(Debug, Clone, PartialEq)]
@@ -331,7 +335,8 @@ impl Dispatcher {
     }
 
     /// The dispatching gateway's view, when this one does not dispatch
-    /// and has heard it.
+    /// and has heard it lately (a view older than [`HEARD_FRESH`] is no
+    /// view: nobody may be dispatching).
     fn heard_view(&self) -> Option<(LiveView, Duration)> {
         if self.is_leading() || self.relay.is_none() {
             return None;
@@ -339,7 +344,16 @@ impl Dispatcher {
         let heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
         heard
             .as_ref()
+            .filter(|(_, at)| at.elapsed() < HEARD_FRESH)
             .map(|(view, at)| (view.clone(), at.elapsed()))
+    }
+
+    /// Forgets what the dispatching gateway said (this one takes over).
+    pub fn forget_heard(&self) {
+        let heard = self.heard.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for run in heard.iter().flat_map(|(view, _)| &view.running) {
+            self.shared.progress.clear(&run.job);
+        }
     }
 
     /// Whether this gateway dispatches (see `crate::cluster::lead`).

@@ -164,14 +164,12 @@ impl Room {
         wall_dir: std::path::PathBuf,
         storage: Storage,
     ) -> RoomResult<Room> {
-        let paused = dispatcher.shared().store.room_value(PAUSED_KEY).await?;
-        if paused.as_deref() == Some("true") {
+        restore_switches(&dispatcher).await?;
+        if dispatcher.is_paused() {
             tracing::warn!(
                 "the room was paused when the server stopped: it stays paused until an instructor resumes it"
             );
-            dispatcher.set_paused_here(true);
         }
-        restore_backend_choices(&dispatcher).await?;
         Ok(Room {
             dispatcher,
             accounts,
@@ -828,27 +826,34 @@ fn ended(id: &JobId) -> RoomError {
     RoomError::Conflict(format!("job {id} has already ended"))
 }
 
-/// Applies the backend group and admissions an instructor chose before
-/// this gateway started (kept in the store); a choice about a backend or
+/// Applies the room's switches as the store keeps them (the pause, the
+/// backend group, each backend's admission) to `dispatcher`: at the start,
+/// and when a gateway takes the dispatching over (what it heard from the
+/// others meanwhile may have missed a change). A choice about a backend or
 /// group no longer configured is said and left.
-async fn restore_backend_choices(dispatcher: &Dispatcher) -> RoomResult<()> {
+pub async fn restore_switches(dispatcher: &Dispatcher) -> RoomResult<()> {
     let store = &dispatcher.shared().store;
-    if let Some(stored) = store.room_value(GROUP_KEY).await? {
-        let group: Option<String> = serde_json::from_str(&stored)
-            .map_err(|e| RoomError::Store(StoreError::Corrupt(format!("room_state.group: {e}"))))?;
-        if group.is_some() {
-            if dispatcher.use_group_here(group.clone()) {
-                tracing::warn!(
-                    ?group,
-                    "the room uses the backend group an instructor chose before this start"
-                );
-            } else {
-                tracing::warn!(
-                    ?group,
-                    "an instructor chose a backend group that no backend has now: every backend is used"
-                );
-            }
-        }
+    let paused = store.room_value(PAUSED_KEY).await?;
+    let paused = paused.as_deref() == Some("true");
+    if dispatcher.is_paused() != paused {
+        dispatcher.set_paused_here(paused);
+    }
+    let group: Option<String> = match store.room_value(GROUP_KEY).await? {
+        Some(stored) => serde_json::from_str(&stored)
+            .map_err(|e| RoomError::Store(StoreError::Corrupt(format!("room_state.group: {e}"))))?,
+        None => None,
+    };
+    if !dispatcher.use_group_here(group.clone()) {
+        tracing::warn!(
+            ?group,
+            "an instructor chose a backend group that no backend has now: every backend is used"
+        );
+        dispatcher.use_group_here(None);
+    } else if group.is_some() {
+        tracing::info!(
+            ?group,
+            "the room uses the backend group an instructor chose"
+        );
     }
     for backend in dispatcher.backends() {
         let Some(stored) = store
@@ -864,7 +869,7 @@ async fn restore_backend_choices(dispatcher: &Dispatcher) -> RoomResult<()> {
             )))
         })?;
         if admission != Admission::Enabled {
-            tracing::warn!(backend = %backend.name, ?admission, "a backend stays as an instructor left it before this start");
+            tracing::info!(backend = %backend.name, ?admission, "a backend is as an instructor left it");
         }
         dispatcher.set_admission_here(&backend.name, admission);
     }

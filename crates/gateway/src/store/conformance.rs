@@ -988,10 +988,35 @@ async fn one_gateway_at_a_time_holds_the_dispatchers_lease(s: TestStore) {
         other.try_lease().await.unwrap().is_none(),
         "held by the first"
     );
+    // Claims are fenced by the lease: once a gateway has taken it, it
+    // claims only while it holds it.
+    let a = user(&s, "a", Role::Participant).await;
+    let first = submit(&s, a).await;
+    assert!(s.claim_job(&first.id, "gpu", 0, 1).await.unwrap().is_some());
     lease.release().await;
+    let second = submit(&s, a).await;
+    assert!(
+        s.claim_job(&second.id, "gpu", 0, 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "a gateway that lost the lease cannot claim"
+    );
+    assert_eq!(
+        s.job(&second.id).await.unwrap().unwrap().state,
+        JobState::Pending
+    );
     let mut taken = other.try_lease().await.unwrap().expect("released");
     taken.held().await.unwrap();
     assert!(s.try_lease().await.unwrap().is_none());
+    assert!(
+        other
+            .claim_job(&second.id, "gpu", 0, 2)
+            .await
+            .unwrap()
+            .is_some(),
+        "the new holder claims"
+    );
     // A holder whose connection ends (its process killed) frees it too.
     drop(taken);
     other.close().await;

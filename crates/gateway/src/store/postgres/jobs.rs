@@ -330,18 +330,21 @@ impl Postgres {
         // owner's name and counts: a statement's own subqueries would see
         // the table as it was before the statement.
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(concat!(
+        // Fenced: only while this gateway's lease holds (see `claim_fence`).
+        let sql = format!(
             "UPDATE jobs SET state = 'in_progress', backend = $2, slot = $4, started_at = $3, attempts = attempts + 1
-             WHERE id = $1 AND state = 'pending'
-             RETURNING ",
+             WHERE id = $1 AND state = 'pending' AND {}
+             RETURNING {}",
+            self.claim_fence(),
             job_columns!()
-        ))
-        .bind(id.to_string())
-        .bind(backend)
-        .bind(now)
-        .bind(i64::from(slot))
-        .fetch_optional(&mut *tx)
-        .await?;
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(backend)
+            .bind(now)
+            .bind(i64::from(slot))
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(r) = row else {
             return Ok(None);
         };

@@ -32,6 +32,10 @@ pub(super) struct Postgres {
     pool: PgPool,
     /// For connections of their own (the dispatcher's lease).
     options: std::sync::Arc<PgConnectOptions>,
+    /// The server process of the connection that last took the
+    /// dispatcher's lease (0: never taken): job claims check that it still
+    /// holds the lock, so a gateway that lost the lease cannot claim.
+    lease_pid: std::sync::Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl Postgres {
@@ -49,6 +53,7 @@ impl Postgres {
         Ok(Postgres {
             pool,
             options: options.into(),
+            lease_pid: Default::default(),
         })
     }
 
