@@ -419,7 +419,13 @@ async fn request_bodies_are_bounded_per_route() {
     let huge = format!(r#"{{"k": "{}"}}"#, "x".repeat(512 * 1024)).into_bytes();
     let floods = (0..4).map(|_| post("/api/settings", huge.clone()));
     for r in futures_util::future::join_all(floods).await {
-        assert_eq!(r.unwrap().status(), 413);
+        match r {
+            Ok(r) => assert_eq!(r.status(), 413),
+            // The 413 goes out before the body is read, and the server
+            // may close while the client still writes the rest: refused
+            // all the same (a loaded machine makes that likelier).
+            Err(e) => assert!(connection_cut(&e), "{e:?}"),
+        }
     }
     // Each request is small, but the stored file may not grow past it.
     let mut grown = 413;
@@ -462,4 +468,20 @@ async fn request_bodies_are_bounded_per_route() {
     assert_eq!(r.status(), 413, "any other body is small");
     let r = c.get(app.at("/api/settings")).send().await.unwrap();
     assert_eq!(r.status(), 200, "the server still answers");
+}
+
+/// Whether a request failed because the server closed the connection
+/// while the client was still sending (a broken pipe or a reset).
+fn connection_cut(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            );
+        }
+        source = err.source();
+    }
+    false
 }
