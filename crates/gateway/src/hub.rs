@@ -148,67 +148,48 @@ impl Hub {
 
     /// Sends to every socket of `user`.
     pub fn send_to_user(&self, user: UserId, msg: Outbound) {
+        // Relayed and delivered under one lock: the other gateways see
+        // frames from concurrent sends here in the order the sockets here
+        // do.
+        let mut users = self.lock_users();
         self.relay(|| Signal::ToUser(user, msg.clone()));
-        self.deliver_to_user(user, msg);
+        to_user(&mut users, user, msg);
     }
 
     /// Sends to every socket of `user` on this gateway.
     pub fn deliver_to_user(&self, user: UserId, msg: Outbound) {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(conns) = users.get_mut(&user) {
-            conns.retain(|c| deliver(c, msg.clone()));
-        }
+        to_user(&mut self.lock_users(), user, msg);
     }
 
     /// Sends to the socket `sid` of `user`, if it is connected. A preview
     /// with metadata (type 4) reaches a client that did not ask for that
     /// form as the plain preview (type 1) stock ComfyUI would send it.
     pub fn send_to_sid(&self, user: UserId, sid: &str, msg: Outbound) {
+        let mut users = self.lock_users();
         self.relay(|| Signal::ToSid(user, sid.to_string(), msg.clone()));
-        self.deliver_to_sid(user, sid, msg);
+        to_sid(&mut users, user, sid, msg);
     }
 
     /// [`send_to_sid`](Self::send_to_sid) on this gateway.
     pub fn deliver_to_sid(&self, user: UserId, sid: &str, msg: Outbound) {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(conns) = users.get_mut(&user) else {
-            return;
-        };
-        let Some(i) = conns.iter().position(|c| c.sid == sid) else {
-            return;
-        };
-        let c = &conns[i];
-        let msg = match msg {
-            Outbound::Binary(bytes) if !c.preview_metadata => match plain_preview(&bytes) {
-                Some(plain) => Outbound::Binary(plain),
-                None => Outbound::Binary(bytes),
-            },
-            other => other,
-        };
-        if !deliver(c, msg) {
-            conns.remove(i);
-        }
+        to_sid(&mut self.lock_users(), user, sid, msg);
     }
 
     /// Sends to every open socket (the instructor's announcements only);
     /// returns how many it reached on this gateway.
     pub fn send_to_everyone(&self, msg: Outbound) -> usize {
+        let mut users = self.lock_users();
         self.relay(|| Signal::ToEveryone(msg.clone()));
-        self.deliver_to_everyone(msg)
+        to_everyone(&mut users, msg)
     }
 
     /// [`send_to_everyone`](Self::send_to_everyone) on this gateway.
     pub fn deliver_to_everyone(&self, msg: Outbound) -> usize {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        let mut reached = 0;
-        for conns in users.values_mut() {
-            conns.retain(|c| {
-                let delivered = deliver(c, msg.clone());
-                reached += usize::from(delivered);
-                delivered
-            });
-        }
-        reached
+        to_everyone(&mut self.lock_users(), msg)
+    }
+
+    fn lock_users(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Connection>>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Closes every socket of `user` (their account was disabled or its
@@ -278,6 +259,44 @@ impl Registration<'_> {
             c.preview_metadata = on;
         }
     }
+}
+
+fn to_user(users: &mut HashMap<UserId, Vec<Connection>>, user: UserId, msg: Outbound) {
+    if let Some(conns) = users.get_mut(&user) {
+        conns.retain(|c| deliver(c, msg.clone()));
+    }
+}
+
+fn to_sid(users: &mut HashMap<UserId, Vec<Connection>>, user: UserId, sid: &str, msg: Outbound) {
+    let Some(conns) = users.get_mut(&user) else {
+        return;
+    };
+    let Some(i) = conns.iter().position(|c| c.sid == sid) else {
+        return;
+    };
+    let c = &conns[i];
+    let msg = match msg {
+        Outbound::Binary(bytes) if !c.preview_metadata => match plain_preview(&bytes) {
+            Some(plain) => Outbound::Binary(plain),
+            None => Outbound::Binary(bytes),
+        },
+        other => other,
+    };
+    if !deliver(c, msg) {
+        conns.remove(i);
+    }
+}
+
+fn to_everyone(users: &mut HashMap<UserId, Vec<Connection>>, msg: Outbound) -> usize {
+    let mut reached = 0;
+    for conns in users.values_mut() {
+        conns.retain(|c| {
+            let delivered = deliver(c, msg.clone());
+            reached += usize::from(delivered);
+            delivered
+        });
+    }
+    reached
 }
 
 /// Queues `msg` for `c`; `false` when the socket is gone, or so far behind

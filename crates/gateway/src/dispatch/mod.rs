@@ -552,6 +552,13 @@ impl Dispatcher {
     /// One round: starts every pending job the scheduler places on a free
     /// slot. Returns the jobs that started.
     pub async fn run_once(self: Arc<Self>) -> Result<Vec<JobId>, StoreError> {
+        if self.relay.is_some() {
+            // Cancels asked for on other gateways, should their signal
+            // have been lost.
+            for job in self.shared.store.cancel_requests().await? {
+                self.cancel_here(&job);
+            }
+        }
         if self.is_paused() {
             return Ok(Vec::new());
         }
@@ -1283,17 +1290,27 @@ impl Dispatcher {
     }
 
     /// Asks the run of `job` to stop it; false if it is not running. On a
-    /// gateway that does not dispatch, the one that does is asked (the
-    /// caller has seen the job in progress).
-    pub fn cancel_running(&self, job: &JobId) -> bool {
+    /// gateway that does not dispatch, the one that does is asked: at once
+    /// by a signal, and through the store, where it (or whichever gateway
+    /// takes over) finds the request even if the signal was lost.
+    pub async fn cancel_running(&self, job: &JobId) -> bool {
         if self.cancel_here(job) {
             return true;
         }
-        if self.relay.is_some() && !self.is_leading() {
-            self.relay(|| crate::cluster::Signal::Cancel(*job));
-            return true;
+        if self.relay.is_none() || self.is_leading() {
+            return false;
         }
-        false
+        let asked = match self.shared.store.request_cancel(job, now_ms()).await {
+            Ok(asked) => asked,
+            Err(e) => {
+                tracing::warn!(job = %job, error = %e, "could not keep a cancel request; the signal alone carries it");
+                true
+            }
+        };
+        if asked {
+            self.relay(|| crate::cluster::Signal::Cancel(*job));
+        }
+        asked
     }
 
     /// [`cancel_running`](Self::cancel_running) for a run on this gateway.

@@ -293,7 +293,7 @@ impl Jobs {
     /// Asks the job's run to stop it on its backend; the run tells the
     /// owner how it ended.
     async fn interrupt_job(&self, id: &JobId) -> bool {
-        self.dispatcher.cancel_running(id)
+        self.dispatcher.cancel_running(id).await
     }
 
     /// How many of the caller's jobs are waiting or running.

@@ -209,14 +209,14 @@ impl Room {
                     .store
                     .cancel_pending(job.owner, Some(&[*id]), now_ms())
                     .await?;
-                if done.is_empty() && !self.dispatcher.cancel_running(id) {
+                if done.is_empty() && !self.dispatcher.cancel_running(id).await {
                     return Err(ended(id));
                 }
                 self.shared().send_status(job.owner).await;
                 self.dispatcher.wake();
             }
             JobState::InProgress => {
-                if !self.dispatcher.cancel_running(id) {
+                if !self.dispatcher.cancel_running(id).await {
                     return Err(ended(id));
                 }
             }
@@ -241,7 +241,7 @@ impl Room {
             .await?;
         let mut interrupted = Vec::new();
         for job in self.shared().store.active_jobs_of(user.id).await? {
-            if job.state == JobState::InProgress && self.dispatcher.cancel_running(&job.id) {
+            if job.state == JobState::InProgress && self.dispatcher.cancel_running(&job.id).await {
                 interrupted.push(job.id.to_string());
             }
         }

@@ -57,6 +57,7 @@ conformance!(
     gateways_opening_one_database_together_share_it,
     one_gateway_at_a_time_holds_the_dispatchers_lease,
     what_one_gateway_broadcasts_the_others_hear_in_order,
+    a_cancel_request_waits_on_the_running_job,
 );
 
 fn name(s: &str) -> UserName {
@@ -1062,4 +1063,30 @@ async fn what_one_gateway_broadcasts_the_others_hear_in_order(s: TestStore) {
         heard.push(next.unwrap().expect("no lost link"));
     }
     assert_eq!(heard, sent, "every message, in order, long ones too");
+}
+
+async fn a_cancel_request_waits_on_the_running_job(s: TestStore) {
+    let a = user(&s, "a", Role::Participant).await;
+    let waiting = submit(&s, a).await;
+    let running = submit(&s, a).await;
+    s.claim_job(&running.id, "gpu", 0, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !s.request_cancel(&waiting.id, 2).await.unwrap(),
+        "only a running job"
+    );
+    assert!(s.cancel_requests().await.unwrap().is_empty());
+    assert!(s.request_cancel(&running.id, 2).await.unwrap());
+    assert_eq!(s.cancel_requests().await.unwrap(), [running.id]);
+    s.finish_job(&running.id, 1, &finish(JobState::Cancelled, 3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        s.cancel_requests().await.unwrap().is_empty(),
+        "an ended job is no request"
+    );
+    assert!(!s.request_cancel(&running.id, 4).await.unwrap());
 }

@@ -482,6 +482,11 @@ operations! {
     /// Returns the owner's (pending, in progress) counts after it; `None`
     /// if the job was not in progress under `attempt`.
     fn finish_job(&self, id: &JobId, attempt: i64, f: &Finish) -> StoreResult<Option<(u32, u32)>>;
+    /// Asks whichever gateway dispatches to stop a running job; false if
+    /// it is not running.
+    fn request_cancel(&self, id: &JobId, now: i64) -> StoreResult<bool>;
+    /// The running jobs someone asked to stop.
+    fn cancel_requests(&self) -> StoreResult<Vec<JobId>>;
     /// pending → cancelled for the owner's jobs among `ids` (all when
     /// `None`); returns the ids that changed.
     fn cancel_pending(&self, owner: UserId, ids: Option<&[JobId]>, now: i64) -> StoreResult<Vec<JobId>>;

@@ -267,10 +267,17 @@ async fn prompts_to_either_gateway_run_once_and_every_event_reaches_the_other() 
         seen_on_b.len(),
         "as many frames on either gateway"
     );
-    assert!(
-        seen_on_a == seen_on_b,
-        "the same frames in the same order on the gateway that does not dispatch"
-    );
+    if let Some(i) = (0..seen_on_a.len()).find(|&i| seen_on_a[i] != seen_on_b[i]) {
+        let show = |m: &Message| match m {
+            Message::Text(t) => t.chars().take(300).collect::<String>(),
+            other => format!("{} bytes", other.len()),
+        };
+        panic!(
+            "the same frames in the same order on the gateway that does not dispatch: frame {i} differs\n  there: {}\n  here:  {}",
+            show(&seen_on_a[i]),
+            show(&seen_on_b[i])
+        );
+    }
 
     // The GPUs as the dispatching gateway sees them (it has used them)
     // reach the other: its participants' panel says they are ready, not
@@ -526,4 +533,28 @@ async fn login_limits_and_the_rooms_pause_hold_on_every_gateway() {
     assert_eq!(resumed.status(), 200);
     frames_until_done(&mut on_b, &id).await;
     assert_eq!(room.attempts(std::slice::from_ref(&id)).await, [1]);
+
+    // Interrupted from the gateway that does not dispatch: the run on the
+    // other stops.
+    let long = submit(&http, &b, txt2img_prompt(5, 200)).await;
+    loop {
+        let f = next_frame(&mut on_b).await;
+        if f["type"] == "progress" && f["data"]["prompt_id"] == long {
+            break;
+        }
+    }
+    let r = http
+        .post(format!("{b}/api/interrupt"))
+        .json(&json!({"prompt_id": long}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let frames = frames_until_done(&mut on_b, &long).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "execution_interrupted" && f["data"]["prompt_id"] == long),
+        "interrupted"
+    );
 }

@@ -470,6 +470,26 @@ impl Sqlite {
         row.map(|r| owner_counts(&r)).transpose()
     }
 
+    pub async fn request_cancel(&self, id: &JobId, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET cancel_requested_at = $2 WHERE id = $1 AND state = 'in_progress'",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn cancel_requests(&self) -> StoreResult<Vec<JobId>> {
+        let rows = sqlx::query(
+            "SELECT id FROM jobs WHERE state = 'in_progress' AND cancel_requested_at IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(parse_id).collect()
+    }
+
     /// pending → cancelled for the owner's jobs among `ids` (all pending ones
     /// when `ids` is `None`); returns the ids that changed.
     pub async fn cancel_pending(
