@@ -267,11 +267,17 @@ impl Accounts {
         let hash = record.as_ref().map(|u| u.password_hash.clone());
         let turn = password::turn().await;
         let attempt = self.limiter.recheck(attempt).map_err(limited)?;
-        let ok = password::verify_in_turn(turn, password, hash).await;
+        let (ok, turn) = password::verify_in_turn(turn, password, hash).await;
         match record {
-            Some(user) if ok && !user.disabled => self.open_session(attempt, user).await,
+            Some(user) if ok && !user.disabled => {
+                drop(turn);
+                self.open_session(attempt, user).await
+            }
             _ => {
+                // Counted before the turn goes: the next check in line
+                // looks at the address's limit with this failure in it.
                 self.limiter.failed(attempt);
+                drop(turn);
                 Err(AuthError::InvalidCredentials)
             }
         }

@@ -64,23 +64,32 @@ pub async fn hash(password: &Password) -> String {
 /// same time and answers false.
 #[cfg(test)]
 pub async fn verify(password: &Password, stored: Option<String>) -> bool {
-    verify_in_turn(turn().await, password, stored).await
+    verify_in_turn(turn().await, password, stored).await.0
 }
 
 /// [`verify`] in a turn the caller already holds.
-pub async fn verify_in_turn(turn: Turn, password: &Password, stored: Option<String>) -> bool {
+/// Gives the turn back with the answer, so the caller can count a failure
+/// before the next check in line takes the turn and looks at the limits.
+/// (`None` for the turn: the check itself failed, and its turn went.)
+pub async fn verify_in_turn(
+    turn: Turn,
+    password: &Password,
+    stored: Option<String>,
+) -> (bool, Option<Turn>) {
     let password = password.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
         let matched = verify_now(&password, stored.as_deref());
         crate::allocator::release_freed();
-        matched
+        (matched, turn)
     })
     .await;
-    checked.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "a password check failed");
-        false
-    })
+    match checked {
+        Ok((matched, turn)) => (matched, Some(turn)),
+        Err(e) => {
+            tracing::error!(error = %e, "a password check failed");
+            (false, None)
+        }
+    }
 }
 
 fn verify_now(password: &Password, stored: Option<&str>) -> bool {
