@@ -34,7 +34,8 @@ pub struct Cli {
     /// Where the database and participants' files live.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Database URL (default: an SQLite file in the data directory).
+    /// Database URL (default: an SQLite file in the data directory;
+    /// postgres://… for several gateways sharing one database).
     #[arg(long, global = true, value_name = "URL")]
     database_url: Option<String>,
     #[command(subcommand)]

@@ -30,6 +30,10 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("{0}")]
     Unsupported(String),
+    /// The dispatcher's lease is not (or no longer certainly) this
+    /// gateway's.
+    #[error("the dispatcher's lease: {0}")]
+    Lease(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -243,7 +247,7 @@ pub enum Inserted {
 
 /// The kind of database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+enum Dialect {
     /// One file (or memory), one gateway.
     Sqlite,
     /// A server several gateways share.
@@ -251,7 +255,7 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    pub fn of(url: &str) -> StoreResult<Dialect> {
+    fn of(url: &str) -> StoreResult<Dialect> {
         if url.starts_with("sqlite:") {
             Ok(Dialect::Sqlite)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -314,14 +318,6 @@ impl Store {
             }
         };
         Ok(Store { engine })
-    }
-
-    /// Which engine answers.
-    pub fn dialect(&self) -> Dialect {
-        match &self.engine {
-            Engine::Sqlite(_) => Dialect::Sqlite,
-            Engine::Postgres(_) => Dialect::Postgres,
-        }
     }
 
     /// Closes the connections, flushing what the engine buffers.

@@ -135,6 +135,24 @@ impl Room {
     }
 }
 
+/// The JSON a GET answers, with `http`'s session.
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The JSON an admin API GET answers, with the room's admin token.
+async fn admin_json(url: String) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth("room-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn ready(url: &str) -> Value {
     reqwest::get(format!("{url}/ready"))
         .await
@@ -284,14 +302,7 @@ async fn prompts_to_either_gateway_run_once_and_every_event_reaches_the_other() 
     // warming up (as a gateway that never probed them would say).
     within("the other gateway to hear the GPUs are ready", async {
         loop {
-            let standing: Value = http
-                .get(format!("{b}/api/comfyume/room"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let standing: Value = get_json(&http, format!("{b}/api/comfyume/room")).await;
             if standing["gpus"] == "ready" {
                 break;
             }
@@ -300,25 +311,10 @@ async fn prompts_to_either_gateway_run_once_and_every_event_reaches_the_other() 
         }
     })
     .await;
-    let backends: Value = reqwest::Client::new()
-        .get(format!("{b}/admin/api/backends"))
-        .bearer_auth("room-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let backends: Value = admin_json(format!("{b}/admin/api/backends")).await;
     assert_eq!(backends[0]["name"], "sim");
     assert_eq!(backends[0]["state"], "ready", "{backends}");
-    let jobs: Value = http
-        .get(format!("{b}/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = get_json(&http, format!("{b}/api/jobs")).await;
     assert_eq!(jobs["pagination"]["total"], 6, "nothing duplicated: {jobs}");
     assert_eq!(
         room.attempts(&ids).await,
@@ -388,24 +384,10 @@ async fn kill_9_of_the_dispatching_gateway_mid_job_hands_the_room_to_the_other()
     );
     assert_eq!(ready(&b).await["dispatching"], true);
 
-    let jobs: Value = http
-        .get(format!("{b}/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = get_json(&http, format!("{b}/api/jobs")).await;
     assert_eq!(jobs["pagination"]["total"], 3, "nothing duplicated: {jobs}");
     for id in &ids {
-        let job: Value = http
-            .get(format!("{b}/api/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job: Value = get_json(&http, format!("{b}/api/jobs/{id}")).await;
         assert_eq!(job["status"], "completed", "{job}");
         assert_eq!(job["outputs_count"], 1);
     }
@@ -511,15 +493,7 @@ async fn login_limits_and_the_rooms_pause_hold_on_every_gateway() {
         429,
         "the name's guesses on the other gateway count here"
     );
-    let room_b: Value = reqwest::Client::new()
-        .get(format!("{b}/admin/api/jobs"))
-        .bearer_auth("room-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let room_b: Value = admin_json(format!("{b}/admin/api/jobs")).await;
     assert_eq!(room_b["paused"], true, "{room_b}");
 
     // Resumed on the other gateway: the dispatching one runs again.

@@ -65,7 +65,7 @@ impl Lease {
         let held: bool = tokio::time::timeout(LEASE_TIMEOUT, look)
             .await
             .map_err(|_| {
-                StoreError::Unsupported(format!(
+                StoreError::Lease(format!(
                     "the lease's connection did not answer within {} s",
                     LEASE_TIMEOUT.as_secs()
                 ))
@@ -73,8 +73,8 @@ impl Lease {
         if held {
             Ok(())
         } else {
-            Err(StoreError::Unsupported(
-                "the dispatcher's lock is no longer held by this gateway's connection".into(),
+            Err(StoreError::Lease(
+                "its lock is no longer held by this gateway's connection".into(),
             ))
         }
     }
@@ -156,7 +156,7 @@ impl Postgres {
             tokio::time::timeout(LEASE_TIMEOUT, take)
                 .await
                 .map_err(|_| {
-                    StoreError::Unsupported(format!(
+                    StoreError::Lease(format!(
                         "the database did not answer within {} s",
                         LEASE_TIMEOUT.as_secs()
                     ))
