@@ -7,6 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The suite's own knob, taken out of the environment: the gateway reads
+# every COMFYUME_* variable as configuration, and refuses unknown ones.
+fuzz_seconds="${COMFYUME_FUZZ_SECONDS:-60}"
+unset COMFYUME_FUZZ_SECONDS
+
 scripts/fetch-frontend.sh
 
 # Debian packages: Chromium for the browser tests, systemd-analyze for the
@@ -147,7 +152,6 @@ fi
 # for a bounded time from a corpus seeded afresh from the recorded traffic
 # in fixtures/. A crash fails the suite and leaves its input in the copy's
 # fuzz/artifacts/<target>/.
-fuzz_seconds="${COMFYUME_FUZZ_SECONDS:-60}"
 if [ "$fuzz_seconds" -gt 0 ]; then
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
   corpus="${TMPDIR:-/tmp}/comfyume-fuzz-corpus"
