@@ -29,7 +29,8 @@ fi
 
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 
-# The backup tests' S3-compatible server: moto (PyPI) in server mode, from
+# The S3-compatible server of the backup tests and of participants' files
+# in a bucket: moto (PyPI) in server mode, from
 # a virtualenv kept between runs (crates/gateway/tests/s3/moto_server.py).
 moto_env="${TMPDIR:-/tmp}/comfyume-test-tools/moto"
 if ! "$moto_env/bin/python" -c 'import moto.server' 2>/dev/null; then
@@ -87,6 +88,12 @@ git ls-files -z --cached --others --exclude-standard \
   # backup, export and account tests run against the data directory).
   TEST_DATABASE=postgres cargo test --locked -p comfyume --test integration -- \
     --skip backup:: --skip cli:: --skip export::
+  # And once more with participants' files in an S3-compatible bucket
+  # (moto) instead of on disk: every route must answer as it does from
+  # the disk. Left out: backups (they copy the database and the wall,
+  # not a bucket; the disk guard guards the disk).
+  TEST_FILES=bucket cargo test --locked -p comfyume --test integration -- \
+    --skip backup::
 )
 
 # Against a stock ComfyUI v0.33.0, the server the gateway drives, when

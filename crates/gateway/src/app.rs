@@ -85,6 +85,8 @@ pub enum StartError {
     Warmup { path: String, reason: String },
     #[error("backups: {0}")]
     Backup(#[from] crate::backup::BackupError),
+    #[error("participants' files: {0}")]
+    Files(String),
 }
 
 impl AppState {
@@ -152,7 +154,21 @@ impl AppState {
         let mut workspaces = Workspaces::new(config.data_dir.join("users"))
             .with_quota(config.limits.max_user_disk_bytes)
             .with_disk_guard(disk.clone());
-        if cluster.is_some() {
+        let files_bucket =
+            crate::buckets::files_bucket(&config.files).map_err(StartError::Files)?;
+        if let Some(store) = files_bucket {
+            let url = config.files.url.as_deref().unwrap_or_default();
+            crate::buckets::check_reachable(store.as_ref(), url)
+                .await
+                .map_err(StartError::Files)?;
+            workspaces = workspaces.with_bucket(crate::workspace::Bucket::new(store));
+            if config.backup.to.is_some() {
+                tracing::warn!(
+                    bucket = url,
+                    "participants' files are in a bucket, which backups do not copy; keep them with the bucket's own versioning or replication"
+                );
+            }
+        } else if cluster.is_some() {
             // Other gateways write to the same files (a shared data_dir).
             workspaces = workspaces.with_shared_locks(config.data_dir.join(".locks"));
         }

@@ -47,6 +47,7 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub backends: Vec<BackendConfig>,
     pub backup: BackupConfig,
+    pub files: FilesConfig,
 }
 
 impl Default for Config {
@@ -67,6 +68,7 @@ impl Default for Config {
             dispatch: DispatchConfig::default(),
             backends: Vec::new(),
             backup: BackupConfig::default(),
+            files: FilesConfig::default(),
         }
     }
 }
@@ -299,6 +301,33 @@ impl Default for BackupConfig {
             timeout_seconds: 60,
             max_retries: 3,
             collect_after_seconds: 6 * 3600,
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// Where participants' files (workflows, settings, uploads, outputs)
+/// live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Unset: in `<data_dir>/users`, on this machine's disk or a
+    /// filesystem the gateways share. `s3://BUCKET/PREFIX`: in an
+    /// S3-compatible bucket, which every gateway reaches.
+    pub url: Option<String>,
+    /// A request the bucket has not answered within this is an error.
+    pub timeout_seconds: u64,
+    /// Retries of a failed request to the bucket (with backoff).
+    pub max_retries: u32,
+    pub s3: S3Config,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout_seconds: 30,
+            max_retries: 3,
             s3: S3Config::default(),
         }
     }

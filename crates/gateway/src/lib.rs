@@ -27,6 +27,7 @@
 //! - [`jobs`]: accepting prompts; each user's queue and history.
 //! - [`dispatch`]: running jobs on backend slots and relaying their events.
 //! - [`room`]: the instructor's actions on the room, each audited.
+//! - [`buckets`]: opening S3-compatible buckets (backups, participants' files).
 //! - [`store`]: the database (the only place with SQL).
 //! - [`doctor`]: `comfyume doctor`, the pre-workshop checks.
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
@@ -39,6 +40,7 @@ pub mod auth;
 pub mod backend;
 pub mod backend_assets;
 pub mod backup;
+pub mod buckets;
 pub mod catalogue;
 pub mod cli;
 pub mod clock;

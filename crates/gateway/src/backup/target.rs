@@ -1,24 +1,17 @@
 //! Where backups go: an S3-compatible bucket (AWS S3, Cloudflare R2,
 //! MinIO) or a local folder, behind `object_store`'s one interface.
 //!
-//! `object_store` (Apache Arrow's) rather than the AWS SDK: one small
-//! client for S3 and the local filesystem alike, built on the reqwest and
-//! rustls the gateway already has, with retries and timeouts we set; the
-//! SDK is many times its build and speaks only S3.
+//! `object_store` serves S3 ([`crate::buckets`]) and the local
+//! filesystem alike.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::prefix::PrefixStore;
-use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
-    WriteMultipart,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::Digest;
 
 use super::BackupError;
@@ -77,64 +70,15 @@ impl Target {
                     .with_automatic_cleanup(true),
             )
         } else if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("no bucket: s3://BUCKET/PREFIX"));
-            }
-            let s3 = &config.s3;
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            if let Some(endpoint) = &s3.endpoint {
-                builder = builder.with_endpoint(endpoint);
-            }
-            if let Some(region) = &s3.region {
-                builder = builder.with_region(region);
-            }
-            if let Some(key) = &s3.access_key_id {
-                builder = builder.with_access_key_id(key);
-            }
-            if let Some(secret) = &s3.secret_access_key {
-                builder = builder.with_secret_access_key(secret.expose());
-            }
-            if let Some(token) = &s3.session_token {
-                builder = builder.with_token(token.expose());
-            }
-            let timeout = Duration::from_secs(config.timeout_seconds);
-            // The client options replace what `from_env` read, so plain
-            // HTTP is allowed here for an endpoint from either place.
-            let endpoint = s3
-                .endpoint
-                .clone()
-                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-                .or_else(|| std::env::var("AWS_ENDPOINT").ok());
-            let allow_http = endpoint.is_some_and(|e| e.starts_with("http://"))
-                || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-            builder = builder
-                .with_client_options(
-                    // The limit is on silence (connecting, or waiting for
-                    // the next bytes), not on a whole transfer: reading
-                    // back a large video takes as long as it takes.
-                    ClientOptions::new()
-                        .with_timeout_disabled()
-                        .with_connect_timeout(timeout.min(Duration::from_secs(10)))
-                        .with_read_timeout(timeout)
-                        .with_allow_http(allow_http),
-                )
-                .with_retry(RetryConfig {
-                    backoff: BackoffConfig {
-                        init_backoff: Duration::from_millis(100),
-                        max_backoff: Duration::from_secs(15),
-                        base: 2.0,
-                    },
-                    max_retries: config.max_retries as usize,
-                    retry_timeout: timeout.saturating_mul(config.max_retries.max(1)),
-                });
-            let s3 = builder.build().map_err(|e| bad(&e.to_string()))?;
-            let prefix = prefix.trim_matches('/');
-            if prefix.is_empty() {
-                Arc::new(s3)
-            } else {
-                Arc::new(PrefixStore::new(s3, prefix))
-            }
+            crate::buckets::open_s3(
+                rest,
+                &config.s3,
+                crate::buckets::Patience {
+                    timeout: Duration::from_secs(config.timeout_seconds),
+                    max_retries: config.max_retries,
+                },
+            )
+            .map_err(|e| bad(&e))?
         } else {
             return Err(bad("expected s3://BUCKET/PREFIX or file:///PATH"));
         };

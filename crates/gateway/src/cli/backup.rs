@@ -107,6 +107,11 @@ pub async fn backup(config: Config, args: BackupArgs) -> anyhow::Result<()> {
             let report = backup::take::take(&source, &target, &options).await;
             store.close().await;
             let report = report?;
+            if let Some(bucket) = &config.files.url {
+                eprintln!(
+                    "note: participants' files are in {bucket}, which backups do not copy (only the database and the wall are in this one); keep them with the bucket's own versioning or replication"
+                );
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -56,7 +56,10 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let workspaces = Workspaces::new(config.data_dir.join("users"));
+    let mut workspaces = Workspaces::new(config.data_dir.join("users"));
+    if let Some(store) = crate::buckets::files_bucket(&config.files).map_err(anyhow::Error::msg)? {
+        workspaces = workspaces.with_bucket(crate::workspace::Bucket::new(store));
+    }
     for name in names {
         let path = args.out.join(format!("{name}.zip"));
         let partial = args.out.join(format!(".{name}.zip.partial"));

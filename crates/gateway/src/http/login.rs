@@ -92,9 +92,11 @@ pub async fn submit(
         Some(room_password) => {
             // A name whose folders outlive a removed account stays taken:
             // nobody joins into someone else's files.
-            let leftover = comfyume_domain::UserName::parse(&form.username)
-                .is_ok_and(|name| state.workspaces.user(&name).dir().exists());
-            if leftover {
+            let leftover = match comfyume_domain::UserName::parse(&form.username) {
+                Ok(name) => state.workspaces.user(&name).has_files().await,
+                Err(_) => Ok(false),
+            };
+            if leftover.map_err(|e| ApiError::internal(e.to_string()))? {
                 Err(AuthError::NameTaken)
             } else {
                 state

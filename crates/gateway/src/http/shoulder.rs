@@ -152,12 +152,12 @@ pub async fn file(
             content_disposition: "attachment".into(),
             ..found.serve_as
         };
-        return super::comfy::serve_file(&found.path, &serve_as).await;
+        return super::comfy::serve_file(&found.source, &serve_as).await;
     }
     let (subfolder, file_name) = path.rsplit_once('/').unwrap_or(("", path));
     let target = workspace
         .resolve_view(Some(file_name), Some(kind), Some(subfolder))
         .await?;
     let serve_as = view_serve_as(&target.file_name, Some("image"));
-    super::comfy::serve_file(&target.path, &serve_as).await
+    super::comfy::serve_file(&target.source, &serve_as).await
 }

@@ -85,7 +85,7 @@ pub async fn image(
     let (item, path) = state.room.wall_image(id, user.role == Role::Admin).await?;
     let serve_as =
         crate::workspace::view_serve_as(&format!("{}.{}", item.id, item.ext), Some("image"));
-    super::comfy::serve_file(&path, &serve_as).await
+    super::comfy::serve_file(&crate::workspace::FileSource::Disk(path), &serve_as).await
 }
 
 /// `GET /wall`: the projector page.

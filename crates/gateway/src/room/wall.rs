@@ -70,7 +70,9 @@ impl Room {
             .await
             .map_err(|e| RoomError::Files(e.into()))?;
         let incoming = dir.join(format!(".incoming-{}", uuid::Uuid::new_v4()));
-        if let Err(e) = tokio::fs::copy(&target.path, &incoming).await {
+        let bytes = target.source.read_all().await.map_err(RoomError::Files)?;
+        if let Err(e) = tokio::fs::write(&incoming, bytes).await {
+            let _ = tokio::fs::remove_file(&incoming).await;
             return Err(RoomError::Files(e.into()));
         }
         let id = match self

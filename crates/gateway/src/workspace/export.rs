@@ -30,6 +30,9 @@ impl Workspace {
     /// Writes this user's workflows and outputs as a zip to `out`. Blocking:
     /// call it on a blocking thread.
     pub fn export_zip<W: Write>(&self, out: W) -> io::Result<ExportSummary> {
+        if let Some(bucket) = &self.bucket {
+            return export_from_bucket(bucket, out);
+        }
         let mut files = Vec::new();
         collect(
             &self.userdata_dir().join("workflows"),
@@ -52,20 +55,65 @@ impl Workspace {
                 Err(e) => return Err(e),
             };
             let size = file.metadata()?.len();
-            let method = if name.ends_with(".json") {
-                CompressionMethod::Deflated
-            } else {
-                CompressionMethod::Stored
-            };
-            let options = SimpleFileOptions::default()
-                .compression_method(method)
-                .large_file(size >= u64::from(u32::MAX));
-            zip.start_file(name, options).map_err(io::Error::other)?;
+            zip.start_file(name.as_str(), entry_options(&name, size))
+                .map_err(io::Error::other)?;
             summary.bytes += io::copy(&mut file, &mut zip)?;
         }
         zip.finish().map_err(io::Error::other)?;
         Ok(summary)
     }
+}
+
+/// The export of a user whose files are in the bucket: the bucket's
+/// answers awaited on this (blocking) thread, one piece at a time.
+fn export_from_bucket<W: Write>(
+    bucket: &super::bucket::UserBucket,
+    out: W,
+) -> io::Result<ExportSummary> {
+    use futures_util::StreamExt;
+    let runtime = tokio::runtime::Handle::current();
+    let files = runtime
+        .block_on(Workspace::bucket_export_files(bucket))
+        .map_err(io::Error::other)?;
+    let workflows = files
+        .iter()
+        .filter(|(name, _)| name.starts_with("workflows/"))
+        .count();
+    let mut summary = ExportSummary {
+        workflows,
+        outputs: files.len() - workflows,
+        bytes: 0,
+    };
+    let mut zip = zip::ZipWriter::new_stream(out);
+    for (name, source) in files {
+        let mut opened = match runtime.block_on(source.open()) {
+            Ok(opened) => opened,
+            // Deleted since it was listed.
+            Err(super::WorkspaceError::NotFound(_)) => continue,
+            Err(e) => return Err(io::Error::other(e)),
+        };
+        zip.start_file(name.as_str(), entry_options(&name, opened.size))
+            .map_err(io::Error::other)?;
+        while let Some(chunk) = runtime.block_on(opened.bytes.next()) {
+            let chunk = chunk?;
+            zip.write_all(&chunk)?;
+            summary.bytes += chunk.len() as u64;
+        }
+    }
+    zip.finish().map_err(io::Error::other)?;
+    Ok(summary)
+}
+
+/// Workflows are compressed; outputs stored as they are.
+fn entry_options(name: &str, size: u64) -> SimpleFileOptions {
+    let method = if name.ends_with(".json") {
+        CompressionMethod::Deflated
+    } else {
+        CompressionMethod::Stored
+    };
+    SimpleFileOptions::default()
+        .compression_method(method)
+        .large_file(size >= u64::from(u32::MAX))
 }
 
 /// Every regular file under `dir`, as (name in the zip, path), in name

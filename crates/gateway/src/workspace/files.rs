@@ -11,6 +11,7 @@ use serde::{Serialize, Serializer};
 
 use super::error::FILE_NOT_FOUND;
 use super::mime::{self, OCTET_STREAM, ServeAs};
+use super::source::FileSource;
 use super::userdata::sorted_entries;
 use super::{Result, Staged, Workspace, WorkspaceError, blocking, stat};
 use comfyume_domain::{FileKind, PathError, SafeRelPath};
@@ -98,7 +99,7 @@ impl ViewRequest {
 /// A `/view` file that exists and is a regular file.
 #[derive(Debug, Clone)]
 pub struct ViewTarget {
-    pub path: PathBuf,
+    pub source: FileSource,
     /// The name for `Content-Disposition` (annotation and directories
     /// stripped).
     pub file_name: String,
@@ -243,6 +244,16 @@ impl Workspace {
         overwrite: bool,
     ) -> Result<UploadOutcome> {
         let file_name = parse_upload_file_name(file_name)?;
+        if let Some(bucket) = &self.bucket {
+            let name = self
+                .bucket_save_upload(bucket, kind, subfolder, file_name, data, overwrite)
+                .await?;
+            return Ok(UploadOutcome {
+                name,
+                subfolder: subfolder.as_str().to_owned(),
+                kind,
+            });
+        }
         let dir = subfolder.under(&self.kind_dir(kind));
         let staging = self.staging_dir();
         let guard = self.write_lock().await;
@@ -300,10 +311,29 @@ impl Workspace {
         subfolder: Option<&str>,
     ) -> Result<ViewTarget> {
         let req = parse_view_request(filename, kind, subfolder)?;
+        if let Some(bucket) = &self.bucket {
+            let raw = if req.subfolder.is_root() {
+                req.file_name.clone()
+            } else {
+                format!("{}/{}", req.subfolder.as_str(), req.file_name)
+            };
+            let rel =
+                SafeRelPath::parse(&raw).map_err(|_| WorkspaceError::NotFound(FILE_NOT_FOUND))?;
+            return match Self::bucket_find(bucket, req.kind, &rel).await? {
+                Some((source, size)) => Ok(ViewTarget {
+                    source,
+                    file_name: req.file_name,
+                    kind: req.kind,
+                    subfolder: req.subfolder,
+                    size,
+                }),
+                None => Err(WorkspaceError::NotFound(FILE_NOT_FOUND)),
+            };
+        }
         let path = req.path_in(self);
         match tokio::fs::metadata(&path).await {
             Ok(md) if md.is_file() => Ok(ViewTarget {
-                path,
+                source: FileSource::Disk(path),
                 file_name: req.file_name,
                 kind: req.kind,
                 subfolder: req.subfolder,
@@ -317,6 +347,9 @@ impl Workspace {
     /// subfolders'), hidden ones excluded, newest first (ties by name), each
     /// as `"name [kind]"`. A folder not created yet lists as `[]`.
     pub async fn list_files(&self, kind: FileKind) -> Result<Vec<String>> {
+        if let Some(bucket) = &self.bucket {
+            return Self::bucket_list_files(bucket, kind).await;
+        }
         let dir = self.kind_dir(kind);
         blocking(move || {
             let mut files: Vec<(SystemTime, String)> = sorted_entries(&dir)
@@ -342,6 +375,9 @@ impl Workspace {
     /// subfolders'; hidden ones included, as `os.listdir` does) whose type is
     /// an image, sorted by name.
     pub async fn input_images(&self) -> Result<Vec<String>> {
+        if let Some(bucket) = &self.bucket {
+            return Self::bucket_input_images(bucket).await;
+        }
         let dir = self.kind_dir(FileKind::Input);
         blocking(move || {
             Ok(sorted_entries(&dir)
@@ -359,7 +395,7 @@ impl Workspace {
 
 /// Python's `os.path.splitext` on a bare name: the extension starts at the
 /// last dot, unless only dots precede it (`.bashrc` has none).
-fn split_ext(name: &str) -> (&str, &str) {
+pub(super) fn split_ext(name: &str) -> (&str, &str) {
     match name.rfind('.') {
         Some(i) if name[..i].chars().any(|c| c != '.') => name.split_at(i),
         _ => (name, ""),
@@ -615,14 +651,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            (t.kind, fs::read(&t.path).unwrap()),
+            (t.kind, fs::read(t.source.disk_path()).unwrap()),
             (FileKind::Input, b"in".to_vec())
         );
         let t = ws
             .resolve_view(Some("g.png [input]"), Some("bogus"), Some("pasted"))
             .await
             .unwrap();
-        assert_eq!(fs::read(&t.path).unwrap(), b"sub");
+        assert_eq!(fs::read(t.source.disk_path()).unwrap(), b"sub");
         let t = ws
             .resolve_view(Some("t.png"), Some("temp"), Some(""))
             .await
@@ -633,7 +669,7 @@ mod tests {
             .resolve_view(Some("whatever/g.png"), Some("input"), None)
             .await
             .unwrap();
-        assert_eq!(fs::read(&t.path).unwrap(), b"in");
+        assert_eq!(fs::read(t.source.disk_path()).unwrap(), b"in");
         assert_eq!(t.file_name, "g.png");
     }
 
@@ -899,8 +935,8 @@ mod tests {
             put(&ws, FileKind::Output, "b.png", b"mine");
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             if let Ok(t) = rt.block_on(ws.resolve_view(Some(&f), ty.as_deref(), sub.as_deref())) {
-                prop_assert!(stays_inside(&t.path, ws.dir()), "{:?}", t.path);
-                prop_assert_eq!(fs::read(&t.path).unwrap(), b"mine".to_vec());
+                prop_assert!(stays_inside(t.source.disk_path(), ws.dir()), "{:?}", t.source.disk_path());
+                prop_assert_eq!(fs::read(t.source.disk_path()).unwrap(), b"mine".to_vec());
             }
         }
     }

@@ -29,6 +29,9 @@
 //! Gateways sharing the data directory (`crate::cluster`) also take turns
 //! through a file lock per user ([`Workspaces::with_shared_locks`]).
 
+mod bucket;
+#[cfg(test)]
+mod conformance;
 mod error;
 mod export;
 mod files;
@@ -36,6 +39,7 @@ mod info;
 mod mime;
 pub mod preview;
 mod settings;
+mod source;
 mod userdata;
 
 use std::collections::HashMap;
@@ -47,8 +51,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use comfyume_domain::{FileKind, UserName};
+use comfyume_domain::{FileKind, SafeRelPath, UserName};
 
+pub use bucket::Bucket;
 pub use error::{Result, WorkspaceError};
 pub use export::ExportSummary;
 pub use files::{
@@ -59,6 +64,7 @@ pub use files::{
 pub use info::FileInfo;
 pub(crate) use mime::guess as guess_content_type;
 pub use mime::{ServeAs, is_dangerous_content_type};
+pub use source::{FileSource, OpenedFile};
 pub use userdata::{
     ListFormat, UserdataFile, V2Entry, V2Kind, overwrite_flag, parse_userdata_dir,
     parse_userdata_path, parse_v2_path, query_flag, render_listing, userdata_serve_as,
@@ -77,6 +83,8 @@ pub struct Workspaces {
     /// Where the per-user file locks live, when other gateways write to
     /// the same files.
     shared_locks: Option<PathBuf>,
+    /// Where the files are when they are not under `root`.
+    bucket: Option<Bucket>,
 }
 
 impl Workspaces {
@@ -88,7 +96,16 @@ impl Workspaces {
             quota: None,
             disk: None,
             shared_locks: None,
+            bucket: None,
         }
+    }
+
+    /// Keeps every user's files in `bucket` instead of under the root
+    /// (see [`bucket`](self::bucket)); the disk guard and the file locks
+    /// then have nothing to guard.
+    pub fn with_bucket(mut self, bucket: Bucket) -> Self {
+        self.bucket = Some(bucket);
+        self
     }
 
     /// Writers to a user's files also hold a file lock in `dir` (one file
@@ -137,6 +154,10 @@ impl Workspaces {
                 .shared_locks
                 .as_ref()
                 .map(|dir| dir.join(name.as_str())),
+            bucket: self
+                .bucket
+                .as_ref()
+                .map(|b| bucket::UserBucket::new(b, name.as_str())),
         }
     }
 }
@@ -175,6 +196,8 @@ pub struct Workspace {
     disk: Option<crate::disk::DiskGuard>,
     /// The user's lock file, when gateways share the files.
     shared_lock: Option<PathBuf>,
+    /// The user's part of the files bucket, when the files are there.
+    bucket: Option<bucket::UserBucket>,
 }
 
 impl Workspace {
@@ -191,6 +214,29 @@ impl Workspace {
     /// `<root>/<user>/{input,output,temp}`.
     pub fn kind_dir(&self, kind: FileKind) -> PathBuf {
         self.dir.join(kind.as_str())
+    }
+
+    /// Whether the user has kept any file at all.
+    pub async fn has_files(&self) -> Result<bool> {
+        match &self.bucket {
+            Some(bucket) => Self::bucket_has_files(bucket).await,
+            None => Ok(tokio::fs::try_exists(&self.dir).await?),
+        }
+    }
+
+    /// One of the user's input files, whole (sent to a GPU with a job).
+    pub async fn read_input(&self, rel: &SafeRelPath) -> Result<Vec<u8>> {
+        match &self.bucket {
+            Some(bucket) => match Self::bucket_find(bucket, FileKind::Input, rel).await? {
+                Some((source, _)) => source.read_all().await,
+                None => Err(WorkspaceError::NotFound(error::FILE_NOT_FOUND)),
+            },
+            None => {
+                FileSource::Disk(rel.under(&self.kind_dir(FileKind::Input)))
+                    .read_all()
+                    .await
+            }
+        }
     }
 
     fn staging_dir(&self) -> PathBuf {
@@ -331,11 +377,7 @@ impl Workspace {
         let used = counted.bytes.saturating_sub(freed);
         if used.saturating_add(incoming) > quota {
             *self.usage() = Some(counted);
-            return Err(WorkspaceError::QuotaExceeded(format!(
-                "Your files take {} of the {} you may keep here. Delete workflows you no longer need, or ask your instructor to make room.",
-                megabytes(used),
-                megabytes(quota)
-            )));
+            return Err(over_quota(used, quota));
         }
         let written = write();
         *self.usage() = match written {
@@ -373,6 +415,14 @@ fn folder_size(dir: &Path) -> io::Result<u64> {
         }
     }
     Ok(total)
+}
+
+fn over_quota(used: u64, quota: u64) -> WorkspaceError {
+    WorkspaceError::QuotaExceeded(format!(
+        "Your files take {} of the {} you may keep here. Delete workflows you no longer need, or ask your instructor to make room.",
+        megabytes(used),
+        megabytes(quota)
+    ))
 }
 
 fn megabytes(bytes: u64) -> String {

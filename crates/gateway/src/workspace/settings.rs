@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::{Result, Staged, Workspace, WorkspaceError, blocking};
 
-const SETTINGS_FILE: &str = "comfy.settings.json";
+pub(super) const SETTINGS_FILE: &str = "comfy.settings.json";
 
 impl Workspace {
     /// `GET /settings`: the stored object; `{}` when the file is missing,
@@ -22,6 +22,19 @@ impl Workspace {
     /// since every caller expects an object and the frontend only ever
     /// stores one.)
     pub async fn settings(&self) -> Map<String, Value> {
+        if let Some(bucket) = &self.bucket {
+            return match Self::bucket_settings(bucket).await {
+                Ok(Some((bytes, _))) => parse_settings(&bytes).unwrap_or_else(|why| {
+                    tracing::error!(user = %self.dir.display(), %why, "a user settings file is corrupt; serving it as empty");
+                    Map::new()
+                }),
+                Ok(None) => Map::new(),
+                Err(e) => {
+                    tracing::error!(user = %self.dir.display(), error = %e, "a user settings file cannot be read; serving it as empty");
+                    Map::new()
+                }
+            };
+        }
         let path = self.settings_path();
         match tokio::fs::read(&path).await {
             Ok(bytes) => parse_settings(&bytes).unwrap_or_else(|why| {
@@ -45,7 +58,7 @@ impl Workspace {
     /// appended, existing ones keep their place and take the new value).
     /// The stored file may not grow past `max_bytes`.
     pub async fn merge_settings(&self, new: Map<String, Value>, max_bytes: u64) -> Result<()> {
-        self.update_settings(max_bytes, move |settings| settings.extend(new))
+        self.update_settings(max_bytes, move |settings| settings.extend(new.clone()))
             .await
     }
 
@@ -56,7 +69,7 @@ impl Workspace {
         }
         let id = id.to_owned();
         self.update_settings(max_bytes, move |settings| {
-            settings.insert(id, value);
+            settings.insert(id.clone(), value.clone());
         })
         .await
     }
@@ -67,8 +80,11 @@ impl Workspace {
 
     async fn update_settings<F>(&self, max_bytes: u64, change: F) -> Result<()>
     where
-        F: FnOnce(&mut Map<String, Value>) + Send + 'static,
+        F: Fn(&mut Map<String, Value>) + Send + Sync + 'static,
     {
+        if let Some(bucket) = &self.bucket {
+            return self.bucket_update_settings(bucket, max_bytes, change).await;
+        }
         let path = self.settings_path();
         let staging = self.staging_dir();
         let guard = self.write_lock().await;
@@ -87,7 +103,7 @@ impl Workspace {
 }
 
 /// The stored object, or why the file is not one.
-fn parse_settings(bytes: &[u8]) -> std::result::Result<Map<String, Value>, String> {
+pub(super) fn parse_settings(bytes: &[u8]) -> std::result::Result<Map<String, Value>, String> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err("not a JSON object".into()),
@@ -128,6 +144,16 @@ fn write_settings(
     settings: &Map<String, Value>,
     max_bytes: u64,
 ) -> Result<()> {
+    let out = encode_settings(settings, max_bytes)?;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    Staged::write(staging, &out)?.persist(path)?;
+    Ok(())
+}
+
+/// The object as stored, unless it grew past `max_bytes`.
+pub(super) fn encode_settings(settings: &Map<String, Value>, max_bytes: u64) -> Result<Vec<u8>> {
     let out = serde_json::to_vec(settings).map_err(|e| WorkspaceError::Io(e.into()))?;
     if out.len() as u64 > max_bytes {
         return Err(WorkspaceError::TooLarge(format!(
@@ -135,11 +161,7 @@ fn write_settings(
             out.len()
         )));
     }
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    Staged::write(staging, &out)?.persist(path)?;
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]

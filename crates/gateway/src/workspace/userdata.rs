@@ -14,6 +14,7 @@ use super::error::{
 };
 use super::info::{FileInfo, mtime_secs};
 use super::mime::{self, OCTET_STREAM, ServeAs};
+use super::source::FileSource;
 use super::{Result, Staged, Workspace, WorkspaceError, blocking, stat};
 use comfyume_domain::SafeRelPath;
 
@@ -130,7 +131,7 @@ pub fn userdata_serve_as(file: &SafeRelPath) -> ServeAs {
 /// A userdata file ready to be streamed.
 #[derive(Debug, Clone)]
 pub struct UserdataFile {
-    pub path: PathBuf,
+    pub source: FileSource,
     pub size: u64,
     /// Same as [`userdata_serve_as`] for this file.
     pub serve_as: ServeAs,
@@ -172,6 +173,9 @@ impl Workspace {
     /// A missing `dir` is 404 "Directory not found"; a `dir` that is a file
     /// lists nothing.
     pub async fn list(&self, dir: &SafeRelPath, recurse: bool) -> Result<Vec<FileInfo>> {
+        if let Some(bucket) = &self.bucket {
+            return Self::bucket_list(bucket, dir, recurse).await;
+        }
         let base = dir.under(&self.userdata_dir());
         blocking(move || {
             let Some(md) = stat(&base) else {
@@ -189,10 +193,13 @@ impl Workspace {
     /// `GET /userdata/{file}`: the file to stream, 404 if it is missing or
     /// is a directory.
     pub async fn read(&self, file: &SafeRelPath) -> Result<UserdataFile> {
+        if let Some(bucket) = &self.bucket {
+            return Self::bucket_read(bucket, file).await;
+        }
         let path = file.under(&self.userdata_dir());
         match tokio::fs::metadata(&path).await {
             Ok(md) if md.is_file() => Ok(UserdataFile {
-                path,
+                source: FileSource::Disk(path),
                 size: md.len(),
                 serve_as: userdata_serve_as(file),
             }),
@@ -203,8 +210,7 @@ impl Workspace {
     /// A userdata file's bytes (a pushed workflow compares them with its
     /// own before taking another name).
     pub async fn read_bytes(&self, file: &SafeRelPath) -> Result<Vec<u8>> {
-        let found = self.read(file).await?;
-        Ok(tokio::fs::read(&found.path).await?)
+        self.read(file).await?.source.read_all().await
     }
 
     /// `POST /userdata/{file}`: stores `data` atomically (staged, then
@@ -221,6 +227,9 @@ impl Workspace {
         if file.is_root() {
             // ComfyUI's os.replace onto the user root fails with an OSError: 400.
             return Err(WorkspaceError::BadRequest(INVALID_FILENAME.into()));
+        }
+        if let Some(bucket) = &self.bucket {
+            return self.bucket_write(bucket, file, data, overwrite).await;
         }
         let target = file.under(&self.userdata_dir());
         let staging = self.staging_dir();
@@ -252,6 +261,9 @@ impl Workspace {
     /// `DELETE /userdata/{file}`: 404 if missing. A directory is refused
     /// with 400 (ComfyUI's `os.remove` crashes on one: 500).
     pub async fn delete(&self, file: &SafeRelPath) -> Result<()> {
+        if let Some(bucket) = &self.bucket {
+            return self.bucket_delete(bucket, file).await;
+        }
         let target = file.under(&self.userdata_dir());
         let guard = self.write_lock().await;
         let me = self.clone();
@@ -288,6 +300,9 @@ impl Workspace {
         dest: &SafeRelPath,
         overwrite: bool,
     ) -> Result<FileInfo> {
+        if let Some(bucket) = &self.bucket {
+            return self.bucket_rename(bucket, src, dest, overwrite).await;
+        }
         let root = self.userdata_dir();
         let from = src.under(&root);
         let to = dest.under(&root);
@@ -328,6 +343,9 @@ impl Workspace {
     /// the userdata root. A missing userdata root lists as `[]` (a new
     /// user); any other missing path is 404, a file is 400.
     pub async fn list_v2(&self, path: &SafeRelPath) -> Result<Vec<V2Entry>> {
+        if let Some(bucket) = &self.bucket {
+            return Self::bucket_list_v2(bucket, path).await;
+        }
         let target = path.under(&self.userdata_dir());
         let is_root = path.is_root();
         let prefix = if is_root {
@@ -617,7 +635,7 @@ mod tests {
         trace_files(&ws).await;
         let f = ws.read(&p("workflows/b.json")).await.unwrap();
         assert_eq!(f.size, 7);
-        assert_eq!(fs::read(&f.path).unwrap(), b"{\"x\":1}");
+        assert_eq!(fs::read(f.source.disk_path()).unwrap(), b"{\"x\":1}");
         assert_eq!(f.serve_as.content_type, "application/json");
         assert_eq!(f.serve_as.content_disposition, "attachment");
         for missing in [

@@ -451,9 +451,9 @@ async fn local_mode_needs_no_login() {
         .await
         .unwrap();
     assert!(
-        app.user_dir("default")
-            .join("userdata/comfy.settings.json")
-            .exists()
+        app.user_file("default", "userdata/comfy.settings.json")
+            .await
+            .is_some()
     );
 }
 

@@ -4,32 +4,20 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
 
 use serde_json::json;
 
 use crate::execution::{cpu_prompt, frames_until_done, participant, submit_ok};
 use crate::support::{TestApp, within};
 
-/// A participant's workflows and outputs on disk, named as in the zip.
-fn expected(user_dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(dir: &Path, name: &str, out: &mut BTreeMap<String, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries {
-            let e = e.unwrap();
-            let n = format!("{name}/{}", e.file_name().to_string_lossy());
-            if e.file_type().unwrap().is_dir() {
-                walk(&e.path(), &n, out);
-            } else {
-                out.insert(n, std::fs::read(e.path()).unwrap());
-            }
+/// A participant's workflows and outputs, named as in the zip.
+async fn expected(app: &TestApp, name: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for (rel, zipped) in [("userdata/workflows", "workflows"), ("output", "outputs")] {
+        for (path, bytes) in app.user_files(name, rel).await {
+            out.insert(format!("{zipped}/{path}"), bytes);
         }
     }
-    let mut out = BTreeMap::new();
-    walk(&user_dir.join("userdata/workflows"), "workflows", &mut out);
-    walk(&user_dir.join("output"), "outputs", &mut out);
     out
 }
 
@@ -90,7 +78,7 @@ async fn a_participant_downloads_exactly_their_workflows_and_outputs() {
             .contains("comfyume-alice.zip")
     );
     let got = unzip(r.bytes().await.unwrap().to_vec());
-    let want = expected(&app.user_dir("alice"));
+    let want = expected(&app, "alice").await;
     assert_eq!(want.len(), 4, "{:?}", want.keys());
     assert_eq!(got, want);
     assert!(got.keys().all(|k| !k.contains("bob")));
@@ -118,6 +106,7 @@ async fn the_instructor_exports_every_participants_zip() {
         .args(["export", "--out"])
         .arg(out.path())
         .env_remove("COMFYUME_CONFIG")
+        .envs(app.files_env())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -132,7 +121,7 @@ async fn the_instructor_exports_every_participants_zip() {
     );
     for name in ["alice", "bob"] {
         let got = unzip(std::fs::read(out.path().join(format!("{name}.zip"))).unwrap());
-        assert_eq!(got, expected(&app.user_dir(name)), "{name}");
+        assert_eq!(got, expected(&app, name).await, "{name}");
     }
     // An account with nothing yet gets an archive that opens, empty.
     assert!(unzip(std::fs::read(out.path().join("carol.zip")).unwrap()).is_empty());

@@ -69,7 +69,7 @@ async fn uploads_reuse_identical_files_and_rename_different_ones() {
     let pasted: Value = upload(&app, &c, form).await.json().await.unwrap();
     assert_eq!(pasted["name"], "g.png", "overwrite keeps the name");
     assert_eq!(
-        std::fs::read(app.user_dir("alice").join("input/pasted/g.png")).unwrap(),
+        app.user_file("alice", "input/pasted/g.png").await.unwrap(),
         b"pasted-2"
     );
 
@@ -396,11 +396,8 @@ async fn view_converts_images_and_refuses_what_is_not_one() {
         .to_rgba8();
     assert_eq!(mask.get_pixel(3, 1).0, [0, 0, 0, 77]);
 
-    std::fs::write(
-        app.user_dir("alice").join("input/notes.png"),
-        b"not a picture",
-    )
-    .unwrap();
+    app.put_user_file("alice", "input/notes.png", b"not a picture")
+        .await;
     let refused = c
         .get(app.at("/api/view?filename=notes.png&type=input&preview=webp;50"))
         .send()

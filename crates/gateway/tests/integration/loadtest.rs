@@ -105,9 +105,7 @@ async fn loadtest_of_a_room_gets_every_job_back_to_its_owner() {
 
     // Each participant's images landed in their own files, and only there.
     for row in &rows {
-        let outputs = std::fs::read_dir(app.user_dir(&row.user).join("output"))
-            .unwrap()
-            .count();
+        let outputs = app.user_files(&row.user, "output").await.len();
         assert_eq!(outputs, JOBS_EACH as usize, "{}", row.user);
     }
 

@@ -26,11 +26,16 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A simulator and the configuration two gateways share: one database,
-/// one data directory.
+/// and one data directory or (`Room::with_bucket`) one files bucket and a
+/// data directory each.
 struct Room {
     dir: tempfile::TempDir,
     database: String,
-    config: PathBuf,
+    /// The gateways' configurations, taken in turn.
+    configs: Vec<PathBuf>,
+    started: std::sync::atomic::AtomicUsize,
+    /// The files bucket's settings, when the files are in one.
+    files: Option<comfyume::config::FilesConfig>,
     sim_files: PathBuf,
     _sim: Proc,
 }
@@ -38,6 +43,21 @@ struct Room {
 impl Room {
     /// `None` (said) without a test PostgreSQL outside CI.
     async fn new(test: &str, step_ms: u32) -> Option<Room> {
+        Self::open(test, step_ms, None).await
+    }
+
+    /// Gateways that share no disk: each has its own data directory, and
+    /// participants' files are in one bucket (on moto).
+    async fn with_bucket(test: &str, step_ms: u32) -> Option<Room> {
+        let files = crate::support::s3::files_in_a_new_bucket(test).await?;
+        Self::open(test, step_ms, Some(files)).await
+    }
+
+    async fn open(
+        test: &str,
+        step_ms: u32,
+        files: Option<comfyume::config::FilesConfig>,
+    ) -> Option<Room> {
         let database = postgres::database(test).await?;
         let dir = tempfile::tempdir().unwrap();
         let sim_files = dir.path().join("sim-files");
@@ -57,21 +77,38 @@ impl Room {
         let frontend = dir.path().join("frontend");
         std::fs::create_dir_all(&frontend).unwrap();
         std::fs::write(frontend.join("index.html"), "<!doctype html>").unwrap();
-        let config = dir.path().join("comfyume.toml");
-        std::fs::write(
-            &config,
-            format!(
+        let write_config = |name: &str, data_dir: &str| {
+            let config = dir.path().join(name);
+            let mut text = format!(
                 "data_dir = {:?}\ndatabase_url = {database:?}\nfrontend_dir = {:?}\nadmin_token = \"room-token\"\n\
                  [auth]\nsecure_cookies = false\nlogin_failures_per_user = 3\n\
                  login_first_delay_seconds = 3600\nlogin_max_delay_seconds = 3600\n[limits]\nmax_pending_per_user = 20\n\
                  [[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = {sim_url:?}\nslots = 2\n",
-                dir.path().join("data"),
+                dir.path().join(data_dir),
                 frontend,
-            ),
-        )
-        .unwrap();
+            );
+            if let Some(files) = &files {
+                let s3 = &files.s3;
+                text.push_str(&format!(
+                    "[files]\nurl = {:?}\n[files.s3]\nendpoint = {:?}\nregion = \"us-east-1\"\n\
+                     access_key_id = \"comfyume-test\"\nsecret_access_key = \"comfyume-test-secret\"\n",
+                    files.url.as_deref().unwrap(),
+                    s3.endpoint.as_deref().unwrap(),
+                ));
+            }
+            std::fs::write(&config, text).unwrap();
+            config
+        };
+        let configs = if files.is_some() {
+            vec![
+                write_config("comfyume-a.toml", "data-a"),
+                write_config("comfyume-b.toml", "data-b"),
+            ]
+        } else {
+            vec![write_config("comfyume.toml", "data")]
+        };
         let add = Command::new(env!("CARGO_BIN_EXE_comfyume"))
-            .args(["--config", config.to_str().unwrap()])
+            .args(["--config", configs[0].to_str().unwrap()])
             .args(["users", "add", "alice", "--password", "pw"])
             .env_remove("COMFYUME_CONFIG")
             .output()
@@ -80,7 +117,9 @@ impl Room {
         Some(Room {
             dir,
             database,
-            config,
+            configs,
+            started: Default::default(),
+            files,
             sim_files,
             _sim: sim,
         })
@@ -89,7 +128,10 @@ impl Room {
     /// Starts one gateway and waits until it is ready; `dispatching`: until
     /// it dispatches too.
     async fn gateway(&self, dispatching: bool) -> (Proc, String) {
-        let (proc, url) = serve(&self.config);
+        let turn = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (proc, url) = serve(&self.configs[turn % self.configs.len()]);
         within("the gateway to be ready", async {
             loop {
                 let ready = ready(&url).await;
@@ -531,4 +573,117 @@ async fn login_limits_and_the_rooms_pause_hold_on_every_gateway() {
             .any(|f| f["type"] == "execution_interrupted" && f["data"]["prompt_id"] == long),
         "interrupted"
     );
+}
+
+/// Gateways that share no disk keep participants' files in one bucket:
+/// what alice saves through one gateway the other lists and serves
+/// (streamed from the bucket), and her job's output, asked of the gateway
+/// that does not dispatch, lands in the bucket and is served by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_without_a_shared_disk_share_participants_files_through_a_bucket() {
+    use object_store::ObjectStoreExt;
+    use reqwest::multipart::{Form, Part};
+    let Some(room) = Room::with_bucket("replicas: files in a bucket", 20).await else {
+        return;
+    };
+    let (_a, a) = room.gateway(true).await;
+    let (_b, b) = room.gateway(false).await;
+    let (http, cookie) = log_in(&b).await;
+
+    let picture: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let form = Form::new().part(
+        "image",
+        Part::bytes(picture.clone())
+            .file_name("cat.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let uploaded: Value = http
+        .post(format!("{b}/api/upload/image"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(uploaded["name"], "cat.png");
+    let saved = http
+        .post(format!(
+            "{a}/api/userdata/workflows%2Fmine.json?overwrite=true"
+        ))
+        .body("{\"nodes\": []}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    let listed = get_json(&http, format!("{b}/api/userdata?dir=workflows")).await;
+    assert_eq!(listed, json!(["mine.json"]), "saved on A, listed on B");
+    let viewed = http
+        .get(format!("{a}/api/view?filename=cat.png&type=input"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(viewed.status(), 200);
+    assert_eq!(
+        viewed.headers()["content-length"],
+        picture.len().to_string().as_str()
+    );
+    assert!(
+        viewed.bytes().await.unwrap() == picture,
+        "uploaded on B, served whole on A"
+    );
+
+    let mut on_b = connect(&b, &cookie).await;
+    let id = submit(&http, &b, cpu_prompt("shared")).await;
+    let frames = job_frames_until_done(&mut on_b, &id).await;
+    let executed = frames
+        .iter()
+        .find_map(|m| match m {
+            Message::Text(t) => {
+                let f: Value = serde_json::from_str(t).unwrap();
+                (f["type"] == "executed" && f["data"]["prompt_id"] == id.as_str()).then_some(f)
+            }
+            _ => None,
+        })
+        .expect("an executed frame");
+    let image = &executed["data"]["output"]["images"][0];
+    let (name, subfolder) = (
+        image["filename"].as_str().unwrap(),
+        image["subfolder"].as_str().unwrap(),
+    );
+    let view = |gateway: &str| {
+        let url = format!("{gateway}/api/view?filename={name}&subfolder={subfolder}&type=output");
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        }
+    };
+    let (on_a, on_b) = (view(&a).await, view(&b).await);
+    assert!(!on_a.is_empty());
+    assert_eq!(on_a, on_b, "one output, served by either gateway");
+    let store = comfyume::buckets::files_bucket(room.files.as_ref().unwrap())
+        .unwrap()
+        .unwrap();
+    let key = if subfolder.is_empty() {
+        format!("alice/output/{name}")
+    } else {
+        format!("alice/output/{subfolder}/{name}")
+    };
+    let stored = store
+        .get(&key.as_str().into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(stored, on_a, "the output is the bucket's");
+    for data_dir in ["data-a", "data-b"] {
+        assert!(
+            !room.data_dir().join(data_dir).join("users").exists(),
+            "no participant's file on {data_dir}"
+        );
+    }
 }

@@ -1569,7 +1569,7 @@ async fn with_the_rooms_password_a_participant_joins_then_logs_in_with_their_own
     }
     // Nor the files a removed account left behind.
     app.add_user("gone", "gone-own-pw").await;
-    std::fs::create_dir_all(app.user_dir("gone").join("output")).unwrap();
+    app.put_user_file("gone", "output/kept.png", b"png").await;
     app.state
         .store
         .remove_user(&comfyume_domain::UserName::parse("gone").unwrap())

@@ -371,10 +371,11 @@ async fn settings_round_trip() {
         Value::Null
     );
     // Stored in ComfyUI's own file, in the user's folder.
-    let on_disk =
-        std::fs::read_to_string(app.user_dir("alice").join("userdata/comfy.settings.json"))
-            .unwrap();
-    assert!(on_disk.contains("\"fr\""));
+    let stored = app
+        .user_file("alice", "userdata/comfy.settings.json")
+        .await
+        .unwrap();
+    assert!(String::from_utf8(stored).unwrap().contains("\"fr\""));
     // Bad JSON is a clear 400, never a crash.
     let r = c
         .post(api("/settings"))

@@ -58,8 +58,7 @@ pub(super) async fn content_addressed_inputs(
             let Ok(rel) = SafeRelPath::parse(file) else {
                 continue;
             };
-            let path = rel.under(&workspace.kind_dir(FileKind::Input));
-            let bytes = tokio::fs::read(&path).await.map_err(|e| Failure {
+            let bytes = workspace.read_input(&rel).await.map_err(|e| Failure {
                 message: format!("Your input file '{file}' could not be read: {e}"),
                 kind: "FileNotFoundError",
                 retryable: false,

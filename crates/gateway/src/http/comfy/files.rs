@@ -17,7 +17,7 @@ use comfyume_domain::{FileKind, SafeRelPath};
 
 use crate::workspace::preview::{Conversion, MAX_FILE_BYTES, PreviewError};
 use crate::workspace::{
-    UploadOutcome, converted_serve_as, parse_upload_subfolder, parse_upload_type,
+    UploadOutcome, ViewTarget, converted_serve_as, parse_upload_subfolder, parse_upload_type,
     upload_overwrite_flag, view_serve_as,
 };
 
@@ -134,11 +134,11 @@ pub async fn view(
         .resolve_view(get("filename"), get("type"), get("subfolder"))
         .await?;
     if let Some(conversion) = Conversion::from_query(get("preview"), get("channel")) {
-        return converted(&target.path, &target.file_name, conversion).await;
+        return converted(&target, conversion).await;
     }
     let dest = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
     let serve_as = view_serve_as(&target.file_name, dest);
-    super::serve_file(&target.path, &serve_as).await
+    super::serve_file(&target.source, &serve_as).await
 }
 
 /// Images re-encoded at once: decoding is CPU work, and a room's queue
@@ -147,17 +147,9 @@ static CONVERSIONS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> 
     std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(2)));
 
 /// `/view` with `preview` or `channel`: the image as ComfyUI converts it.
-async fn converted(
-    path: &std::path::Path,
-    file_name: &str,
-    conversion: Conversion,
-) -> Result<Response, ApiError> {
-    let size = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| super::read_error(path, e))?
-        .len();
-    if size > MAX_FILE_BYTES {
-        return Err(PreviewError::TooLarge { size }.into());
+async fn converted(target: &ViewTarget, conversion: Conversion) -> Result<Response, ApiError> {
+    if target.size > MAX_FILE_BYTES {
+        return Err(PreviewError::TooLarge { size: target.size }.into());
     }
     // Held until the conversion is over, even if the request goes away.
     let turn = CONVERSIONS
@@ -165,9 +157,14 @@ async fn converted(
         .acquire_owned()
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| super::read_error(path, e))?;
+    let bytes = target.source.read_all().await?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        // Grew since it was found.
+        return Err(PreviewError::TooLarge {
+            size: bytes.len() as u64,
+        }
+        .into());
+    }
     let (body, content_type) = tokio::task::spawn_blocking(move || {
         let converted = conversion.apply(&bytes);
         drop(turn);
@@ -177,6 +174,6 @@ async fn converted(
     .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(super::serve_bytes(
         body,
-        &converted_serve_as(file_name, content_type),
+        &converted_serve_as(&target.file_name, content_type),
     ))
 }

@@ -110,29 +110,30 @@ pub fn server_features(state: &AppState) -> Value {
 /// type and disposition, `nosniff`, and, when the type depended on
 /// `Sec-Fetch-Dest`, `Vary` and `no-store` so no cache replays it elsewhere.
 pub(super) async fn serve_file(
-    path: &std::path::Path,
+    source: &crate::workspace::FileSource,
     serve_as: &crate::workspace::ServeAs,
 ) -> Result<axum::response::Response, crate::http::error::ApiError> {
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| read_error(path, e))?;
-    Ok(serve_bytes(bytes, serve_as))
-}
-
-/// A user's file that could not be read: found a moment ago, so gone
-/// since is a 404, anything else our fault.
-fn read_error(path: &std::path::Path, e: std::io::Error) -> crate::http::error::ApiError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        crate::http::error::ApiError::not_found()
-    } else {
-        crate::http::error::ApiError::internal(format!("{}: {e}", path.display()))
-    }
+    // Found a moment ago: gone since is the workspace's 404.
+    let opened = source.open().await?;
+    let mut response = with_headers(axum::body::Body::from_stream(opened.bytes), serve_as);
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_LENGTH,
+        axum::http::HeaderValue::from(opened.size),
+    );
+    Ok(response)
 }
 
 /// [`serve_file`]'s answer, for bytes already in hand.
 fn serve_bytes(bytes: Vec<u8>, serve_as: &crate::workspace::ServeAs) -> axum::response::Response {
+    with_headers(axum::body::Body::from(bytes), serve_as)
+}
+
+fn with_headers(
+    body: axum::body::Body,
+    serve_as: &crate::workspace::ServeAs,
+) -> axum::response::Response {
     use axum::http::{HeaderValue, header};
-    let mut r = axum::response::Response::new(axum::body::Body::from(bytes));
+    let mut r = axum::response::Response::new(body);
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

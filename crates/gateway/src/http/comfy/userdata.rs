@@ -63,7 +63,7 @@ pub async fn read(
 ) -> Result<Response, ApiError> {
     let file = parse_userdata_path(&file)?;
     let found = state.workspaces.user(&user.name).read(&file).await?;
-    super::serve_file(&found.path, &found.serve_as).await
+    super::serve_file(&found.source, &found.serve_as).await
 }
 
 pub async fn write(

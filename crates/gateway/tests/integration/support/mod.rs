@@ -3,6 +3,7 @@
 //! stops the gateway, waits until it has, and fails the test if anything
 //! it started is still running.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use comfyume::app::AppState;
@@ -127,6 +128,11 @@ impl TestApp {
                 .expect("TEST_DATABASE=postgres needs TEST_POSTGRES_URL");
             config.database_url = Some(comfyume::config::Secret::new(url));
         }
+        if config.files.url.is_none() && s3::gateways_on_bucket() {
+            config.files = s3::files_in_a_new_bucket("a gateway with files in a bucket")
+                .await
+                .expect("TEST_FILES=bucket needs TEST_MOTO_PYTHON");
+        }
         let data_dir = config.data_dir.clone();
         let gateway = start_gateway(&config, options.manual_dispatch).await;
         let (state, addr) = (gateway.state.clone(), gateway.addr);
@@ -240,9 +246,124 @@ impl TestApp {
         client
     }
 
-    /// Where a user's files live on disk.
+    /// Where a user's files live on disk (when they are not in a bucket:
+    /// tests that look at the disk itself use this; the others go
+    /// through [`user_file`](Self::user_file) and its siblings).
     pub fn user_dir(&self, name: &str) -> PathBuf {
         self.data_dir.join("users").join(name)
+    }
+
+    /// The files bucket this gateway keeps participants' files in, if any.
+    fn files_bucket(&self) -> Option<std::sync::Arc<dyn object_store::ObjectStore>> {
+        comfyume::buckets::files_bucket(&self.config.files).unwrap()
+    }
+
+    /// A user's file, `rel` under their folder (`input/x.png`,
+    /// `userdata/comfy.settings.json`), wherever the files live.
+    pub async fn user_file(&self, name: &str, rel: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        match self.files_bucket() {
+            Some(store) => match store.get(&format!("{name}/{rel}").into()).await {
+                Ok(got) => Some(got.bytes().await.unwrap().to_vec()),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => panic!("reading {name}/{rel} from the bucket: {e}"),
+            },
+            None => std::fs::read(self.user_dir(name).join(rel)).ok(),
+        }
+    }
+
+    /// Puts a file among a user's files behind the gateway's back.
+    pub async fn put_user_file(&self, name: &str, rel: &str, bytes: &[u8]) {
+        use object_store::ObjectStoreExt;
+        match self.files_bucket() {
+            Some(store) => {
+                store
+                    .put(&format!("{name}/{rel}").into(), bytes.to_vec().into())
+                    .await
+                    .unwrap();
+            }
+            None => {
+                let path = self.user_dir(name).join(rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
+            }
+        }
+    }
+
+    /// Every file under `rel` in a user's folder, by its path below
+    /// `rel`, wherever the files live.
+    pub async fn user_files(&self, name: &str, rel: &str) -> BTreeMap<String, Vec<u8>> {
+        use futures_util::StreamExt;
+        use object_store::ObjectStoreExt;
+        let mut out = BTreeMap::new();
+        match self.files_bucket() {
+            Some(store) => {
+                let prefix: object_store::path::Path = format!("{name}/{rel}").into();
+                let skip = prefix.as_ref().len() + 1;
+                let listed: Vec<_> = store.list(Some(&prefix)).collect().await;
+                for meta in listed {
+                    let meta = meta.unwrap();
+                    let bytes = store
+                        .get(&meta.location)
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                    out.insert(meta.location.as_ref()[skip..].to_string(), bytes.to_vec());
+                }
+            }
+            None => {
+                fn walk(dir: &std::path::Path, name: &str, out: &mut BTreeMap<String, Vec<u8>>) {
+                    let Ok(entries) = std::fs::read_dir(dir) else {
+                        return;
+                    };
+                    for e in entries {
+                        let e = e.unwrap();
+                        let file = e.file_name().to_string_lossy().into_owned();
+                        let n = if name.is_empty() {
+                            file
+                        } else {
+                            format!("{name}/{file}")
+                        };
+                        if e.file_type().unwrap().is_dir() {
+                            walk(&e.path(), &n, out);
+                        } else {
+                            out.insert(n, std::fs::read(e.path()).unwrap());
+                        }
+                    }
+                }
+                walk(&self.user_dir(name).join(rel), "", &mut out);
+            }
+        }
+        out
+    }
+
+    /// The environment that points a `comfyume` command at this gateway's
+    /// files bucket, if it has one (the command line's configuration).
+    pub fn files_env(&self) -> Vec<(String, String)> {
+        let files = &self.config.files;
+        let Some(url) = &files.url else {
+            return Vec::new();
+        };
+        let s3 = &files.s3;
+        let mut env = vec![("COMFYUME_FILES__URL".to_string(), url.clone())];
+        for (key, value) in [
+            ("ENDPOINT", s3.endpoint.clone()),
+            ("REGION", s3.region.clone()),
+            ("ACCESS_KEY_ID", s3.access_key_id.clone()),
+            (
+                "SECRET_ACCESS_KEY",
+                s3.secret_access_key
+                    .as_ref()
+                    .map(|s| s.expose().to_string()),
+            ),
+        ] {
+            if let Some(value) = value {
+                env.push((format!("COMFYUME_FILES__S3__{key}"), value));
+            }
+        }
+        env
     }
 
     pub fn ws_url(&self, path: &str) -> String {

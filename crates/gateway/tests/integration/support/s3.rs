@@ -73,6 +73,50 @@ impl Moto {
     }
 }
 
+/// Whether the gateways of this run keep participants' files in a
+/// bucket rather than on disk: `TEST_FILES=bucket` (scripts/test.sh runs
+/// the gateway tests once more that way).
+pub fn gateways_on_bucket() -> bool {
+    std::env::var("TEST_FILES").is_ok_and(|files| files == "bucket")
+}
+
+/// One moto server for the whole test binary, started on first use; it
+/// stops when the binary exits (its standard input closes).
+pub fn shared_moto(test: &str) -> Option<&'static Moto> {
+    static MOTO: std::sync::OnceLock<Option<Moto>> = std::sync::OnceLock::new();
+    MOTO.get_or_init(|| Moto::start(test)).as_ref()
+}
+
+/// Settings for participants' files in a new, empty bucket on moto;
+/// `None` (said on stderr) without moto, which under CI is a failure.
+pub async fn files_in_a_new_bucket(test: &str) -> Option<comfyume::config::FilesConfig> {
+    let Some(moto) = shared_moto(test) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: TEST_MOTO_PYTHON is unset under CI (scripts/test.sh installs moto)"
+        );
+        return None;
+    };
+    let name = format!("files-{}", uuid::Uuid::new_v4().simple());
+    moto.bucket(&name).await;
+    Some(files_config(&moto.endpoint, &format!("s3://{name}/room")))
+}
+
+/// Participants' files at `url` on the store at `endpoint`.
+pub fn files_config(endpoint: &str, url: &str) -> comfyume::config::FilesConfig {
+    let mut c = comfyume::config::FilesConfig {
+        url: Some(url.to_string()),
+        timeout_seconds: 10,
+        max_retries: 1,
+        ..Default::default()
+    };
+    c.s3.endpoint = Some(endpoint.to_string());
+    c.s3.region = Some("us-east-1".into());
+    c.s3.access_key_id = Some("comfyume-test".into());
+    c.s3.secret_access_key = Some(comfyume::config::Secret::new("comfyume-test-secret"));
+    c
+}
+
 /// The backup settings for a store at `endpoint`, failing fast.
 pub fn s3_config(endpoint: &str) -> BackupConfig {
     let mut c = BackupConfig::default();
