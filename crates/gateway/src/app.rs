@@ -203,7 +203,7 @@ impl AppState {
         let room = crate::room::Room::open(
             dispatcher.clone(),
             accounts.clone(),
-            config.data_dir.join("wall"),
+            crate::workspace::WallImages::new(config.data_dir.join("wall"), workspaces.bucket()),
             crate::room::Storage {
                 disk: disk.clone(),
                 backups: backups.clone(),

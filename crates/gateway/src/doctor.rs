@@ -1,7 +1,7 @@
 //! `comfyume doctor`: before a workshop, checks what the room will need and
 //! says, line by line, what is fine, what deserves a look and what will
 //! fail: the configuration, the data directory and its free disk, the
-//! frontend files and their version, each GPU backend, whether every
+//! files bucket (when participants' files are in one), the frontend files and their version, each GPU backend, whether every
 //! workshop template's nodes exist on the backends that will run it, the
 //! warm-up prompt on each backend (timed cold, then warm), and whether the
 //! slots can carry the room.
@@ -87,6 +87,9 @@ pub async fn examine(config: &Config, backends: &[Backend], room: Room) -> Vec<F
         &config.data_dir,
         config.limits.min_free_disk_bytes,
     )];
+    if let Some(bucket) = files_bucket(config).await {
+        report.push(bucket);
+    }
     report.push(frontend(&config.frontend_dir));
     report.push(folder(
         config.official_templates_dir.as_deref(),
@@ -287,6 +290,37 @@ fn data_dir(dir: &Path, min_free: u64) -> Finding {
         }
         Err(e) => finding(Verdict::Warn, what, e.to_string()),
     }
+}
+
+/// Participants' files in a bucket: reachable, and taking a write
+/// (a marker object, written and deleted again).
+async fn files_bucket(config: &Config) -> Option<Finding> {
+    use object_store::ObjectStoreExt;
+    let url = config.files.url.as_deref()?;
+    const WHAT: &str = "files bucket";
+    let store = match crate::buckets::files_bucket(&config.files) {
+        Ok(store) => store?,
+        Err(e) => return Some(finding(Verdict::Fail, WHAT, e)),
+    };
+    if let Err(e) = crate::buckets::check_reachable(store.as_ref(), url).await {
+        return Some(finding(Verdict::Fail, WHAT, e));
+    }
+    let marker = object_store::path::Path::from(".doctor");
+    let written = async {
+        store
+            .put(&marker, bytes::Bytes::from_static(b"ok").into())
+            .await?;
+        store.delete(&marker).await
+    }
+    .await;
+    Some(match written {
+        Ok(()) => finding(Verdict::Ok, WHAT, format!("{url}: reachable and writable")),
+        Err(e) => finding(
+            Verdict::Fail,
+            WHAT,
+            format!("{url}: reachable, but a test write failed: {e}"),
+        ),
+    })
 }
 
 fn frontend(dir: &Path) -> Finding {

@@ -16,7 +16,7 @@
 //! - [`app`]: `AppState`, the services a request can reach, built once.
 //! - `http`: every route of the gateway (the only module that knows axum).
 //! - [`auth`]: passwords, sessions, login rate limits, credential sheets.
-//! - [`workspace`]: each user's files (userdata, settings, input/output/temp).
+//! - [`workspace`]: each user's files (userdata, settings, input/output/temp), on disk or in a bucket.
 //! - [`templates`]: the workshop's workflow templates.
 //! - [`frontend`]: the ComfyUI web frontend on disk.
 //! - [`catalogue`]: the node catalogue gathered from the backends.

@@ -109,7 +109,7 @@ pub async fn backup(config: Config, args: BackupArgs) -> anyhow::Result<()> {
             let report = report?;
             if let Some(bucket) = &config.files.url {
                 eprintln!(
-                    "note: participants' files are in {bucket}, which backups do not copy (only the database and the wall are in this one); keep them with the bucket's own versioning or replication"
+                    "note: participants' files are in {bucket}, which backups do not copy (only the database is in this one); keep them with the bucket's own versioning or replication"
                 );
             }
             if args.json {

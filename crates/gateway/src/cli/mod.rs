@@ -31,7 +31,8 @@ pub struct Cli {
     /// Configuration file (TOML). See `comfyume config example`.
     #[arg(long, global = true, env = "COMFYUME_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where the database and participants' files live.
+    /// Where the database and participants' files live (the files
+    /// elsewhere when `[files] url` names a bucket).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Database URL (default: an SQLite file in the data directory;
@@ -84,7 +85,7 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Check a setup before a workshop: configuration, data directory and
-    /// free disk, frontend, each GPU backend, the templates' nodes on them,
+    /// free disk, the files bucket (if any), frontend, each GPU backend, the templates' nodes on them,
     /// the warm-up prompt on each backend (timed), and whether the slots
     /// carry the room. One line per check; exits 1 if any fails.
     Doctor {
@@ -218,7 +219,7 @@ enum UsersCommand {
         #[arg(long, env = "COMFYUME_NEW_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
-    /// Delete an account (its files stay in the data directory).
+    /// Delete an account (its files stay where they are kept).
     Remove { name: String },
     /// Disable an account on the running server: its sessions end and its
     /// open canvases disconnect (admin API).

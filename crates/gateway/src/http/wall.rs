@@ -82,10 +82,10 @@ pub async fn image(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    let (item, path) = state.room.wall_image(id, user.role == Role::Admin).await?;
+    let (item, source) = state.room.wall_image(id, user.role == Role::Admin).await?;
     let serve_as =
         crate::workspace::view_serve_as(&format!("{}.{}", item.id, item.ext), Some("image"));
-    super::comfy::serve_file(&crate::workspace::FileSource::Disk(path), &serve_as).await
+    super::comfy::serve_file(&source, &serve_as).await
 }
 
 /// `GET /wall`: the projector page.

@@ -101,7 +101,7 @@ pub struct Room {
     /// room on every change).
     dashboards: Arc<tokio::sync::Semaphore>,
     /// Where the wall's images are kept.
-    wall_dir: std::path::PathBuf,
+    wall: crate::workspace::WallImages,
     /// The disk and the backups, as the console shows them.
     pub storage: Storage,
 }
@@ -161,7 +161,7 @@ impl Room {
     pub async fn open(
         dispatcher: Arc<Dispatcher>,
         accounts: Accounts,
-        wall_dir: std::path::PathBuf,
+        wall: crate::workspace::WallImages,
         storage: Storage,
     ) -> RoomResult<Room> {
         restore_switches(&dispatcher).await?;
@@ -177,7 +177,7 @@ impl Room {
             told: std::sync::Mutex::default(),
             series: std::sync::Mutex::default(),
             dashboards: Arc::new(tokio::sync::Semaphore::new(MAX_DASHBOARDS)),
-            wall_dir,
+            wall,
             storage,
         })
     }

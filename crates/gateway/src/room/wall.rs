@@ -4,8 +4,6 @@
 //! it whatever they do with their files, and nobody reads a participant's
 //! folders through the wall); an instructor can take an item off it.
 
-use std::path::PathBuf;
-
 use serde_json::json;
 
 use super::{Actor, Room, RoomError, RoomResult};
@@ -65,17 +63,9 @@ impl Room {
         if self.shared().store.wall_shown_by(user.id).await? >= MAX_SHOWN_PER_AUTHOR {
             return Err(full());
         }
-        let dir = self.wall_dir.clone();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| RoomError::Files(e.into()))?;
-        let incoming = dir.join(format!(".incoming-{}", uuid::Uuid::new_v4()));
+        // Read before the row is made, so an unreadable file makes none.
         let bytes = target.source.read_all().await.map_err(RoomError::Files)?;
-        if let Err(e) = tokio::fs::write(&incoming, bytes).await {
-            let _ = tokio::fs::remove_file(&incoming).await;
-            return Err(RoomError::Files(e.into()));
-        }
-        let id = match self
+        let id = self
             .shared()
             .store
             .add_wall_item(
@@ -85,26 +75,15 @@ impl Room {
                 now_ms(),
                 MAX_SHOWN_PER_AUTHOR,
             )
-            .await
-        {
-            Ok(Some(id)) => id,
-            Ok(None) => {
-                let _ = tokio::fs::remove_file(&incoming).await;
-                return Err(full());
-            }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&incoming).await;
-                return Err(e.into());
-            }
-        };
-        if let Err(e) = tokio::fs::rename(&incoming, self.wall_file_of(id, &ext)).await {
+            .await?
+            .ok_or_else(full)?;
+        if let Err(e) = self.wall.keep(id, &ext, bytes).await {
             // The row exists but its image does not: keep it off the wall.
-            let _ = tokio::fs::remove_file(&incoming).await;
             self.shared()
                 .store
                 .set_wall_hidden(id, Some("(the copy failed)"), now_ms())
                 .await?;
-            return Err(RoomError::Files(e.into()));
+            return Err(RoomError::Files(e));
         }
         tracing::info!(user = %user.name, item = id, "an output was shared on the wall");
         self.shared()
@@ -125,7 +104,11 @@ impl Room {
 
     /// An item's image, if the caller may see it (hidden items only for
     /// instructors).
-    pub async fn wall_image(&self, id: i64, with_hidden: bool) -> RoomResult<(WallItem, PathBuf)> {
+    pub async fn wall_image(
+        &self,
+        id: i64,
+        with_hidden: bool,
+    ) -> RoomResult<(WallItem, crate::workspace::FileSource)> {
         let item = self
             .shared()
             .store
@@ -133,8 +116,11 @@ impl Room {
             .await?
             .filter(|i| with_hidden || !i.hidden)
             .ok_or_else(|| RoomError::NotFound(format!("no wall item {id}")))?;
-        let path = self.wall_file_of(item.id, &item.ext);
-        Ok((item, path))
+        let source = self
+            .wall
+            .source(item.id, &item.ext)
+            .map_err(RoomError::Files)?;
+        Ok((item, source))
     }
 
     /// Takes an item off the wall, or puts it back.
@@ -163,9 +149,5 @@ impl Room {
             json!({"author": item.author.as_str(), "file": item.file_name}),
         )
         .await
-    }
-
-    fn wall_file_of(&self, id: i64, ext: &str) -> PathBuf {
-        self.wall_dir.join(format!("{id}.{ext}"))
     }
 }

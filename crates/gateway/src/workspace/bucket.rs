@@ -53,6 +53,10 @@ impl Bucket {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self { store }
     }
+
+    pub(super) fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
 }
 
 /// One user's part of the bucket.

@@ -388,6 +388,11 @@ async fn uploads_take_free_names_and_reuse_same_content(place: Place) {
     assert_eq!(up("cat.png", b"new", true).await, "cat.png");
     assert_eq!(up("notes.txt", b"n", false).await, "notes.txt");
     assert_eq!(up(".hidden.png", b"h", false).await, ".hidden.png");
+    // Any name a browser sends: spaces, percent signs, non-ASCII, brackets.
+    let odd = "100% ünï [x] #1 + &=?.png";
+    assert_eq!(up(odd, b"odd", false).await, odd);
+    let found = ws.resolve_view(Some(odd), Some("input"), None).await.unwrap();
+    assert_eq!(bytes_of(&found.source).await, b"odd");
     let sub = ws
         .save_upload(FileKind::Input, &p("masks"), "m.png", b"m".to_vec(), false)
         .await
@@ -399,7 +404,7 @@ async fn uploads_take_free_names_and_reuse_same_content(place: Place) {
 
     assert_eq!(
         ws.input_images().await.unwrap(),
-        [".hidden.png", "cat (1).png", "cat (2).png", "cat.png"]
+        [".hidden.png", odd, "cat (1).png", "cat (2).png", "cat.png"]
     );
     let listed = ws.list_files(FileKind::Input).await.unwrap();
     let mut sorted = listed.clone();
@@ -407,6 +412,7 @@ async fn uploads_take_free_names_and_reuse_same_content(place: Place) {
     assert_eq!(
         sorted,
         [
+            "100% ünï [x] #1 + &=?.png [input]",
             "cat (1).png [input]",
             "cat (2).png [input]",
             "cat.png [input]",

@@ -28,6 +28,11 @@
 //! The lock lives in [`Workspaces`], so build that once and clone it.
 //! Gateways sharing the data directory (`crate::cluster`) also take turns
 //! through a file lock per user ([`Workspaces::with_shared_locks`]).
+//!
+//! With [`Workspaces::with_bucket`] the same operations keep the files in
+//! an S3-compatible bucket instead (`bucket`), with the same answers; a
+//! file found for reading is a [`FileSource`] either way, which the HTTP
+//! layer streams without knowing where it is.
 
 mod bucket;
 #[cfg(test)]
@@ -41,6 +46,7 @@ pub mod preview;
 mod settings;
 mod source;
 mod userdata;
+mod wall;
 
 use std::collections::HashMap;
 use std::fs;
@@ -69,6 +75,7 @@ pub use userdata::{
     ListFormat, UserdataFile, V2Entry, V2Kind, overwrite_flag, parse_userdata_dir,
     parse_userdata_path, parse_v2_path, query_flag, render_listing, userdata_serve_as,
 };
+pub use wall::WallImages;
 
 /// All users' workspaces under one root. Cheap to clone; clones share the
 /// per-user write locks, so build one and hand out clones.
@@ -133,6 +140,11 @@ impl Workspaces {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The bucket the files are in, if they are in one.
+    pub fn bucket(&self) -> Option<&Bucket> {
+        self.bucket.as_ref()
     }
 
     /// The workspace of `name`. A `UserName` is one safe path segment by

@@ -541,3 +541,67 @@ async fn a_login_flood_leaves_the_servers_memory_bounded() {
         grown / (1024 * 1024)
     );
 }
+
+/// With participants' files in a bucket, `comfyume doctor` checks that
+/// the bucket takes a write, and `serve` refuses to start, saying why,
+/// when it cannot reach it (rather than failing every participant's
+/// first save).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_bucket_is_checked_by_doctor_and_at_start() {
+    let Some(files) =
+        crate::support::s3::files_in_a_new_bucket("the files bucket is checked").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let frontend = crate::support::fake_frontend(dir.path());
+    let endpoint = files.s3.endpoint.clone().unwrap();
+    let url = files.url.clone().unwrap();
+    let missing = url.replacen("s3://files-", "s3://missing-", 1);
+    let run = |bucket: &str, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_comfyume"));
+        command
+            .args(args)
+            .arg("--frontend-dir")
+            .arg(&frontend)
+            .env_remove("COMFYUME_CONFIG")
+            .env("COMFYUME_DATA_DIR", dir.path().join("data"))
+            .env("COMFYUME_FILES__URL", bucket)
+            .env("COMFYUME_FILES__MAX_RETRIES", "0")
+            .env("COMFYUME_FILES__S3__ENDPOINT", &endpoint)
+            .env("COMFYUME_FILES__S3__REGION", "us-east-1")
+            .env("COMFYUME_FILES__S3__ACCESS_KEY_ID", "comfyume-test")
+            .env(
+                "COMFYUME_FILES__S3__SECRET_ACCESS_KEY",
+                "comfyume-test-secret",
+            );
+        command.output().expect("the comfyume binary runs")
+    };
+    let line = |output: &std::process::Output, verdict: &str| {
+        stdout(output)
+            .lines()
+            .find(|l| l.starts_with(verdict) && l.contains("files bucket"))
+            .map(str::to_string)
+    };
+
+    let healthy = run(&url, &["doctor"]);
+    let found = line(&healthy, "ok");
+    assert!(
+        found
+            .as_deref()
+            .is_some_and(|l| l.contains("reachable and writable")),
+        "{}",
+        stdout(&healthy)
+    );
+    let broken = run(&missing, &["doctor"]);
+    assert!(!broken.status.success());
+    assert!(line(&broken, "FAIL").is_some(), "{}", stdout(&broken));
+
+    let refused = run(&missing, &["serve", "--demo", "--listen", "127.0.0.1:0"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("participants' files: the files bucket"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -680,10 +680,26 @@ async fn gateways_without_a_shared_disk_share_participants_files_through_a_bucke
         .await
         .unwrap();
     assert_eq!(stored, on_a, "the output is the bucket's");
+    // Shared on the wall through B, seen through A.
+    let shared: Value = http
+        .post(format!("{b}/api/comfyume/wall"))
+        .json(&json!({"filename": name, "type": "output", "subfolder": subfolder}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = shared["url"].as_str().unwrap_or_else(|| panic!("{shared}"));
+    let on_the_wall = http.get(format!("{a}{url}")).send().await.unwrap();
+    assert_eq!(on_the_wall.status(), 200);
+    assert_eq!(on_the_wall.bytes().await.unwrap(), on_a);
     for data_dir in ["data-a", "data-b"] {
-        assert!(
-            !room.data_dir().join(data_dir).join("users").exists(),
-            "no participant's file on {data_dir}"
-        );
+        for kept in ["users", "wall"] {
+            assert!(
+                !room.data_dir().join(data_dir).join(kept).exists(),
+                "nothing of {kept} on {data_dir}"
+            );
+        }
     }
 }
