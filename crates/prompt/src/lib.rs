@@ -59,6 +59,10 @@ pub struct PromptRequest {
     /// keeps any JSON value here, and only a string can name a socket.
     pub client_id: Option<Value>,
     pub extra_data: Map<String, Value>,
+    /// The saved workflow the prompt came from
+    /// (`extra_data.extra_pnginfo.workflow.id`), which `/api/jobs` filters
+    /// by.
+    pub workflow_id: Option<String>,
     /// A client-chosen queue position (`float(number)` in ComfyUI).
     pub number: Option<f64>,
     /// Queue in front (ComfyUI's Python truthiness of `front`).
@@ -146,8 +150,22 @@ impl PromptRequest {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Err(invalid_prompt_error("extra_data must be an object")),
         };
+        let workflow_id = extra_data
+            .get("extra_pnginfo")
+            .and_then(|p| p.get("workflow"))
+            .and_then(|w| w.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if workflow_id.as_deref().is_some_and(|id| id.contains('\0')) {
+            // Kept as text to filter by, which PostgreSQL's text cannot
+            // hold; the frontend's ids are UUIDs.
+            return Err(invalid_prompt_error(
+                "extra_data.extra_pnginfo.workflow.id must not contain a NUL character",
+            ));
+        }
         let client_id = fields.get("client_id").filter(|c| !c.is_null()).cloned();
         Ok(PromptRequest {
+            workflow_id,
             prompt: prompt.clone(),
             prompt_id,
             partial_execution_targets,

@@ -129,12 +129,7 @@ impl Jobs {
         for key in SENSITIVE {
             extra.remove(key);
         }
-        let workflow_id = extra
-            .get("extra_pnginfo")
-            .and_then(|p| p.get("workflow"))
-            .and_then(|w| w.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let workflow_id = sub.workflow_id;
         if let Some(c) = sub.client_id {
             extra.insert("client_id".into(), c);
         }

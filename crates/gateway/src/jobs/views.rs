@@ -303,9 +303,13 @@ pub fn parse_jobs_query(
             .map_err(|_| "offset must be an integer".to_string())?
             .max(0) as usize,
     };
+    let workflow_id = q.get("workflow_id").cloned().filter(|w| !w.is_empty());
+    if workflow_id.as_deref().is_some_and(|w| w.contains('\0')) {
+        return Err("workflow_id must not contain a NUL character".into());
+    }
     Ok(JobsQuery {
         statuses,
-        workflow_id: q.get("workflow_id").cloned().filter(|w| !w.is_empty()),
+        workflow_id,
         by_duration,
         descending,
         limit,
@@ -495,6 +499,13 @@ mod tests {
         assert!(q(&[("limit", "x")]).is_err());
         assert!(q(&[("sort_by", "name")]).is_err());
         assert_eq!(q(&[("offset", "-5")]).unwrap().offset, 0);
+        // No stored workflow id holds a NUL (see PromptRequest), and
+        // PostgreSQL could not compare with one.
+        assert!(q(&[("workflow_id", "a\0b")]).is_err());
+        assert_eq!(
+            q(&[("workflow_id", "w1")]).unwrap().workflow_id.as_deref(),
+            Some("w1")
+        );
     }
 
     #[test]

@@ -391,7 +391,10 @@ async fn uploads_take_free_names_and_reuse_same_content(place: Place) {
     // Any name a browser sends: spaces, percent signs, non-ASCII, brackets.
     let odd = "100% ünï [x] #1 + &=?.png";
     assert_eq!(up(odd, b"odd", false).await, odd);
-    let found = ws.resolve_view(Some(odd), Some("input"), None).await.unwrap();
+    let found = ws
+        .resolve_view(Some(odd), Some("input"), None)
+        .await
+        .unwrap();
     assert_eq!(bytes_of(&found.source).await, b"odd");
     let sub = ws
         .save_upload(FileKind::Input, &p("masks"), "m.png", b"m".to_vec(), false)

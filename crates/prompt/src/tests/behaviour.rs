@@ -959,6 +959,28 @@ fn the_request_body_is_read_as_post_prompt_does() {
 }
 
 #[test]
+fn the_workflow_id_is_read_from_the_saved_workflow_and_never_holds_nul() {
+    let prompt = chain(empty_image(json!(64)));
+    let with_id = |id: Value| {
+        PromptRequest::from_body(&json!({
+            "prompt": prompt,
+            "extra_data": {"extra_pnginfo": {"workflow": {"id": id, "nodes": []}}}
+        }))
+    };
+    let req = with_id(json!("5b0a2f1e-7d9c-4b1e-9a0e-2f3c4d5e6f70")).unwrap();
+    assert_eq!(
+        req.workflow_id.as_deref(),
+        Some("5b0a2f1e-7d9c-4b1e-9a0e-2f3c4d5e6f70")
+    );
+    assert_eq!(with_id(json!(7)).unwrap().workflow_id, None);
+    let refused = with_id(json!("a\u{0}b")).unwrap_err();
+    assert_eq!(refused.error_type(), "invalid_prompt");
+    assert!(refused.body.to_string().contains("NUL"), "{}", refused.body);
+    let plain = PromptRequest::from_body(&json!({"prompt": prompt})).unwrap();
+    assert_eq!(plain.workflow_id, None);
+}
+
+#[test]
 fn the_rest_of_the_request_is_read_once() {
     let prompt = chain(empty_image(json!(64)));
     let req = PromptRequest::parse(
