@@ -19,6 +19,12 @@
 //! - `startup`: start to `/ready` with 10,000 accounts and 100,000 past
 //!   jobs; baseline: an empty database.
 //!
+//! - `view`: four `/view` downloads at once of a participant's 256 MiB
+//!   output from a `comfyume serve` process: the process's peak resident
+//!   memory above idle (baseline: the bytes it sends), and the time they
+//!   take (baseline: reading the same file four times at once straight
+//!   from the disk).
+//!
 //! Run: `cargo bench --bench room` (every section) or
 //! `cargo bench --bench room -- memory history` (some). BENCHMARKS.md holds
 //! the latest figures.
@@ -80,6 +86,9 @@ fn main() {
         }
         if runs("dashboard") {
             dashboard().await;
+        }
+        if runs("view") {
+            view().await;
         }
     });
 }
@@ -938,4 +947,133 @@ async fn dashboard() {
 /// One real hash, shared by the bulk accounts (only its shape matters).
 fn password_hash() -> String {
     password_auth::generate_hash("bench-password")
+}
+
+// --- view -------------------------------------------------------------------
+
+/// Four downloads at once of a 256 MiB output through `/view`: streamed,
+/// the gateway holds a few chunks of each, not the file.
+async fn view() {
+    println!("\n## view: four downloads at once of a 256 MiB output");
+    const SIZE: usize = 256 * 1024 * 1024;
+    const DOWNLOADS: usize = 4;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let output = dir.path().join("data/users/default/output");
+    std::fs::create_dir_all(&output).expect("a folder");
+    // Not compressible, not all one page: what a video output is like.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let bytes: Vec<u8> = (0..SIZE)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let file = output.join("big.mp4");
+    std::fs::write(&file, &bytes).expect("the output");
+    std::fs::write(output.join("small.png"), b"png").expect("a small output");
+    drop(bytes);
+    let sim = start_sim().await;
+    let config_file = dir.path().join("comfyume.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nfrontend_dir = {:?}\n\n[auth]\nmode = \"none\"\n\n[[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = \"{sim}\"\nslots = 1\n",
+            dir.path().join("data"),
+            stand_in_frontend(dir.path()),
+        ),
+    )
+    .expect("the config");
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_comfyume"))
+        .arg("--config")
+        .arg(&config_file)
+        .arg("serve")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("{url}/ready")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let small = http
+        .get(format!("{url}/api/view?filename=small.png&type=output"))
+        .send()
+        .await
+        .expect("a small view");
+    assert_eq!(small.status(), 200);
+    let idle = memory_of(server.id(), "VmRSS:");
+
+    let started = Instant::now();
+    let downloads = (0..DOWNLOADS).map(|_| {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut r = http
+                .get(format!("{url}/api/view?filename=big.mp4&type=output"))
+                .send()
+                .await
+                .expect("a view");
+            assert_eq!(r.status(), 200);
+            let mut got = 0usize;
+            while let Some(chunk) = r.chunk().await.expect("the body") {
+                got += chunk.len();
+            }
+            got
+        })
+    });
+    for got in futures_util::future::join_all(downloads).await {
+        assert_eq!(got.expect("a download"), SIZE, "every byte came");
+    }
+    let through_gateway = started.elapsed();
+    let peak = memory_of(server.id(), "VmHWM:");
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let started = Instant::now();
+    let reads = (0..DOWNLOADS).map(|_| {
+        let file = file.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut f = tokio::fs::File::open(&file).await.expect("the file");
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0usize;
+            loop {
+                let n = f.read(&mut buf).await.expect("a read");
+                if n == 0 {
+                    break got;
+                }
+                got += n;
+            }
+        })
+    });
+    for got in futures_util::future::join_all(reads).await {
+        assert_eq!(got.expect("a read"), SIZE);
+    }
+    let straight = started.elapsed();
+
+    let sent = (SIZE * DOWNLOADS) as u64;
+    let growth = peak.saturating_sub(idle);
+    println!(
+        "peak memory above idle: {:.1} MiB while sending {:.0} MiB = {:.4}× the bytes sent (idle {:.1} MiB)",
+        mib(growth),
+        mib(sent),
+        growth as f64 / sent as f64,
+        mib(idle)
+    );
+    println!(
+        "time: {:.0} ms through /view, {:.0} ms reading the file straight = {:.2}×",
+        ms(through_gateway),
+        ms(straight),
+        through_gateway.as_secs_f64() / straight.as_secs_f64()
+    );
 }
