@@ -158,7 +158,7 @@ impl AppState {
             crate::buckets::files_bucket(&config.files).map_err(StartError::Files)?;
         if let Some(store) = files_bucket {
             let url = config.files.url.as_deref().unwrap_or_default();
-            crate::buckets::check_reachable(store.as_ref(), url)
+            crate::buckets::check_files_bucket(store.as_ref(), url)
                 .await
                 .map_err(StartError::Files)?;
             workspaces = workspaces.with_bucket(crate::workspace::Bucket::new(store));

@@ -115,13 +115,65 @@ pub fn files_bucket(
         .map_err(|reason| format!("[files] url = {url:?}: {reason}"))
 }
 
-/// Lists one key of `store`, so a bucket that is missing, unreachable or
-/// refuses the credentials stops `serve` at start, saying so, instead of
-/// failing every participant's first save.
-pub async fn check_reachable(store: &dyn ObjectStore, url: &str) -> Result<(), String> {
+/// Checks the files bucket before any participant relies on it: that it
+/// can be listed (a bucket missing, unreachable or refusing the
+/// credentials is said at start, not on every participant's first save),
+/// and that it keeps conditional writes. Gateways rely on those to keep
+/// upload names and settings whole (`crate::workspace`'s bucket); a store
+/// that ignored them would lose files without a word, so it is refused.
+/// Writes and deletes one object under `.comfyume-check/`.
+pub async fn check_files_bucket(store: &dyn ObjectStore, url: &str) -> Result<(), String> {
     use futures_util::StreamExt;
-    match store.list(None).next().await {
-        None | Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(format!("the files bucket {url} cannot be used: {e}")),
+    use object_store::{ObjectStoreExt, PutMode, PutOptions, PutResult, UpdateVersion};
+    if let Some(Err(e)) = store.list(None).next().await {
+        return Err(format!("the files bucket {url} cannot be used: {e}"));
     }
+    let key = object_store::path::Path::from(format!(
+        ".comfyume-check/{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let with = |mode: PutMode| PutOptions {
+        mode,
+        ..PutOptions::default()
+    };
+    let update = |written: &PutResult| {
+        with(PutMode::Update(UpdateVersion {
+            e_tag: written.e_tag.clone(),
+            version: written.version.clone(),
+        }))
+    };
+    let checked = async {
+        let first = store
+            .put_opts(&key, "1".into(), with(PutMode::Create))
+            .await
+            .map_err(|e| format!("a test write failed: {e}"))?;
+        match store
+            .put_opts(&key, "2".into(), with(PutMode::Create))
+            .await
+        {
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Ok(_) => {
+                return Err(
+                    "it ignores If-None-Match (a create-only write replaced an object)".to_string(),
+                );
+            }
+            Err(e) => return Err(format!("a create-only write failed: {e}")),
+        }
+        store
+            .put_opts(&key, "3".into(), update(&first))
+            .await
+            .map_err(|e| format!("a conditional update (If-Match) failed: {e}"))?;
+        match store.put_opts(&key, "4".into(), update(&first)).await {
+            Err(object_store::Error::Precondition { .. }) => Ok(()),
+            Ok(_) => Err(
+                "it ignores If-Match (an update of a replaced version went through)".to_string(),
+            ),
+            Err(e) => Err(format!("a conditional update (If-Match) failed: {e}")),
+        }
+    }
+    .await;
+    if let Err(e) = store.delete(&key).await {
+        tracing::warn!(key = %key, error = %e, "could not delete the files bucket's check object");
+    }
+    checked.map_err(|why| format!("the files bucket {url} cannot keep participants' files: {why}"))
 }

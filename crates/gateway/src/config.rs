@@ -528,6 +528,31 @@ impl Config {
         if let Err(e) = parse_every(&self.backup.every) {
             return Err(ConfigError::Invalid(format!("backup.every: {e}")));
         }
+        if let Some(files) = &self.files.url {
+            if !files.starts_with("s3://") {
+                return Err(ConfigError::Invalid(format!(
+                    "files.url = {files:?}: expected s3://BUCKET/PREFIX (or no url, for files on disk)"
+                )));
+            }
+            if self.files.timeout_seconds == 0 {
+                return Err(ConfigError::Invalid(
+                    "files.timeout_seconds must be at least 1".into(),
+                ));
+            }
+            // A backup's retention deletes what it does not know under
+            // its prefix: participants' files must never be there.
+            if let Some(backups) = &self.backup.to {
+                let within = |a: &str, b: &str| {
+                    let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
+                    a == b || a.starts_with(&format!("{b}/"))
+                };
+                if within(files, backups) || within(backups, files) {
+                    return Err(ConfigError::Invalid(format!(
+                        "files.url ({files}) and backup.to ({backups}) overlap: give backups a place of their own"
+                    )));
+                }
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for b in &self.backends {
             if !names.insert(b.name.as_str()) {
@@ -703,6 +728,26 @@ mod tests {
         let err = load_str("[backup]\nkeep_last = 0").unwrap_err();
         assert!(err.to_string().contains("keep_last"), "{err}");
         let c = load_str("[backup]\nto = \"s3://b/p\"\n[backup.s3]\nregion = \"auto\"").unwrap();
+        let files = |url: &str, backups: &str| {
+            load_str(&format!(
+                "[files]\nurl = {url:?}\n[backup]\nto = {backups:?}\n"
+            ))
+        };
+        assert!(files("s3://room/files", "s3://room/backups").is_ok());
+        for (url, backups) in [
+            ("s3://room", "s3://room/backups"),
+            ("s3://room/files/", "s3://room/files"),
+            ("s3://room/files/sub", "s3://room/files"),
+        ] {
+            let e = files(url, backups).unwrap_err().to_string();
+            assert!(e.contains("overlap"), "{url} {backups}: {e}");
+        }
+        assert!(
+            load_str("[files]\nurl = \"file:///srv/files\"\n")
+                .unwrap_err()
+                .to_string()
+                .contains("s3://")
+        );
         assert_eq!(c.backup.to.as_deref(), Some("s3://b/p"));
         assert_eq!(c.backup.s3.region.as_deref(), Some("auto"));
     }

@@ -292,35 +292,25 @@ fn data_dir(dir: &Path, min_free: u64) -> Finding {
     }
 }
 
-/// Participants' files in a bucket: reachable, and taking a write
-/// (a marker object, written and deleted again).
+/// Participants' files in a bucket: reachable, and keeping conditional
+/// writes (what `serve` also checks before it starts).
 async fn files_bucket(config: &Config) -> Option<Finding> {
-    use object_store::ObjectStoreExt;
     let url = config.files.url.as_deref()?;
     const WHAT: &str = "files bucket";
     let store = match crate::buckets::files_bucket(&config.files) {
         Ok(store) => store?,
         Err(e) => return Some(finding(Verdict::Fail, WHAT, e)),
     };
-    if let Err(e) = crate::buckets::check_reachable(store.as_ref(), url).await {
-        return Some(finding(Verdict::Fail, WHAT, e));
-    }
-    let marker = object_store::path::Path::from(".doctor");
-    let written = async {
-        store
-            .put(&marker, bytes::Bytes::from_static(b"ok").into())
-            .await?;
-        store.delete(&marker).await
-    }
-    .await;
-    Some(match written {
-        Ok(()) => finding(Verdict::Ok, WHAT, format!("{url}: reachable and writable")),
-        Err(e) => finding(
-            Verdict::Fail,
-            WHAT,
-            format!("{url}: reachable, but a test write failed: {e}"),
-        ),
-    })
+    Some(
+        match crate::buckets::check_files_bucket(store.as_ref(), url).await {
+            Ok(()) => finding(
+                Verdict::Ok,
+                WHAT,
+                format!("{url}: reachable, writable, keeps conditional writes"),
+            ),
+            Err(e) => finding(Verdict::Fail, WHAT, e),
+        },
+    )
 }
 
 fn frontend(dir: &Path) -> Finding {

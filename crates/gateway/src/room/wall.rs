@@ -64,7 +64,11 @@ impl Room {
             return Err(full());
         }
         // Read before the row is made, so an unreadable file makes none.
-        let bytes = target.source.read_all().await.map_err(RoomError::Files)?;
+        let bytes = target
+            .source
+            .read_at_most(MAX_WALL_FILE_BYTES)
+            .await
+            .map_err(RoomError::Files)?;
         let id = self
             .shared()
             .store

@@ -2,8 +2,11 @@
 //! "s3://…"`): every [`Workspace`] operation, with the answers it gives on
 //! disk, for gateways that share no filesystem.
 //!
-//! Keys are `<user>/<area>/<path>` under the URL's prefix, the area being
-//! `userdata`, `input`, `output` or `temp`. A bucket has no directories: a
+//! Keys are `users/<user>/<area>/<path>` under the URL's prefix, the area
+//! being `userdata`, `input`, `output` or `temp` (the fixed `users/` level
+//! keeps them apart from anything else under the prefix: the wall's
+//! `wall/`, a backup's `objects/` and `locks/` if an operator pointed both
+//! at one place). A bucket has no directories: a
 //! folder exists while a file is under it, so a folder emptied of its last
 //! file is gone (on disk it stays, empty), and nothing else differs that
 //! the frontend can see. Each object is written whole by one PUT, so a
@@ -21,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -35,7 +37,7 @@ use super::error::{DIR_NOT_FOUND, FILE_NOT_FOUND, INVALID_FILENAME, V2_NOT_A_DIR
 use super::info::FileInfo;
 use super::source::{FileSource, bucket_error};
 use super::userdata::{UserdataFile, V2Entry, V2Kind, userdata_serve_as};
-use super::{RECOUNT_EVERY, Result, Usage, Workspace, WorkspaceError, mime, over_quota};
+use super::{Result, Workspace, WorkspaceError, mime, over_quota};
 
 /// The bucket holding every user's files, opened once.
 #[derive(Clone)]
@@ -72,6 +74,10 @@ impl std::fmt::Debug for UserBucket {
     }
 }
 
+/// The most files one move of a folder copies (each is a request of its
+/// own, made while the user's other writes wait).
+const MAX_FILES_MOVED: usize = 1000;
+
 /// How often a settings update is tried again when another gateway keeps
 /// writing the file between our read and our write.
 const SETTINGS_ATTEMPTS: u32 = 32;
@@ -93,15 +99,25 @@ impl UserBucket {
         }
     }
 
+    pub(super) fn user(&self) -> &str {
+        &self.user
+    }
+
     /// The key of `rel` in `area`; `None` for a name no bucket key can
     /// carry (a control character), which cannot exist there.
     fn key(&self, area: &str, rel: &SafeRelPath) -> Option<ObjectPath> {
+        // A user name is one plain path segment by construction.
         let raw = if rel.is_root() {
-            format!("{}/{area}", self.user)
+            format!("users/{}/{area}", self.user)
         } else {
-            format!("{}/{area}/{}", self.user, rel.as_str())
+            format!("users/{}/{area}/{}", self.user, rel.as_str())
         };
         ObjectPath::parse(raw).ok()
+    }
+
+    /// All of the user's keys are under this one.
+    fn root(&self) -> ObjectPath {
+        ObjectPath::from_iter(["users", self.user.as_str()])
     }
 
     fn source(&self, key: ObjectPath) -> FileSource {
@@ -135,8 +151,13 @@ impl UserBucket {
         let mut out = Vec::new();
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(bucket_error)?;
-            let rel = meta.location.as_ref().get(skip..).unwrap_or("").to_owned();
-            out.push((rel, meta));
+            match meta.location.as_ref().get(skip..) {
+                Some(rel) if !rel.is_empty() => out.push((rel.to_owned(), meta)),
+                // Not a file of ours: a "folder" marker some tools write.
+                _ => {
+                    tracing::warn!(key = %meta.location, "an object that names no file, left alone")
+                }
+            }
         }
         Ok(out)
     }
@@ -204,8 +225,7 @@ impl UserBucket {
 
     /// Bytes of everything the user keeps.
     async fn total_bytes(&self) -> Result<u64> {
-        let key = ObjectPath::parse(&self.user).map_err(|e| bucket_error(e.into()))?;
-        let mut listing = self.store.list(Some(&key));
+        let mut listing = self.store.list(Some(&self.root()));
         let mut total = 0u64;
         while let Some(meta) = listing.next().await {
             total = total.saturating_add(meta.map_err(bucket_error)?.size);
@@ -308,47 +328,22 @@ fn area(kind: FileKind) -> &'static str {
 
 impl Workspace {
     /// Checks that `incoming` bytes fit in the quota with `freed` bytes
-    /// (a file being replaced) given back; returns the count to keep once
-    /// the write succeeded.
-    async fn bucket_room_for(
-        &self,
-        bucket: &UserBucket,
-        incoming: u64,
-        freed: u64,
-    ) -> Result<Option<Usage>> {
+    /// (a file being replaced) given back. Counted from a listing before
+    /// every write: other gateways write to the same files, and a count
+    /// kept here would miss theirs.
+    async fn bucket_room_for(&self, bucket: &UserBucket, incoming: u64, freed: u64) -> Result<()> {
         let Some(quota) = self.quota else {
-            return Ok(None);
+            return Ok(());
         };
-        let cached = *self.usage();
-        let counted = match cached {
-            Some(usage) if usage.counted_at.elapsed() < RECOUNT_EVERY => usage,
-            _ => Usage {
-                counted_at: Instant::now(),
-                bytes: bucket.total_bytes().await?,
-            },
-        };
-        let used = counted.bytes.saturating_sub(freed);
+        let used = bucket.total_bytes().await?.saturating_sub(freed);
         if used.saturating_add(incoming) > quota {
-            *self.usage() = Some(counted);
             return Err(over_quota(used, quota));
         }
-        Ok(Some(Usage {
-            bytes: used + incoming,
-            ..counted
-        }))
-    }
-
-    /// Keeps the count [`bucket_room_for`](Self::bucket_room_for) gave
-    /// when the write went through; counts again after a failed one.
-    fn bucket_wrote(&self, after: Option<Usage>, written: bool) {
-        if self.quota.is_some() {
-            *self.usage() = if written { after } else { None };
-        }
+        Ok(())
     }
 
     pub(super) async fn bucket_has_files(bucket: &UserBucket) -> Result<bool> {
-        let key = ObjectPath::parse(&bucket.user).map_err(|e| bucket_error(e.into()))?;
-        bucket.is_folder(&key).await
+        bucket.is_folder(&bucket.root()).await
     }
 
     pub(super) async fn bucket_list(
@@ -409,25 +404,29 @@ impl Workspace {
                 return Err(WorkspaceError::Conflict);
             }
             if folder || bucket.file_in_the_way("userdata", &file).await? {
-                // What ComfyUI answers for any OSError while saving.
+                // What ComfyUI answers for any OSError while saving (on
+                // disk: a folder in the way of the rename, or a file in
+                // the way of its parent folders).
                 return Err(WorkspaceError::BadRequest(INVALID_FILENAME.into()));
             }
             let freed = existing.map_or(0, |m| m.size);
-            let after = me
-                .bucket_room_for(&bucket, data.len() as u64, freed)
+            me.bucket_room_for(&bucket, data.len() as u64, freed)
                 .await?;
             let mode = if overwrite {
                 PutMode::Overwrite
             } else {
                 PutMode::Create
             };
-            let put = bucket.put(&key, Bytes::from(data), mode).await;
-            me.bucket_wrote(after, put.is_ok());
-            match put {
+            let data = Bytes::from(data);
+            match bucket.put(&key, data.clone(), mode).await {
                 Ok(()) => {}
-                // Another gateway took the name since we looked.
+                // Taken since we looked: by another gateway, or by our own
+                // first attempt when the store's answer to it was lost and
+                // the client tried again (then the content is ours).
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    return Err(WorkspaceError::Conflict);
+                    if !same_object(&bucket, &key, &data).await? {
+                        return Err(WorkspaceError::Conflict);
+                    }
                 }
                 Err(e) => return Err(bucket_error(e)),
             }
@@ -503,43 +502,70 @@ impl Workspace {
                     None => folder_info(dest.as_str()),
                 });
             }
-            if into_itself || bucket.file_in_the_way("userdata", &dest).await? {
-                return Err(WorkspaceError::BadRequest(INVALID_FILENAME.into()));
+            // What the disk's rename fails with (ComfyUI: a 500).
+            if into_itself {
+                return Err(cannot_move("a folder cannot move into itself"));
+            }
+            if src_file.is_none() && dest_file {
+                return Err(cannot_move("a folder cannot replace a file"));
+            }
+            if bucket.file_in_the_way("userdata", &dest).await? {
+                return Err(cannot_move("a file is in the way of the destination"));
             }
             me.recount_usage();
-            match src_file {
-                Some(_) => {
-                    bucket.store.copy(&from, &to).await.map_err(bucket_error)?;
-                    bucket.store.delete(&from).await.map_err(bucket_error)?;
-                    let meta = bucket
-                        .head(&to)
-                        .await?
-                        .ok_or(WorkspaceError::NotFound(FILE_NOT_FOUND))?;
-                    Ok(from_object(dest.as_str().to_owned(), &meta))
-                }
-                None => {
-                    // A folder: every file in it, copied before any is
-                    // deleted, so a failure half-way loses nothing.
-                    let files = bucket.files_under(&from).await?;
-                    for (rel, meta) in &files {
-                        let target = ObjectPath::parse(format!("{to}/{rel}"))
-                            .map_err(|e| bucket_error(e.into()))?;
-                        bucket
-                            .store
-                            .copy(&meta.location, &target)
-                            .await
-                            .map_err(bucket_error)?;
+            if src_file.is_some() {
+                let (bytes, _) = bucket
+                    .get(&from)
+                    .await?
+                    .ok_or(WorkspaceError::NotFound(FILE_NOT_FOUND))?;
+                // Without overwrite the name is claimed as a new file's
+                // is, so a file another gateway saved there since we
+                // looked is never replaced.
+                let mode = if overwrite {
+                    PutMode::Overwrite
+                } else {
+                    PutMode::Create
+                };
+                match bucket.put(&to, bytes, mode).await {
+                    Ok(()) => {}
+                    Err(object_store::Error::AlreadyExists { .. }) => {
+                        return Err(WorkspaceError::Conflict);
                     }
-                    for (_, meta) in &files {
-                        bucket
-                            .store
-                            .delete(&meta.location)
-                            .await
-                            .map_err(bucket_error)?;
-                    }
-                    Ok(folder_info(dest.as_str()))
+                    Err(e) => return Err(bucket_error(e)),
                 }
+                bucket.store.delete(&from).await.map_err(bucket_error)?;
+                let meta = bucket
+                    .head(&to)
+                    .await?
+                    .ok_or(WorkspaceError::NotFound(FILE_NOT_FOUND))?;
+                return Ok(from_object(dest.as_str().to_owned(), &meta));
             }
+            // A folder: every file in it, copied before any is deleted,
+            // so a failure half-way loses nothing.
+            let files = bucket.files_under(&from).await?;
+            if files.len() > MAX_FILES_MOVED {
+                return Err(WorkspaceError::TooLarge(format!(
+                    "The folder holds {} files; folders of up to {MAX_FILES_MOVED} can be moved at once.",
+                    files.len()
+                )));
+            }
+            for (rel, meta) in &files {
+                let target = ObjectPath::parse(format!("{to}/{rel}"))
+                    .map_err(|e| bucket_error(e.into()))?;
+                bucket
+                    .store
+                    .copy(&meta.location, &target)
+                    .await
+                    .map_err(bucket_error)?;
+            }
+            for (_, meta) in &files {
+                bucket
+                    .store
+                    .delete(&meta.location)
+                    .await
+                    .map_err(bucket_error)?;
+            }
+            Ok(folder_info(dest.as_str()))
         })
         .await
     }
@@ -602,20 +628,27 @@ impl Workspace {
             let data = Bytes::from(data);
             let (first, _) = in_subfolder(&file_name)?;
             if bucket.file_in_the_way(area, &first).await? {
-                return Err(WorkspaceError::BadRequest(format!(
-                    "'{}' is a file, not a folder",
+                // On disk, creating the subfolder fails (ComfyUI: a 500).
+                return Err(WorkspaceError::Io(std::io::Error::other(format!(
+                    "the subfolder '{}' is in the way of a file",
                     subfolder.as_str()
-                )));
+                ))));
             }
             if overwrite {
                 let (_, key) = in_subfolder(&file_name)?;
+                if bucket.is_folder(&key).await? {
+                    // On disk, the rename onto a folder fails.
+                    return Err(WorkspaceError::Io(std::io::Error::other(format!(
+                        "'{file_name}' is a folder"
+                    ))));
+                }
                 let freed = bucket.head(&key).await?.map_or(0, |m| m.size);
-                let after = me
-                    .bucket_room_for(&bucket, data.len() as u64, freed)
+                me.bucket_room_for(&bucket, data.len() as u64, freed)
                     .await?;
-                let put = bucket.put(&key, data, PutMode::Overwrite).await;
-                me.bucket_wrote(after, put.is_ok());
-                put.map_err(bucket_error)?;
+                bucket
+                    .put(&key, data, PutMode::Overwrite)
+                    .await
+                    .map_err(bucket_error)?;
                 return Ok(file_name);
             }
             let (stem, ext) = super::files::split_ext(&file_name);
@@ -623,24 +656,14 @@ impl Workspace {
             let mut n: u64 = 1;
             loop {
                 let (_, key) = in_subfolder(&name)?;
-                let taken = match bucket.head(&key).await? {
-                    Some(meta) => Some(meta),
-                    None if bucket.is_folder(&key).await? => {
-                        // A folder by that name: never the same content.
-                        name = format!("{stem} ({n}){ext}");
-                        n += 1;
-                        continue;
-                    }
-                    None => None,
-                };
-                match taken {
+                match bucket.head(&key).await? {
+                    // A folder by that name is never the same content.
+                    None if bucket.is_folder(&key).await? => {}
                     None => {
                         // Only a new file needs room: the same content
                         // already stored is reused below.
-                        let after = me.bucket_room_for(&bucket, data.len() as u64, 0).await?;
-                        let put = bucket.put(&key, data.clone(), PutMode::Create).await;
-                        me.bucket_wrote(after, put.is_ok());
-                        match put {
+                        me.bucket_room_for(&bucket, data.len() as u64, 0).await?;
+                        match bucket.put(&key, data.clone(), PutMode::Create).await {
                             Ok(()) => return Ok(name),
                             // Another gateway claimed the name first: it
                             // is taken, and compared like any other.
@@ -816,6 +839,12 @@ impl Workspace {
 
 fn settings_rel() -> SafeRelPath {
     SafeRelPath::parse(super::settings::SETTINGS_FILE).expect("a plain file name")
+}
+
+/// A move the disk's rename would refuse: ComfyUI answers those with a
+/// 500, and so does the disk here.
+fn cannot_move(why: &str) -> WorkspaceError {
+    WorkspaceError::Io(std::io::Error::other(why.to_owned()))
 }
 
 /// A folder's info after a move: a bucket keeps no times for folders.

@@ -91,7 +91,7 @@ impl Place {
         config.s3.access_key_id = Some("comfyume-test".into());
         config.s3.secret_access_key = Some(Secret::new("comfyume-test-secret"));
         let store = crate::buckets::files_bucket(&config).unwrap().unwrap();
-        crate::buckets::check_reachable(store.as_ref(), &name)
+        crate::buckets::check_files_bucket(store.as_ref(), &name)
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -269,11 +269,12 @@ async fn userdata_lists_reads_and_refuses_like_comfyui(place: Place) {
         ws.write(&p("workflows/sub"), b"x".to_vec(), true).await,
         Err(WorkspaceError::BadRequest(_))
     ));
-    assert!(
+    // A file in the way of the folders: ComfyUI's 400 for an OSError.
+    assert!(matches!(
         ws.write(&p("workflows/b.json/c.json"), b"x".to_vec(), true)
-            .await
-            .is_err()
-    );
+            .await,
+        Err(WorkspaceError::BadRequest(_))
+    ));
     ws.write(&p("workflows/b.json"), b"{\"b\":3}".to_vec(), true)
         .await
         .unwrap();
@@ -343,6 +344,26 @@ async fn moves_and_deletes_keep_comfyuis_answers(place: Place) {
         Err(WorkspaceError::NotFound(_))
     ));
 
+    // Moves the disk's rename refuses (ComfyUI: a 500): a folder into
+    // itself, a folder onto a file, anything under a file.
+    for (from, to) in [
+        ("workflows/moved", "workflows/moved/inner"),
+        ("workflows/moved", "workflows/b.json"),
+        ("workflows/b.json", "workflows/moved/c.json/x.json"),
+    ] {
+        assert!(
+            matches!(
+                ws.rename(&p(from), &p(to), true).await,
+                Err(WorkspaceError::Io(_))
+            ),
+            "{from} -> {to}"
+        );
+    }
+    assert_eq!(
+        ws.read_bytes(&p("workflows/moved/c.json")).await.unwrap(),
+        b"c"
+    );
+    assert_eq!(ws.read_bytes(&p("workflows/b.json")).await.unwrap(), b"a");
     assert!(matches!(
         ws.delete(&p("workflows/moved")).await,
         Err(WorkspaceError::BadRequest(_))
@@ -400,6 +421,30 @@ async fn uploads_take_free_names_and_reuse_same_content(place: Place) {
         .save_upload(FileKind::Input, &p("masks"), "m.png", b"m".to_vec(), false)
         .await
         .unwrap();
+    // A file where a folder must go, a folder where a file must go: what
+    // the disk refuses (ComfyUI: a 500).
+    assert!(matches!(
+        ws.save_upload(
+            FileKind::Input,
+            &p("cat.png"),
+            "x.png",
+            b"x".to_vec(),
+            false
+        )
+        .await,
+        Err(WorkspaceError::Io(_))
+    ));
+    assert!(matches!(
+        ws.save_upload(
+            FileKind::Input,
+            &SafeRelPath::root(),
+            "masks",
+            b"x".to_vec(),
+            true
+        )
+        .await,
+        Err(WorkspaceError::Io(_))
+    ));
     assert_eq!(
         (sub.name.as_str(), sub.subfolder.as_str()),
         ("m.png", "masks")

@@ -25,12 +25,12 @@ impl Workspace {
         if let Some(bucket) = &self.bucket {
             return match Self::bucket_settings(bucket).await {
                 Ok(Some((bytes, _))) => parse_settings(&bytes).unwrap_or_else(|why| {
-                    tracing::error!(user = %self.dir.display(), %why, "a user settings file is corrupt; serving it as empty");
+                    tracing::error!(user = bucket.user(), %why, "a user settings file is corrupt; serving it as empty");
                     Map::new()
                 }),
                 Ok(None) => Map::new(),
                 Err(e) => {
-                    tracing::error!(user = %self.dir.display(), error = %e, "a user settings file cannot be read; serving it as empty");
+                    tracing::error!(user = bucket.user(), error = %e, "a user settings file cannot be read; serving it as empty");
                     Map::new()
                 }
             };

@@ -49,7 +49,12 @@ impl FileSource {
         match self {
             FileSource::Disk(path) => {
                 let file = tokio::fs::File::open(path).await.map_err(gone_or_io)?;
-                let size = file.metadata().await?.len();
+                let metadata = file.metadata().await?;
+                if !metadata.is_file() {
+                    // Became a folder since it was found.
+                    return Err(WorkspaceError::NotFound(FILE_NOT_FOUND));
+                }
+                let size = metadata.len();
                 let bytes = futures_util::stream::try_unfold(file, |mut file| async move {
                     use tokio::io::AsyncReadExt;
                     let mut buf = bytes::BytesMut::with_capacity(CHUNK_BYTES);
@@ -75,9 +80,31 @@ impl FileSource {
         }
     }
 
-    /// The whole file, for callers that need every byte at once (image
-    /// conversions, the wall, inputs sent to a GPU), each bounded by its
-    /// caller.
+    /// The whole file if it holds at most `limit` bytes, else `TooLarge`,
+    /// having read no more than one byte past the limit: the size seen
+    /// when it was found may be older than the file.
+    pub async fn read_at_most(&self, limit: u64) -> Result<Vec<u8>> {
+        let mut opened = self.open().await?;
+        let too_large = |size: u64| {
+            WorkspaceError::TooLarge(format!(
+                "The file is over {limit} bytes ({size} or more), the most read here at once."
+            ))
+        };
+        if opened.size > limit {
+            return Err(too_large(opened.size));
+        }
+        let mut bytes = Vec::with_capacity(opened.size as usize);
+        while let Some(chunk) = opened.bytes.next().await {
+            bytes.extend_from_slice(&chunk?);
+            if bytes.len() as u64 > limit {
+                return Err(too_large(bytes.len() as u64));
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// The whole file, for callers whose files are bounded where they are
+    /// written (userdata, inputs sent to a GPU).
     pub async fn read_all(&self) -> Result<Vec<u8>> {
         match self {
             FileSource::Disk(path) => tokio::fs::read(path).await.map_err(gone_or_io),
@@ -114,5 +141,33 @@ pub(super) fn bucket_error(e: object_store::Error) -> WorkspaceError {
     match e {
         object_store::Error::NotFound { .. } => WorkspaceError::NotFound(FILE_NOT_FOUND),
         e => WorkspaceError::Io(io::Error::other(format!("the files bucket: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_are_bounded_and_a_folder_is_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"12345").unwrap();
+        let file = FileSource::Disk(path);
+        assert_eq!(file.read_at_most(5).await.unwrap(), b"12345");
+        assert!(matches!(
+            file.read_at_most(4).await,
+            Err(WorkspaceError::TooLarge(_))
+        ));
+        let folder = FileSource::Disk(dir.path().to_path_buf());
+        assert!(matches!(
+            folder.open().await,
+            Err(WorkspaceError::NotFound(_))
+        ));
+        let gone = FileSource::Disk(dir.path().join("gone"));
+        assert!(matches!(
+            gone.read_all().await,
+            Err(WorkspaceError::NotFound(_))
+        ));
     }
 }

@@ -243,14 +243,14 @@ impl Workspace {
                 return Err(WorkspaceError::Conflict);
             }
             me.write_within_quota(data.len() as u64, Some(&target), || {
-                create_parent(&target)?;
-                let staged = Staged::write(&staging, &data)?;
                 // ComfyUI answers 400 with this reason for any OSError
-                // while saving: the name is what makes a rename fail (a
-                // directory in the way, a name too long).
-                staged
-                    .persist(&target)
-                    .map_err(|_| WorkspaceError::BadRequest(INVALID_FILENAME.into()))
+                // while saving: the name is what makes creating its
+                // folders or the rename fail (a file or a directory in
+                // the way, a name too long).
+                let invalid = |_| WorkspaceError::BadRequest(INVALID_FILENAME.into());
+                create_parent(&target).map_err(invalid)?;
+                let staged = Staged::write(&staging, &data)?;
+                staged.persist(&target).map_err(invalid)
             })?;
             let md = fs::metadata(&target)?;
             Ok(FileInfo::new(rel, &md))

@@ -1,8 +1,8 @@
 //! The wall's copies of the images participants share: the room's, not
 //! any participant's, so they outlive the original's deletion. In
-//! `<data_dir>/wall/<id>.<ext>`, or under `.wall/` in the files bucket
-//! when participants' files are there, so every gateway serves them (no
-//! user name starts with a dot, so the two never meet).
+//! `<data_dir>/wall/<id>.<ext>`, or under `wall/` in the files bucket
+//! when participants' files are there (theirs are under `users/`), so
+//! every gateway serves them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +85,8 @@ fn file_name(id: i64, ext: &str) -> String {
 }
 
 fn key(id: i64, ext: &str) -> Result<ObjectPath> {
-    ObjectPath::parse(format!(".wall/{}", file_name(id, ext)))
-        .map_err(|e| WorkspaceError::BadRequest(e.to_string()))
+    // An id and an extension from the wall's own list: a failure here is
+    // ours, not the caller's.
+    ObjectPath::parse(format!("wall/{}", file_name(id, ext)))
+        .map_err(|e| WorkspaceError::Io(std::io::Error::other(e.to_string())))
 }

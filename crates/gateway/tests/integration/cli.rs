@@ -589,7 +589,7 @@ async fn the_files_bucket_is_checked_by_doctor_and_at_start() {
     assert!(
         found
             .as_deref()
-            .is_some_and(|l| l.contains("reachable and writable")),
+            .is_some_and(|l| l.contains("keeps conditional writes")),
         "{}",
         stdout(&healthy)
     );
@@ -601,6 +601,35 @@ async fn the_files_bucket_is_checked_by_doctor_and_at_start() {
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("participants' files: the files bucket"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // A store that takes every write whatever its conditions would let
+    // gateways overwrite each other's files: refused, saying so.
+    let careless =
+        crate::support::s3::broken_store(crate::support::s3::Broken::IgnoresConditions).await;
+    let frontend = frontend.clone();
+    let refused = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_comfyume"))
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+            .arg("--frontend-dir")
+            .arg(&frontend)
+            .env_remove("COMFYUME_CONFIG")
+            .env("COMFYUME_FILES__URL", "s3://careless/room")
+            .env("COMFYUME_FILES__MAX_RETRIES", "0")
+            .env("COMFYUME_FILES__S3__ENDPOINT", careless)
+            .env("COMFYUME_FILES__S3__REGION", "us-east-1")
+            .env("COMFYUME_FILES__S3__ACCESS_KEY_ID", "k")
+            .env("COMFYUME_FILES__S3__SECRET_ACCESS_KEY", "s")
+            .output()
+            .expect("the comfyume binary runs")
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("it ignores If-None-Match"),
         "{}",
         stderr(&refused)
     );

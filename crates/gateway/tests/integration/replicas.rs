@@ -668,9 +668,9 @@ async fn gateways_without_a_shared_disk_share_participants_files_through_a_bucke
         .unwrap()
         .unwrap();
     let key = if subfolder.is_empty() {
-        format!("alice/output/{name}")
+        format!("users/alice/output/{name}")
     } else {
-        format!("alice/output/{subfolder}/{name}")
+        format!("users/alice/output/{subfolder}/{name}")
     };
     let stored = store
         .get(&key.as_str().into())

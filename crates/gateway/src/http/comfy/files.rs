@@ -157,14 +157,17 @@ async fn converted(target: &ViewTarget, conversion: Conversion) -> Result<Respon
         .acquire_owned()
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let bytes = target.source.read_all().await?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    let bytes = match target.source.read_at_most(MAX_FILE_BYTES).await {
+        Ok(bytes) => bytes,
         // Grew since it was found.
-        return Err(PreviewError::TooLarge {
-            size: bytes.len() as u64,
+        Err(crate::workspace::WorkspaceError::TooLarge(_)) => {
+            return Err(PreviewError::TooLarge {
+                size: MAX_FILE_BYTES + 1,
+            }
+            .into());
         }
-        .into());
-    }
+        Err(e) => return Err(e.into()),
+    };
     let (body, content_type) = tokio::task::spawn_blocking(move || {
         let converted = conversion.apply(&bytes);
         drop(turn);

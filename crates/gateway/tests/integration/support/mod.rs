@@ -263,7 +263,7 @@ impl TestApp {
     pub async fn user_file(&self, name: &str, rel: &str) -> Option<Vec<u8>> {
         use object_store::ObjectStoreExt;
         match self.files_bucket() {
-            Some(store) => match store.get(&format!("{name}/{rel}").into()).await {
+            Some(store) => match store.get(&format!("users/{name}/{rel}").into()).await {
                 Ok(got) => Some(got.bytes().await.unwrap().to_vec()),
                 Err(object_store::Error::NotFound { .. }) => None,
                 Err(e) => panic!("reading {name}/{rel} from the bucket: {e}"),
@@ -278,7 +278,7 @@ impl TestApp {
         match self.files_bucket() {
             Some(store) => {
                 store
-                    .put(&format!("{name}/{rel}").into(), bytes.to_vec().into())
+                    .put(&format!("users/{name}/{rel}").into(), bytes.to_vec().into())
                     .await
                     .unwrap();
             }
@@ -298,7 +298,7 @@ impl TestApp {
         let mut out = BTreeMap::new();
         match self.files_bucket() {
             Some(store) => {
-                let prefix: object_store::path::Path = format!("{name}/{rel}").into();
+                let prefix: object_store::path::Path = format!("users/{name}/{rel}").into();
                 let skip = prefix.as_ref().len() + 1;
                 let listed: Vec<_> = store.list(Some(&prefix)).collect().await;
                 for meta in listed {

@@ -139,6 +139,9 @@ pub enum Broken {
     BadCredentials,
     /// Connections accepted, never answered.
     Silent,
+    /// Takes every write, whatever its conditions (`If-None-Match`,
+    /// `If-Match`): a store that would let gateways overwrite each other.
+    IgnoresConditions,
 }
 
 /// Serves a broken store on a loopback port until the test ends; returns
@@ -153,6 +156,25 @@ pub async fn broken_store(how: Broken) -> String {
                 while let Ok((socket, _)) = listener.accept().await {
                     held.push(socket);
                 }
+            });
+        }
+        Broken::IgnoresConditions => {
+            let app = axum::Router::new().fallback(
+                |method: axum::http::Method| async move {
+                    match method {
+                        axum::http::Method::GET => (
+                            StatusCode::OK,
+                            [("content-type", "application/xml")],
+                            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><IsTruncated>false</IsTruncated><KeyCount>0</KeyCount></ListBucketResult>",
+                        )
+                            .into_response(),
+                        axum::http::Method::DELETE => StatusCode::NO_CONTENT.into_response(),
+                        _ => (StatusCode::OK, [("etag", "\"same\"")]).into_response(),
+                    }
+                },
+            );
+            tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
             });
         }
         Broken::ServerError | Broken::BadCredentials => {
