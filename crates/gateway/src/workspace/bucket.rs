@@ -816,15 +816,15 @@ impl Workspace {
     pub(super) async fn bucket_export_files(
         bucket: &UserBucket,
     ) -> Result<Vec<(String, FileSource)>> {
+        let workflows = SafeRelPath::parse("workflows").expect("a plain folder name");
         let mut out = Vec::new();
         for (area, folder, zipped) in [
-            ("userdata", "workflows", "workflows"),
-            ("output", "", "outputs"),
+            ("userdata", workflows, "workflows"),
+            ("output", SafeRelPath::root(), "outputs"),
         ] {
-            let rel = SafeRelPath::parse(folder).unwrap_or_else(|_| SafeRelPath::root());
-            let Some(key) = bucket.key(area, &rel) else {
-                continue;
-            };
+            let key = bucket
+                .key(area, &folder)
+                .expect("plain folder names make keys");
             let mut files = bucket.files_under(&key).await?;
             files.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
             out.extend(
