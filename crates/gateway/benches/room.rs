@@ -242,6 +242,50 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// A configuration for a `comfyume serve` process in `dir`, on a free
+/// port, with `auth` as its `[auth]` section and `sim` as its backend; the
+/// file and the URL the process will serve.
+fn serve_config(dir: &Path, sim: &str, auth: &str) -> (PathBuf, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config_file = dir.join("comfyume.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nfrontend_dir = {:?}\n\n[auth]\n{auth}\n\n[[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = \"{sim}\"\nslots = 1\n",
+            dir.join("data"),
+            stand_in_frontend(dir),
+        ),
+    )
+    .expect("the config");
+    (config_file, format!("http://127.0.0.1:{port}"))
+}
+
+/// Starts `comfyume serve` on `config_file` and waits until `url`
+/// answers `/ready`.
+async fn serve(config_file: &Path, url: &str) -> std::process::Child {
+    let server = std::process::Command::new(env!("CARGO_BIN_EXE_comfyume"))
+        .arg("--config")
+        .arg(config_file)
+        .arg("serve")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let probe = reqwest::Client::new();
+    while !probe
+        .get(format!("{url}/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        // Polling a process we do not own: nothing to wait on but its answer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+}
+
 /// `VmRSS` or `VmHWM` of a process, in bytes.
 fn memory_of(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc");
@@ -276,21 +320,7 @@ async fn memory() {
     ];
     for (participants, arrival, jobs) in scenarios {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let frontend = stand_in_frontend(dir.path());
-        let config_file = dir.path().join("comfyume.toml");
-        std::fs::write(
-            &config_file,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nfrontend_dir = {:?}\n\n[auth]\nsecure_cookies = false\n\n[[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = \"{sim}\"\nslots = 1\n",
-                dir.path().join("data"),
-                frontend,
-            ),
-        )
-        .expect("the config");
+        let (config_file, url) = serve_config(dir.path(), &sim, "secure_cookies = false");
         let bin = env!("CARGO_BIN_EXE_comfyume");
         let creds = dir.path().join("creds.csv");
         let import = std::process::Command::new(bin)
@@ -322,23 +352,7 @@ async fn memory() {
                 (f.next().unwrap().to_string(), f.next().unwrap().to_string())
             })
             .collect();
-        let mut server = std::process::Command::new(bin)
-            .arg("--config")
-            .arg(&config_file)
-            .arg("serve")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("serve starts");
-        let url = format!("http://127.0.0.1:{port}");
-        let probe = reqwest::Client::new();
-        loop {
-            if let Ok(r) = probe.get(format!("{url}/ready")).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut server = serve(&config_file, &url).await;
         let idle = memory_of(server.id(), "VmRSS:");
         let started = Instant::now();
         let mut sockets = Vec::new();
@@ -958,10 +972,6 @@ async fn view() {
     const SIZE: usize = 256 * 1024 * 1024;
     const DOWNLOADS: usize = 4;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let output = dir.path().join("data/users/default/output");
     std::fs::create_dir_all(&output).expect("a folder");
     // Not compressible, not all one page: what a video output is like.
@@ -979,33 +989,9 @@ async fn view() {
     std::fs::write(output.join("small.png"), b"png").expect("a small output");
     drop(bytes);
     let sim = start_sim().await;
-    let config_file = dir.path().join("comfyume.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nfrontend_dir = {:?}\n\n[auth]\nmode = \"none\"\n\n[[backends]]\nname = \"sim\"\nkind = \"sim\"\nurl = \"{sim}\"\nslots = 1\n",
-            dir.path().join("data"),
-            stand_in_frontend(dir.path()),
-        ),
-    )
-    .expect("the config");
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_comfyume"))
-        .arg("--config")
-        .arg(&config_file)
-        .arg("serve")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let url = format!("http://127.0.0.1:{port}");
+    let (config_file, url) = serve_config(dir.path(), &sim, "mode = \"none\"");
+    let mut server = serve(&config_file, &url).await;
     let http = reqwest::Client::new();
-    loop {
-        if let Ok(r) = http.get(format!("{url}/ready")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let small = http
         .get(format!("{url}/api/view?filename=small.png&type=output"))
         .send()

@@ -36,7 +36,7 @@ use comfyume_domain::{FileKind, SafeRelPath};
 use super::error::{DIR_NOT_FOUND, FILE_NOT_FOUND, INVALID_FILENAME, V2_NOT_A_DIR, V2_NOT_FOUND};
 use super::info::FileInfo;
 use super::source::{FileSource, bucket_error};
-use super::userdata::{UserdataFile, V2Entry, V2Kind, userdata_serve_as};
+use super::userdata::{UserdataFile, V2Entry, sort_v2, userdata_serve_as};
 use super::{Result, Workspace, WorkspaceError, mime, over_quota};
 
 /// The bucket holding every user's files, opened once.
@@ -76,7 +76,7 @@ impl std::fmt::Debug for UserBucket {
 
 /// The most files one move of a folder copies (each is a request of its
 /// own, made while the user's other writes wait).
-const MAX_FILES_MOVED: usize = 1000;
+pub const MAX_FILES_MOVED: usize = 1000;
 
 /// How often a settings update is tried again when another gateway keeps
 /// writing the file between our read and our write.
@@ -287,22 +287,15 @@ impl Tree {
     /// `os.walk` top-down, as `/v2/userdata` lists.
     fn walk(&self, prefix: &str, out: &mut Vec<V2Entry>) {
         for name in self.folders.keys() {
-            out.push(V2Entry {
-                path: format!("{prefix}{name}"),
-                name: name.clone(),
-                kind: V2Kind::Directory,
-                size: None,
-                modified: None,
-            });
+            out.push(V2Entry::folder(prefix, name));
         }
         for (name, meta) in &self.files {
-            out.push(V2Entry {
-                path: format!("{prefix}{name}"),
-                name: name.clone(),
-                kind: V2Kind::File,
-                size: Some(meta.size),
-                modified: Some(meta.last_modified.timestamp_millis() as f64 / 1000.0),
-            });
+            out.push(V2Entry::file(
+                prefix,
+                name,
+                Some(meta.size),
+                Some(meta.last_modified.timestamp_millis() as f64 / 1000.0),
+            ));
         }
         for (name, folder) in &self.folders {
             folder.walk(&format!("{prefix}{name}/"), out);
@@ -594,7 +587,7 @@ impl Workspace {
         };
         let mut out = Vec::new();
         Tree::build(files).walk(&prefix, &mut out);
-        out.sort_by_key(|e| (e.kind == V2Kind::File, e.name.to_lowercase()));
+        sort_v2(&mut out);
         Ok(out)
     }
 

@@ -147,52 +147,9 @@ mod tests {
     use super::*;
     use crate::workspace::Workspaces;
     use comfyume_domain::UserName;
-    use std::io::Read;
 
-    #[test]
-    fn holds_the_workflows_and_outputs_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let ws = Workspaces::new(dir.path().join("users")).user(&UserName::parse("alice").unwrap());
-        for (path, body) in [
-            ("userdata/workflows/a.json", "{\"a\": 1}"),
-            ("userdata/workflows/sub/b.json", "{}"),
-            ("userdata/comfy.settings.json", "{}"),
-            ("output/img_00001_.png", "png bytes"),
-            ("output/video/v.mp4", "mp4 bytes"),
-            ("input/upload.png", "upload"),
-            ("temp/preview.png", "preview"),
-        ] {
-            let p = ws.dir().join(path);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(p, body).unwrap();
-        }
-        let mut zipped = Vec::new();
-        let summary = ws.export_zip(&mut zipped).unwrap();
-        assert_eq!(summary.workflows, 2);
-        assert_eq!(summary.outputs, 2);
-        let mut archive = zip::ZipArchive::new(io::Cursor::new(zipped)).unwrap();
-        let mut names: Vec<String> = archive
-            .file_names()
-            .map(|n| n.unwrap().to_string())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "outputs/img_00001_.png",
-                "outputs/video/v.mp4",
-                "workflows/a.json",
-                "workflows/sub/b.json"
-            ]
-        );
-        let mut body = String::new();
-        archive
-            .by_name("workflows/a.json")
-            .unwrap()
-            .read_to_string(&mut body)
-            .unwrap();
-        assert_eq!(body, "{\"a\": 1}");
-    }
+    // What an export holds, on disk and in a bucket alike, is the
+    // workspace suite's (tests/integration/workspace.rs).
 
     #[test]
     fn a_participant_without_files_gets_an_empty_archive_that_opens() {

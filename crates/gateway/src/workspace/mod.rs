@@ -35,8 +35,6 @@
 //! layer streams without knowing where it is.
 
 mod bucket;
-#[cfg(test)]
-mod conformance;
 mod error;
 mod export;
 mod files;
@@ -59,7 +57,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use comfyume_domain::{FileKind, SafeRelPath, UserName};
 
-pub use bucket::Bucket;
+pub use bucket::{Bucket, MAX_FILES_MOVED};
 pub use error::{Result, WorkspaceError};
 pub use export::ExportSummary;
 pub use files::{

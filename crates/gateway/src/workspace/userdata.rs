@@ -154,6 +154,37 @@ pub struct V2Entry {
     pub modified: Option<f64>,
 }
 
+impl V2Entry {
+    /// The folder `name` in the folder whose path (relative to the
+    /// userdata root) is `prefix`, empty or ending in `/`.
+    pub(super) fn folder(prefix: &str, name: &str) -> Self {
+        Self {
+            path: format!("{prefix}{name}"),
+            name: name.to_owned(),
+            kind: V2Kind::Directory,
+            size: None,
+            modified: None,
+        }
+    }
+
+    /// The file `name` in the folder at `prefix`.
+    pub(super) fn file(prefix: &str, name: &str, size: Option<u64>, modified: Option<f64>) -> Self {
+        Self {
+            path: format!("{prefix}{name}"),
+            name: name.to_owned(),
+            kind: V2Kind::File,
+            size,
+            modified,
+        }
+    }
+}
+
+/// `/v2/userdata`'s order: folders first, then by lower-cased name; a
+/// stable sort, like Python's, so equal names keep `os.walk`'s order.
+pub(super) fn sort_v2(entries: &mut [V2Entry]) {
+    entries.sort_by_key(|e| (e.kind == V2Kind::File, e.name.to_lowercase()));
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum V2Kind {
@@ -366,8 +397,7 @@ impl Workspace {
             }
             let mut out = Vec::new();
             walk_v2(&target, &prefix, &mut out);
-            // A stable sort, like Python's, on ComfyUI's key.
-            out.sort_by_key(|e| (e.kind == V2Kind::File, e.name.to_lowercase()));
+            sort_v2(&mut out);
             Ok(out)
         })
         .await
@@ -438,22 +468,15 @@ fn walk_v2(dir: &Path, prefix: &str, out: &mut Vec<V2Entry>) {
         }
     }
     for (name, _) in &dirs {
-        out.push(V2Entry {
-            path: format!("{prefix}{name}"),
-            name: name.clone(),
-            kind: V2Kind::Directory,
-            size: None,
-            modified: None,
-        });
+        out.push(V2Entry::folder(prefix, name));
     }
     for (name, md) in files {
-        out.push(V2Entry {
-            path: format!("{prefix}{name}"),
-            size: md.as_ref().map(|m| m.len()),
-            modified: md.as_ref().map(mtime_secs),
-            name,
-            kind: V2Kind::File,
-        });
+        out.push(V2Entry::file(
+            prefix,
+            &name,
+            md.as_ref().map(|m| m.len()),
+            md.as_ref().map(mtime_secs),
+        ));
     }
     for (name, path) in dirs {
         if is_real_dir(&path) {

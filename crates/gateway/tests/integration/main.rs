@@ -27,3 +27,4 @@ mod stock_comfyui;
 mod stock_faults;
 mod userdata;
 mod workers;
+mod workspace;

@@ -90,10 +90,13 @@ impl Room {
             if let Some(files) = &files {
                 let s3 = &files.s3;
                 text.push_str(&format!(
-                    "[files]\nurl = {:?}\n[files.s3]\nendpoint = {:?}\nregion = \"us-east-1\"\n\
-                     access_key_id = \"comfyume-test\"\nsecret_access_key = \"comfyume-test-secret\"\n",
+                    "[files]\nurl = {:?}\n[files.s3]\nendpoint = {:?}\nregion = {:?}\n\
+                     access_key_id = {:?}\nsecret_access_key = {:?}\n",
                     files.url.as_deref().unwrap(),
                     s3.endpoint.as_deref().unwrap(),
+                    s3.region.as_deref().unwrap(),
+                    s3.access_key_id.as_deref().unwrap(),
+                    s3.secret_access_key.as_ref().unwrap().expose(),
                 ));
             }
             std::fs::write(&config, text).unwrap();
@@ -179,29 +182,21 @@ impl Room {
 
 /// The JSON a GET answers, with `http`'s session.
 async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
+    json_of(http.get(url)).await
+}
+
+/// The JSON `request` is answered with.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 /// The JSON an admin API GET answers, with the room's admin token.
 async fn admin_json(url: String) -> Value {
-    reqwest::Client::new()
-        .get(url)
-        .bearer_auth("room-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(reqwest::Client::new().get(url).bearer_auth("room-token")).await
 }
 
 async fn ready(url: &str) -> Value {
-    reqwest::get(format!("{url}/ready"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(reqwest::Client::new().get(format!("{url}/ready"))).await
 }
 
 /// Logs alice in at `url`: the session is the database's, good on every
@@ -227,15 +222,11 @@ async fn log_in(url: &str) -> (reqwest::Client, String) {
 }
 
 async fn submit(http: &reqwest::Client, url: &str, prompt: Value) -> String {
-    let r: Value = http
-        .post(format!("{url}/api/prompt"))
-        .json(&json!({"prompt": prompt, "client_id": "tab"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = json_of(
+        http.post(format!("{url}/api/prompt"))
+            .json(&json!({"prompt": prompt, "client_id": "tab"})),
+    )
+    .await;
     r["prompt_id"]
         .as_str()
         .unwrap_or_else(|| panic!("queued: {r}"))
@@ -582,7 +573,6 @@ async fn login_limits_and_the_rooms_pause_hold_on_every_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_without_a_shared_disk_share_participants_files_through_a_bucket() {
     use object_store::ObjectStoreExt;
-    use reqwest::multipart::{Form, Part};
     let Some(room) = Room::with_bucket("replicas: files in a bucket", 20).await else {
         return;
     };
@@ -591,22 +581,11 @@ async fn gateways_without_a_shared_disk_share_participants_files_through_a_bucke
     let (http, cookie) = log_in(&b).await;
 
     let picture: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let form = Form::new().part(
-        "image",
-        Part::bytes(picture.clone())
-            .file_name("cat.png")
-            .mime_str("image/png")
-            .unwrap(),
-    );
-    let uploaded: Value = http
-        .post(format!("{b}/api/upload/image"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let uploaded = json_of(
+        http.post(format!("{b}/api/upload/image"))
+            .multipart(crate::files::image_form("cat.png", &picture)),
+    )
+    .await;
     assert_eq!(uploaded["name"], "cat.png");
     let saved = http
         .post(format!(
@@ -681,15 +660,11 @@ async fn gateways_without_a_shared_disk_share_participants_files_through_a_bucke
         .unwrap();
     assert_eq!(stored, on_a, "the output is the bucket's");
     // Shared on the wall through B, seen through A.
-    let shared: Value = http
-        .post(format!("{b}/api/comfyume/wall"))
-        .json(&json!({"filename": name, "type": "output", "subfolder": subfolder}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shared = json_of(
+        http.post(format!("{b}/api/comfyume/wall"))
+            .json(&json!({"filename": name, "type": "output", "subfolder": subfolder})),
+    )
+    .await;
     let url = shared["url"].as_str().unwrap_or_else(|| panic!("{shared}"));
     let on_the_wall = http.get(format!("{a}{url}")).send().await.unwrap();
     assert_eq!(on_the_wall.status(), 200);

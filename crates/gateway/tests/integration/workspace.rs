@@ -1,18 +1,14 @@
-//! One suite for both places participants' files can live: each test
-//! runs unchanged on disk (`on_disk::…`) and in an S3-compatible bucket
-//! (`on_bucket::…`, a real moto server; `scripts/test.sh` installs it and
-//! names its Python in `TEST_MOTO_PYTHON`). Where the answers are
-//! ComfyUI's, the disk's are the reference the bucket must give.
+//! The workspace's one suite for both places participants' files can
+//! live: each test runs unchanged on disk (`on_disk::…`) and in an
+//! S3-compatible bucket (`on_bucket::…`, the suite's moto server). Where
+//! the answers are ComfyUI's, the disk's are the reference the bucket
+//! must give.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
-
+use comfyume::workspace::{
+    Bucket, FileInfo, FileSource, MAX_FILES_MOVED, V2Kind, Workspace, WorkspaceError, Workspaces,
+};
 use comfyume_domain::{FileKind, SafeRelPath, UserName};
 use serde_json::json;
-
-use super::{Bucket, FileSource, V2Kind, Workspace, WorkspaceError, Workspaces};
-use crate::config::{FilesConfig, Secret};
 
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
@@ -66,32 +62,12 @@ impl Place {
         }
     }
 
-    /// A new bucket on the suite's moto server.
+    /// A new bucket on the suite's moto server; `None` (said) without one.
     async fn bucket(test: &str) -> Option<Place> {
-        let endpoint = moto(test)?;
-        let name = format!("files-{}", uuid::Uuid::new_v4().simple());
-        let made = reqwest::Client::new()
-            .put(format!("{endpoint}/{name}"))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            made.status().is_success(),
-            "creating bucket: {}",
-            made.status()
-        );
-        let mut config = FilesConfig {
-            url: Some(format!("s3://{name}/room-1")),
-            timeout_seconds: 10,
-            max_retries: 1,
-            ..FilesConfig::default()
-        };
-        config.s3.endpoint = Some(endpoint);
-        config.s3.region = Some("us-east-1".into());
-        config.s3.access_key_id = Some("comfyume-test".into());
-        config.s3.secret_access_key = Some(Secret::new("comfyume-test-secret"));
-        let store = crate::buckets::files_bucket(&config).unwrap().unwrap();
-        crate::buckets::check_files_bucket(store.as_ref(), &name)
+        let config = crate::support::s3::files_in_a_new_bucket(test).await?;
+        let url = config.url.clone().unwrap();
+        let store = comfyume::buckets::files_bucket(&config).unwrap().unwrap();
+        comfyume::buckets::check_files_bucket(store.as_ref(), &url)
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -124,49 +100,6 @@ impl Place {
     }
 }
 
-/// The suite's moto server: started once, stopped when the test binary
-/// exits (its standard input closes). `None`, said on stderr, without
-/// `TEST_MOTO_PYTHON`, which under CI is a failure.
-fn moto(test: &str) -> Option<String> {
-    static MOTO: OnceLock<Option<(Arc<std::sync::Mutex<Child>>, String)>> = OnceLock::new();
-    let started = MOTO.get_or_init(|| {
-        let python = std::env::var("TEST_MOTO_PYTHON").ok()?;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/moto_server.py");
-        let mut child = Command::new(&python)
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start moto with {python}: {e}"));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("moto printed {line:?}, not its port"));
-        Some((
-            Arc::new(std::sync::Mutex::new(child)),
-            format!("http://127.0.0.1:{port}"),
-        ))
-    });
-    match started {
-        Some((_, endpoint)) => Some(endpoint.clone()),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: TEST_MOTO_PYTHON is unset under CI (scripts/test.sh installs moto)"
-            );
-            eprintln!(
-                "SKIPPED on_bucket::{test}: no S3-compatible server (scripts/test.sh installs moto and sets TEST_MOTO_PYTHON)"
-            );
-            None
-        }
-    }
-}
-
 fn p(s: &str) -> SafeRelPath {
     SafeRelPath::parse(s).unwrap()
 }
@@ -195,7 +128,7 @@ async fn userdata_lists_reads_and_refuses_like_comfyui(place: Place) {
         assert_eq!(info.size, body.len() as u64);
     }
     assert!(ws.has_files().await.unwrap());
-    let names = |files: Vec<super::FileInfo>| files.into_iter().map(|f| f.path).collect::<Vec<_>>();
+    let names = |files: Vec<FileInfo>| files.into_iter().map(|f| f.path).collect::<Vec<_>>();
     assert_eq!(
         names(ws.list(&p("workflows"), false).await.unwrap()),
         ["A.json", "b.json"]
@@ -704,12 +637,60 @@ async fn the_export_holds_workflows_and_outputs(place: Place) {
             "workflows/sub/b.json"
         ]
     );
-    let mut body = String::new();
-    archive
-        .by_name("outputs/video/v.mp4")
-        .unwrap()
-        .read_to_string(&mut body)
-        .unwrap();
-    assert_eq!(body, "v.mp4");
+    for (name, want) in [
+        ("outputs/video/v.mp4", "v.mp4"),
+        ("workflows/a.json", "{\"a\": 1}"),
+    ] {
+        let mut body = String::new();
+        archive
+            .by_name(name)
+            .unwrap()
+            .read_to_string(&mut body)
+            .unwrap();
+        assert_eq!(body, want, "{name}");
+    }
     place.assert_disk_untouched();
+}
+
+/// In a bucket a folder moves file by file, while the owner's other
+/// writes wait: past its bound the move is refused whole, before anything
+/// is copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_refuses_a_folder_move_past_its_bound() {
+    use futures_util::StreamExt;
+    use object_store::ObjectStoreExt;
+    let test = "a bucket refuses a folder move past its bound";
+    let Some(config) = crate::support::s3::files_in_a_new_bucket(test).await else {
+        return;
+    };
+    let store = comfyume::buckets::files_bucket(&config).unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspaces::new(dir.path().join("users"))
+        .with_bucket(Bucket::new(store.clone()))
+        .user(&UserName::parse("alice").unwrap());
+    let puts: Vec<_> = futures_util::stream::iter(0..=MAX_FILES_MOVED)
+        .map(|i| {
+            let store = store.clone();
+            async move {
+                let key = format!("users/alice/userdata/workflows/big/{i}.json");
+                store.put(&key.into(), "{}".into()).await
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(puts.iter().all(Result::is_ok));
+    assert!(matches!(
+        ws.rename(&p("workflows/big"), &p("workflows/moved"), false)
+            .await,
+        Err(WorkspaceError::TooLarge(_))
+    ));
+    assert!(matches!(
+        ws.list(&p("workflows/moved"), true).await,
+        Err(WorkspaceError::NotFound(_))
+    ));
+    assert_eq!(
+        ws.list(&p("workflows/big"), false).await.unwrap().len(),
+        MAX_FILES_MOVED + 1
+    );
 }
